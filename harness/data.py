@@ -1,0 +1,82 @@
+"""Readers for benchmark files in their original formats, with line-precise errors.
+
+Task plugins hand these to lm-eval as a task's `custom_dataset`, so lm-eval's own prompt
+templates, few-shot samplers, filters and metrics run unchanged on local files.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import json
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+from harness.errors import DataError
+
+Row = dict[str, Any]
+
+
+def first_existing(candidates: Iterable[Path], what: str) -> Path:
+    candidates = list(candidates)
+    for path in candidates:
+        if path.exists():
+            return path
+    raise DataError(f"{what} not found; looked in: {', '.join(str(p) for p in candidates)}")
+
+
+def read_jsonl_rows(path: Path, required: Sequence[str] = ()) -> list[Row]:
+    """Rows of a .jsonl or .jsonl.gz file; every row must be an object with `required` keys."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"missing data file {path}")
+    opener = gzip.open if path.suffix == ".gz" else open
+    rows = []
+    try:
+        with opener(path, "rt", encoding="utf-8") as handle:
+            for number, line in enumerate(handle, 1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise DataError(f"{path}:{number}: malformed JSON ({exc.msg})") from None
+                missing = [k for k in required if not isinstance(row, dict) or k not in row]
+                if missing:
+                    raise DataError(f"{path}:{number}: missing field(s) {', '.join(missing)}")
+                rows.append(row)
+    except (OSError, UnicodeDecodeError, EOFError) as exc:
+        raise DataError(f"{path}: unreadable ({exc})") from None
+    if not rows:
+        raise DataError(f"{path}: no rows")
+    return rows
+
+
+def read_csv_rows(path: Path, columns: int, check: Callable[[list[str]], str | None]) -> list[list[str]]:
+    """Rows of a headerless CSV with exactly `columns` fields; `check` returns an error text."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"missing data file {path}")
+    rows = []
+    try:
+        with path.open(newline="", encoding="utf-8") as handle:
+            for number, row in enumerate(csv.reader(handle), 1):
+                if len(row) != columns:
+                    raise DataError(f"{path}:{number}: expected {columns} columns, got {len(row)}")
+                problem = check(row)
+                if problem:
+                    raise DataError(f"{path}:{number}: {problem}")
+                rows.append(row)
+    except (csv.Error, UnicodeDecodeError) as exc:
+        raise DataError(f"{path}: malformed CSV ({exc})") from None
+    if not rows:
+        raise DataError(f"{path}: no rows")
+    return rows
+
+
+def dataset_dict(splits: dict[str, list[Row]]) -> Any:
+    """A `datasets.DatasetDict`, the shape lm-eval expects from `custom_dataset`."""
+    import datasets
+
+    return datasets.DatasetDict({name: datasets.Dataset.from_list(rows)
+                                 for name, rows in splits.items()})

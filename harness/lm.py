@@ -1,0 +1,27 @@
+"""Shared lm-eval machinery for method plugins.
+
+Methods hand lm-eval an `lm_eval.api.model.LM`. Most wrap a (possibly modified)
+transformers model; `hf_lm` gives them lm-eval's own HFLM around that object, so batching,
+request reordering, the response-cache hooks and generation all come from lm-eval.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from harness.specs import BuildContext
+
+
+def hf_lm(model: Any, tokenizer: Any, ctx: BuildContext, **kwargs: Any) -> Any:
+    """lm-eval's HFLM around an already-built transformers model object."""
+    from lm_eval.models.huggingface import HFLM
+
+    return HFLM(pretrained=model, tokenizer=tokenizer, batch_size=ctx.batch_size,
+                device=ctx.device, **kwargs)
+
+
+def count_parameters(model: Any) -> tuple[int, int]:
+    """(trainable, total) parameter counts."""
+    total = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return trainable, total

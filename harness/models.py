@@ -1,0 +1,143 @@
+"""Model references and loading through transformers' Auto classes.
+
+A reference is a Hugging Face id, a local directory, or a zoo name; all three load
+through the same `from_pretrained` call, so the path the tests exercise is the path real
+models take.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from harness import zoo
+from harness.errors import ModelLoadError, UsageError
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """One base model: id or path, plus revision, dtype and device."""
+
+    id: str
+    revision: str = "main"
+    dtype: str = "auto"
+    device: str = "cpu"
+
+    @classmethod
+    def parse(cls, text: str, device: str = "cpu", dtype: str = "auto") -> "ModelRef":
+        """`org/name`, `org/name@revision`, `/local/dir` or `harness-zoo/tiny-llama`."""
+        text = text.strip()
+        if not text:
+            raise UsageError("empty model reference")
+        model_id, _, revision = text.partition("@")
+        return cls(id=model_id, revision=revision or "main", dtype=dtype, device=device)
+
+    @property
+    def short_name(self) -> str:
+        return Path(self.id.rstrip("/")).name
+
+    def location(self) -> str:
+        """What `from_pretrained` receives: a local directory or the hub id."""
+        if zoo.is_zoo_id(self.id):
+            return str(zoo.zoo_path(self.id))
+        return self.id
+
+    def identity(self) -> dict[str, Any]:
+        """What the cell fingerprint records: enough to tell two models' weights apart."""
+        if zoo.is_zoo_id(self.id):
+            return {"id": self.id, "zoo_recipe": zoo.recipe_fingerprint(zoo.recipe_for(self.id)),
+                    "dtype": self.dtype}
+        local = Path(self.id).expanduser()
+        if local.is_dir():
+            return {"id": str(local.resolve()), "weights_sha256": weights_digest(local),
+                    "dtype": self.dtype}
+        return {"id": self.id, "revision": self.revision, "dtype": self.dtype}
+
+
+def weights_digest(directory: Path) -> str:
+    """sha256 over the config and weight files of a local model directory.
+
+    Digests are memoised in the directory's neighbourhood by (name, size, mtime) so a large
+    local checkpoint is hashed once, not at every plan.
+    """
+    files = sorted(p for p in directory.iterdir()
+                   if p.is_file() and (p.suffix in {".safetensors", ".bin", ".pt"}
+                                       or p.name == "config.json"))
+    if not files:
+        raise ModelLoadError(f"{directory}: no config.json or weight files found")
+    memo_path = zoo.cache_root() / "weight-digests.json"
+    try:
+        memo = json.loads(memo_path.read_text())
+    except (OSError, ValueError):
+        memo = {}
+    total = hashlib.sha256()
+    for path in files:
+        stat = path.stat()
+        key = f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}"
+        if key not in memo:
+            digest = hashlib.sha256()
+            with path.open("rb") as handle:
+                for block in iter(lambda: handle.read(1 << 22), b""):
+                    digest.update(block)
+            memo[key] = digest.hexdigest()
+        total.update(f"{path.name}:{memo[key]}".encode())
+    from harness.store import atomic_write_text  # local import: store imports nothing heavy
+
+    memo_path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(memo_path, json.dumps(memo, indent=0, sort_keys=True))
+    return total.hexdigest()
+
+
+def torch_dtype(name: str) -> Any:
+    import torch
+
+    if name == "auto":
+        return torch.bfloat16 if torch.cuda.is_available() else torch.float32
+    try:
+        return {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
+                "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}[name]
+    except KeyError:
+        raise UsageError(f"unknown dtype {name!r}; use auto, float32, bfloat16 or float16") from None
+
+
+def load_tokenizer(ref: ModelRef) -> Any:
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(ref.location(), revision=ref.revision)
+    except Exception as exc:  # transformers raises many types for a bad reference
+        raise ModelLoadError(f"cannot load tokenizer of {ref.id!r}: {_first_line(exc)}") from exc
+
+
+def load_causal_lm(ref: ModelRef, **kwargs: Any) -> tuple[Any, Any]:
+    """(model, tokenizer) for a causal LM, in eval mode on the reference's device."""
+    from transformers import AutoModelForCausalLM
+
+    tokenizer = load_tokenizer(ref)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(
+            ref.location(), revision=ref.revision, dtype=torch_dtype(ref.dtype), **kwargs)
+    except Exception as exc:
+        raise ModelLoadError(f"cannot load model {ref.id!r}: {_first_line(exc)}") from exc
+    model.to(ref.device).eval()
+    return model, tokenizer
+
+
+def default_device() -> str:
+    if os.environ.get("HARNESS_DEVICE"):
+        return os.environ["HARNESS_DEVICE"]
+    try:
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    except ImportError:
+        return "cpu"
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__

@@ -1,0 +1,400 @@
+"""Planning and running the method x task matrix, resumably.
+
+A cell is (method row, task, run settings). Its fingerprint hashes everything that can
+change its numbers: method options, model identities (hub revision, local weight hashes or
+zoo recipe), task options, the data files' hashes, limit, seed, few-shot and generation
+settings, and library versions. A cell whose fingerprint already has a result directory
+is done and is never recomputed (unless --force).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.metadata as md
+import math
+import os
+import platform
+import subprocess
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from harness.errors import DataError, HarnessError, UsageError
+from harness.host import Host
+from harness.models import ModelRef
+from harness.specs import (BuildContext, DataSource, LmEvalPlan, MethodSpec, TaskContext,
+                           TaskSpec, options_to_dict)
+from harness.store import Store, file_sha256, fingerprint
+
+State = Literal["done", "pending", "n/a", "error"]
+SCHEMA_VERSION = 1
+VERSIONED_LIBRARIES = ("harness", "lm_eval", "transformers", "torch", "peft", "datasets")
+
+
+@dataclass(frozen=True)
+class MethodRow:
+    """A leaderboard row: a method with its base models and options."""
+
+    spec: MethodSpec
+    models: tuple[ModelRef, ...]
+    options: Any
+    label: str
+
+
+@dataclass(frozen=True)
+class TaskColumn:
+    spec: TaskSpec
+    options: Any
+
+
+@dataclass(frozen=True)
+class Settings:
+    data: DataSource
+    limit: int | None = None
+    seed: int = 1234
+    batch_size: int = 1
+    device: str = "cpu"
+
+
+@dataclass
+class Cell:
+    row: MethodRow
+    column: TaskColumn
+    settings: Settings
+    state: State = "pending"
+    reason: str = ""
+    fingerprint: str = ""
+    lm_eval_plan: LmEvalPlan | None = None
+    identity: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def method(self) -> str:
+        return self.row.spec.name
+
+    @property
+    def task(self) -> str:
+        return self.column.spec.name
+
+
+@dataclass
+class Plan:
+    cells: list[Cell]
+    store: Store
+
+    def count(self, state: State) -> int:
+        return sum(c.state == state for c in self.cells)
+
+
+@dataclass
+class CellOutcome:
+    cell: Cell
+    status: Literal["ok", "n/a", "failed", "skipped"]
+    path: Path | None = None
+    headline: float | None = None
+    error: str = ""
+
+
+def library_versions() -> dict[str, str]:
+    versions = {}
+    for name in VERSIONED_LIBRARIES:
+        try:
+            versions[name] = md.version(name.replace("_", "-"))
+        except md.PackageNotFoundError:
+            versions[name] = "absent"
+    return versions
+
+
+def row_label(spec: MethodSpec, models: tuple[ModelRef, ...]) -> str:
+    return f"{spec.name} ({' + '.join(m.short_name for m in models)})"
+
+
+def incompatibility(host: Host, method: MethodSpec, task: TaskSpec) -> str | None:
+    missing = sorted(str(c) for c in task.requires - method.capabilities)
+    if missing:
+        return "needs " + ", ".join("vision" if m == "vision" else m for m in missing)
+    return host.hook.harness_cell_incompatibility(method=method, task=task)
+
+
+def task_context(cell: Cell, workdir: Path) -> TaskContext:
+    return TaskContext(options=cell.column.options, data=cell.settings.data, workdir=workdir,
+                       limit=cell.settings.limit, seed=cell.settings.seed)
+
+
+def plan_cells(host: Host, rows: list[MethodRow], columns: list[TaskColumn], settings: Settings,
+               store: Store, force: bool = False) -> Plan:
+    cells = []
+    versions = library_versions()
+    for row in rows:
+        if not row.spec.models.accepts(len(row.models)):
+            raise UsageError(f"method {row.spec.name!r} takes {row.spec.models.describe()}, "
+                             f"got {len(row.models)}")
+        for column in columns:
+            cell = Cell(row, column, settings)
+            reason = incompatibility(host, row.spec, column.spec)
+            if reason:
+                cell.state, cell.reason = "n/a", reason
+            else:
+                try:
+                    cell.lm_eval_plan = column.spec.lm_eval(task_context(cell, store.root))
+                    preflight = column.spec.preflight
+                    problem = preflight(task_context(cell, store.root)) if preflight else None
+                    if problem:
+                        raise HarnessError(problem)
+                except HarnessError as exc:
+                    if isinstance(exc, UsageError):
+                        raise
+                    cell.state, cell.reason = "error", str(exc)
+            cell.identity = _identity(cell, versions)
+            cell.fingerprint = fingerprint(cell.identity)
+            if cell.state == "pending" and not force and store.is_done(cell.method, cell.task,
+                                                                      cell.fingerprint):
+                cell.state = "done"
+            cells.append(cell)
+    return Plan(cells, store)
+
+
+def _identity(cell: Cell, versions: dict[str, str]) -> dict[str, Any]:
+    plan = cell.lm_eval_plan
+    return {
+        "schema": SCHEMA_VERSION,
+        "method": {"name": cell.method, "options": options_to_dict(cell.row.options),
+                   "models": [m.identity() for m in cell.row.models]},
+        "task": {"name": cell.task, "options": options_to_dict(cell.column.options)},
+        "data": {"source": cell.settings.data.kind,
+                 "files": {f"{p.parent.name}/{p.name}": file_sha256(p)
+                           for p in (plan.data_files if plan else [])}},
+        "lm_eval": None if plan is None else {
+            "tasks": [t if isinstance(t, str) else t.get("task") for t in plan.tasks],
+            "num_fewshot": plan.num_fewshot, "gen_kwargs": plan.gen_kwargs},
+        "limit": cell.settings.limit,
+        "seed": cell.settings.seed,
+        "versions": versions,
+    }
+
+
+# ----------------------------------------------------------------------------- execution
+
+
+def run_plan(host: Host, plan: Plan, progress: Any = None) -> list[CellOutcome]:
+    """Run every pending cell; record n/a cells; a failing cell never stops the others."""
+    host.hook.harness_run_started(plan=plan)
+    outcomes = []
+    for cell in plan.cells:
+        if cell.state == "done":
+            outcomes.append(CellOutcome(cell, "skipped",
+                                        plan.store.cell_dir(cell.method, cell.task, cell.fingerprint)))
+            continue
+        if cell.state == "n/a":
+            outcome = _record_not_applicable(plan.store, cell)
+        elif cell.state == "error":
+            outcome = _record_failure(plan.store, cell, cell.reason, "")
+        else:
+            host.hook.harness_cell_started(cell=cell)
+            outcome = _run_cell(plan.store, cell)
+        host.hook.harness_cell_finished(cell=cell, outcome=outcome)
+        outcomes.append(outcome)
+        if progress is not None:
+            progress()
+    host.hook.harness_run_finished(plan=plan, outcomes=outcomes)
+    return outcomes
+
+
+def _base_record(cell: Cell) -> dict[str, Any]:
+    return {
+        "schema": SCHEMA_VERSION,
+        "fingerprint": cell.fingerprint,
+        "method": {"name": cell.method, "label": cell.row.label,
+                   "options": options_to_dict(cell.row.options),
+                   "models": [dataclasses.asdict(m) for m in cell.row.models],
+                   "capabilities": sorted(str(c) for c in cell.row.spec.capabilities),
+                   "trains": cell.row.spec.training is not None},
+        "task": {"name": cell.task, "options": options_to_dict(cell.column.options),
+                 "headline": dataclasses.asdict(cell.column.spec.headline),
+                 "data": cell.settings.data.describe()},
+        "identity": cell.identity,
+    }
+
+
+def _record_not_applicable(store: Store, cell: Cell) -> CellOutcome:
+    record = _base_record(cell) | {"status": "n/a", "reason": cell.reason}
+    path = store.commit_cell(cell.method, cell.task, cell.fingerprint, record, [])
+    return CellOutcome(cell, "n/a", path)
+
+
+def _record_failure(store: Store, cell: Cell, error: str, trace: str) -> CellOutcome:
+    store.record_failure(cell.method, cell.task, _base_record(cell) | {
+        "status": "failed", "error": error, "traceback": trace})
+    return CellOutcome(cell, "failed", error=error)
+
+
+def _run_cell(store: Store, cell: Cell) -> CellOutcome:
+    try:
+        record, samples = evaluate_cell(cell, store.workdir(cell.fingerprint))
+    except HarnessError as exc:
+        return _record_failure(store, cell, str(exc), traceback.format_exc())
+    except Exception as exc:  # a plugin bug must not take the matrix down
+        text = str(exc).strip().splitlines()
+        message = f"{type(exc).__name__}: {text[0] if text else ''}"
+        return _record_failure(store, cell, message, traceback.format_exc())
+    path = store.commit_cell(cell.method, cell.task, cell.fingerprint, record, samples)
+    return CellOutcome(cell, "ok", path, record["headline"]["value"])
+
+
+def evaluate_cell(cell: Cell, workdir: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Build the method's LM, run lm-eval on the task, score. Returns (record, samples)."""
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    import lm_eval
+    from lm_eval.tasks import TaskManager
+
+    settings, plan = cell.settings, cell.lm_eval_plan
+    assert plan is not None
+    context = BuildContext(models=cell.row.models, options=cell.row.options,
+                           task=cell.column.spec, task_options=cell.column.options,
+                           seed=settings.seed, device=settings.device,
+                           batch_size=settings.batch_size, workdir=workdir, data=settings.data)
+    started = time.time()
+    _seed_everything(settings.seed)
+    lm = cell.row.spec.build(context)
+    built = time.time()
+    manager = TaskManager(include_path=[str(p) for p in plan.include_path] or None)
+    try:
+        output = lm_eval.simple_evaluate(
+            model=lm, tasks=resolve_task_specs(manager, plan.tasks), num_fewshot=plan.num_fewshot, limit=settings.limit,
+            use_cache=str(workdir / "responses"),  # scoped by the cell fingerprint
+            log_samples=True, bootstrap_iters=0, task_manager=manager,
+            gen_kwargs=plan.gen_kwargs, confirm_run_unsafe_code=plan.confirm_run_unsafe_code,
+            random_seed=settings.seed, numpy_random_seed=settings.seed,
+            torch_random_seed=settings.seed, fewshot_random_seed=settings.seed)
+    except (FileNotFoundError, ValueError, KeyError) as exc:
+        cause = exc.__context__ if isinstance(exc.__context__, HarnessError) else None
+        raise cause or DataError(f"lm-eval could not load task {cell.task!r}: "
+                                 f"{type(exc).__name__}: {exc}") from exc
+    evaluated = time.time()
+    samples = [_compact_sample(task_name, record)
+               for task_name in sorted(output["samples"])
+               for record in output["samples"][task_name]]
+    task_ctx = task_context(cell, workdir)
+    score = cell.column.spec.score
+    metrics = dict(score(samples, task_ctx)) if score else mean_metrics(samples)
+    headline_key = cell.column.spec.headline.key
+    if headline_key not in metrics:
+        raise HarnessError(f"task {cell.task!r} produced no headline metric {headline_key!r} "
+                           f"(got {', '.join(sorted(metrics)) or 'none'})")
+    value, stderr = metrics[headline_key]
+    record = _base_record(cell) | {
+        "status": "ok",
+        "headline": {"key": headline_key, "value": value, "stderr": stderr},
+        "metrics": {k: {"value": v, "stderr": se} for k, (v, se) in sorted(metrics.items())},
+        "n_samples": len({(s["task"], s["doc_id"]) for s in samples}),
+        "lm_eval": {"tasks": sorted(output["samples"]), "n-shot": output.get("n-shot"),
+                    "versions": output.get("versions"),
+                    "task_results": output.get("results")},
+        "method_report": context.report,
+        "timings": {"build_s": round(built - started, 3), "evaluate_s": round(evaluated - built, 3)},
+        "hardware": hardware(settings.device),
+        "seed": settings.seed,
+        "limit": settings.limit,
+        "git_commit": git_commit(),
+    }
+    return record, samples
+
+
+def resolve_task_specs(manager: Any, specs: list[str | dict[str, Any]]) -> list[Any]:
+    """Expand `{"task": registered_name, **overrides}` onto the registered YAML config.
+
+    lm-eval treats a dict spec as a complete inline config; our task plugins mean "the
+    stock task, with these fields replaced" (typically `custom_dataset` for local files).
+    """
+    from lm_eval.tasks._yaml_loader import load_yaml
+
+    resolved = []
+    for spec in specs:
+        entry = manager.task_index.get(spec.get("task")) if isinstance(spec, dict) else None
+        if entry is not None and entry.yaml_path:
+            spec = {**load_yaml(entry.yaml_path, resolve_func=True), **spec}
+        resolved.append(spec)
+    return resolved
+
+
+def _compact_sample(task_name: str, record: dict[str, Any]) -> dict[str, Any]:
+    compact = {k: v for k, v in record.items() if k not in {"doc", "arguments", "resps"}}
+    compact["task"] = task_name
+    compact["prompt"] = _first_argument(record.get("arguments"))
+    compact["response"] = record.get("resps")
+    return compact
+
+
+def _first_argument(arguments: Any) -> Any:
+    if isinstance(arguments, dict):  # lm-eval >= 0.4.5 logs {"gen_args_0": {"arg_0": ...}}
+        first = next(iter(arguments.values()), {})
+        return first.get("arg_0") if isinstance(first, dict) else first
+    if isinstance(arguments, (list, tuple)) and arguments:
+        first = arguments[0]
+        return first[0] if isinstance(first, (list, tuple)) else first
+    return arguments
+
+
+def mean_metrics(samples: list[dict[str, Any]]) -> dict[str, tuple[float, float | None]]:
+    """Micro-average of every per-sample metric, keyed `metric,filter` as lm-eval does.
+
+    Over several lm-eval subtasks (MMLU's subjects) this equals lm-eval's size-weighted
+    group mean. Standard error: sample standard deviation / sqrt(n).
+    """
+    values: dict[str, list[float]] = {}
+    for sample in samples:
+        for name in sample.get("metrics", []):
+            value = sample.get(name)
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                values.setdefault(f"{name},{sample.get('filter', 'none')}", []).append(float(value))
+            elif isinstance(value, bool):
+                values.setdefault(f"{name},{sample.get('filter', 'none')}", []).append(float(value))
+    return {key: mean_and_stderr(vals) for key, vals in values.items()}
+
+
+def mean_and_stderr(values: list[float]) -> tuple[float, float | None]:
+    n = len(values)
+    mean = sum(values) / n
+    if n < 2:
+        return mean, None
+    variance = sum((v - mean) ** 2 for v in values) / (n - 1)
+    return mean, math.sqrt(variance / n)
+
+
+def _seed_everything(seed: int) -> None:
+    import random
+
+    import numpy
+    import torch
+
+    random.seed(seed)
+    numpy.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def hardware(device: str) -> dict[str, Any]:
+    info: dict[str, Any] = {"platform": platform.platform(), "python": platform.python_version(),
+                            "cpu_count": os.cpu_count(), "device": device}
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            info["gpu"] = torch.cuda.get_device_name(0)
+            info["gpu_count"] = torch.cuda.device_count()
+    except ImportError:
+        pass
+    return info
+
+
+def git_commit() -> str | None:
+    """The harness source commit, with '-dirty' when the tree has local changes."""
+    source = Path(__file__).resolve().parent.parent
+    try:
+        commit = subprocess.run(["git", "-C", str(source), "rev-parse", "HEAD"], check=True,
+                                capture_output=True, text=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(source), "status", "--porcelain", "--untracked-files=no"],
+                               check=True, capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return commit + ("-dirty" if dirty else "")

@@ -1,0 +1,194 @@
+"""Descriptors that plugins hand to the host: what a method is, what a task is.
+
+Everything here is plain data plus callables. Importing this module must stay cheap
+(no torch, no transformers, no lm-eval): `harness list` and report generation load every
+plugin's descriptors and nothing heavier.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Literal, Mapping, Sequence
+
+if TYPE_CHECKING:  # heavy types only for annotations
+    from lm_eval.api.model import LM
+
+    from harness.models import ModelRef
+
+
+class Capability(str, enum.Enum):
+    """What an lm-eval `LM` built by a method can answer."""
+
+    LOGLIKELIHOOD = "loglikelihood"
+    GENERATION = "generate_until"
+    VISION = "vision"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+TEXT_CAPABILITIES = frozenset({Capability.LOGLIKELIHOOD, Capability.GENERATION})
+
+
+@dataclass(frozen=True)
+class NoOptions:
+    """Config dataclass for plugins that take no options."""
+
+
+@dataclass(frozen=True)
+class ModelSlots:
+    """How many base models a method composes, and what the roles are called."""
+
+    kind: Literal["one", "pack", "anchor+augmenting"]
+    minimum: int
+    maximum: int | None
+
+    def accepts(self, count: int) -> bool:
+        return count >= self.minimum and (self.maximum is None or count <= self.maximum)
+
+    def describe(self) -> str:
+        if self.kind == "one":
+            return "1 model"
+        if self.kind == "pack":
+            return f"pack of >= {self.minimum} models"
+        return "anchor + augmenting model"
+
+
+ONE_MODEL = ModelSlots("one", 1, 1)
+MODEL_PACK = ModelSlots("pack", 2, None)
+ANCHOR_AUGMENTING = ModelSlots("anchor+augmenting", 2, 2)
+
+
+@dataclass(frozen=True)
+class Training:
+    """A method that fits parameters before it is evaluated.
+
+    `data` says on what: "task-train" fits on the task's own training split; any other
+    value names the kind of dataset the user points `training_data` at (e.g. "alpaca-json").
+    """
+
+    data: str = "task-train"
+    description: str = ""
+
+
+@dataclass
+class BuildContext:
+    """Everything a method's `build` receives to construct its lm-eval `LM`."""
+
+    models: Sequence["ModelRef"]
+    options: Any
+    task: "TaskSpec"
+    task_options: Any
+    seed: int
+    device: str
+    batch_size: int
+    workdir: Path  # private scratch directory of this cell (checkpoints, caches)
+    data: "DataSource"
+    # Filled by the method: parameter counts the leaderboard reports.
+    report: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """A method plugin: builds an lm-eval `LM` from resolved base models.
+
+    `build` must do its heavy imports inside its body so that listing plugins stays
+    torch-free.
+    """
+
+    name: str
+    description: str
+    build: Callable[[BuildContext], "LM"]
+    capabilities: frozenset[Capability] = TEXT_CAPABILITIES
+    models: ModelSlots = ONE_MODEL
+    options: type = NoOptions
+    default_models: tuple[str, ...] = ("harness-zoo/tiny-llama",)
+    training: Training | None = None
+
+
+@dataclass(frozen=True)
+class Metric:
+    """A metric key as it appears in a cell's `metrics` and how to read it."""
+
+    key: str
+    label: str
+    higher_is_better: bool = True
+
+
+@dataclass(frozen=True)
+class DataSource:
+    """Where a task's documents come from for one run.
+
+    kind "hf": the task's Hugging Face dataset id; "local": files in the original format
+    under `path`; "embedded": the small sample the task plugin ships (for smoke runs and
+    the offline default, never for published numbers).
+    """
+
+    kind: Literal["hf", "local", "embedded"]
+    path: Path | None = None
+
+    def describe(self) -> str:
+        return self.kind if self.path is None else f"{self.kind}:{self.path}"
+
+
+@dataclass
+class TaskContext:
+    """What a task's evaluation hooks receive."""
+
+    options: Any
+    data: DataSource
+    workdir: Path
+    limit: int | None
+    seed: int
+
+
+@dataclass
+class LmEvalPlan:
+    """The lm-eval side of a task: task names or config dicts plus their shared settings.
+
+    `data_files` lists every local file the configs read; their hashes enter the cell
+    fingerprint.
+    """
+
+    tasks: list[str | dict[str, Any]]
+    num_fewshot: int | None = None
+    include_path: list[Path] = field(default_factory=list)
+    data_files: list[Path] = field(default_factory=list)
+    gen_kwargs: dict[str, Any] | None = None
+    confirm_run_unsafe_code: bool = False
+
+
+Samples = list[dict[str, Any]]
+MetricValues = Mapping[str, tuple[float, float | None]]  # key -> (value, stderr)
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """A task plugin: data, how lm-eval evaluates it, and which number leads.
+
+    `lm_eval` returns the lm-eval plan for one run. `score`, when given, computes corpus
+    metrics from the merged per-sample logs (BLEU, CIDEr, pass@k, judge scores); without
+    it the host averages lm-eval's per-sample metrics.
+    """
+
+    name: str
+    description: str
+    headline: Metric
+    lm_eval: Callable[[TaskContext], LmEvalPlan]
+    requires: frozenset[Capability] = frozenset({Capability.LOGLIKELIHOOD})
+    hf_dataset: str = ""
+    local_format: str = ""
+    embedded_data: Path | None = None
+    options: type = NoOptions
+    metrics: tuple[Metric, ...] = ()
+    score: Callable[[Samples, TaskContext], MetricValues] | None = None
+    training_examples: Callable[[TaskContext], list[dict[str, str]]] | None = None
+    # A check run at planning time, before any model loads; returns a reason to refuse.
+    preflight: Callable[[TaskContext], str | None] | None = None
+
+
+def options_to_dict(options: Any) -> dict[str, Any]:
+    return dataclasses.asdict(options) if dataclasses.is_dataclass(options) else {}

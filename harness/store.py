@@ -1,0 +1,137 @@
+"""The results store: one directory per finished cell, written atomically.
+
+Layout under the output root::
+
+    cells/<method>/<task>/<fingerprint>/result.json    metrics, provenance, timings
+    cells/<method>/<task>/<fingerprint>/samples.jsonl  one record per document (and filter)
+    failed/<method>--<task>.json                        the last failure of a cell, if any
+    work/<fingerprint>/                                  scratch: lm-eval response cache, checkpoints
+
+A cell directory is assembled in a temporary sibling and renamed into place, so it either
+exists complete or not at all; a cell is done iff its directory exists.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+RESULT_FILE = "result.json"
+SAMPLES_FILE = "samples.jsonl"
+
+
+def canonical_json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+
+
+def fingerprint(value: Any) -> str:
+    return hashlib.sha256(canonical_json(value).encode()).hexdigest()
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write via a temp file in the same folder, fsync, rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+
+
+def write_jsonl(path: Path, records: Iterable[dict[str, Any]]) -> None:
+    with Path(path).open("w", encoding="utf-8") as handle:
+        for record in records:
+            handle.write(json.dumps(record, sort_keys=True, default=str, ensure_ascii=False))
+            handle.write("\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    with Path(path).open(encoding="utf-8") as handle:
+        return [json.loads(line) for line in handle if line.strip()]
+
+
+class Store:
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    def cell_dir(self, method: str, task: str, fp: str) -> Path:
+        return self.root / "cells" / method / task / fp[:16]
+
+    def is_done(self, method: str, task: str, fp: str) -> bool:
+        return (self.cell_dir(method, task, fp) / RESULT_FILE).exists()
+
+    def workdir(self, fp: str) -> Path:
+        path = self.root / "work" / fp[:16]
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def commit_cell(self, method: str, task: str, fp: str, result: dict[str, Any],
+                    samples: list[dict[str, Any]]) -> Path:
+        """Write result + samples into a temp dir and rename it into place."""
+        target = self.cell_dir(method, task, fp)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+        try:
+            write_jsonl(staging / SAMPLES_FILE, samples)
+            with (staging / RESULT_FILE).open("w", encoding="utf-8") as handle:
+                json.dump(result, handle, indent=2, sort_keys=True, default=str)
+                handle.write("\n")
+                handle.flush()
+                os.fsync(handle.fileno())
+            _fsync_dir(staging)
+            if target.exists():  # --force: replace the old result only once the new one is whole
+                shutil.rmtree(target)
+            os.rename(staging, target)
+            _fsync_dir(target.parent)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        self.failure_path(method, task).unlink(missing_ok=True)
+        shutil.rmtree(self.root / "work" / fp[:16], ignore_errors=True)
+        return target
+
+    def failure_path(self, method: str, task: str) -> Path:
+        return self.root / "failed" / f"{method}--{task}.json"
+
+    def record_failure(self, method: str, task: str, record: dict[str, Any]) -> None:
+        atomic_write_text(self.failure_path(method, task),
+                          json.dumps(record, indent=2, sort_keys=True, default=str) + "\n")
+
+    def results(self) -> Iterator[dict[str, Any]]:
+        """Every finished cell's result.json, in a stable order."""
+        for path in sorted((self.root / "cells").glob(f"*/*/*/{RESULT_FILE}")):
+            yield json.loads(path.read_text(encoding="utf-8"))
+
+    def failures(self) -> Iterator[dict[str, Any]]:
+        for path in sorted((self.root / "failed").glob("*.json")):
+            yield json.loads(path.read_text(encoding="utf-8"))

@@ -1,0 +1,1 @@
+"""Suite files shipped with the harness (harness run --suite NAME)."""

@@ -1,0 +1,174 @@
+"""An offline zoo of tiny, deterministic causal language models.
+
+Each zoo model is built from a transformers config with a fixed seed and a tokenizer
+trained with `tokenizers` on `corpus.txt`, saved with `save_pretrained` into the cache and
+then loaded through the ordinary `from_pretrained` path, exactly like a hub model. A user
+passes them by name like any model id: ``--models harness-zoo/tiny-llama``.
+
+The two tokenizer families differ on purpose, as real ones do: the Llama-like one marks
+word starts with "▁" (Metaspace), the GPT-2-like one works on bytes and marks spaces
+with "Ġ". Fusion methods that align vocabularies are tested across that gap.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+ZOO_PREFIX = "harness-zoo/"
+RECIPE_VERSION = 1
+CORPUS = Path(__file__).with_name("corpus.txt")
+
+
+@dataclass(frozen=True)
+class ZooRecipe:
+    name: str
+    architecture: str  # "llama" or "gpt2"
+    tokenizer: str  # "metaspace" or "bytelevel"
+    vocab_size: int
+    hidden_size: int
+    layers: int
+    heads: int
+    kv_heads: int
+    seed: int
+    description: str
+
+
+RECIPES: dict[str, ZooRecipe] = {
+    r.name: r
+    for r in (
+        ZooRecipe("tiny-llama", "llama", "metaspace", 640, 64, 4, 4, 2, 0,
+                  "Llama-like, GQA (4 query / 2 key-value heads), Metaspace BPE"),
+        ZooRecipe("tiny-llama-b", "llama", "metaspace", 640, 64, 4, 4, 2, 1,
+                  "tiny-llama's architecture and tokenizer, other seed (for packs and merges)"),
+        ZooRecipe("tiny-gpt2", "gpt2", "bytelevel", 768, 64, 4, 4, 4, 0,
+                  "GPT-2-like, byte-level BPE"),
+    )
+}
+
+MAX_POSITIONS = 4096
+
+
+def is_zoo_id(model_id: str) -> bool:
+    return model_id.startswith(ZOO_PREFIX)
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("HARNESS_CACHE", Path.home() / ".cache" / "harness"))
+
+
+def recipe_for(model_id: str) -> ZooRecipe:
+    name = model_id.removeprefix(ZOO_PREFIX)
+    if name not in RECIPES:
+        from harness.errors import UsageError, did_you_mean
+
+        raise UsageError(f"unknown zoo model {model_id!r}{did_you_mean(name, RECIPES)}; "
+                         f"zoo models: {', '.join(ZOO_PREFIX + n for n in RECIPES)}")
+    return RECIPES[name]
+
+
+def recipe_fingerprint(recipe: ZooRecipe) -> str:
+    payload = json.dumps({"recipe": asdict(recipe), "version": RECIPE_VERSION,
+                          "corpus": hashlib.sha256(CORPUS.read_bytes()).hexdigest()},
+                         sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
+def zoo_path(model_id: str) -> Path:
+    """Local directory of a zoo model, building it on first use (atomically)."""
+    recipe = recipe_for(model_id)
+    target = cache_root() / "zoo" / f"{recipe.name}-{recipe_fingerprint(recipe)[:12]}"
+    if (target / "config.json").exists():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{recipe.name}-", dir=target.parent))
+    try:
+        _build(recipe, staging)
+        try:
+            os.rename(staging, target)
+        except OSError:  # another process finished first; its copy is identical
+            if not (target / "config.json").exists():
+                raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+def train_tokenizer(kind: str, vocab_size: int) -> Any:
+    """Train a tokenizer of the given family on the shipped corpus (deterministic)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+
+    text = CORPUS.read_text(encoding="utf-8").splitlines()
+    if kind == "metaspace":
+        specials = ["<unk>", "<s>", "</s>", "<pad>"]
+        tok = Tokenizer(models.BPE(unk_token="<unk>"))
+        tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="first")
+        tok.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="first")
+        alphabet = [chr(c) for c in range(32, 127)] + ["▁"]
+        trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=specials,
+                                      initial_alphabet=alphabet, show_progress=False)
+        tok.train_from_iterator(text, trainer)
+        bos = tok.token_to_id("<s>")
+        tok.post_processor = processors.TemplateProcessing(
+            single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", bos)])
+    elif kind == "bytelevel":
+        specials = ["<|endoftext|>"]
+        tok = Tokenizer(models.BPE())
+        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        tok.decoder = decoders.ByteLevel()
+        trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=specials,
+                                      initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+                                      show_progress=False)
+        tok.train_from_iterator(text, trainer)
+    else:
+        raise ValueError(f"unknown tokenizer family {kind!r}")
+    return tok
+
+
+def _wrap_tokenizer(recipe: ZooRecipe) -> Any:
+    from transformers import PreTrainedTokenizerFast
+
+    raw = train_tokenizer(recipe.tokenizer, recipe.vocab_size)
+    if recipe.tokenizer == "metaspace":
+        return PreTrainedTokenizerFast(tokenizer_object=raw, bos_token="<s>", eos_token="</s>",
+                                       unk_token="<unk>", pad_token="<pad>",
+                                       model_max_length=MAX_POSITIONS)
+    return PreTrainedTokenizerFast(tokenizer_object=raw, bos_token="<|endoftext|>",
+                                   eos_token="<|endoftext|>", unk_token="<|endoftext|>",
+                                   model_max_length=MAX_POSITIONS)
+
+
+def _config(recipe: ZooRecipe, tokenizer: Any) -> Any:
+    from transformers import GPT2Config, LlamaConfig
+
+    vocab = len(tokenizer)
+    if recipe.architecture == "llama":
+        return LlamaConfig(vocab_size=vocab, hidden_size=recipe.hidden_size,
+                           intermediate_size=recipe.hidden_size * 2,
+                           num_hidden_layers=recipe.layers, num_attention_heads=recipe.heads,
+                           num_key_value_heads=recipe.kv_heads,
+                           max_position_embeddings=MAX_POSITIONS,
+                           bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                           pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=False)
+    return GPT2Config(vocab_size=vocab, n_embd=recipe.hidden_size, n_layer=recipe.layers,
+                      n_head=recipe.heads, n_positions=MAX_POSITIONS,
+                      bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
+
+
+def _build(recipe: ZooRecipe, out: Path) -> None:
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    tokenizer = _wrap_tokenizer(recipe)
+    config = _config(recipe, tokenizer)
+    torch.manual_seed(recipe.seed)
+    model = AutoModelForCausalLM.from_config(config)
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    (out / "zoo_recipe.json").write_text(json.dumps(asdict(recipe), indent=2, sort_keys=True))

@@ -1,0 +1,1 @@
+"""Built-in task plugins, installed as harness.tasks.<name>."""

@@ -1,0 +1,66 @@
+"""`gsm8k`: GSM8K through lm-eval's own task (5-shot, greedy, exact match).
+
+lm-eval scores two answer extractions; the headline is `strict-match` (the `#### N` line),
+`flexible-extract` (the last number) is reported beside it. Local data: the original
+`test.jsonl` / `train.jsonl` (`{"question", "answer"}`) under `<data-dir>/gsm8k/`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from harness import hookimpl
+from harness.data import dataset_dict, first_existing, read_jsonl_rows
+from harness.specs import Capability, LmEvalPlan, Metric, TaskContext, TaskSpec
+
+FIXTURES = Path(__file__).parent / "fixtures"
+FIELDS = ("question", "answer")
+
+
+@dataclass(frozen=True)
+class Gsm8kOptions:
+    num_fewshot: int = 5
+    max_gen_toks: int = 256
+
+
+def load_split_files(test: Path, train: Path, **_: Any) -> Any:
+    return dataset_dict({"test": read_jsonl_rows(test, FIELDS),
+                         "train": read_jsonl_rows(train, FIELDS)})
+
+
+def local_files(base: Path) -> tuple[Path, Path]:
+    folder = first_existing([base / "gsm8k", base], "GSM8K folder with test.jsonl").resolve()
+    return (first_existing([folder / "test.jsonl"], "GSM8K test.jsonl"),
+            first_existing([folder / "train.jsonl"], "GSM8K train.jsonl (the few-shot source)"))
+
+
+def lm_eval_plan(ctx: TaskContext) -> LmEvalPlan:
+    options: Gsm8kOptions = ctx.options
+    gen_kwargs = {"max_gen_toks": options.max_gen_toks}
+    if ctx.data.kind == "hf":
+        return LmEvalPlan(tasks=["gsm8k"], num_fewshot=options.num_fewshot, gen_kwargs=gen_kwargs)
+    folder = FIXTURES if ctx.data.kind == "embedded" else None
+    test, train = ((folder / "test.jsonl", folder / "train.jsonl") if folder
+                   else local_files(ctx.data.path))
+    task = {"task": "gsm8k", "custom_dataset": partial(load_split_files, test, train)}
+    return LmEvalPlan(tasks=[task], num_fewshot=options.num_fewshot, gen_kwargs=gen_kwargs,
+                      data_files=[test, train])
+
+
+@hookimpl
+def harness_tasks() -> list[TaskSpec]:
+    return [TaskSpec(
+        name="gsm8k",
+        description="GSM8K grade-school maths, 5-shot, greedy; exact match of the final number.",
+        headline=Metric("exact_match,strict-match", "exact match (strict)"),
+        metrics=(Metric("exact_match,flexible-extract", "exact match (flexible)"),),
+        lm_eval=lm_eval_plan,
+        requires=frozenset({Capability.GENERATION}),
+        hf_dataset="openai/gsm8k (main)",
+        local_format="original JSONL: gsm8k/test.jsonl and gsm8k/train.jsonl",
+        embedded_data=FIXTURES,
+        options=Gsm8kOptions,
+    )]

@@ -1,0 +1,110 @@
+"""`mmlu`: MMLU through lm-eval's own task definitions (5-shot from dev, accuracy).
+
+Hugging Face data: lm-eval's `mmlu_<subject>` tasks as they are (`cais/mmlu`). Local data:
+the original headerless CSVs (`question,A,B,C,D,answer`) under `<data-dir>/mmlu/data/{dev,test}`
+(or `<data-dir>/mmlu/{dev,test}`), fed into the very same lm-eval task configs. The
+headline is accuracy over all questions (lm-eval's size-weighted group mean).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from harness import hookimpl
+from harness.data import dataset_dict, first_existing, read_csv_rows
+from harness.errors import DataError, UsageError, did_you_mean
+from harness.specs import Capability, LmEvalPlan, Metric, TaskContext, TaskSpec
+
+SUBJECTS = (
+    "abstract_algebra anatomy astronomy business_ethics clinical_knowledge college_biology "
+    "college_chemistry college_computer_science college_mathematics college_medicine "
+    "college_physics computer_security conceptual_physics econometrics electrical_engineering "
+    "elementary_mathematics formal_logic global_facts high_school_biology high_school_chemistry "
+    "high_school_computer_science high_school_european_history high_school_geography "
+    "high_school_government_and_politics high_school_macroeconomics high_school_mathematics "
+    "high_school_microeconomics high_school_physics high_school_psychology high_school_statistics "
+    "high_school_us_history high_school_world_history human_aging human_sexuality "
+    "international_law jurisprudence logical_fallacies machine_learning management marketing "
+    "medical_genetics miscellaneous moral_disputes moral_scenarios nutrition philosophy "
+    "prehistory professional_accounting professional_law professional_medicine "
+    "professional_psychology public_relations security_studies sociology us_foreign_policy "
+    "virology world_religions"
+).split()
+LETTERS = "ABCD"
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+@dataclass(frozen=True)
+class MmluOptions:
+    num_fewshot: int = 5
+    subjects: tuple[str, ...] = ()  # empty: every subject present in the data
+
+
+def _check_row(row: list[str]) -> str | None:
+    return None if row[5].strip() in LETTERS else f"answer must be one of A B C D, got {row[5]!r}"
+
+
+def load_subject(data_root: Path, subject: str, **_: Any) -> Any:
+    """One subject's test and dev splits in `cais/mmlu`'s schema."""
+    splits = {}
+    for split in ("test", "dev"):
+        rows = read_csv_rows(data_root / split / f"{subject}_{split}.csv", 6, _check_row)
+        splits[split] = [{"question": r[0], "subject": subject, "choices": r[1:5],
+                          "answer": LETTERS.index(r[5].strip())} for r in rows]
+    return dataset_dict(splits)
+
+
+def local_root(base: Path) -> Path:
+    return first_existing([base / "mmlu" / "data", base / "mmlu", base / "data", base],
+                          "MMLU folder with test/ and dev/").resolve()
+
+
+def _local_subjects(root: Path) -> list[str]:
+    test_dir = root / "test"
+    if not test_dir.is_dir():
+        raise DataError(f"{root}: no test/ folder of <subject>_test.csv files")
+    found = sorted(p.name.removesuffix("_test.csv") for p in test_dir.glob("*_test.csv"))
+    unknown = [s for s in found if s not in SUBJECTS]
+    if unknown:
+        raise DataError(f"{test_dir}: unknown MMLU subject file(s) {', '.join(unknown)}")
+    if not found:
+        raise DataError(f"{test_dir}: no <subject>_test.csv files")
+    return found
+
+
+def lm_eval_plan(ctx: TaskContext) -> LmEvalPlan:
+    options: MmluOptions = ctx.options
+    for subject in options.subjects:
+        if subject not in SUBJECTS:
+            raise UsageError(f"unknown MMLU subject {subject!r}{did_you_mean(subject, SUBJECTS)}")
+    if ctx.data.kind == "hf":
+        subjects = list(options.subjects) or list(SUBJECTS)
+        return LmEvalPlan(tasks=[f"mmlu_{s}" for s in subjects], num_fewshot=options.num_fewshot)
+    root = FIXTURES / "data" if ctx.data.kind == "embedded" else local_root(ctx.data.path)
+    available = _local_subjects(root)
+    subjects = list(options.subjects) or available
+    missing = [s for s in subjects if s not in available]
+    if missing:
+        raise DataError(f"{root}: no test file for subject(s) {', '.join(missing)}")
+    files = [root / split / f"{s}_{split}.csv" for s in subjects for split in ("test", "dev")]
+    tasks = [{"task": f"mmlu_{s}", "custom_dataset": partial(load_subject, root, s)}
+             for s in subjects]
+    return LmEvalPlan(tasks=tasks, num_fewshot=options.num_fewshot, data_files=files)
+
+
+@hookimpl
+def harness_tasks() -> list[TaskSpec]:
+    return [TaskSpec(
+        name="mmlu",
+        description="MMLU, 57 subjects, 5-shot from dev, letter log-likelihood accuracy.",
+        headline=Metric("acc,none", "accuracy"),
+        lm_eval=lm_eval_plan,
+        requires=frozenset({Capability.LOGLIKELIHOOD}),
+        hf_dataset="cais/mmlu",
+        local_format="original headerless CSVs: mmlu/data/{dev,test}/<subject>_{dev,test}.csv",
+        embedded_data=FIXTURES,
+        options=MmluOptions,
+    )]
