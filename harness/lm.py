@@ -20,6 +20,17 @@ def hf_lm(model: Any, tokenizer: Any, ctx: BuildContext, **kwargs: Any) -> Any:
                 device=ctx.device, **kwargs)
 
 
+def hf_multimodal_lm(model: Any, ctx: BuildContext, **kwargs: Any) -> Any:
+    """lm-eval's HFMultimodalLM ("hf-multimodal") around a built vision-language model.
+
+    It answers image+text requests (tasks with `doc_to_image`) and falls back to HFLM's
+    text paths for text-only ones; the processor comes from the model's directory.
+    """
+    from lm_eval.models.hf_vlms import HFMultimodalLM
+
+    return HFMultimodalLM(pretrained=model, batch_size=ctx.batch_size, device=ctx.device, **kwargs)
+
+
 def count_parameters(model: Any) -> tuple[int, int]:
     """(trainable, total) parameter counts."""
     total = sum(p.numel() for p in model.parameters())

@@ -127,6 +127,41 @@ def load_causal_lm(ref: ModelRef, **kwargs: Any) -> tuple[Any, Any]:
     return model, tokenizer
 
 
+def is_vision_language(ref: ModelRef) -> bool:
+    """Whether a reference names a vision-language checkpoint, decided from its config alone
+    (zoo recipe, local config.json or the hub config) so that planning loads no weights."""
+    if zoo.is_zoo_id(ref.id):
+        return zoo.is_vision_language(zoo.recipe_for(ref.id))
+    local = Path(ref.id).expanduser() / "config.json"
+    try:
+        if local.is_file():
+            config = json.loads(local.read_text(encoding="utf-8"))
+        else:
+            from transformers import AutoConfig
+
+            config = AutoConfig.from_pretrained(ref.id, revision=ref.revision).to_dict()
+    except Exception:  # an unreadable reference fails later, at load time, with a real message
+        return False
+    return "vision_config" in config
+
+
+def load_vision_lm(ref: ModelRef, **kwargs: Any) -> Any:
+    """A vision-language model (`AutoModelForImageTextToText`), eval mode, on its device.
+
+    Its processor is saved beside it; lm-eval's HFMultimodalLM loads that from the model's
+    `name_or_path`.
+    """
+    from transformers import AutoModelForImageTextToText
+
+    try:
+        model = AutoModelForImageTextToText.from_pretrained(
+            ref.location(), revision=ref.revision, dtype=torch_dtype(ref.dtype), **kwargs)
+    except Exception as exc:
+        raise ModelLoadError(f"cannot load vision-language model {ref.id!r}: {_first_line(exc)}") from exc
+    model.to(ref.device).eval()
+    return model
+
+
 def default_device() -> str:
     if os.environ.get("HARNESS_DEVICE"):
         return os.environ["HARNESS_DEVICE"]

@@ -59,6 +59,11 @@ def _coerce(value: Any, annotation: Any, where: str) -> Any:
             return value
         raise UsageError(f"{where}: expected true or false, got {value!r}")
     if annotation in (int, float):
+        if isinstance(value, str):  # YAML 1.1 reads "5e-4" as a string
+            try:
+                value = float(value)
+            except ValueError:
+                pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise UsageError(f"{where}: expected a number, got {value!r}")
         if annotation is int and float(value) != int(value):

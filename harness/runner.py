@@ -10,6 +10,8 @@ is done and is never recomputed (unless --force).
 from __future__ import annotations
 
 import dataclasses
+import datetime
+import functools
 import importlib.metadata as md
 import math
 import os
@@ -110,16 +112,18 @@ def row_label(spec: MethodSpec, models: tuple[ModelRef, ...]) -> str:
     return f"{spec.name} ({' + '.join(m.short_name for m in models)})"
 
 
-def incompatibility(host: Host, method: MethodSpec, task: TaskSpec) -> str | None:
-    missing = sorted(str(c) for c in task.requires - method.capabilities)
+def incompatibility(host: Host, method: MethodSpec, task: TaskSpec,
+                    models: tuple[ModelRef, ...] = ()) -> str | None:
+    missing = sorted(str(c) for c in task.requires - method.capabilities_for(models))
     if missing:
         return "needs " + ", ".join("vision" if m == "vision" else m for m in missing)
     return host.hook.harness_cell_incompatibility(method=method, task=task)
 
 
-def task_context(cell: Cell, workdir: Path) -> TaskContext:
+def task_context(cell: Cell, workdir: Path, results_root: Path | None = None) -> TaskContext:
     return TaskContext(options=cell.column.options, data=cell.settings.data, workdir=workdir,
-                       limit=cell.settings.limit, seed=cell.settings.seed)
+                       limit=cell.settings.limit, seed=cell.settings.seed,
+                       results_root=results_root)
 
 
 def plan_cells(host: Host, rows: list[MethodRow], columns: list[TaskColumn], settings: Settings,
@@ -132,14 +136,15 @@ def plan_cells(host: Host, rows: list[MethodRow], columns: list[TaskColumn], set
                              f"got {len(row.models)}")
         for column in columns:
             cell = Cell(row, column, settings)
-            reason = incompatibility(host, row.spec, column.spec)
+            reason = incompatibility(host, row.spec, column.spec, row.models)
             if reason:
                 cell.state, cell.reason = "n/a", reason
             else:
                 try:
-                    cell.lm_eval_plan = column.spec.lm_eval(task_context(cell, store.root))
+                    cell.lm_eval_plan = column.spec.lm_eval(task_context(cell, store.root, store.root))
                     preflight = column.spec.preflight
-                    problem = preflight(task_context(cell, store.root)) if preflight else None
+                    problem = (preflight(task_context(cell, store.root, store.root))
+                               if preflight else None)
                     if problem:
                         raise HarnessError(problem)
                 except HarnessError as exc:
@@ -208,12 +213,14 @@ def _base_record(cell: Cell) -> dict[str, Any]:
         "method": {"name": cell.method, "label": cell.row.label,
                    "options": options_to_dict(cell.row.options),
                    "models": [dataclasses.asdict(m) for m in cell.row.models],
-                   "capabilities": sorted(str(c) for c in cell.row.spec.capabilities),
+                   "capabilities": sorted(str(c) for c in
+                                          cell.row.spec.capabilities_for(cell.row.models)),
                    "trains": cell.row.spec.training is not None},
         "task": {"name": cell.task, "options": options_to_dict(cell.column.options),
                  "headline": dataclasses.asdict(cell.column.spec.headline),
                  "data": cell.settings.data.describe()},
         "identity": cell.identity,
+        "finished_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
 
 
@@ -231,7 +238,7 @@ def _record_failure(store: Store, cell: Cell, error: str, trace: str) -> CellOut
 
 def _run_cell(store: Store, cell: Cell) -> CellOutcome:
     try:
-        record, samples = evaluate_cell(cell, store.workdir(cell.fingerprint))
+        record, samples = evaluate_cell(cell, store.workdir(cell.fingerprint), store.root)
     except HarnessError as exc:
         return _record_failure(store, cell, str(exc), traceback.format_exc())
     except Exception as exc:  # a plugin bug must not take the matrix down
@@ -242,11 +249,11 @@ def _run_cell(store: Store, cell: Cell) -> CellOutcome:
     return CellOutcome(cell, "ok", path, record["headline"]["value"])
 
 
-def evaluate_cell(cell: Cell, workdir: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+def evaluate_cell(cell: Cell, workdir: Path,
+                  results_root: Path | None = None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Build the method's LM, run lm-eval on the task, score. Returns (record, samples)."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     import lm_eval
-    from lm_eval.tasks import TaskManager
 
     settings, plan = cell.settings, cell.lm_eval_plan
     assert plan is not None
@@ -258,13 +265,14 @@ def evaluate_cell(cell: Cell, workdir: Path) -> tuple[dict[str, Any], list[dict[
     _seed_everything(settings.seed)
     lm = cell.row.spec.build(context)
     built = time.time()
-    manager = TaskManager(include_path=[str(p) for p in plan.include_path] or None)
+    manager = task_manager(tuple(str(p) for p in plan.include_path))
     try:
         output = lm_eval.simple_evaluate(
             model=lm, tasks=resolve_task_specs(manager, plan.tasks), num_fewshot=plan.num_fewshot, limit=settings.limit,
             use_cache=str(workdir / "responses"),  # scoped by the cell fingerprint
             log_samples=True, bootstrap_iters=0, task_manager=manager,
             gen_kwargs=plan.gen_kwargs, confirm_run_unsafe_code=plan.confirm_run_unsafe_code,
+            apply_chat_template=plan.apply_chat_template,
             random_seed=settings.seed, numpy_random_seed=settings.seed,
             torch_random_seed=settings.seed, fewshot_random_seed=settings.seed)
     except (FileNotFoundError, ValueError, KeyError) as exc:
@@ -275,7 +283,12 @@ def evaluate_cell(cell: Cell, workdir: Path) -> tuple[dict[str, Any], list[dict[
     samples = [_compact_sample(task_name, record)
                for task_name in sorted(output["samples"])
                for record in output["samples"][task_name]]
-    task_ctx = task_context(cell, workdir)
+    annotate = getattr(lm, "sample_annotations", None)
+    if callable(annotate):  # per-sample method details, e.g. the fusion weights of each example
+        records = [r for task_name in sorted(output["samples"]) for r in output["samples"][task_name]]
+        for sample, raw in zip(samples, records):
+            sample.update(annotate(raw))
+    task_ctx = task_context(cell, workdir, results_root)
     score = cell.column.spec.score
     metrics = dict(score(samples, task_ctx)) if score else mean_metrics(samples)
     headline_key = cell.column.spec.headline.key
@@ -287,6 +300,7 @@ def evaluate_cell(cell: Cell, workdir: Path) -> tuple[dict[str, Any], list[dict[
         "status": "ok",
         "headline": {"key": headline_key, "value": value, "stderr": stderr},
         "metrics": {k: {"value": v, "stderr": se} for k, (v, se) in sorted(metrics.items())},
+        "score_details": task_ctx.score_details,
         "n_samples": len({(s["task"], s["doc_id"]) for s in samples}),
         "lm_eval": {"tasks": sorted(output["samples"]), "n-shot": output.get("n-shot"),
                     "versions": output.get("versions"),
@@ -299,6 +313,14 @@ def evaluate_cell(cell: Cell, workdir: Path) -> tuple[dict[str, Any], list[dict[
         "git_commit": git_commit(),
     }
     return record, samples
+
+
+@functools.lru_cache(maxsize=8)
+def task_manager(include_path: tuple[str, ...]) -> Any:
+    """lm-eval's task index (it scans thousands of YAML files: build it once per process)."""
+    from lm_eval.tasks import TaskManager
+
+    return TaskManager(include_path=list(include_path) or None)
 
 
 def resolve_task_specs(manager: Any, specs: list[str | dict[str, Any]]) -> list[Any]:
@@ -320,6 +342,7 @@ def resolve_task_specs(manager: Any, specs: list[str | dict[str, Any]]) -> list[
 
 def _compact_sample(task_name: str, record: dict[str, Any]) -> dict[str, Any]:
     compact = {k: v for k, v in record.items() if k not in {"doc", "arguments", "resps"}}
+    compact["doc"] = json_safe(record.get("doc"))
     compact["task"] = task_name
     compact["prompt"] = _first_argument(record.get("arguments"))
     compact["response"] = record.get("resps")
@@ -334,6 +357,17 @@ def _first_argument(arguments: Any) -> Any:
         first = arguments[0]
         return first[0] if isinstance(first, (list, tuple)) else first
     return arguments
+
+
+def json_safe(value: Any) -> Any:
+    """The value with anything JSON cannot hold (images, tensors, bytes) replaced by a tag."""
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    return f"<{type(value).__name__}>"
 
 
 def mean_metrics(samples: list[dict[str, Any]]) -> dict[str, tuple[float, float | None]]:

@@ -107,6 +107,15 @@ class MethodSpec:
     options: type = NoOptions
     default_models: tuple[str, ...] = ("harness-zoo/tiny-llama",)
     training: Training | None = None
+    # Capabilities that depend on the base models (VISION when they are vision-language
+    # checkpoints). Runs at planning time: decide from configs, never load weights.
+    model_capabilities: Callable[[Sequence["ModelRef"]], frozenset[Capability]] | None = None
+
+    def capabilities_for(self, models: Sequence["ModelRef"]) -> frozenset[Capability]:
+        """What this method's LM can answer when built on `models`."""
+        if self.model_capabilities is None or not models:
+            return self.capabilities
+        return self.capabilities | self.model_capabilities(models)
 
 
 @dataclass(frozen=True)
@@ -143,6 +152,12 @@ class TaskContext:
     workdir: Path
     limit: int | None
     seed: int
+    # The results store of this run: scorers that compare with other finished cells
+    # (a pairwise judge's baseline) read it.
+    results_root: Path | None = None
+    # Filled by the task's `score`: facts stored beside the metrics in the cell's record
+    # (sacrebleu signatures, metrics that could not be computed and why, sandbox layers).
+    score_details: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -159,6 +174,7 @@ class LmEvalPlan:
     data_files: list[Path] = field(default_factory=list)
     gen_kwargs: dict[str, Any] | None = None
     confirm_run_unsafe_code: bool = False
+    apply_chat_template: bool = False
 
 
 Samples = list[dict[str, Any]]

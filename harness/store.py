@@ -100,6 +100,8 @@ class Store:
         """Write result + samples into a temp dir and rename it into place."""
         target = self.cell_dir(method, task, fp)
         target.parent.mkdir(parents=True, exist_ok=True)
+        for stale in target.parent.glob(f".{target.name}.*"):  # from a run killed mid-write
+            shutil.rmtree(stale, ignore_errors=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
         try:
             write_jsonl(staging / SAMPLES_FILE, samples)
@@ -130,7 +132,8 @@ class Store:
     def results(self) -> Iterator[dict[str, Any]]:
         """Every finished cell's result.json, in a stable order."""
         for path in sorted((self.root / "cells").glob(f"*/*/*/{RESULT_FILE}")):
-            yield json.loads(path.read_text(encoding="utf-8"))
+            if not path.parent.name.startswith("."):  # a staging dir left by a killed run
+                yield json.loads(path.read_text(encoding="utf-8"))
 
     def failures(self) -> Iterator[dict[str, Any]]:
         for path in sorted((self.root / "failed").glob("*.json")):

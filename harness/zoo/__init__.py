@@ -8,10 +8,15 @@ passes them by name like any model id: ``--models harness-zoo/tiny-llama``.
 The two tokenizer families differ on purpose, as real ones do: the Llama-like one marks
 word starts with "▁" (Metaspace), the GPT-2-like one works on bytes and marks spaces
 with "Ġ". Fusion methods that align vocabularies are tested across that gap.
+
+`tiny-vlm` is a vision-language model of transformers' Llava class: a tiny CLIP vision
+tower, Llava's projector and a tiny Llama, saved with its `LlavaProcessor` so that
+`AutoProcessor` / `AutoModelForImageTextToText.from_pretrained` load it like a hub VLM.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -29,7 +34,7 @@ CORPUS = Path(__file__).with_name("corpus.txt")
 @dataclass(frozen=True)
 class ZooRecipe:
     name: str
-    architecture: str  # "llama" or "gpt2"
+    architecture: str  # "llama", "gpt2" or "llava" (vision tower + projector + llama)
     tokenizer: str  # "metaspace" or "bytelevel"
     vocab_size: int
     hidden_size: int
@@ -49,8 +54,15 @@ RECIPES: dict[str, ZooRecipe] = {
                   "tiny-llama's architecture and tokenizer, other seed (for packs and merges)"),
         ZooRecipe("tiny-gpt2", "gpt2", "bytelevel", 768, 64, 4, 4, 4, 0,
                   "GPT-2-like, byte-level BPE"),
+        ZooRecipe("tiny-vlm", "llava", "metaspace", 640, 64, 4, 4, 2, 0,
+                  "Llava: tiny CLIP vision tower (32 px, 8 px patches) + projector + tiny Llama"),
     )
 }
+
+# The vision tower of "llava" recipes; 32 px images in 8 px patches give 16 image tokens.
+VISION_TOWER = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
+                "num_attention_heads": 2, "image_size": 32, "patch_size": 8}
+IMAGE_TOKEN = "<image>"
 
 MAX_POSITIONS = 4096
 
@@ -73,10 +85,16 @@ def recipe_for(model_id: str) -> ZooRecipe:
     return RECIPES[name]
 
 
+def is_vision_language(recipe: ZooRecipe) -> bool:
+    return recipe.architecture == "llava"
+
+
 def recipe_fingerprint(recipe: ZooRecipe) -> str:
-    payload = json.dumps({"recipe": asdict(recipe), "version": RECIPE_VERSION,
-                          "corpus": hashlib.sha256(CORPUS.read_bytes()).hexdigest()},
-                         sort_keys=True)
+    content: dict[str, Any] = {"recipe": asdict(recipe), "version": RECIPE_VERSION,
+                               "corpus": hashlib.sha256(CORPUS.read_bytes()).hexdigest()}
+    if is_vision_language(recipe):  # text-only recipes keep the fingerprints they always had
+        content["vision_tower"] = VISION_TOWER
+    payload = json.dumps(content, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
@@ -136,18 +154,27 @@ def _wrap_tokenizer(recipe: ZooRecipe) -> Any:
 
     raw = train_tokenizer(recipe.tokenizer, recipe.vocab_size)
     if recipe.tokenizer == "metaspace":
+        extra = ({"extra_special_tokens": {"image_token": IMAGE_TOKEN}}
+                 if is_vision_language(recipe) else {})
         return PreTrainedTokenizerFast(tokenizer_object=raw, bos_token="<s>", eos_token="</s>",
                                        unk_token="<unk>", pad_token="<pad>",
-                                       model_max_length=MAX_POSITIONS)
+                                       model_max_length=MAX_POSITIONS, **extra)
     return PreTrainedTokenizerFast(tokenizer_object=raw, bos_token="<|endoftext|>",
                                    eos_token="<|endoftext|>", unk_token="<|endoftext|>",
                                    model_max_length=MAX_POSITIONS)
 
 
 def _config(recipe: ZooRecipe, tokenizer: Any) -> Any:
-    from transformers import GPT2Config, LlamaConfig
+    from transformers import CLIPVisionConfig, GPT2Config, LlamaConfig, LlavaConfig
 
     vocab = len(tokenizer)
+    if recipe.architecture == "llava":
+        text = _config(dataclasses.replace(recipe, architecture="llama"), tokenizer)
+        patches = (VISION_TOWER["image_size"] // VISION_TOWER["patch_size"]) ** 2
+        return LlavaConfig(vision_config=CLIPVisionConfig(**VISION_TOWER), text_config=text,
+                           image_token_index=tokenizer.convert_tokens_to_ids(IMAGE_TOKEN),
+                           vision_feature_select_strategy="default", vision_feature_layer=-1,
+                           image_seq_length=patches)
     if recipe.architecture == "llama":
         return LlamaConfig(vocab_size=vocab, hidden_size=recipe.hidden_size,
                            intermediate_size=recipe.hidden_size * 2,
@@ -163,12 +190,28 @@ def _config(recipe: ZooRecipe, tokenizer: Any) -> Any:
 
 def _build(recipe: ZooRecipe, out: Path) -> None:
     import torch
-    from transformers import AutoModelForCausalLM
+    from transformers import AutoModelForCausalLM, AutoModelForImageTextToText
 
     tokenizer = _wrap_tokenizer(recipe)
     config = _config(recipe, tokenizer)
     torch.manual_seed(recipe.seed)
-    model = AutoModelForCausalLM.from_config(config)
+    if is_vision_language(recipe):
+        model, preprocessing = AutoModelForImageTextToText.from_config(config), _processor(tokenizer)
+    else:
+        model, preprocessing = AutoModelForCausalLM.from_config(config), tokenizer
     model.save_pretrained(out)
-    tokenizer.save_pretrained(out)
+    preprocessing.save_pretrained(out)
     (out / "zoo_recipe.json").write_text(json.dumps(asdict(recipe), indent=2, sort_keys=True))
+
+
+def _processor(tokenizer: Any) -> Any:
+    """Llava's processor: CLIP-style resize/crop to the tower's size, `<image>` expanded to
+    one token per patch (the CLS feature is dropped by the "default" selection strategy)."""
+    from transformers import CLIPImageProcessorPil, LlavaProcessor
+
+    side = VISION_TOWER["image_size"]
+    images = CLIPImageProcessorPil(size={"shortest_edge": side},
+                                   crop_size={"height": side, "width": side})
+    return LlavaProcessor(image_processor=images, tokenizer=tokenizer,
+                          patch_size=VISION_TOWER["patch_size"], image_token=IMAGE_TOKEN,
+                          vision_feature_select_strategy="default", num_additional_image_tokens=1)

@@ -1,27 +1,45 @@
-"""`single`: one base model, evaluated as it is (the reference every method is compared to)."""
+"""`single`: one base model, evaluated as it is (the reference every method is compared to).
+
+A text model runs through lm-eval's HFLM; a vision-language checkpoint (a config with a
+`vision_config`, e.g. Llava or `harness-zoo/tiny-vlm`) through lm-eval's HFMultimodalLM
+("hf-multimodal"), which also answers the text-only tasks.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Sequence
 
 from harness import hookimpl
-from harness.specs import BuildContext, MethodSpec
+from harness.models import ModelRef, is_vision_language
+from harness.specs import BuildContext, Capability, MethodSpec
 
 
 def build(ctx: BuildContext) -> Any:
-    from harness.lm import hf_lm
-    from harness.models import load_causal_lm
+    from harness.lm import hf_lm, hf_multimodal_lm
+    from harness.models import load_causal_lm, load_vision_lm
 
-    model, tokenizer = load_causal_lm(ctx.models[0])
+    ref = ctx.models[0]
+    if is_vision_language(ref):
+        model = load_vision_lm(ref)
+        lm = hf_multimodal_lm(model, ctx)
+    else:
+        model, tokenizer = load_causal_lm(ref)
+        lm = hf_lm(model, tokenizer, ctx)
     total = sum(p.numel() for p in model.parameters())
     ctx.report.update(trainable_params=0, total_params=total)
-    return hf_lm(model, tokenizer, ctx)
+    return lm
+
+
+def vision_when_multimodal(models: Sequence[ModelRef]) -> frozenset[Capability]:
+    return frozenset({Capability.VISION}) if is_vision_language(models[0]) else frozenset()
 
 
 @hookimpl
 def harness_methods() -> list[MethodSpec]:
     return [MethodSpec(
         name="single",
-        description="One frozen base model through lm-eval's HFLM: the reference baseline.",
+        description="One frozen base model through lm-eval's HFLM (HFMultimodalLM for a "
+                    "vision-language model): the reference baseline.",
         build=build,
+        model_capabilities=vision_when_multimodal,
     )]

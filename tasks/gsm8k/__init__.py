@@ -32,9 +32,9 @@ def load_split_files(test: Path, train: Path, **_: Any) -> Any:
 
 
 def local_files(base: Path) -> tuple[Path, Path]:
-    folder = first_existing([base / "gsm8k", base], "GSM8K folder with test.jsonl").resolve()
-    return (first_existing([folder / "test.jsonl"], "GSM8K test.jsonl"),
-            first_existing([folder / "train.jsonl"], "GSM8K train.jsonl (the few-shot source)"))
+    test = first_existing([base / "gsm8k" / "test.jsonl", base / "test.jsonl"], "GSM8K test.jsonl")
+    train = first_existing([test.parent / "train.jsonl"], "GSM8K train.jsonl (the few-shot source)")
+    return test.resolve(), train.resolve()
 
 
 def lm_eval_plan(ctx: TaskContext) -> LmEvalPlan:
@@ -50,6 +50,20 @@ def lm_eval_plan(ctx: TaskContext) -> LmEvalPlan:
                       data_files=[test, train])
 
 
+def training_examples(ctx: TaskContext) -> list[dict[str, str]]:
+    """The train split in lm-eval's zero-shot format: "Question: ...\nAnswer:" -> " <answer>"."""
+    if ctx.data.kind == "hf":
+        import datasets
+
+        rows = list(datasets.load_dataset("openai/gsm8k", "main", split="train"))
+    else:
+        train = (FIXTURES / "train.jsonl" if ctx.data.kind == "embedded"
+                 else local_files(ctx.data.path)[1])
+        rows = read_jsonl_rows(train, FIELDS)
+    return [{"prompt": f"Question: {row['question']}\nAnswer:", "target": f" {row['answer']}"}
+            for row in rows]
+
+
 @hookimpl
 def harness_tasks() -> list[TaskSpec]:
     return [TaskSpec(
@@ -63,4 +77,5 @@ def harness_tasks() -> list[TaskSpec]:
         local_format="original JSONL: gsm8k/test.jsonl and gsm8k/train.jsonl",
         embedded_data=FIXTURES,
         options=Gsm8kOptions,
+        training_examples=training_examples,
     )]

@@ -95,6 +95,40 @@ def lm_eval_plan(ctx: TaskContext) -> LmEvalPlan:
     return LmEvalPlan(tasks=tasks, num_fewshot=options.num_fewshot, data_files=files)
 
 
+def _prompt(question: str, choices: list[str]) -> str:
+    """lm-eval's MMLU `doc_to_text`."""
+    lines = [question.strip()] + [f"{letter}. {text}" for letter, text in zip(LETTERS, choices)]
+    return "\n".join(lines) + "\nAnswer:"
+
+
+def _described(subject: str) -> str:
+    """lm-eval's per-subject MMLU `description`."""
+    return f"The following are multiple choice questions (with answers) about {subject.replace('_', ' ')}.\n\n"
+
+
+def training_examples(ctx: TaskContext) -> list[dict[str, str]]:
+    """MMLU's auxiliary_train when the local data has it, else the dev split of the chosen
+    subjects, as lm-eval formats them ("...\nAnswer:" -> " B")."""
+    options: MmluOptions = ctx.options
+    if ctx.data.kind == "hf":
+        import datasets
+
+        subjects = list(options.subjects) or list(SUBJECTS)
+        return [{"prompt": _described(s) + _prompt(row["question"], row["choices"]),
+                 "target": " " + LETTERS[row["answer"]]}
+                for s in subjects
+                for row in datasets.load_dataset("cais/mmlu", s, split="dev")]
+    root = FIXTURES / "data" if ctx.data.kind == "embedded" else local_root(ctx.data.path)
+    auxiliary = sorted((root / "auxiliary_train").glob("*.csv"))
+    if auxiliary:  # no subject: these questions come from other multiple-choice sets
+        return [{"prompt": _prompt(r[0], r[1:5]), "target": " " + r[5].strip()}
+                for path in auxiliary for r in read_csv_rows(path, 6, _check_row)]
+    subjects = list(options.subjects) or _local_subjects(root)
+    return [{"prompt": _described(s) + _prompt(r[0], r[1:5]), "target": " " + r[5].strip()}
+            for s in subjects
+            for r in read_csv_rows(root / "dev" / f"{s}_dev.csv", 6, _check_row)]
+
+
 @hookimpl
 def harness_tasks() -> list[TaskSpec]:
     return [TaskSpec(
@@ -107,4 +141,5 @@ def harness_tasks() -> list[TaskSpec]:
         local_format="original headerless CSVs: mmlu/data/{dev,test}/<subject>_{dev,test}.csv",
         embedded_data=FIXTURES,
         options=MmluOptions,
+        training_examples=training_examples,
     )]

@@ -1,0 +1,56 @@
+"""An example third-party harness plugin: one method and one task.
+
+Method `instructed`: a single frozen model whose every prompt is preceded by a fixed
+instruction (the simplest prompt-engineering baseline). Task `addition`: two-digit
+addition answered by generation, defined as an lm-eval YAML config shipped in this package.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from harness import hookimpl
+from harness.specs import Capability, LmEvalPlan, MethodSpec, Metric, TaskContext, TaskSpec
+
+HERE = Path(__file__).parent
+
+
+@dataclass(frozen=True)
+class InstructedOptions:
+    instruction: str = "Answer the question."
+
+
+def build_instructed(ctx: Any) -> Any:
+    # Heavy imports stay inside build so `harness list` never loads torch.
+    from harness.lm import hf_lm
+    from harness.models import load_causal_lm
+
+    from harness_example_plugin.instructed import InstructedLM
+
+    model, tokenizer = load_causal_lm(ctx.models[0])
+    ctx.report.update(trainable_params=0, total_params=sum(p.numel() for p in model.parameters()))
+    return InstructedLM(hf_lm(model, tokenizer, ctx), ctx.options.instruction)
+
+
+def addition_plan(ctx: TaskContext) -> LmEvalPlan:
+    test = HERE / "data" / "addition.jsonl"
+    task = {"task": "example_addition",
+            "dataset_kwargs": {"data_files": {"test": str(test)}}}
+    return LmEvalPlan(tasks=[task], include_path=[HERE], data_files=[test])
+
+
+@hookimpl
+def harness_methods() -> list[MethodSpec]:
+    return [MethodSpec(name="instructed",
+                       description="One frozen model with a fixed instruction before every prompt.",
+                       build=build_instructed, options=InstructedOptions)]
+
+
+@hookimpl
+def harness_tasks() -> list[TaskSpec]:
+    return [TaskSpec(name="addition", description="Two-digit addition, exact match of the sum.",
+                     headline=Metric("exact_match,none", "exact match"), lm_eval=addition_plan,
+                     requires=frozenset({Capability.GENERATION}),
+                     local_format="JSONL {question, answer}", embedded_data=HERE / "data")]

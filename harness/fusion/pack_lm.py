@@ -1,0 +1,431 @@
+"""An lm-eval `LM` over a pack of causal LMs whose next-token logits are fused per example.
+
+Per request: pick the reference tokenizer (`PackOptions.reference`), tokenize in it,
+translate the ids id-by-id into every member's vocabulary (MinED maps, identity within a
+tokenizer family), run each member once, gather its logits back into the reference
+vocabulary, let the weighting rule choose one weight per member on the prompt, and score
+or decode with sum_k w_k * logits_k. Generation keeps one KV cache per member, so each new
+token costs one single-position forward per member whatever the text length.
+
+The weights chosen for every request are appended to a JSONL file in the cell's workdir
+(so a resumed run still knows the weights of answers served from lm-eval's response
+cache), summarised into the method report and attached to each logged sample through
+`sample_annotations`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import torch
+import torch.nn.functional as F
+from lm_eval.api.model import LM, hash_args
+from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
+
+from harness.errors import ModelLoadError, UsageError
+from harness.fusion.alignment import cached_map, special_ids, vocabulary
+from harness.fusion.options import PackOptions
+from harness.fusion.weights import Weighting, fuse
+
+DEFAULT_MAX_LENGTH = 2048
+
+
+@dataclass
+class Member:
+    name: str
+    model: Any
+    tokenizer: Any
+    family: int = 0  # members of one family share a vocabulary and need no alignment
+
+
+def tokenizer_families(tokenizers: Sequence[Any]) -> list[int]:
+    """Family index per tokenizer: equal vocabularies and special tokens share one."""
+    seen: dict[str, int] = {}
+    families = []
+    for tokenizer in tokenizers:
+        digest = hashlib.sha256(json.dumps([vocabulary(tokenizer), special_ids(tokenizer)],
+                                           ensure_ascii=False).encode()).hexdigest()
+        families.append(seen.setdefault(digest, len(seen)))
+    return families
+
+
+def position_limit(model: Any) -> int | None:
+    config = model.config
+    for name in ("max_position_embeddings", "n_positions", "max_sequence_length"):
+        value = getattr(config, name, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
+class Pack:
+    """K members plus their vocabulary maps into each reference family."""
+
+    def __init__(self, members: Sequence[Member], device: str, map_cache: Path | None = None) -> None:
+        families = tokenizer_families([m.tokenizer for m in members])
+        for member, family in zip(members, families):
+            member.family = family
+        self.members = list(members)
+        self.device = torch.device(device)
+        self.map_cache = map_cache
+        self.family_tokenizer = {}
+        for member in self.members:
+            self.family_tokenizer.setdefault(member.family, member.tokenizer)
+        self.map_counts: dict[str, dict[str, int]] = {}
+        self._index: dict[tuple[int, int], torch.Tensor] = {}
+
+    def __len__(self) -> int:
+        return len(self.members)
+
+    @property
+    def names(self) -> list[str]:
+        return [m.name for m in self.members]
+
+    def vocab_size(self, family: int) -> int:
+        return len(self.family_tokenizer[family])
+
+    def index(self, family: int, member: int) -> torch.Tensor | None:
+        """Reference id -> member id, or None when the member is of the reference family."""
+        target = self.members[member].family
+        if target == family:
+            return None
+        if (family, target) not in self._index:
+            mapping = cached_map(self.family_tokenizer[family], self.family_tokenizer[target],
+                                 self.map_cache)
+            names = (self.family_name(family), self.family_name(target))
+            self.map_counts[" -> ".join(names)] = mapping.counts
+            self._index[family, target] = torch.as_tensor(mapping.index, device=self.device)
+        return self._index[family, target]
+
+    def family_name(self, family: int) -> str:
+        return next(m.name for m in self.members if m.family == family)
+
+    def translate(self, family: int, member: int, ids: torch.Tensor) -> torch.Tensor:
+        index = self.index(family, member)
+        return ids if index is None else index[ids]
+
+    def align(self, family: int, member: int, logits: torch.Tensor) -> torch.Tensor:
+        """The member's logits gathered into the reference vocabulary (by token id), float32."""
+        index = self.index(family, member)
+        width = self.vocab_size(family)
+        if index is None:
+            if logits.shape[-1] < width:
+                raise ModelLoadError(f"{self.members[member].name}: {logits.shape[-1]} logits for a "
+                                     f"vocabulary of {width} tokens")
+            return logits[..., :width].float()
+        return logits.index_select(-1, index).float()
+
+    @torch.no_grad()
+    def logits(self, family: int, ids: torch.Tensor, attention_mask: torch.Tensor | None = None
+               ) -> torch.Tensor:
+        """Aligned logits of every member, shape [K, *ids.shape, V_reference]."""
+        return torch.stack([
+            self.align(family, k, member.model(input_ids=self.translate(family, k, ids),
+                                               attention_mask=attention_mask).logits)
+            for k, member in enumerate(self.members)])
+
+
+def request_key(args: Sequence[Any]) -> str:
+    return hash_args("fusion", args)
+
+
+class PackLM(LM):
+    """lm-eval's three request types answered by a weighted logit fusion of a pack."""
+
+    def __init__(self, pack: Pack, weighting: Weighting, options: PackOptions,
+                 batch_size: int = 1, record_path: Path | None = None,
+                 report: dict[str, Any] | None = None) -> None:
+        super().__init__()
+        weighting.check_members(len(pack))
+        if options.reference != "auto" and int(options.reference) >= len(pack):
+            raise UsageError(f"reference {options.reference} is not a member index (pack of {len(pack)})")
+        self.pack = pack
+        self.weighting = weighting
+        self.options = options
+        self.batch_size = max(1, int(batch_size))
+        limits = [n for n in (position_limit(m.model) for m in pack.members) if n]
+        self.max_length = options.max_length or (min(limits) if limits else DEFAULT_MAX_LENGTH)
+        self.record_path = record_path
+        self.report = report if report is not None else {}
+        self.records: dict[str, dict[str, Any]] = {}
+        self._reference_cache: dict[str, int] = {}
+        self._weights_cache: dict[tuple[int, tuple[int, ...]], torch.Tensor] = {}
+        if record_path is not None and record_path.exists():
+            for line in record_path.read_text(encoding="utf-8").splitlines():
+                if line.strip():
+                    entry = json.loads(line)
+                    self.records[entry.pop("key")] = entry
+
+    @property
+    def device(self) -> torch.device:
+        return self.pack.device
+
+    # ------------------------------------------------------------------ tokenization
+
+    def tokenizer(self, family: int) -> Any:
+        return self.pack.family_tokenizer[family]
+
+    def encode(self, family: int, text: str, special: bool = True) -> list[int]:
+        """As lm-eval's HFLM: the tokenizer's own special tokens unless the text has its BOS."""
+        tokenizer = self.tokenizer(family)
+        if special and tokenizer.bos_token and text.startswith(tokenizer.bos_token):
+            special = False
+        return tokenizer.encode(text, add_special_tokens=special)
+
+    def prefix_id(self, family: int) -> int:
+        tokenizer = self.tokenizer(family)
+        return tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+
+    def encode_pair(self, family: int, context: str, continuation: str) -> tuple[list[int], list[int]]:
+        """lm-eval's TemplateLM split: trailing context spaces move into the continuation."""
+        if context == "":
+            tokens = self.encode(family, continuation, special=False)
+            prefix = self.prefix_id(family)
+            return ([prefix], tokens) if tokens[:1] != [prefix] else (tokens[:1], tokens[1:])
+        spaces = len(context) - len(context.rstrip())
+        if spaces:
+            context, continuation = context[:-spaces], context[-spaces:] + continuation
+        whole = self.encode(family, context + continuation)
+        context_ids = self.encode(family, context)
+        return context_ids, whole[len(context_ids):]
+
+    def weight_mask(self, family: int, targets: torch.Tensor, limit: int) -> torch.Tensor:
+        """Positions before `limit` whose target is not the reference EOS (official rule,
+        without the released code's fallback that dropped token id 0)."""
+        mask = torch.arange(len(targets), device=targets.device) < limit
+        eos = self.tokenizer(family).eos_token_id
+        return mask if eos is None else mask & (targets != eos)
+
+    # ------------------------------------------------------------------ reference choice
+
+    def reference_family(self, text: str) -> int:
+        if self.options.reference != "auto":
+            return self.pack.members[int(self.options.reference)].family
+        if len(self.pack.family_tokenizer) == 1:
+            return self.pack.members[0].family
+        if text not in self._reference_cache:
+            self._reference_cache[text] = self._lowest_perplexity_family(text)
+        return self._reference_cache[text]
+
+    @torch.no_grad()
+    def _lowest_perplexity_family(self, text: str) -> int:
+        """Official `select_tokenizer`: each member scores the text in its own tokenization."""
+        best_loss, best_family = float("inf"), self.pack.members[0].family
+        for member in self.pack.members:
+            ids = self.encode(member.family, text)[-self.max_length:]
+            if len(ids) < 2:
+                continue
+            tokens = torch.tensor([ids], device=self.device)
+            logits = member.model(input_ids=tokens).logits[0, :-1].float()
+            targets = tokens[0, 1:]
+            mask = self.weight_mask(member.family, targets, len(targets))
+            if bool(mask.any()):
+                loss = F.cross_entropy(logits[mask], targets[mask]).item()
+                if loss < best_loss:
+                    best_loss, best_family = loss, member.family
+        return best_family
+
+    # ------------------------------------------------------------------ scoring
+
+    def _score(self, family: int, items: Sequence[tuple[list[int], list[int]]], weights_on: str
+               ) -> Iterator[tuple[float, bool, torch.Tensor]]:
+        """(log-likelihood, is_greedy, weights) of each continuation after its context."""
+        for start in range(0, len(items), self.batch_size):
+            batch = items[start:start + self.batch_size]
+            sequences = [(ctx + cont)[-(self.max_length + 1):] for ctx, cont in batch]
+            width = max(len(s) - 1 for s in sequences)
+            ids = torch.zeros((len(batch), width), dtype=torch.long, device=self.device)
+            attention = torch.zeros_like(ids)
+            for row, sequence in enumerate(sequences):
+                ids[row, :len(sequence) - 1] = torch.tensor(sequence[:-1])
+                attention[row, :len(sequence) - 1] = 1
+            logits = self.pack.logits(family, ids, attention)
+            for row, ((context, continuation), sequence) in enumerate(zip(batch, sequences)):
+                length = len(sequence) - 1
+                targets = torch.tensor(sequence[1:], device=self.device)
+                first = max(0, length - len(continuation))
+                member_logits = logits[:, row, :length]
+                if weights_on == "context":
+                    key = (family, tuple(sequence[:first + 1]))
+                    if key not in self._weights_cache:
+                        mask = self.weight_mask(family, targets, first)
+                        self._weights_cache[key] = self.weighting(member_logits, targets, mask)
+                    weights = self._weights_cache[key]
+                else:
+                    weights = self.weighting(member_logits, targets,
+                                             self.weight_mask(family, targets, length))
+                scored = fuse(member_logits[:, first:], weights).log_softmax(-1)
+                wanted = targets[first:]
+                loglikelihood = scored.gather(-1, wanted[:, None]).sum().item()
+                greedy = bool((scored.argmax(-1) == wanted).all())
+                yield loglikelihood, greedy, weights
+
+    def loglikelihood(self, requests: list[Any], disable_tqdm: bool = False) -> list[tuple[float, bool]]:
+        prepared = []
+        for position, request in enumerate(requests):
+            context, continuation = request.args
+            family = self.reference_family(context or continuation)
+            prepared.append((family, position, self.encode_pair(family, context, continuation)))
+        # longest first within a reference family: padding waste stays small
+        prepared.sort(key=lambda p: (p[0], -len(p[2][0]) - len(p[2][1])))
+        results: list[Any] = [None] * len(requests)
+        for family in sorted({p[0] for p in prepared}):
+            group = [p for p in prepared if p[0] == family]
+            scores = self._score(family, [p[2] for p in group], self.options.weights_on)
+            for (_, position, _), (loglikelihood, greedy, weights) in zip(group, scores):
+                request = requests[position]
+                results[position] = (loglikelihood, greedy)
+                self._record(request.args, family, [weights])
+                self.cache_hook.add_partial("loglikelihood", request.args, results[position])
+        self._update_report()
+        return results
+
+    def loglikelihood_rolling(self, requests: list[Any], disable_tqdm: bool = False) -> list[float]:
+        results = []
+        for request in requests:
+            (text,) = request.args
+            family = self.reference_family(text)
+            windows = [make_disjoint_window(w) for w in get_rolling_token_windows(
+                self.encode(family, text, special=False), self.prefix_id(family),
+                self.max_length, context_len=1)]
+            scores = list(self._score(family, windows, "sequence"))
+            total = sum(s[0] for s in scores)
+            results.append(total)
+            self._record(request.args, family, [s[2] for s in scores])
+            self.cache_hook.add_partial("loglikelihood_rolling", request.args, total)
+        self._update_report()
+        return results
+
+    # ------------------------------------------------------------------ generation
+
+    def generate_until(self, requests: list[Any], disable_tqdm: bool = False) -> list[str]:
+        results = []
+        for request in requests:
+            context, settings = request.args
+            settings = dict(settings or {})
+            if settings.get("do_sample"):
+                raise UsageError("fusion methods decode greedily; do_sample is not supported")
+            family = self.reference_family(context)
+            tokenizer = self.tokenizer(family)
+            until = settings.get("until") or []
+            until = [until] if isinstance(until, str) else list(until)
+            budget = int(settings.get("max_gen_toks", 256))
+            prompt = self.encode(family, context)[-max(1, self.max_length - budget):]
+            tokens, weights = self.generate_tokens(family, prompt, budget, until)
+            text = tokenizer.decode(tokens, skip_special_tokens=True)
+            for stop in until:
+                text = text.split(stop)[0]
+            results.append(text)
+            self._record(request.args, family, [weights])
+            self.cache_hook.add_partial("generate_until", request.args, text)
+        self._update_report()
+        return results
+
+    @torch.no_grad()
+    def generate_tokens(self, family: int, prompt: list[int], budget: int,
+                        until: Sequence[str] = ()) -> tuple[list[int], torch.Tensor]:
+        """Greedy fused decoding with a KV cache per member; weights fitted on the prompt."""
+        tokenizer = self.tokenizer(family)
+        eos = tokenizer.eos_token_id
+        ids = torch.tensor([prompt], device=self.device)
+        caches, aligned = [], []
+        for k, member in enumerate(self.pack.members):
+            out = member.model(input_ids=self.pack.translate(family, k, ids), use_cache=True)
+            caches.append(out.past_key_values)
+            aligned.append(self.pack.align(family, k, out.logits[0]))
+        prompt_logits = torch.stack(aligned)
+        targets = ids[0, 1:]
+        weights = self.weighting(prompt_logits[:, :-1], targets,
+                                 self.weight_mask(family, targets, len(targets)))
+        next_logits = fuse(prompt_logits[:, -1], weights)
+        del prompt_logits, aligned
+        generated: list[int] = []
+        while len(generated) < budget:
+            token = int(next_logits.argmax())
+            if token == eos:
+                break
+            generated.append(token)
+            if len(generated) == budget or (until and any(
+                    stop in tokenizer.decode(generated, skip_special_tokens=True) for stop in until)):
+                break
+            step = torch.tensor([[token]], device=self.device)
+            aligned = []
+            for k, member in enumerate(self.pack.members):
+                out = member.model(input_ids=self.pack.translate(family, k, step),
+                                   past_key_values=caches[k], use_cache=True)
+                caches[k] = out.past_key_values
+                aligned.append(self.pack.align(family, k, out.logits[0, -1]))
+            next_logits = fuse(torch.stack(aligned), weights)
+        return generated, weights
+
+    # ------------------------------------------------------------------ weight records
+
+    def _record(self, args: Sequence[Any], family: int, weights: Sequence[torch.Tensor]) -> None:
+        key = request_key(args)
+        entry = {"reference": self.pack.family_name(family),
+                 "weights": [[round(float(w), 6) for w in vector] for vector in weights]}
+        self.records[key] = entry
+        if self.record_path is not None:
+            self.record_path.parent.mkdir(parents=True, exist_ok=True)
+            with self.record_path.open("a", encoding="utf-8") as handle:
+                handle.write(json.dumps({"key": key, **entry}) + "\n")
+
+    def sample_annotations(self, sample: dict[str, Any]) -> dict[str, Any]:
+        """The weights behind one logged lm-eval sample (one entry per request of the doc)."""
+        entries = [self.records.get(request_key(args)) for args in sample.get("arguments") or []]
+        entries = [e for e in entries if e is not None]
+        if not entries:
+            return {}
+        vectors = [v for e in entries for v in e["weights"]]
+        mean = [sum(v[k] for v in vectors) / len(vectors) for k in range(len(self.pack))]
+        return {"fusion": {"members": self.pack.names,
+                           "mean_weights": [round(w, 6) for w in mean],
+                           "reference": [e["reference"] for e in entries],
+                           "weights": [e["weights"] for e in entries]}}
+
+    def _update_report(self) -> None:
+        vectors = torch.tensor([v for e in self.records.values() for v in e["weights"]],
+                               dtype=torch.float64)
+        summary: dict[str, Any] = {"rule": self.weighting.name, "members": self.pack.names,
+                                   "weights_on": self.options.weights_on,
+                                   "requests": len(self.records)}
+        if len(vectors):
+            summary["weights"] = {
+                name: {"mean": round(float(column.mean()), 6),
+                       "std": round(float(column.std(unbiased=False)), 6),
+                       "min": round(float(column.min()), 6), "max": round(float(column.max()), 6)}
+                for name, column in zip(self._unique_names(), vectors.T)}
+        summary["reference"] = dict(Counter(e["reference"] for e in self.records.values()))
+        if self.pack.map_counts:
+            summary["vocabulary_maps"] = self.pack.map_counts
+        self.report["fusion"] = summary
+
+    def _unique_names(self) -> list[str]:
+        names = self.pack.names
+        return [f"{i}:{n}" if names.count(n) > 1 else n for i, n in enumerate(names)]
+
+
+def load_pack(ctx: Any) -> Pack:
+    """The members of `ctx.models`, loaded through transformers, on the cell's device."""
+    from harness.models import load_causal_lm
+
+    members = []
+    for ref in ctx.models:
+        model, tokenizer = load_causal_lm(ref)
+        members.append(Member(ref.short_name, model.to(ctx.device).eval(), tokenizer))
+    return Pack(members, ctx.device)
+
+
+def build_pack_lm(ctx: Any, weighting: Weighting) -> PackLM:
+    """What a fusion method's `build(ctx)` returns: the pack of `ctx.models` behind `weighting`."""
+    weighting.check_members(len(ctx.models))
+    pack = load_pack(ctx)
+    total = sum(p.numel() for m in pack.members for p in m.model.parameters())
+    ctx.report.update(trainable_params=0, total_params=total)
+    return PackLM(pack, weighting, ctx.options, batch_size=ctx.batch_size,
+                  record_path=Path(ctx.workdir) / "fusion-weights.jsonl", report=ctx.report)

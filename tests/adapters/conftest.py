@@ -1,0 +1,35 @@
+"""Fixtures for the adapter tests: tiny zoo models and an isolated fit cache."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+
+from harness.models import ModelRef
+
+from adapters.adapters_support import TINY_LLAMA
+
+
+@pytest.fixture(autouse=True)
+def isolated_fits(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Every test fits into its own cache folder (the zoo cache stays shared)."""
+    import harness.training
+
+    root = tmp_path / "fits"
+    monkeypatch.setattr(harness.training, "fits_root", lambda: root)
+    monkeypatch.setenv("HARNESS_NO_PROGRESS", "1")
+    return root
+
+
+@pytest.fixture
+def load_tiny() -> Callable[[], tuple[Any, Any]]:
+    """A fresh tiny-llama (4 layers, 4 query / 2 key-value heads) and its tokenizer."""
+    from harness.models import load_causal_lm
+
+    def load() -> tuple[Any, Any]:
+        model, tokenizer = load_causal_lm(ModelRef(TINY_LLAMA, dtype="float32"))
+        return model, tokenizer
+    return load
+

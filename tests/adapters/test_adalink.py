@@ -1,0 +1,143 @@
+"""Exact properties of AdaLink (methods.md 4.3): text-only on the tiny Llama, both
+modalities on a tiny Llava built from configs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import torch
+
+from harness.methods.adalink.config import AdaLinkOptions
+from harness.methods.adalink.model import inject_adalink
+
+PROMPT = "the cat sat on the mat and the dog ran to the park"
+
+
+def _perturb(link: Any, seed: int) -> None:
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        link.up.weight.copy_(torch.randn(link.up.weight.shape, generator=generator) * 0.5)
+
+
+def test_zero_up_projection_gives_the_base_logits_exactly(load_tiny):
+    base, tokenizer = load_tiny()
+    adapted, _ = load_tiny()
+    inject_adalink(adapted, AdaLinkOptions(rank=8, activation="gelu", bias=True))
+    ids = tokenizer(PROMPT, return_tensors="pt").input_ids
+    with torch.no_grad():
+        assert torch.equal(adapted(ids).logits, base(ids).logits)
+
+
+@pytest.mark.parametrize("bias, expected", [(False, 2 * 64 * 8), (True, 2 * 64 * 8 + 8 + 64)])
+def test_trainable_count_is_2dr_per_modality(load_tiny, bias, expected):
+    model, _ = load_tiny()
+    adalink = inject_adalink(model, AdaLinkOptions(rank=8, bias=bias))
+    assert list(adalink.links) == ["text"]  # no image projector on a text-only model
+    assert sum(p.numel() for p in model.parameters() if p.requires_grad) == expected
+
+
+def test_token_wise_and_causal(load_tiny):
+    model, tokenizer = load_tiny()
+    adalink = inject_adalink(model, AdaLinkOptions(rank=8, activation="silu"))
+    _perturb(adalink.links["text"], seed=1)
+    ids = tokenizer(PROMPT, return_tensors="pt").input_ids
+    changed = ids.clone()
+    changed[0, 5] = (changed[0, 5] + 11) % 600
+    embed = model.get_input_embeddings()
+    with torch.no_grad():
+        first, second = embed(ids), embed(changed)
+        unchanged = torch.ones(ids.shape[1], dtype=torch.bool)
+        unchanged[5] = False
+        assert torch.equal(first[0, unchanged], second[0, unchanged])
+        # the link is applied token by token: the same result on one token alone
+        torch.testing.assert_close(embed(ids[:, 3:4])[0, 0], first[0, 3], atol=1e-7, rtol=0)
+        logits, changed_logits = model(ids).logits, model(changed).logits
+    torch.testing.assert_close(logits[:, :5], changed_logits[:, :5], atol=1e-6, rtol=0)
+
+
+def test_cached_and_uncached_greedy_generation_agree(load_tiny):
+    model, tokenizer = load_tiny()
+    adalink = inject_adalink(model, AdaLinkOptions(rank=8))
+    _perturb(adalink.links["text"], seed=2)
+    ids = tokenizer(PROMPT, return_tensors="pt").input_ids
+    calls = []
+    adalink.links["text"].register_forward_hook(lambda m, a, out: calls.append(out.shape[1]))
+    with torch.no_grad():
+        cached = model.generate(ids, max_new_tokens=10, do_sample=False, use_cache=True)
+        uncached = model.generate(ids, max_new_tokens=10, do_sample=False, use_cache=False)
+    assert torch.equal(cached, uncached)
+    # cached: the prompt once, then each new token once (the last one is never fed back)
+    assert calls[:10] == [ids.shape[1]] + [1] * 9
+
+
+# ----------------------------------------------------------------------------- modalities
+
+IMAGE_TOKEN = 99
+PATCHES = 16  # 32x32 image, 8x8 patches, CLS dropped
+
+
+def _tiny_llava() -> Any:
+    from transformers import (CLIPVisionConfig, LlamaConfig, LlavaConfig,
+                              LlavaForConditionalGeneration)
+
+    torch.manual_seed(0)
+    config = LlavaConfig(
+        vision_config=CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                       num_attention_heads=2, image_size=32, patch_size=8),
+        text_config=LlamaConfig(vocab_size=100, hidden_size=64, intermediate_size=128,
+                                num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2),
+        image_token_index=IMAGE_TOKEN, vision_feature_layer=-1,
+        vision_feature_select_strategy="default")
+    return LlavaForConditionalGeneration(config).eval()
+
+
+def _llava_inputs() -> dict[str, torch.Tensor]:
+    ids = torch.tensor([[1, 5, 6] + [IMAGE_TOKEN] * PATCHES + [7, 8, 9]])
+    return {"input_ids": ids, "pixel_values": torch.randn(1, 3, 32, 32,
+                                                          generator=torch.Generator().manual_seed(0))}
+
+
+def _language_model_inputs(model: Any, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The embeddings sequence the language model receives (text and image tokens merged)."""
+    seen = []
+    handle = model.model.language_model.register_forward_pre_hook(
+        lambda m, args, kwargs: seen.append(kwargs["inputs_embeds"].detach()), with_kwargs=True)
+    with torch.no_grad():
+        logits = model(**inputs).logits
+    handle.remove()
+    return seen[0], logits
+
+
+def test_each_modality_has_its_own_link_and_touches_only_its_positions():
+    base = _tiny_llava()
+    model = _tiny_llava()
+    adalink = inject_adalink(model, AdaLinkOptions(rank=4))
+    assert set(adalink.links) == {"text", "image"}
+    assert sum(p.numel() for p in model.parameters() if p.requires_grad) == 2 * 2 * 64 * 4
+    inputs = _llava_inputs()
+    image_positions = inputs["input_ids"][0] == IMAGE_TOKEN
+
+    reference, base_logits = _language_model_inputs(base, inputs)
+    zero_init, logits = _language_model_inputs(model, inputs)
+    assert torch.equal(zero_init, reference) and torch.equal(logits, base_logits)
+
+    _perturb(adalink.links["text"], seed=1)
+    text_only, _ = _language_model_inputs(model, inputs)
+    assert torch.equal(text_only[0, image_positions], reference[0, image_positions])
+    assert not torch.allclose(text_only[0, ~image_positions], reference[0, ~image_positions])
+
+    with torch.no_grad():
+        adalink.links["text"].up.weight.zero_()
+    _perturb(adalink.links["image"], seed=2)
+    image_only, _ = _language_model_inputs(model, inputs)
+    assert torch.equal(image_only[0, ~image_positions], reference[0, ~image_positions])
+    assert not torch.allclose(image_only[0, image_positions], reference[0, image_positions])
+
+
+def test_image_only_on_a_text_model_is_refused(load_tiny):
+    from harness.errors import UsageError
+
+    model, _ = load_tiny()
+    with pytest.raises(UsageError, match="no image projector"):
+        inject_adalink(model, AdaLinkOptions(modalities=("image",)))

@@ -1,0 +1,103 @@
+"""Leaderboards: golden output, mean win rate, n/a footnotes, --check, torch-free."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from harness.reporting import board_json, build_board, html_page, markdown
+from harness.store import Store
+from support import run_cli
+
+GOLDEN = Path(__file__).parent / "golden"
+
+
+def _record(label: str, method: str, task: str, status: str, value: float | None = None,
+            stderr: float | None = None, reason: str = "", trainable: int = 0,
+            higher_is_better: bool = True) -> dict:
+    metric = {"mmlu": ("acc,none", "accuracy"), "gsm8k": ("exact_match,strict-match", "exact match"),
+              "coco": ("CIDEr", "CIDEr")}[task]
+    record = {
+        "status": status, "fingerprint": f"{label}-{task}",
+        "method": {"name": method, "label": label, "models": [{"id": "harness-zoo/tiny-llama"}]},
+        "task": {"name": task, "data": "embedded",
+                 "headline": {"key": metric[0], "label": metric[1],
+                              "higher_is_better": higher_is_better}},
+        "identity": {"versions": {"harness": "0.1.0"}}, "n_samples": 10, "limit": 10, "seed": 1,
+        "git_commit": "abc",
+    }
+    if status == "ok":
+        record["headline"] = {"key": metric[0], "value": value, "stderr": stderr}
+        record["method_report"] = {"trainable_params": trainable, "total_params": 1000}
+    else:
+        record["reason"] = reason
+    return record
+
+
+@pytest.fixture
+def results(tmp_path: Path) -> Path:
+    store = Store(tmp_path)
+    records = [
+        _record("single (tiny-llama)", "single", "mmlu", "ok", 0.25, 0.05),
+        _record("single (tiny-llama)", "single", "gsm8k", "ok", 0.10, 0.03),
+        _record("single (tiny-llama)", "single", "coco", "n/a", reason="needs vision"),
+        _record("lora (tiny-llama)", "lora", "mmlu", "ok", 0.40, 0.05, trainable=4096),
+        _record("lora (tiny-llama)", "lora", "gsm8k", "ok", 0.10, 0.03, trainable=4096),
+        _record("lora (tiny-llama)", "lora", "coco", "n/a", reason="needs vision"),
+        _record("vlm (tiny-vlm)", "vlm", "coco", "ok", 0.5, None),
+    ]
+    for record in records:
+        store.commit_cell(record["method"]["name"], record["task"]["name"],
+                          record["fingerprint"].ljust(16, "0"), record, [])
+    return tmp_path
+
+
+def test_markdown_matches_golden(results: Path) -> None:
+    board = build_board(results)
+    assert markdown(board) == (GOLDEN / "leaderboard.md").read_text()
+
+
+def test_mean_win_rate_and_ordering(results: Path) -> None:
+    board = build_board(results)
+    rates = {row.label: row.mean_win_rate for row in board.rows}
+    # mmlu: lora beats single; gsm8k: a tie (half a win each); coco has one scored row only.
+    assert rates == {"lora (tiny-llama)": 0.75, "single (tiny-llama)": 0.25, "vlm (tiny-vlm)": None}
+    assert [row.label for row in board.rows][0] == "lora (tiny-llama)"
+
+
+def test_lower_is_better_metrics_invert_wins(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    for label, value in (("a", 1.0), ("b", 2.0)):
+        record = _record(label, label, "mmlu", "ok", value, None, higher_is_better=False)
+        store.commit_cell(label, "mmlu", label.ljust(16, "0"), record, [])
+    rates = {row.label: row.mean_win_rate for row in build_board(tmp_path).rows}
+    assert rates == {"a": 1.0, "b": 0.0}
+
+
+def test_json_and_html_carry_provenance_and_are_self_contained(results: Path) -> None:
+    board = build_board(results)
+    payload = json.loads(board_json(board))
+    cell = payload["rows"][0]["cells"]["mmlu"]
+    assert cell["provenance"]["fingerprint"] and cell["status"] == "ok"
+    page = html_page(board)
+    assert "<script>" in page and "http" not in page.split("<body>")[1].split("<script type")[0]
+    assert page.count("<tr>") == 1 + len(board.rows)
+
+
+def test_check_mode_detects_stale_tables(results: Path) -> None:
+    assert run_cli("leaderboard", "--results", str(results)).returncode == 0
+    assert run_cli("leaderboard", "--results", str(results), "--check").returncode == 0
+    md = results / "leaderboard.md"
+    md.write_text(md.read_text().replace("0.400", "0.999"))
+    stale = run_cli("leaderboard", "--results", str(results), "--check")
+    assert stale.returncode == 1 and "leaderboard out of date" in stale.stderr
+
+
+def test_output_is_deterministic(results: Path, tmp_path_factory: pytest.TempPathFactory) -> None:
+    copy = tmp_path_factory.mktemp("copy") / "results"
+    shutil.copytree(results, copy)
+    assert markdown(build_board(results)) == markdown(build_board(copy))
+    assert html_page(build_board(results)) == html_page(build_board(copy))

@@ -1,0 +1,108 @@
+"""The whole tiny matrix end to end, resume after SIGKILL, and response-cache isolation."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from harness.host import load_host
+from harness.models import ModelRef
+from harness.runner import MethodRow, Settings, TaskColumn, evaluate_cell, plan_cells, row_label
+from harness.specs import DataSource
+from harness.store import Store, read_jsonl
+from support import run_cli
+
+pytestmark = pytest.mark.slow
+MATRIX = ["run", "--suite", "embedded", "--limit", "2"]
+
+
+def _result_files(root: Path) -> dict[str, float]:
+    return {str(p.relative_to(root)): p.stat().st_mtime_ns
+            for p in (root / "cells").glob("*/*/*/result.json")}
+
+
+def test_full_tiny_matrix_end_to_end_then_resume_recomputes_nothing(tmp_path: Path) -> None:
+    first = run_cli(*MATRIX, "--out", str(tmp_path))
+    assert first.returncode == 0, first.stderr
+    assert "4 computed, 0 already done" in first.stdout
+    results = _result_files(tmp_path)
+    assert len(results) == 4
+
+    record = json.loads((tmp_path / next(iter(results))).read_text())
+    for key in ("fingerprint", "identity", "metrics", "headline", "timings", "hardware", "seed",
+                "git_commit", "method", "task", "n_samples"):
+        assert key in record
+    assert record["identity"]["versions"]["lm_eval"]
+    for cell_result in results:
+        samples = read_jsonl(tmp_path / Path(cell_result).parent / "samples.jsonl")
+        assert samples and all("doc_id" in s and "prompt" in s for s in samples)
+    for name in ("leaderboard.md", "leaderboard.html", "leaderboard.json", "leaderboard.png"):
+        assert (tmp_path / name).exists()
+
+    again = run_cli(*MATRIX, "--out", str(tmp_path))
+    assert again.returncode == 0
+    assert "0 computed, 4 already done" in again.stdout
+    assert _result_files(tmp_path) == results
+
+    plan = run_cli(*MATRIX, "--out", str(tmp_path), "--dry-run")
+    assert "4 done, 0 pending" in plan.stdout
+
+    changed = run_cli(*MATRIX, "--out", str(tmp_path), "--dry-run", "--seed", "7")
+    assert "0 done, 4 pending" in changed.stdout  # the seed is part of the fingerprint
+
+
+def test_resume_after_sigkill_mid_matrix(tmp_path: Path) -> None:
+    command = [sys.executable, "-m", "harness.cli", *MATRIX, "--out", str(tmp_path)]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               start_new_session=True)
+    deadline = time.time() + 300
+    while not _result_files(tmp_path) and time.time() < deadline and process.poll() is None:
+        time.sleep(0.2)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    finished = _result_files(tmp_path)
+    assert 1 <= len(finished) < 4, "the kill should land mid-matrix"
+
+    resumed = run_cli(*MATRIX, "--out", str(tmp_path))
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"{4 - len(finished)} computed, {len(finished)} already done" in resumed.stdout
+    after = _result_files(tmp_path)
+    assert len(after) == 4
+    assert all(after[path] == mtime for path, mtime in finished.items())
+
+
+def _cells(tmp_path: Path) -> list:
+    host = load_host()
+    single = host.method("single")
+    rows = [MethodRow(single, (ModelRef(m),), single.options(), row_label(single, (ModelRef(m),)))
+            for m in ("harness-zoo/tiny-llama", "harness-zoo/tiny-gpt2")]
+    mmlu = host.task("mmlu")
+    plan = plan_cells(host, rows, [TaskColumn(mmlu, mmlu.options(subjects=("astronomy",)))],
+                      Settings(DataSource("embedded"), limit=2), Store(tmp_path))
+    return plan.cells
+
+
+def test_two_methods_on_one_task_never_share_responses(tmp_path: Path) -> None:
+    llama, gpt2 = _cells(tmp_path)
+    assert llama.fingerprint != gpt2.fingerprint
+    store = Store(tmp_path)
+    llama_record, llama_samples = evaluate_cell(llama, store.workdir(llama.fingerprint))
+    gpt2_record, gpt2_samples = evaluate_cell(gpt2, store.workdir(gpt2.fingerprint))
+    assert list(store.workdir(llama.fingerprint).glob("responses*.db"))
+    assert list(store.workdir(gpt2.fingerprint).glob("responses*.db"))
+    responses = lambda samples: [s["response"] for s in samples]  # noqa: E731
+    assert responses(llama_samples) != responses(gpt2_samples)
+
+    # lm-eval keys its cache by request only (lm-eval #2715): pointing the second model at the
+    # first one's cache returns the first model's answers. Scoping by fingerprint prevents it.
+    _, leaked = evaluate_cell(gpt2, store.workdir(llama.fingerprint))
+    assert responses(leaked) == responses(llama_samples)
+    _, replayed = evaluate_cell(gpt2, store.workdir(gpt2.fingerprint))
+    assert responses(replayed) == responses(gpt2_samples)

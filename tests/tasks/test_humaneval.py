@@ -1,0 +1,149 @@
+"""humaneval: loaders, pass@k estimator, the execution opt-in, real-data correctness, end to end."""
+
+from __future__ import annotations
+
+import json
+import math
+from fractions import Fraction
+from pathlib import Path
+
+import pytest
+
+from harness.errors import DataError, UsageError
+from harness.host import load_host
+from harness.models import ModelRef
+from harness.runner import MethodRow, Settings, TaskColumn, plan_cells, run_plan
+from harness.specs import DataSource, MethodSpec, TaskContext
+from harness.store import Store
+from harness.tasks import humaneval
+from harness.tasks.humaneval import HumanEvalOptions, estimate_pass_at_k
+
+
+def _context(data: DataSource, **options) -> TaskContext:
+    return TaskContext(options=HumanEvalOptions(**options), data=data, workdir=Path("."),
+                       limit=None, seed=0)
+
+
+def _problems(plan) -> list[dict]:
+    return list(plan.tasks[0]["custom_dataset"]()["test"])
+
+
+def _samples(problems: list[dict], completions_per_problem: list[list[str]]) -> list[dict]:
+    """Logged samples in the shape the runner stores (repeats as one list)."""
+    return [{"task": humaneval.LM_EVAL_TASK, "doc_id": i, "doc": problem, "response": [texts]}
+            for i, (problem, texts) in enumerate(zip(problems, completions_per_problem))]
+
+
+def test_embedded_fixture_is_humaneval_format():
+    plan = humaneval.lm_eval_plan(_context(DataSource("embedded")))
+    problems = _problems(plan)
+    assert [p["task_id"] for p in problems] == ["Fixture/0", "Fixture/1", "Fixture/2"]
+    assert set(humaneval.FIELDS) <= set(problems[0])
+    config = plan.tasks[0]
+    assert config["task"] == "humaneval_generation"  # never lm-eval's stock `humaneval`
+    assert config["metric_list"][0]["metric"] == "bypass"
+    assert config["generation_kwargs"]["do_sample"] is False
+    assert plan.data_files == [humaneval.FIXTURES / "HumanEval.jsonl"]
+
+
+def test_hf_source_reads_openai_humaneval():
+    config = humaneval.lm_eval_plan(_context(DataSource("hf"))).tasks[0]
+    assert config["dataset_path"] == "openai/openai_humaneval" and "custom_dataset" not in config
+
+
+def test_sampling_options_reach_lm_eval():
+    config = humaneval.lm_eval_plan(_context(DataSource("embedded"), samples=5,
+                                             temperature=0.8)).tasks[0]
+    assert config["repeats"] == 5
+    assert {"do_sample": True, "temperature": 0.8, "top_p": 0.95}.items() <= \
+        config["generation_kwargs"].items()
+    with pytest.raises(UsageError, match="temperature > 0"):
+        humaneval.lm_eval_plan(_context(DataSource("embedded"), samples=5, temperature=0.0))
+
+
+def test_missing_and_malformed_files_are_named(tmp_path):
+    with pytest.raises(DataError, match="HumanEval problems"):
+        humaneval.lm_eval_plan(_context(DataSource("local", tmp_path)))
+    (tmp_path / "HumanEval.jsonl").write_text('{"task_id": "x", "prompt": "def f():\\n"}\n')
+    plan = humaneval.lm_eval_plan(_context(DataSource("local", tmp_path)))
+    with pytest.raises(DataError, match=r"HumanEval.jsonl:1: missing field\(s\) entry_point, test"):
+        _problems(plan)
+
+
+@pytest.mark.parametrize("n, c, k, expected", [
+    (10, 3, 1, 0.3), (10, 0, 5, 0.0), (10, 10, 1, 1.0), (5, 2, 5, 1.0),
+    (10, 3, 5, 1 - 21 / 252), (200, 1, 100, 0.5), (200, 20, 1, 0.1)])
+def test_pass_at_k_reference_values(n, c, k, expected):
+    assert estimate_pass_at_k(n, c, k) == pytest.approx(expected, abs=1e-12)
+
+
+def test_pass_at_k_matches_the_exact_binomial_formula():
+    for n in (1, 2, 5, 20, 64):
+        for c in range(n + 1):
+            for k in (1, 2, 5, 10, 16, 64):
+                if k <= n:
+                    exact = 1 - Fraction(math.comb(n - c, k), math.comb(n, k))
+                    assert math.isclose(estimate_pass_at_k(n, c, k), float(exact), abs_tol=1e-12)
+
+
+def test_execution_is_refused_without_the_flag_before_any_model_loads(tmp_path):
+    def build(_):
+        raise AssertionError("a model was loaded although code execution was refused")
+
+    method = MethodSpec(name="explodes", description="never built", build=build)
+    host = load_host(["no:reporters", "harness.tasks.humaneval"])
+    task = host.task("humaneval")
+    rows = [MethodRow(method, (ModelRef("harness-zoo/tiny-llama"),), method.options(), "x")]
+    plan = plan_cells(host, rows, [TaskColumn(task, task.options())],
+                      Settings(DataSource("embedded"), limit=1), Store(tmp_path))
+    assert plan.cells[0].state == "error"
+    assert "allow_code_execution=true" in plan.cells[0].reason
+    [outcome] = run_plan(host, plan)
+    assert outcome.status == "failed" and "allow_code_execution" in outcome.error
+    with pytest.raises(UsageError, match="allow_code_execution"):
+        humaneval.score([], _context(DataSource("embedded")))
+
+
+def test_score_reports_pass_at_k_and_every_execution():
+    problems = _problems(humaneval.lm_eval_plan(_context(DataSource("embedded"))))
+    right = [p["canonical_solution"] for p in problems]
+    completions = [[right[0]] * 4, [right[1], "    return []\n", "    return values\n",
+                                    right[1]], ["    while True: pass\n"] * 4]
+    context = _context(DataSource("embedded"), allow_code_execution=True, samples=4,
+                       ks=(1, 2, 10), timeout_s=2.0)
+    metrics = humaneval.score(_samples(problems, completions), context)
+    assert set(metrics) == {"pass@1", "pass@2"}  # 10 > 4 samples: not reported
+    assert metrics["pass@1"][0] == pytest.approx((1 + 0.5 + 0) / 3)
+    assert metrics["pass@2"][0] == pytest.approx((1 + estimate_pass_at_k(4, 2, 2) + 0) / 3)
+    details = context.score_details
+    assert details["executions"]["Fixture/1"][:2] == ["passed", "failed: AssertionError"]
+    assert all(e.startswith("timed out") for e in details["executions"]["Fixture/2"])
+    assert details["sampling"]["samples_per_problem"] == 4
+    assert "network" in details["sandbox"]
+    json.dumps(details)  # stored in the cell record as it is
+
+
+def test_real_humaneval_canonical_solutions_pass_and_bare_prompts_fail(shared_data):
+    plan = humaneval.lm_eval_plan(_context(DataSource("local", shared_data)))
+    problems = _problems(plan)
+    assert len(problems) == 164 and problems[0]["task_id"] == "HumanEval/0"
+    context = _context(DataSource("local", shared_data), allow_code_execution=True, workers=4)
+    canonical = humaneval.score(_samples(problems, [[p["canonical_solution"]] for p in problems]),
+                                context)
+    assert canonical["pass@1"][0] == 1.0, context.score_details["executions"]
+    bare = humaneval.score(_samples(problems, [[""] for _ in problems]), context)
+    assert bare["pass@1"][0] == 0.0
+
+
+def test_end_to_end_with_the_single_method_on_tiny_llama(tmp_path):
+    host = load_host(["no:reporters", "harness.tasks.humaneval"])
+    method, task = host.method("single"), host.task("humaneval")
+    rows = [MethodRow(method, (ModelRef("harness-zoo/tiny-llama"),), method.options(), "single")]
+    options = HumanEvalOptions(allow_code_execution=True, max_gen_toks=16)
+    plan = plan_cells(host, rows, [TaskColumn(task, options)],
+                      Settings(DataSource("embedded"), limit=2), Store(tmp_path))
+    [outcome] = run_plan(host, plan)
+    assert outcome.status == "ok", outcome.error
+    record = json.loads((outcome.path / "result.json").read_text())
+    assert record["headline"]["key"] == "pass@1" and 0.0 <= outcome.headline <= 1.0
+    assert len(record["score_details"]["executions"]) == 2
