@@ -67,6 +67,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
     run.add_argument("--dtype", help="model dtype: auto, float32, bfloat16, float16")
     run.add_argument("--batch-size", type=int, help="lm-eval batch size (default 1)")
+    run.add_argument("--shard", metavar="K/N",
+                     help="run only shard K of N (1-based), e.g. one per GPU or array job; all "
+                          "shards share --out, and a cell claimed by one process is skipped by "
+                          "the others")
     run.add_argument("--dry-run", action="store_true", help="show the plan (done/pending/n/a) only")
     run.add_argument("--force", action="store_true", help="recompute finished cells")
     run.add_argument("--no-leaderboard", action="store_true",
@@ -271,6 +275,11 @@ def cmd_run(host: Host, args: argparse.Namespace) -> int:
     rows, columns, settings, out = _resolve(host, request)
     console = _console()
     plan = plan_cells(host, rows, columns, settings, Store(out), force=args.force)
+    if args.shard:
+        index, _, count = args.shard.partition("/")
+        if not (index.isdigit() and count.isdigit()):
+            raise UsageError(f"--shard expects K/N, got {args.shard!r}")
+        plan = plan.shard(int(index), int(count))
 
     if args.dry_run:
         table = Table(title=f"Plan ({out})")
@@ -311,11 +320,16 @@ def cmd_run(host: Host, args: argparse.Namespace) -> int:
         if outcome.status == "failed":
             err.print(f"[red]failed[/red] {outcome.cell.row.label} × {outcome.cell.task}: "
                       f"{outcome.error}", soft_wrap=True)
-    counts = {s: sum(o.status == s for o in outcomes) for s in ("ok", "skipped", "n/a", "failed")}
+        elif outcome.status == "busy":
+            err.print(f"[yellow]skipped[/yellow] {outcome.cell.row.label} × {outcome.cell.task}: "
+                      f"{outcome.error}", soft_wrap=True)
+    counts = {s: sum(o.status == s for o in outcomes)
+              for s in ("ok", "skipped", "n/a", "failed", "busy")}
     if not args.no_leaderboard:
         write_leaderboards(host, out, out, console)
+    busy = f", {counts['busy']} running elsewhere" if counts["busy"] else ""
     console.print(f"{counts['ok']} computed, {counts['skipped']} already done, {counts['n/a']} n/a, "
-                  f"{counts['failed']} failed; results in {out}")
+                  f"{counts['failed']} failed{busy}; results in {out}")
     return 1 if counts["failed"] else 0
 
 

@@ -77,7 +77,8 @@ def harness_cell_started(cell: Cell) -> None:
 
 @hookspec
 def harness_cell_finished(cell: Cell, outcome: CellOutcome) -> None:
-    """A cell ended: `outcome.status` is "ok", "n/a" or "failed"; results are on disk."""
+    """A cell ended: `outcome.status` is "ok", "n/a" or "failed" (results are on disk), or
+    "busy" when another process holds the cell."""
 
 
 @hookspec

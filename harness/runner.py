@@ -88,11 +88,19 @@ class Plan:
     def count(self, state: State) -> int:
         return sum(c.state == state for c in self.cells)
 
+    def shard(self, index: int, count: int) -> "Plan":
+        """The cells of shard `index` (1-based) of `count`, split by fingerprint so every
+        process of an array job computes the same partition without talking to the others."""
+        if not 1 <= index <= count:
+            raise UsageError(f"--shard {index}/{count}: need 1 <= K <= N")
+        return Plan([c for c in self.cells if int(c.fingerprint, 16) % count == index - 1],
+                    self.store)
+
 
 @dataclass
 class CellOutcome:
     cell: Cell
-    status: Literal["ok", "n/a", "failed", "skipped"]
+    status: Literal["ok", "n/a", "failed", "skipped", "busy"]
     path: Path | None = None
     headline: float | None = None
     error: str = ""
@@ -196,8 +204,12 @@ def run_plan(host: Host, plan: Plan, progress: Any = None) -> list[CellOutcome]:
         elif cell.state == "error":
             outcome = _record_failure(plan.store, cell, cell.reason, "")
         else:
-            host.hook.harness_cell_started(cell=cell)
-            outcome = _run_cell(plan.store, cell)
+            with plan.store.claim(cell.fingerprint) as holder:
+                if holder is not None:
+                    outcome = CellOutcome(cell, "busy", error=f"running in process {holder}")
+                else:
+                    host.hook.harness_cell_started(cell=cell)
+                    outcome = _run_cell(plan.store, cell)
         host.hook.harness_cell_finished(cell=cell, outcome=outcome)
         outcomes.append(outcome)
         if progress is not None:

@@ -17,7 +17,9 @@ import hashlib
 import json
 import os
 import shutil
+import socket
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
@@ -80,6 +82,16 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
         return [json.loads(line) for line in handle if line.strip()]
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return pid > 0
+
+
 class Store:
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
@@ -94,6 +106,38 @@ class Store:
         path = self.root / "work" / fp[:16]
         path.mkdir(parents=True, exist_ok=True)
         return path
+
+    @contextmanager
+    def claim(self, fp: str) -> Iterator[str | None]:
+        """Hold a cell's lock while it runs; yields None, or the holder if another process has it.
+
+        Several processes (GPUs, nodes sharing the filesystem, array jobs) may work on one
+        matrix: the lock file is created exclusively, so each cell runs once. A lock left by a
+        dead process on this host is taken over; one from another host is honoured until
+        that host's run removes it (delete `work/<fingerprint>/owner.lock` to release it).
+        """
+        lock = self.workdir(fp) / "owner.lock"
+        me = {"host": socket.gethostname(), "pid": os.getpid()}
+        while True:
+            try:
+                fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+                break
+            except FileExistsError:
+                try:
+                    holder = json.loads(lock.read_text())
+                except (OSError, ValueError):
+                    holder = {}
+                if holder.get("host") == me["host"] and not _pid_alive(holder.get("pid", -1)):
+                    lock.unlink(missing_ok=True)
+                    continue
+                yield f"{holder.get('host', '?')}:{holder.get('pid', '?')}"
+                return
+        with os.fdopen(fd, "w") as handle:
+            json.dump(me, handle)
+        try:
+            yield None
+        finally:
+            lock.unlink(missing_ok=True)
 
     def commit_cell(self, method: str, task: str, fp: str, result: dict[str, Any],
                     samples: list[dict[str, Any]]) -> Path:

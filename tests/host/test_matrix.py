@@ -106,3 +106,20 @@ def test_two_methods_on_one_task_never_share_responses(tmp_path: Path) -> None:
     assert responses(leaked) == responses(llama_samples)
     _, replayed = evaluate_cell(gpt2, store.workdir(gpt2.fingerprint))
     assert responses(replayed) == responses(gpt2_samples)
+
+
+def test_shards_partition_the_matrix_and_claims_exclude_each_other(tmp_path: Path) -> None:
+    cells = _cells(tmp_path)
+    from harness.runner import Plan
+
+    plan = Plan(cells, Store(tmp_path))
+    parts = [plan.shard(k, 3).cells for k in (1, 2, 3)]
+    assert sorted(c.fingerprint for part in parts for c in part) == sorted(
+        c.fingerprint for c in cells)
+    store = Store(tmp_path)
+    with store.claim(cells[0].fingerprint) as first:
+        assert first is None
+        with store.claim(cells[0].fingerprint) as second:
+            assert second is not None and str(os.getpid()) in second
+    with store.claim(cells[0].fingerprint) as again:
+        assert again is None  # released
