@@ -235,11 +235,21 @@ class JudgeOutcome:
     cached: bool = False
 
 
+CACHE_ENV = "HARNESS_JUDGE_CACHE"
+
+
 class JudgmentCache:
     """Judgments on disk, one JSON file per content key, written atomically."""
 
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
+
+    @classmethod
+    def default(cls) -> "JudgmentCache":
+        """$HARNESS_JUDGE_CACHE, else `judgments/` in the harness cache."""
+        from harness.zoo import cache_root
+
+        return cls(Path(os.environ.get(CACHE_ENV) or cache_root() / "judgments"))
 
     @staticmethod
     def key(judge: dict[str, Any], messages: Messages) -> str:

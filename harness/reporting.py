@@ -140,8 +140,11 @@ def _board_cell(record: dict[str, Any]) -> BoardCell:
                   "seed": record.get("seed"), "git_commit": record.get("git_commit"),
                   "versions": record.get("identity", {}).get("versions")}
     if status == "ok":
-        return BoardCell("ok", record["headline"]["value"], record["headline"]["stderr"],
-                         provenance=provenance)
+        value = record["headline"]["value"]
+        if value is None or (isinstance(value, float) and math.isnan(value)):
+            return BoardCell("failed", reason="no score could be computed (NaN)",
+                             provenance=provenance)
+        return BoardCell("ok", value, record["headline"]["stderr"], provenance=provenance)
     reason = record.get("reason") or record.get("error") or ""
     return BoardCell(status, reason=reason, provenance=provenance)
 

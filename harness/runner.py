@@ -149,10 +149,10 @@ def plan_cells(host: Host, rows: list[MethodRow], columns: list[TaskColumn], set
                 cell.state, cell.reason = "n/a", reason
             else:
                 try:
-                    cell.lm_eval_plan = column.spec.lm_eval(task_context(cell, store.root, store.root))
+                    planning = task_context(cell, store.root, store.root)
+                    cell.lm_eval_plan = column.spec.lm_eval(planning)
                     preflight = column.spec.preflight
-                    problem = (preflight(task_context(cell, store.root, store.root))
-                               if preflight else None)
+                    problem = preflight(planning) if preflight else None
                     if problem:
                         raise HarnessError(problem)
                 except HarnessError as exc:

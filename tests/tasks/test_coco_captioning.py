@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
@@ -89,7 +88,7 @@ def test_scores_equal_cocoevalcap(tmp_path, monkeypatch):
     references = {image["image_id"]: image["references"] for image in images}
     package_files = sorted(p for p in scoring.package_dir().rglob("*") if "__pycache__" not in p.parts)
 
-    ours = scoring.caption_scores(references, predictions, tmp_path / "cache")
+    ours, notes = scoring.caption_scores(references, predictions, tmp_path / "cache")
 
     class NoSpice:  # CoreNLP for SPICE is not available offline; COCOEvalCap always runs it
         def compute_score(self, gts, res):
@@ -111,6 +110,7 @@ def test_scores_equal_cocoevalcap(tmp_path, monkeypatch):
         assert ours[key] == pytest.approx(reference.eval[key], rel=1e-12, abs=1e-15), key
     assert ours["CIDEr"] > 0.5
     assert ours["SPICE"] is None  # unavailable, never 0
+    assert notes["SPICE"].startswith("unavailable: Stanford CoreNLP 3.6.0 jars")
     after = sorted(p for p in scoring.package_dir().rglob("*") if "__pycache__" not in p.parts)
     assert after == package_files  # nothing written into site-packages
 
@@ -130,7 +130,22 @@ def test_runs_end_to_end_on_tiny_vlm(tmp_path):
     record = json.loads((outcomes[0].path / "result.json").read_text())
     assert record["headline"]["key"] == "CIDEr"
     assert record["metrics"]["SPICE"]["value"] is None
+    assert record["score_details"]["SPICE"].startswith("unavailable")
     assert "vision" in record["method"]["capabilities"]
     assert record["n_samples"] == 2
     samples = [json.loads(line) for line in (outcomes[0].path / "samples.jsonl").open()]
     assert {s["doc"]["image_id"] for s in samples} == {900001, 900002}
+
+
+@needs_java
+def test_spice_failure_is_reported_unavailable_not_zero(tmp_path):
+    jars = tmp_path / "corenlp"
+    jars.mkdir()
+    for name in scoring.CORENLP_JARS:  # present but unusable: SPICE's Java side fails
+        (jars / name).write_bytes(b"not a jar")
+    before = sorted(scoring.package_dir().rglob("*"))
+    value, problem = scoring._spice_score({1: ["a cat"]}, {1: ["a cat"]}, tmp_path / "cache",
+                                          scoring.corenlp_dir(jars))
+    assert value is None and problem.startswith("SPICE failed")
+    assert any((tmp_path / "cache").rglob("spice/tmp/*"))  # ran from the writable copy
+    assert sorted(scoring.package_dir().rglob("*")) == before

@@ -1,0 +1,294 @@
+"""vicuna_bench and the judge machinery, against a real chat-completions server on 127.0.0.1."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Callable
+
+import pytest
+
+from harness.host import load_host
+from harness.judge import (JudgeRequest, JudgeSettings, JudgmentCache, parse_preference,
+                           parse_rating, run_judgments)
+from harness.models import ModelRef
+from harness.runner import MethodRow, Settings, TaskColumn, plan_cells, run_plan
+from harness.specs import DataSource, TaskContext
+from harness.store import Store
+from harness.tasks.vicuna_bench import (VicunaBenchOptions, data_files, pairwise_metrics,
+                                        read_answers, read_questions)
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
+SECRET = "sk-test-never-log-this-0123456789"
+KEY_ENV = "HARNESS_TEST_JUDGE_KEY"
+
+Reply = Callable[[dict], tuple[int, bytes] | None]
+
+
+def chat_reply(content: str, model: str = "judge") -> tuple[int, bytes]:
+    return 200, json.dumps({"id": "c", "object": "chat.completion", "created": 0, "model": model,
+                            "choices": [{"index": 0, "finish_reason": "stop",
+                                         "message": {"role": "assistant", "content": content}}]}).encode()
+
+
+def fastchat_like(body: dict) -> tuple[int, bytes]:
+    """Grades 7 and always prefers assistant A: a maximally position-biased judge."""
+    text = body["messages"][-1]["content"]
+    return chat_reply("Looks fine. [[A]]" if "assistant A" in text else "Decent. Rating: [[7]]",
+                      body["model"])
+
+
+class Server:
+    """A chat-completions endpoint on loopback whose answers a test scripts."""
+
+    def __init__(self) -> None:
+        self.reply: Reply = fastchat_like
+        self.requests: list[dict] = []
+        self.authorizations: list[str] = []
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                server.requests.append(body)
+                server.authorizations.append(self.headers.get("Authorization", ""))
+                answer = server.reply(body)
+                if answer is None:  # simulate a hung server: the client times out
+                    time.sleep(0.5)
+                    answer = chat_reply("too late")
+                status, payload = answer
+                try:
+                    self.send_response(status)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(payload)))
+                    self.end_headers()
+                    self.wfile.write(payload)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_port}/v1"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+
+@pytest.fixture
+def server(monkeypatch):
+    monkeypatch.setenv(KEY_ENV, SECRET)
+    endpoint = Server()
+    yield endpoint
+    endpoint.httpd.shutdown()
+    endpoint.httpd.server_close()
+
+
+@pytest.fixture
+def judge_cache(tmp_path, monkeypatch):
+    cache = tmp_path / "judgments"
+    monkeypatch.setenv("HARNESS_JUDGE_CACHE", str(cache))
+    return cache
+
+
+def settings(url: str, **overrides) -> JudgeSettings:
+    return JudgeSettings(**{"backend": "openai", "model": "judge-x", "base_url": url,
+                            "api_key_env": KEY_ENV, "timeout_s": 0.2, "retries": 4,
+                            "backoff_s": 0.001, "parallel": 2, **overrides})
+
+
+def requests_for(*labels: str) -> list[JudgeRequest]:
+    return [JudgeRequest(label, "single-v1", [{"role": "user", "content": f"grade {label}"}])
+            for label in labels]
+
+
+# ----------------------------------------------------------------------------- parsing
+
+
+@pytest.mark.parametrize("text, rating", [
+    ("Rating: [[7]]", 7.0), ("[[8.5]] then [[2]]", 8.5), ("fallback [6]", 6.0),
+    ("no rating here", None), ("Rating: [[11]]", None), ("[[0]]", None)])
+def test_parse_rating(text, rating):
+    assert parse_rating(text) == rating
+
+
+@pytest.mark.parametrize("text, verdict", [
+    ("[[A]]", "A"), ("so [[B]].", "B"), ("[[C]]", "tie"), ("A is better", None)])
+def test_parse_preference(text, verdict):
+    assert parse_preference(text) == verdict
+
+
+def test_two_order_rule():
+    verdicts = [{"AB": "method", "BA": "method"},      # win
+                {"AB": "baseline", "BA": "baseline"},  # loss
+                {"AB": "method", "BA": "baseline"},    # position flip: tie
+                {"AB": "tie", "BA": "tie"},            # tie
+                {"AB": "method", "BA": "tie"},         # inconsistent: tie
+                {"AB": None, "BA": "method"}]          # unparsed: left out
+    metrics = {k: v for k, (v, _) in pairwise_metrics(verdicts).items()}
+    assert metrics == {"win": 1.0, "tie": 3.0, "loss": 1.0, "win_rate": 0.2,
+                       "win_rate_adjusted": 0.5, "pairwise_parse_failures": 1.0,
+                       "position_flip_rate": 0.4}
+
+
+# ----------------------------------------------------------------------------- endpoint
+
+
+def test_retries_through_429_500_malformed_json_and_timeout(server, tmp_path):
+    script = iter([(429, b'{"error": {"message": "slow down"}}'),
+                   (500, b'{"error": {"message": "boom"}}'),
+                   (200, b"{this is not json"),
+                   None])  # a timeout
+    server.reply = lambda body: next(script, chat_reply("Rating: [[9]]"))
+    [outcome] = run_judgments(settings(server.url), JudgmentCache(tmp_path), requests_for("q1"))
+    assert outcome.error is None and outcome.text == "Rating: [[9]]"
+    assert len(server.requests) == 5
+    assert server.requests[0]["temperature"] == 0.0 and server.requests[0]["model"] == "judge-x"
+    assert set(server.authorizations) == {f"Bearer {SECRET}"}
+
+
+def test_persistent_failure_is_per_question_and_rerun_pays_only_for_it(server, tmp_path, caplog):
+    broken = {"q2"}
+    server.reply = lambda body: ((500, b'{"error": {"message": "down"}}')
+                                 if any(q in body["messages"][-1]["content"] for q in broken)
+                                 else chat_reply("Rating: [[5]]"))
+    cache = JudgmentCache(tmp_path)
+    outcomes = run_judgments(settings(server.url, retries=2), cache, requests_for("q1", "q2", "q3"))
+    assert [o.error is None for o in outcomes] == [True, False, True]
+    assert "HTTP 500" in outcomes[1].error and "gave up after 3 attempts" in outcomes[1].error
+    assert len(server.requests) == 2 + 3
+    broken.clear()
+    server.requests.clear()
+    again = run_judgments(settings(server.url, retries=2), cache, requests_for("q1", "q2", "q3"))
+    assert [o.cached for o in again] == [True, False, True]
+    assert len(server.requests) == 1 and again[1].text == "Rating: [[5]]"
+    assert SECRET not in caplog.text
+
+
+def test_unauthorised_is_not_retried(server, tmp_path):
+    server.reply = lambda body: (401, b'{"error": {"message": "bad key"}}')
+    [outcome] = run_judgments(settings(server.url), JudgmentCache(tmp_path), requests_for("q1"))
+    assert "HTTP 401" in outcome.error and len(server.requests) == 1
+
+
+def test_cache_key_covers_judge_and_order():
+    judge = settings("http://127.0.0.1:1/v1").identity()
+    ab = [{"role": "user", "content": "A: x B: y"}]
+    ba = [{"role": "user", "content": "A: y B: x"}]
+    assert JudgmentCache.key(judge, ab) != JudgmentCache.key(judge, ba)
+    assert JudgmentCache.key(judge, ab) != JudgmentCache.key({**judge, "model": "other"}, ab)
+    assert "key" not in json.dumps(judge).lower().replace("api_key", "")
+
+
+# ----------------------------------------------------------------------------- data
+
+
+def test_embedded_fixture_and_answer_formats(tmp_path):
+    ctx = TaskContext(VicunaBenchOptions(), DataSource("embedded"), tmp_path, None, 0)
+    files = data_files(ctx)
+    questions = read_questions(files.questions)
+    assert {q["category"] for q in questions} >= {"math", "coding"}
+    assert set(read_answers(files.references)) == {5, 6}
+    legacy = tmp_path / "legacy.jsonl"
+    legacy.write_text('{"question_id": 1, "text": "old style"}\n')
+    assert read_answers(legacy) == {1: "old style"}
+
+
+def test_real_vicuna_bench_files_load(tmp_path):
+    if not (SHARED_DATA / "vicuna_bench" / "question.jsonl").is_file():
+        pytest.skip("shared/data/vicuna_bench absent")
+    from harness.tasks.vicuna_bench import lm_eval_plan, read_judge_prompts_checked
+
+    ctx = TaskContext(VicunaBenchOptions(), DataSource("local", SHARED_DATA), tmp_path, None, 0)
+    files = data_files(ctx)
+    questions = read_questions(files.questions)
+    assert len(questions) == 80
+    assert sum(q["category"] == "coding" for q in questions) == 7
+    assert sum(q["category"] == "math" for q in questions) == 3
+    references = read_answers(files.references)
+    assert sorted(references) == list(range(61, 71))
+    assert all(q["question_id"] in references for q in questions
+               if q["category"] in ("math", "coding"))
+    assert files.judge_prompts.parent.name == "vicuna_bench"  # FastChat's own prompts
+    assert len(read_judge_prompts_checked(files.judge_prompts)) == 8
+    plan = lm_eval_plan(ctx)
+    assert files.questions in plan.data_files and files.judge_prompts in plan.data_files
+
+
+# ----------------------------------------------------------------------------- end to end
+
+
+def _run(host, label: str, model: str, options: VicunaBenchOptions, store: Store, force=False):
+    single, task = host.method("single"), host.task("vicuna_bench")
+    rows = [MethodRow(single, (ModelRef(model),), single.options(), label)]
+    plan = plan_cells(host, rows, [TaskColumn(task, options)],
+                      Settings(DataSource("embedded"), limit=2), store, force=force)
+    [outcome] = run_plan(host, plan)
+    return outcome
+
+
+def test_end_to_end_with_endpoint_judge_single_and_pairwise(server, judge_cache, tmp_path, caplog):
+    host = load_host(["no:reporters", "harness.tasks.vicuna_bench"])
+    store = Store(tmp_path / "out")
+    common = dict(max_gen_toks=8, judge_backend="openai", judge_model="judge-x",
+                  judge_base_url=server.url, judge_api_key_env=KEY_ENV, judge_timeout_s=5.0,
+                  judge_backoff_s=0.001)
+    base = _run(host, "base", "harness-zoo/tiny-llama", VicunaBenchOptions(**common), store)
+    assert base.status == "ok", base.error
+    assert base.headline == 7.0
+
+    options = VicunaBenchOptions(**common, baseline="cell:base")
+    outcome = _run(host, "challenger", "harness-zoo/tiny-llama-b", options, store)
+    assert outcome.status == "ok", outcome.error
+    record = json.loads((outcome.path / "result.json").read_text())
+    metrics = {k: v["value"] for k, v in record["metrics"].items()}
+    # the judge always says [[A]]: every pair flips with the order, so every pair is a tie
+    assert metrics == {"score": 7.0, "score_parse_failures": 0.0, "win": 0.0, "tie": 2.0,
+                       "loss": 0.0, "win_rate": 0.0, "win_rate_adjusted": 0.5,
+                       "pairwise_parse_failures": 0.0, "position_flip_rate": 1.0}
+    assert record["score_details"]["judge"]["model"] == "judge-x"
+    assert record["score_details"]["judge"]["temperature"] == 0.0
+    assert record["score_details"]["baseline"] == str(base.path)
+    samples = [json.loads(line) for line in (outcome.path / "samples.jsonl").open()]
+    assert {"single", "AB", "BA"} <= set(samples[0]["judgment"])
+    asked = len(server.requests)
+    assert asked == 2 + 2 * 3  # base: 2 single; challenger: 2 single + 2 x 2 pairwise
+
+    again = _run(host, "challenger", "harness-zoo/tiny-llama-b", options, store, force=True)
+    assert again.status == "ok" and len(server.requests) == asked  # nothing paid twice
+
+    written = [p.read_text(errors="replace") for p in tmp_path.rglob("*") if p.is_file()]
+    assert not any(SECRET in text for text in written) and SECRET not in caplog.text
+
+
+def test_judge_outage_fails_the_cell_naming_questions_then_resumes(server, judge_cache, tmp_path):
+    host = load_host(["no:reporters", "harness.tasks.vicuna_bench"])
+    store = Store(tmp_path / "out")
+    outage = {"on": True}
+    server.reply = lambda body: ((503, b'{"error": {"message": "maintenance"}}')
+                                 if outage["on"] and "small garden" in body["messages"][-1]["content"]
+                                 else fastchat_like(body))
+    options = VicunaBenchOptions(max_gen_toks=8, judge_backend="openai", judge_base_url=server.url,
+                                 judge_api_key_env=KEY_ENV, judge_retries=1, judge_backoff_s=0.001)
+    failed = _run(host, "m", "harness-zoo/tiny-llama", options, store)
+    assert failed.status == "failed"
+    assert "question 1 single" in failed.error and "HTTP 503" in failed.error
+    outage["on"] = False
+    server.requests.clear()
+    resumed = _run(host, "m", "harness-zoo/tiny-llama", options, store)
+    assert resumed.status == "ok" and resumed.headline == 7.0
+    assert len(server.requests) == 1  # question 2's judgment was kept from the failed run
+
+
+def test_end_to_end_with_local_zoo_judge(judge_cache, tmp_path):
+    host = load_host(["no:reporters", "harness.tasks.vicuna_bench"])
+    options = VicunaBenchOptions(max_gen_toks=8, judge_max_tokens=8)
+    outcome = _run(host, "m", "harness-zoo/tiny-llama", options, Store(tmp_path / "out"))
+    assert outcome.status == "ok", outcome.error
+    record = json.loads((outcome.path / "result.json").read_text())
+    # a random tiny judge writes no [[rating]]: unknown score, counted, never a fake number
+    assert record["metrics"]["score_parse_failures"]["value"] == 2.0
+    assert record["score_details"]["judge"] == {"backend": "local", "model": "harness-zoo/tiny-llama",
+                                                "base_url": "", "temperature": 0.0, "max_tokens": 8}
