@@ -106,6 +106,8 @@ def _register(host: Host, name: str, origin: str, load, target: str) -> None:
     except Exception as exc:
         raise HarnessError(f"plugin {name!r} ({target}, {origin}) failed to import: "
                            f"{type(exc).__name__}: {exc}") from exc
+    if host.pm.is_registered(plugin):  # `-p` naming a module an entry point already loaded
+        return
     try:
         host.pm.register(plugin, name=name)
     except (pluggy.PluginValidationError, ValueError) as exc:

@@ -29,6 +29,7 @@ from harness.models import ModelRef
 from harness.specs import (BuildContext, DataSource, LmEvalPlan, MethodSpec, TaskContext,
                            TaskSpec, options_to_dict)
 from harness.store import Store, file_sha256, fingerprint
+from harness.training import untrainable_reason
 
 State = Literal["done", "pending", "n/a", "error"]
 SCHEMA_VERSION = 1
@@ -144,7 +145,8 @@ def plan_cells(host: Host, rows: list[MethodRow], columns: list[TaskColumn], set
                              f"got {len(row.models)}")
         for column in columns:
             cell = Cell(row, column, settings)
-            reason = incompatibility(host, row.spec, column.spec, row.models)
+            reason = (incompatibility(host, row.spec, column.spec, row.models)
+                      or untrainable_reason(row.spec, row.options, column.spec))
             if reason:
                 cell.state, cell.reason = "n/a", reason
             else:
@@ -177,7 +179,8 @@ def _identity(cell: Cell, versions: dict[str, str]) -> dict[str, Any]:
         "task": {"name": cell.task, "options": options_to_dict(cell.column.options)},
         "data": {"source": cell.settings.data.kind,
                  "files": {f"{p.parent.name}/{p.name}": file_sha256(p)
-                           for p in (plan.data_files if plan else [])}},
+                           for p in (plan.data_files if plan else [])},
+                 "training_data": _training_data_digest(cell.row.options)},
         "lm_eval": None if plan is None else {
             "tasks": [t if isinstance(t, str) else t.get("task") for t in plan.tasks],
             "num_fewshot": plan.num_fewshot, "gen_kwargs": plan.gen_kwargs},
@@ -185,6 +188,12 @@ def _identity(cell: Cell, versions: dict[str, str]) -> dict[str, Any]:
         "seed": cell.settings.seed,
         "versions": versions,
     }
+
+
+def _training_data_digest(options: Any) -> str | None:
+    """A user-named training set enters the fingerprint by content, not by path."""
+    path = getattr(options, "training_data", "")
+    return file_sha256(Path(path)) if path and Path(path).is_file() else None
 
 
 # ----------------------------------------------------------------------------- execution
@@ -277,7 +286,7 @@ def evaluate_cell(cell: Cell, workdir: Path,
     _seed_everything(settings.seed)
     lm = cell.row.spec.build(context)
     built = time.time()
-    manager = task_manager(tuple(str(p) for p in plan.include_path))
+    manager = task_manager(tuple(str(p) for p in plan.include_path), plan.uses_stock_tasks)
     try:
         output = lm_eval.simple_evaluate(
             model=lm, tasks=resolve_task_specs(manager, plan.tasks), num_fewshot=plan.num_fewshot, limit=settings.limit,
@@ -328,11 +337,11 @@ def evaluate_cell(cell: Cell, workdir: Path,
 
 
 @functools.lru_cache(maxsize=8)
-def task_manager(include_path: tuple[str, ...]) -> Any:
+def task_manager(include_path: tuple[str, ...], include_defaults: bool = True) -> Any:
     """lm-eval's task index (it scans thousands of YAML files: build it once per process)."""
     from lm_eval.tasks import TaskManager
 
-    return TaskManager(include_path=list(include_path) or None)
+    return TaskManager(include_path=list(include_path) or None, include_defaults=include_defaults)
 
 
 def resolve_task_specs(manager: Any, specs: list[str | dict[str, Any]]) -> list[Any]:

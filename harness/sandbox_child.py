@@ -42,13 +42,11 @@ def apply_limits(limits: dict) -> None:
     megabyte = 1024 * 1024
     for name, value in (("RLIMIT_AS", limits["memory_mb"] * megabyte),
                         ("RLIMIT_DATA", limits["memory_mb"] * megabyte),
-
                         ("RLIMIT_FSIZE", limits["file_size_mb"] * megabyte),
                         ("RLIMIT_NOFILE", limits["open_files"]),
                         ("RLIMIT_CORE", 0),
                         ("RLIMIT_NPROC", limits["process_limit"])):
-        if value is not None and hasattr(resource, name):
-            resource.setrlimit(getattr(resource, name), (value, value))
+        resource.setrlimit(getattr(resource, name), (value, value))
     # A soft CPU limit below the hard one lets the SIGXCPU handler report the cause.
     resource.setrlimit(resource.RLIMIT_CPU, (limits["cpu_s"], limits["cpu_s"] + 1))
 
@@ -100,4 +98,5 @@ def main() -> None:
     exit_now(0)
 
 
-main()
+if __name__ == "__main__":  # run by `python -c`; importing it does nothing
+    main()

@@ -175,6 +175,9 @@ class LmEvalPlan:
     gen_kwargs: dict[str, Any] | None = None
     confirm_run_unsafe_code: bool = False
     apply_chat_template: bool = False
+    # False when every config is complete on its own: lm-eval then skips indexing its
+    # thousands of stock task files (seconds per process).
+    uses_stock_tasks: bool = True
 
 
 Samples = list[dict[str, Any]]

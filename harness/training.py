@@ -28,7 +28,8 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Literal
 
 from harness import zoo
 from harness.errors import DataError, HarnessError, UsageError
-from harness.specs import BuildContext, TaskContext, options_to_dict
+from harness.specs import BuildContext, MethodSpec, TaskContext, TaskSpec, options_to_dict
+from harness.store import atomic_write_text
 
 if TYPE_CHECKING:
     import torch
@@ -122,6 +123,18 @@ def training_examples(ctx: BuildContext, options: TrainingOptions) -> tuple[list
     return examples, f"task-train:{ctx.task.name} ({ctx.data.describe()})"
 
 
+def untrainable_reason(method: MethodSpec, options: Any, task: TaskSpec) -> str | None:
+    """Why a training method cannot fit for this task (planning time), or None.
+
+    A method that trains needs the task's training split or a dataset named in its options.
+    """
+    if method.training is None or task.training_examples is not None:
+        return None
+    if getattr(options, "training_data", ""):
+        return None
+    return "no training split (name one with -o training_data=<alpaca.json>)"
+
+
 @dataclass(frozen=True)
 class EncodedExample:
     input_ids: list[int]
@@ -166,16 +179,14 @@ def trainable_parameters(model: Any) -> dict[str, "torch.nn.Parameter"]:
 
 def parameter_digests(model: Any) -> dict[str, str]:
     """sha256 of every parameter's bytes, by name: proves which weights a fit changed."""
-    digests = {}
-    for name, parameter in model.named_parameters():
-        digests[name] = hashlib.sha256(_as_bytes(parameter.detach().cpu().contiguous())).hexdigest()
-    return digests
+    return {name: tensor_digest(parameter) for name, parameter in model.named_parameters()}
 
 
-def _as_bytes(tensor: "torch.Tensor") -> bytes:
+def tensor_digest(tensor: "torch.Tensor") -> str:
     import torch
 
-    return tensor.reshape(-1).view(torch.uint8).numpy().tobytes() if tensor.numel() else b""
+    flat = tensor.detach().cpu().contiguous().reshape(-1)
+    return hashlib.sha256(flat.view(torch.uint8).numpy().tobytes() if flat.numel() else b"").hexdigest()
 
 
 # ----------------------------------------------------------------------------- fit cache
@@ -284,7 +295,7 @@ def fit(ctx: BuildContext, model: Any, tokenizer: Any, method: str,
                         pad_id=_pad_id(tokenizer), label=f"fit {method}", progress=progress)
         report |= {"train_examples": len(encoded), "train_data": source, "fit_fingerprint": key}
         _atomic_torch_save({n: p.detach().cpu() for n, p in parameters.items()}, folder.adapter)
-        folder.record.write_text(json.dumps(report, indent=2, sort_keys=True))
+        atomic_write_text(folder.record, json.dumps(report, indent=2, sort_keys=True))
         folder.checkpoint.unlink(missing_ok=True)
         report |= {"fit_cached": False}
     from harness.lm import count_parameters
@@ -308,10 +319,9 @@ def _pad_id(tokenizer: Any) -> int:
 
 
 def total_steps(options: TrainingOptions, n_examples: int) -> int:
-    steps_per_epoch = math.ceil(n_examples / options.batch_size)
     if options.max_steps is not None:
         return options.max_steps
-    return max(1, math.ceil(options.epochs * steps_per_epoch))
+    return max(1, math.ceil(options.epochs * math.ceil(n_examples / options.batch_size)))
 
 
 def step_indices(step: int, n_examples: int, batch_size: int, seed: int) -> list[int]:
@@ -368,15 +378,20 @@ def _autocast(device: "torch.device") -> Any:
     return contextlib.nullcontext()
 
 
-def _progress_bar(total: int, label: str, enabled: bool) -> Any:
-    from rich.console import Console
-    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
-                               TimeElapsedColumn, TimeRemainingColumn)
+def _progress_bar(total: int, done: int, label: str, enabled: bool) -> Any:
+    """A tqdm bar with the running loss, like lm-eval's and transformers' own bars (a rich
+    display here would fight the CLI's live display for the terminal)."""
+    from tqdm.auto import tqdm
 
-    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TextColumn("loss {task.fields[loss]}"), TimeElapsedColumn(),
-                    TimeRemainingColumn(), console=Console(stderr=True),
-                    disable=not enabled or bool(os.environ.get("HARNESS_NO_PROGRESS")))
+    return tqdm(total=total, initial=done, desc=label, unit="step", dynamic_ncols=True,
+                disable=not enabled or bool(os.environ.get("HARNESS_NO_PROGRESS")))
+
+
+def _cuda_rng() -> list[Any]:
+    """Dropout on GPU draws from the CUDA generators; a resumed fit restores them too."""
+    import torch
+
+    return torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []
 
 
 def _train(model: Any, parameters: dict[str, Any], encoded: list[EncodedExample],
@@ -399,10 +414,11 @@ def _train(model: Any, parameters: dict[str, Any], encoded: list[EncodedExample]
         optimizer.load_state_dict(saved["optimizer"])
         scheduler.load_state_dict(saved["scheduler"])
         torch.set_rng_state(saved["rng"])
+        if saved["cuda_rng"]:
+            torch.cuda.set_rng_state_all(saved["cuda_rng"])
         state = saved["state"]
     model.train()
-    with _progress_bar(steps, label, progress) as bar:
-        task = bar.add_task(label, total=steps, completed=state["step"], loss="-")
+    with _progress_bar(steps, state["step"], label, progress) as bar:
         while state["step"] < steps:
             started = time.perf_counter()
             indices = step_indices(state["step"], len(encoded), options.batch_size, seed)
@@ -414,12 +430,14 @@ def _train(model: Any, parameters: dict[str, Any], encoded: list[EncodedExample]
             state["train_seconds"] += time.perf_counter() - started
             state["final_loss"] = loss
             state["first_loss"] = loss if state["first_loss"] is None else state["first_loss"]
-            bar.update(task, advance=1, loss=f"{loss:.4f}")
+            bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
+            bar.update(1)
             if state["step"] % options.checkpoint_every == 0 and state["step"] < steps:
                 _atomic_torch_save({"trainable": {n: p.detach().cpu() for n, p in parameters.items()},
                                     "optimizer": optimizer.state_dict(),
                                     "scheduler": scheduler.state_dict(),
-                                    "rng": torch.get_rng_state(), "state": state},
+                                    "rng": torch.get_rng_state(), "cuda_rng": _cuda_rng(),
+                                    "state": state},
                                    folder.checkpoint)
     model.eval()
     return {"train_steps": steps, "train_tokens": state["train_tokens"],

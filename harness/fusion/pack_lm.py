@@ -291,7 +291,7 @@ class PackLM(LM):
             (text,) = request.args
             family = self.reference_family(text)
             windows = [make_disjoint_window(w) for w in get_rolling_token_windows(
-                self.encode(family, text, special=False), self.prefix_id(family),
+                self.encode(family, text), self.prefix_id(family),  # as HFLM does
                 self.max_length, context_len=1)]
             scores = list(self._score(family, windows, "sequence"))
             total = sum(s[0] for s in scores)

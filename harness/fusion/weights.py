@@ -15,13 +15,16 @@ import torch.nn.functional as F
 
 from harness.errors import UsageError
 
+IGNORED = -100  # a target index no vocabulary uses
+
 
 def log_perplexities(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Per-member mean NLL (natural log) over the masked positions; zeros when none count."""
     if not bool(mask.any()):
         return logits.new_zeros(logits.shape[0])
-    scored = targets[mask]
-    return torch.stack([F.cross_entropy(member[mask].float(), scored) for member in logits])
+    scored = targets.masked_fill(~mask, IGNORED)  # no copy of the [T, V] logits
+    return torch.stack([F.cross_entropy(member.float(), scored, ignore_index=IGNORED)
+                        for member in logits])
 
 
 def fuse(logits: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
@@ -105,7 +108,7 @@ class GreedyGrid(Weighting):
         grid = _grid(self.steps)
         for member in order[1:]:
             losses = torch.stack([F.cross_entropy(_mixture(current, scored[member], keep), wanted)
-                                  for keep in grid])
+                                  for keep in grid])  # stays on the device: one sync per member
             keep = grid[int(torch.argmin(losses))]  # first minimum = strict `<` scan
             current = _mixture(current, scored[member], keep)
             weights *= keep

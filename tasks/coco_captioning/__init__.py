@@ -131,7 +131,7 @@ def lm_eval_plan(ctx: TaskContext) -> LmEvalPlan:
     files = [annotations]
     if ctx.data.kind == "embedded":
         files += sorted((FIXTURES / "images").iterdir())
-    return LmEvalPlan(tasks=[config], num_fewshot=0, data_files=files)
+    return LmEvalPlan(tasks=[config], num_fewshot=0, data_files=files, uses_stock_tasks=False)
 
 
 def preflight(ctx: TaskContext) -> str | None:

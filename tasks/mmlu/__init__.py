@@ -103,7 +103,8 @@ def _prompt(question: str, choices: list[str]) -> str:
 
 def _described(subject: str) -> str:
     """lm-eval's per-subject MMLU `description`."""
-    return f"The following are multiple choice questions (with answers) about {subject.replace('_', ' ')}.\n\n"
+    topic = subject.replace("_", " ")
+    return f"The following are multiple choice questions (with answers) about {topic}.\n\n"
 
 
 def training_examples(ctx: TaskContext) -> list[dict[str, str]]:

@@ -148,7 +148,7 @@ def lm_eval_plan(ctx: TaskContext) -> LmEvalPlan:
     baseline_file = _baseline_path(options.baseline)
     if baseline_file is not None:
         tracked.append(baseline_file)
-    return LmEvalPlan(tasks=[config], num_fewshot=0, data_files=tracked,
+    return LmEvalPlan(tasks=[config], num_fewshot=0, data_files=tracked, uses_stock_tasks=False,
                       apply_chat_template=options.apply_chat_template)
 
 

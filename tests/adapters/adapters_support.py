@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -9,6 +10,8 @@ from harness.models import ModelRef
 from harness.specs import BuildContext, DataSource, Metric, NoOptions, TaskSpec
 
 TINY_LLAMA = "harness-zoo/tiny-llama"
+# The same tests run on a GPU (bf16 autocast in the fit) with HARNESS_TEST_DEVICE=cuda.
+TEST_DEVICE = os.environ.get("HARNESS_TEST_DEVICE", "cpu")
 
 
 def synthetic_task(train: list[dict[str, str]]) -> TaskSpec:
@@ -21,43 +24,47 @@ def synthetic_task(train: list[dict[str, str]]) -> TaskSpec:
 
 
 def build_context(options: Any, task: TaskSpec, tmp_path: Path, seed: int = 1234) -> BuildContext:
-    return BuildContext(models=[ModelRef(TINY_LLAMA, dtype="float32")], options=options, task=task,
-                        task_options=NoOptions(), seed=seed, device="cpu", batch_size=1,
+    return BuildContext(models=[ModelRef(TINY_LLAMA, dtype="float32", device=TEST_DEVICE)],
+                        options=options, task=task,
+                        task_options=NoOptions(), seed=seed, device=TEST_DEVICE, batch_size=1,
                         workdir=tmp_path / "work", data=DataSource("embedded"))
+
 
 
 # ----------------------------------------------------------------------------- synthetic task
 
-FIXED_ANSWER = " Answer: yes"
+LABELS = (" one", " two", " four", " many")  # single tokens of the tiny Llama tokenizer
+ANSWER = " four"
 
 
-def format_task(n_train: int = 48, n_test: int = 16, seed: int = 0) -> tuple[list[dict[str, str]], list[str]]:
-    """Answer every question with the same fixed phrase: random word salads from the zoo
-    corpus as prompts, " Answer: yes" as target. The untrained tiny models never produce it."""
+def label_task(n_train: int = 48, n_test: int = 16, seed: int = 0) -> tuple[list[dict[str, str]], list[str]]:
+    """Map every question to the same label: word salads from the zoo corpus as prompts,
+    " four" as target. The untrained tiny model does not prefer that label."""
     import random
 
     from harness.zoo import CORPUS
 
-    words = sorted(set(CORPUS.read_text(encoding="utf-8").lower().replace(".", " ").split()))
+    words = sorted(set(CORPUS.read_text(encoding="utf-8").lower().replace(".", " ").split())
+                   - {label.strip() for label in LABELS})
     rng = random.Random(seed)
-    prompts = [f"Question: {' '.join(rng.choices(words, k=rng.randint(3, 7)))}?"
+    prompts = [f"Question: {' '.join(rng.choices(words, k=rng.randint(3, 7)))}? Answer:"
                for _ in range(n_train + n_test)]
-    train = [{"prompt": p, "target": FIXED_ANSWER} for p in prompts[:n_train]]
-    return train, prompts[n_train:]
+    return [{"prompt": p, "target": ANSWER} for p in prompts[:n_train]], prompts[n_train:]
 
 
-def greedy_accuracy(model: Any, tokenizer: Any, prompts: list[str], target: str = FIXED_ANSWER) -> float:
-    """Share of prompts whose greedy continuation starts with `target`."""
+def label_accuracy(model: Any, tokenizer: Any, prompts: list[str]) -> float:
+    """Share of prompts whose most likely label (next-token logit, as lm-eval's letter
+    scoring) is ANSWER."""
     import torch
 
-    width = len(tokenizer(target, add_special_tokens=False).input_ids) + 1
-    hits = 0
+    label_ids = [tokenizer(label, add_special_tokens=False).input_ids for label in LABELS]
+    assert all(len(ids) == 1 for ids in label_ids), "labels must be single tokens"
+    columns = [ids[0] for ids in label_ids]
     model.eval()
+    hits = 0
     with torch.no_grad():
         for prompt in prompts:
-            ids = tokenizer(prompt, return_tensors="pt").input_ids
-            out = model.generate(input_ids=ids, max_new_tokens=width, do_sample=False,
-                                 pad_token_id=tokenizer.pad_token_id)
-            text = tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True)
-            hits += text.strip().startswith(target.strip())
+            input_ids = tokenizer(prompt, return_tensors="pt").input_ids.to(model.device)
+            logits = model(input_ids=input_ids).logits
+            hits += LABELS[int(logits[0, -1, columns].argmax())] == ANSWER
     return hits / len(prompts)

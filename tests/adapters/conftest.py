@@ -9,7 +9,7 @@ import pytest
 
 from harness.models import ModelRef
 
-from adapters.adapters_support import TINY_LLAMA
+from adapters.adapters_support import TEST_DEVICE, TINY_LLAMA
 
 
 @pytest.fixture(autouse=True)
@@ -29,7 +29,7 @@ def load_tiny() -> Callable[[], tuple[Any, Any]]:
     from harness.models import load_causal_lm
 
     def load() -> tuple[Any, Any]:
-        model, tokenizer = load_causal_lm(ModelRef(TINY_LLAMA, dtype="float32"))
+        model, tokenizer = load_causal_lm(ModelRef(TINY_LLAMA, dtype="float32", device=TEST_DEVICE))
         return model, tokenizer
     return load
 

@@ -1,5 +1,5 @@
 """Exact properties of AdaLink (methods.md 4.3): text-only on the tiny Llama, both
-modalities on a tiny Llava built from configs."""
+modalities on the zoo's tiny Llava VLM."""
 
 from __future__ import annotations
 
@@ -73,27 +73,19 @@ def test_cached_and_uncached_greedy_generation_agree(load_tiny):
 
 # ----------------------------------------------------------------------------- modalities
 
-IMAGE_TOKEN = 99
-PATCHES = 16  # 32x32 image, 8x8 patches, CLS dropped
+PATCHES = 16  # tiny-vlm: 32 px images in 8 px patches, CLS dropped
 
 
-def _tiny_llava() -> Any:
-    from transformers import (CLIPVisionConfig, LlamaConfig, LlavaConfig,
-                              LlavaForConditionalGeneration)
+def _tiny_vlm() -> Any:
+    """The zoo's Llava: tiny CLIP tower, Llava projector, tiny Llama (hidden size 64)."""
+    from harness.models import ModelRef, load_vision_lm
 
-    torch.manual_seed(0)
-    config = LlavaConfig(
-        vision_config=CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                                       num_attention_heads=2, image_size=32, patch_size=8),
-        text_config=LlamaConfig(vocab_size=100, hidden_size=64, intermediate_size=128,
-                                num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2),
-        image_token_index=IMAGE_TOKEN, vision_feature_layer=-1,
-        vision_feature_select_strategy="default")
-    return LlavaForConditionalGeneration(config).eval()
+    return load_vision_lm(ModelRef("harness-zoo/tiny-vlm", dtype="float32"))
 
 
-def _llava_inputs() -> dict[str, torch.Tensor]:
-    ids = torch.tensor([[1, 5, 6] + [IMAGE_TOKEN] * PATCHES + [7, 8, 9]])
+def _vlm_inputs(model: Any) -> dict[str, torch.Tensor]:
+    image_token = model.config.image_token_id
+    ids = torch.tensor([[1, 5, 6] + [image_token] * PATCHES + [7, 8, 9]])
     return {"input_ids": ids, "pixel_values": torch.randn(1, 3, 32, 32,
                                                           generator=torch.Generator().manual_seed(0))}
 
@@ -110,13 +102,13 @@ def _language_model_inputs(model: Any, inputs: dict[str, torch.Tensor]) -> torch
 
 
 def test_each_modality_has_its_own_link_and_touches_only_its_positions():
-    base = _tiny_llava()
-    model = _tiny_llava()
+    base = _tiny_vlm()
+    model = _tiny_vlm()
     adalink = inject_adalink(model, AdaLinkOptions(rank=4))
     assert set(adalink.links) == {"text", "image"}
     assert sum(p.numel() for p in model.parameters() if p.requires_grad) == 2 * 2 * 64 * 4
-    inputs = _llava_inputs()
-    image_positions = inputs["input_ids"][0] == IMAGE_TOKEN
+    inputs = _vlm_inputs(model)
+    image_positions = inputs["input_ids"][0] == model.config.image_token_id
 
     reference, base_logits = _language_model_inputs(base, inputs)
     zero_init, logits = _language_model_inputs(model, inputs)

@@ -93,3 +93,8 @@ def test_list_shows_origin_capabilities_and_description() -> None:
     assert single["origin"] == "built-in"
     assert set(single["capabilities"]) == {"loglikelihood", "generate_until"}
     assert single["description"]
+
+
+def test_loading_an_already_registered_module_again_is_a_no_op() -> None:
+    host = load_host(["harness.tasks.mmlu"])
+    assert host.origin_of("mmlu") == "built-in"

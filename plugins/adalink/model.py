@@ -1,0 +1,83 @@
+"""AdaLink on a whole model: one link per input modality, before the transformer.
+
+The text link transforms the output of the input-embedding module; the image link
+transforms the image projector's output, i.e. the visual tokens before they are merged
+into the sequence. Both are forward hooks, so the model stays the transformers model and
+generation with the KV cache applies each link exactly once per token (each new token is
+embedded once). In a VLM the text link also sees the image placeholder tokens' embeddings,
+but the model overwrites those positions with the (image-linked) visual tokens, so each
+position is transformed by its own modality's link only.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from harness.errors import UsageError
+from harness.training import freeze
+
+from .config import AdaLinkOptions
+from .layer import AdaLinkLayer
+
+# Where common VLMs keep the module that maps vision features into the LM's embedding space.
+PROJECTOR_NAMES = ("multi_modal_projector", "mm_projector", "connector", "visual_projection")
+
+
+class AdaLink(nn.Module):
+    """The trainable part: `links[modality]`, each an `AdaLinkLayer`."""
+
+    def __init__(self, links: dict[str, AdaLinkLayer]) -> None:
+        super().__init__()
+        self.links = nn.ModuleDict(links)
+        self._handles: list[Any] = []
+
+    def remove(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
+
+
+def find_image_projector(model: nn.Module, name: str = "") -> nn.Module | None:
+    """The module named `name` (a dotted path), else the first with a usual projector name."""
+    modules = dict(model.named_modules())
+    if name:
+        if name not in modules:
+            raise UsageError(f"adalink: the model has no module {name!r} (image_projector)")
+        return modules[name]
+    for path, module in modules.items():
+        if path.rsplit(".", 1)[-1] in PROJECTOR_NAMES:
+            return module
+    return None
+
+
+def inject_adalink(model: nn.Module, options: AdaLinkOptions) -> AdaLink:
+    """Freeze `model`, hook a link per available modality, register it as `adalink`."""
+    hidden_size = model.config.get_text_config().hidden_size
+    projector = (find_image_projector(model, options.image_projector)
+                 if "image" in options.modalities else None)
+    modalities = [m for m in options.modalities if m == "text" or projector is not None]
+    if not modalities:
+        raise UsageError("adalink: only modality 'image' was asked for but the model has no "
+                         "image projector")
+    freeze(model)
+    device = next(model.parameters()).device
+    adalink = AdaLink({m: AdaLinkLayer(hidden_size, options.rank, options.activation, options.bias,
+                                       options.up_init_std, options.down_init_std, device)
+                       for m in modalities})
+    targets = {"text": model.get_input_embeddings(), "image": projector}
+    for modality, link in adalink.links.items():
+        adalink._handles.append(targets[modality].register_forward_hook(_apply(link)))
+    model.add_module("adalink", adalink)
+    return adalink
+
+
+def _apply(link: AdaLinkLayer) -> Any:
+    def hook(module: nn.Module, args: Any, output: Any) -> Any:
+        if isinstance(output, torch.Tensor):
+            return link(output)
+        raise UsageError(f"adalink: {type(module).__name__} returned {type(output).__name__}, "
+                         "expected a tensor of embeddings")
+    return hook

@@ -1,0 +1,28 @@
+"""`ensemble`: the uniform logit ensemble of a pack (PackLLM's `ensemble` baseline)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from harness import hookimpl
+from harness.fusion.options import PackOptions
+from harness.specs import MODEL_PACK, BuildContext, MethodSpec
+
+
+def build(ctx: BuildContext) -> Any:
+    from harness.fusion.pack_lm import build_pack_lm
+    from harness.fusion.weights import Weighting
+
+    return build_pack_lm(ctx, Weighting())
+
+
+@hookimpl
+def harness_methods() -> list[MethodSpec]:
+    return [MethodSpec(
+        name="ensemble",
+        description="Uniform mean of the pack's next-token logits (MinED-aligned).",
+        build=build,
+        models=MODEL_PACK,
+        options=PackOptions,
+        default_models=("harness-zoo/tiny-llama", "harness-zoo/tiny-gpt2"),
+    )]

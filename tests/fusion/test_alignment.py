@@ -1,0 +1,85 @@
+"""MinED vocabulary maps: the paper's three rules, the fixed bugs, pruning and the disk cache."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+
+from harness.fusion.alignment import (build_map, cached_map, nearest_tokens, space_marker,
+                                      swap_marker, vocabulary)
+
+
+def test_shared_tokens_map_to_themselves_and_markers_are_swapped():
+    reference = ["<unk>", "<s>", "</s>", "▁the", "cat", "▁dog", "▁▁", "▁", "zzz"]
+    expert = ["<|endoftext|>", "cat", "Ġthe", "Ġdog", "the", "zz", "Ġ", "ĠĠ", "dog"]
+    mapping = build_map(reference, expert, {"eos_token_id": 2}, {"eos_token_id": 0})
+    assert mapping.index[4] == 1  # "cat" exists in both
+    assert mapping.index[3] == 2 and mapping.index[5] == 3  # "▁the" -> "Ġthe"
+    assert mapping.index[7] == 6  # a lone marker is swapped too
+    assert mapping.index[2] == 0  # EOS maps to the expert's EOS by role
+    assert mapping.index[8] == 5  # "zzz": nearest by edit distance
+    assert mapping.counts == {"special": 1, "exact": 1, "marker": 3, "edit-distance": 4}
+
+
+def test_doubled_markers_are_not_swapped():
+    assert swap_marker("▁▁", "▁", "Ġ") == "▁▁"
+    assert swap_marker("▁x", "▁", "Ġ") == "Ġx"
+    assert swap_marker("▁x", "▁", None) == "▁x"
+
+
+def test_markers_are_read_from_the_vocabulary():
+    assert space_marker(["▁a", "▁b", "c"]) == "▁"
+    assert space_marker(["Ġa", "b"]) == "Ġ"
+    assert space_marker(["a", "b"]) is None
+
+
+def test_real_token_id_zero_is_kept():
+    mapping = build_map(["a", "b"], ["b", "a"])
+    assert mapping.index.tolist() == [1, 0]
+
+
+def test_pruned_search_equals_the_full_first_argmin():
+    from rapidfuzz import process
+    from rapidfuzz.distance import Levenshtein
+
+    rng = random.Random(0)
+    word = lambda: "".join(rng.choices("abcde", k=rng.randint(1, 9)))  # noqa: E731 - many ties
+    choices, queries = [word() for _ in range(800)], [word() for _ in range(300)]
+    full = process.cdist(queries, choices, scorer=Levenshtein.distance, dtype=np.int32).argmin(1)
+    assert np.array_equal(nearest_tokens(queries, choices), full)
+
+
+@pytest.fixture(scope="module")
+def zoo_tokenizers():
+    from harness.models import ModelRef, load_tokenizer
+
+    return (load_tokenizer(ModelRef("harness-zoo/tiny-llama")),
+            load_tokenizer(ModelRef("harness-zoo/tiny-gpt2")))
+
+
+def test_zoo_map_keeps_shared_tokens_and_is_cached_on_disk(zoo_tokenizers, tmp_path):
+    llama, gpt2 = zoo_tokenizers
+    mapping = cached_map(llama, gpt2, tmp_path)
+    reference, expert = vocabulary(llama), vocabulary(gpt2)
+    for token_id, token in enumerate(reference):
+        if token in expert and token not in ("<s>", "</s>", "<unk>", "<pad>"):
+            assert expert[mapping.index[token_id]] == token
+    assert expert[mapping.index[reference.index("▁the")]] == "Ġthe"
+    assert mapping.index[llama.eos_token_id] == gpt2.eos_token_id
+    assert len(list(tmp_path.glob("*.npz"))) == 1
+    from harness.fusion import alignment
+
+    alignment._MEMORY.clear()
+    again = cached_map(llama, gpt2, tmp_path)
+    assert np.array_equal(again.index, mapping.index) and again.counts == mapping.counts
+
+
+def test_same_tokenizer_members_bypass_the_map(zoo_tokenizers):
+    from harness.fusion.pack_lm import Member, Pack
+
+    llama, gpt2 = zoo_tokenizers
+    pack = Pack([Member("a", None, llama), Member("b", None, llama), Member("c", None, gpt2)], "cpu")
+    assert pack.index(0, 1) is None and pack.index(0, 0) is None
+    assert pack.index(0, 2) is not None and len(pack.index(0, 2)) == len(llama)
