@@ -142,8 +142,9 @@ def _board_cell(record: dict[str, Any]) -> BoardCell:
     if status == "ok":
         value = record["headline"]["value"]
         if value is None or (isinstance(value, float) and math.isnan(value)):
-            return BoardCell("failed", reason="no score could be computed (NaN)",
-                             provenance=provenance)
+            reason = ((record.get("score_details") or {}).get("headline_unavailable")
+                      or "no score could be computed (NaN)")
+            return BoardCell("failed", reason=reason, provenance=provenance)
         return BoardCell("ok", value, record["headline"]["stderr"], provenance=provenance)
     reason = record.get("reason") or record.get("error") or ""
     return BoardCell(status, reason=reason, provenance=provenance)

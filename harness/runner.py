@@ -13,7 +13,6 @@ import dataclasses
 import datetime
 import functools
 import importlib.metadata as md
-import math
 import os
 import platform
 import subprocess
@@ -28,6 +27,7 @@ from harness.host import Host
 from harness.models import ModelRef
 from harness.specs import (BuildContext, DataSource, LmEvalPlan, MethodSpec, TaskContext,
                            TaskSpec, options_to_dict)
+from harness.stats import mean_and_stderr
 from harness.store import Store, file_sha256, fingerprint
 from harness.training import untrainable_reason
 
@@ -406,15 +406,6 @@ def mean_metrics(samples: list[dict[str, Any]]) -> dict[str, tuple[float, float 
             elif isinstance(value, bool):
                 values.setdefault(f"{name},{sample.get('filter', 'none')}", []).append(float(value))
     return {key: mean_and_stderr(vals) for key, vals in values.items()}
-
-
-def mean_and_stderr(values: list[float]) -> tuple[float, float | None]:
-    n = len(values)
-    mean = sum(values) / n
-    if n < 2:
-        return mean, None
-    variance = sum((v - mean) ** 2 for v in values) / (n - 1)
-    return mean, math.sqrt(variance / n)
 
 
 def _seed_everything(seed: int) -> None:

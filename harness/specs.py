@@ -157,6 +157,7 @@ class TaskContext:
     results_root: Path | None = None
     # Filled by the task's `score`: facts stored beside the metrics in the cell's record
     # (sacrebleu signatures, metrics that could not be computed and why, sandbox layers).
+    # "headline_unavailable" explains a NaN headline; leaderboards show it as the reason.
     score_details: dict[str, Any] = field(default_factory=dict)
 
 

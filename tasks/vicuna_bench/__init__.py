@@ -38,6 +38,7 @@ from harness import hookimpl
 from harness.data import dataset_dict, first_existing, read_jsonl_rows
 from harness.errors import DataError, HarnessError
 from harness.specs import Capability, LmEvalPlan, Metric, MetricValues, Samples, TaskContext, TaskSpec
+from harness.stats import mean_and_stderr
 
 HERE = Path(__file__).parent
 FIXTURES = HERE / "fixtures"
@@ -206,16 +207,6 @@ def answer_text(sample: dict[str, Any]) -> str:
     return str(response).strip()
 
 
-def _mean_and_stderr(values: list[float]) -> tuple[float, float | None]:
-    if not values:
-        return math.nan, None  # no parseable rating: unknown, never 0
-    mean = sum(values) / len(values)
-    if len(values) < 2:
-        return mean, None
-    variance = sum((v - mean) ** 2 for v in values) / (len(values) - 1)
-    return mean, math.sqrt(variance / len(values))
-
-
 def score(samples: Samples, ctx: TaskContext) -> MetricValues:
     """Judge every answer; annotate each sample with its judgments; return the metrics."""
     from harness.judge import (JudgeRequest, JudgeSettings, JudgmentCache, parse_preference,
@@ -283,11 +274,14 @@ def score(samples: Samples, ctx: TaskContext) -> MetricValues:
         judgment[kind] = entry
 
     metrics: dict[str, tuple[float, float | None]] = {
-        "score": _mean_and_stderr(ratings),
+        "score": mean_and_stderr(ratings),
         "score_parse_failures": (float(len(samples) - len(ratings)), None),
     }
     if baseline is not None:
         metrics.update(pairwise_metrics(list(verdicts.values())))
+    if not ratings:
+        ctx.score_details["headline_unavailable"] = (
+            f"the judge gave no parsable [[rating]] ({len(samples)} of {len(samples)} unparsed)")
     ctx.score_details.update({
         "judge": settings.identity(), "judge_prompts": str(files.judge_prompts),
         "baseline": baseline[1] if baseline else None,
