@@ -21,7 +21,7 @@ from typing import Any, Sequence
 import yaml
 
 from harness import __version__
-from harness.errors import HarnessError, UsageError
+from harness.errors import HarnessError, UsageError, first_line
 from harness.host import Host, load_host
 from harness.options import build_options, describe_options, parse_pairs
 
@@ -112,7 +112,10 @@ def load_suite(ref: str) -> RunRequest:
                              f"(built-in: {', '.join(names)})")
         text = builtin.read_text(encoding="utf-8")
     else:
-        text = path.read_text(encoding="utf-8")
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise UsageError(f"suite {ref}: unreadable ({exc})") from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -133,6 +136,12 @@ def load_suite(ref: str) -> RunRequest:
             item = {name_key: item} if isinstance(item, str) else item
             if not isinstance(item, dict) or name_key not in item:
                 raise UsageError(f"suite {ref}: each {key} entry needs a {name_key!r} key")
+            if not isinstance(item.get("options") or {}, dict):
+                raise UsageError(f"suite {ref}: options of {item[name_key]!r} must be a mapping")
+            models = item.get("models")
+            if models is not None and not (isinstance(models, str) or (
+                    isinstance(models, list) and all(isinstance(m, str) for m in models))):
+                raise UsageError(f"suite {ref}: models of {item[name_key]!r} must be a list of ids")
             out.append(item)
         return out
 
@@ -178,6 +187,11 @@ def _resolve(host: Host, request: RunRequest) -> tuple[list[Any], list[Any], Any
     dtype = settings.get("dtype") or "auto"
     data_dir = settings.get("data_dir")
     kind = settings.get("data") or ("local" if data_dir else "hf")
+    if kind not in ("hf", "local", "embedded"):
+        raise UsageError(f"data must be hf, local or embedded, got {kind!r}")
+    limit = settings.get("limit")
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise UsageError(f"limit must be a positive integer, got {limit!r}")
     if kind == "local" and not data_dir:
         raise UsageError("--data local needs --data-dir")
     if data_dir and kind != "local":
@@ -194,7 +208,12 @@ def _resolve(host: Host, request: RunRequest) -> tuple[list[Any], list[Any], Any
             model_ids = _split([model_ids])
         models = tuple(ModelRef.parse(m, device=device, dtype=dtype) for m in model_ids)
         options = build_options(spec.options, entry.get("options") or {}, f"method {spec.name!r}")
-        rows.append(MethodRow(spec, models, options, entry.get("label") or row_label(spec, models)))
+        only = tuple(_split([entry["tasks"]] if isinstance(entry.get("tasks"), str)
+                            else entry.get("tasks") or []))
+        for name in only:
+            host.task(name)  # unknown names fail here, with a suggestion
+        rows.append(MethodRow(spec, models, options, entry.get("label") or row_label(spec, models),
+                              only))
     columns = []
     for entry in request.tasks:
         spec = host.task(entry["task"])
@@ -383,6 +402,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"harness: error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except (OSError, ValueError) as exc:  # the file system or a library refused: still one line
+        if args.debug:
+            raise
+        print(f"harness: error: {type(exc).__name__}: {first_line(exc)}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("harness: interrupted; finished cells are kept, rerun the same command to resume",
               file=sys.stderr)

@@ -80,3 +80,12 @@ def dataset_dict(splits: dict[str, list[Row]]) -> Any:
 
     return datasets.DatasetDict({name: datasets.Dataset.from_list(rows)
                                  for name, rows in splits.items()})
+
+
+def first_response(sample: Row) -> str:
+    """The model's (filtered) answer in a logged lm-eval sample: lm-eval nests it in lists
+    (one per repeat, one per filter step)."""
+    response = sample.get("filtered_resps") or sample.get("response") or [""]
+    while isinstance(response, (list, tuple)):
+        response = response[0] if response else ""
+    return str(response or "").strip()

@@ -29,3 +29,9 @@ class ModelLoadError(HarnessError):
 def did_you_mean(name: str, known: Iterable[str]) -> str:
     close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.6)
     return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (libraries put details below it)."""
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__

@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from harness import zoo
-from harness.errors import ModelLoadError, UsageError
+from harness.errors import ModelLoadError, UsageError, first_line
+from harness.store import atomic_write_text, file_sha256
 
 
 @dataclass(frozen=True)
@@ -46,27 +47,40 @@ class ModelRef:
             return str(zoo.zoo_path(self.id))
         return self.id
 
+    @property
+    def resolved_dtype(self) -> str:
+        """"auto" is bfloat16 on a GPU and float32 elsewhere, decided by this model's device."""
+        if self.dtype != "auto":
+            return self.dtype
+        return "bfloat16" if self.device.startswith("cuda") else "float32"
+
     def identity(self) -> dict[str, Any]:
-        """What the cell fingerprint records: enough to tell two models' weights apart."""
+        """What the cell fingerprint records: the weights, tokenizer, dtype and device kind.
+
+        A hub id is recorded with the revision asked for; pin one (`id@commit`) for results
+        that must not follow upstream updates.
+        """
+        numerics = {"dtype": self.resolved_dtype, "device": self.device.split(":")[0]}
         if zoo.is_zoo_id(self.id):
             return {"id": self.id, "zoo_recipe": zoo.recipe_fingerprint(zoo.recipe_for(self.id)),
-                    "dtype": self.dtype}
+                    **numerics}
         local = Path(self.id).expanduser()
         if local.is_dir():
-            return {"id": str(local.resolve()), "weights_sha256": weights_digest(local),
-                    "dtype": self.dtype}
-        return {"id": self.id, "revision": self.revision, "dtype": self.dtype}
+            return {"id": str(local.resolve()), "files_sha256": weights_digest(local), **numerics}
+        return {"id": self.id, "revision": self.revision, **numerics}
 
 
 def weights_digest(directory: Path) -> str:
-    """sha256 over the config and weight files of a local model directory.
+    """sha256 over the config, weight, tokenizer and generation files of a local model.
 
     Digests are memoised in the directory's neighbourhood by (name, size, mtime) so a large
     local checkpoint is hashed once, not at every plan.
     """
     files = sorted(p for p in directory.iterdir()
-                   if p.is_file() and (p.suffix in {".safetensors", ".bin", ".pt"}
-                                       or p.name == "config.json"))
+                   if p.is_file() and (p.suffix in {".safetensors", ".bin", ".pt", ".model"}
+                                       or p.name in {"config.json", "generation_config.json",
+                                                     "special_tokens_map.json", "chat_template.jinja"}
+                                       or p.name.startswith("tokenizer")))
     if not files:
         raise ModelLoadError(f"{directory}: no config.json or weight files found")
     memo_path = zoo.cache_root() / "weight-digests.json"
@@ -79,14 +93,8 @@ def weights_digest(directory: Path) -> str:
         stat = path.stat()
         key = f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}"
         if key not in memo:
-            digest = hashlib.sha256()
-            with path.open("rb") as handle:
-                for block in iter(lambda: handle.read(1 << 22), b""):
-                    digest.update(block)
-            memo[key] = digest.hexdigest()
+            memo[key] = file_sha256(path)
         total.update(f"{path.name}:{memo[key]}".encode())
-    from harness.store import atomic_write_text  # local import: store imports nothing heavy
-
     memo_path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(memo_path, json.dumps(memo, indent=0, sort_keys=True))
     return total.hexdigest()
@@ -95,8 +103,6 @@ def weights_digest(directory: Path) -> str:
 def torch_dtype(name: str) -> Any:
     import torch
 
-    if name == "auto":
-        return torch.bfloat16 if torch.cuda.is_available() else torch.float32
     try:
         return {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
                 "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}[name]
@@ -110,7 +116,7 @@ def load_tokenizer(ref: ModelRef) -> Any:
     try:
         return AutoTokenizer.from_pretrained(ref.location(), revision=ref.revision)
     except Exception as exc:  # transformers raises many types for a bad reference
-        raise ModelLoadError(f"cannot load tokenizer of {ref.id!r}: {_first_line(exc)}") from exc
+        raise ModelLoadError(f"cannot load tokenizer of {ref.id!r}: {first_line(exc)}") from exc
 
 
 def load_causal_lm(ref: ModelRef, **kwargs: Any) -> tuple[Any, Any]:
@@ -120,9 +126,9 @@ def load_causal_lm(ref: ModelRef, **kwargs: Any) -> tuple[Any, Any]:
     tokenizer = load_tokenizer(ref)
     try:
         model = AutoModelForCausalLM.from_pretrained(
-            ref.location(), revision=ref.revision, dtype=torch_dtype(ref.dtype), **kwargs)
+            ref.location(), revision=ref.revision, dtype=torch_dtype(ref.resolved_dtype), **kwargs)
     except Exception as exc:
-        raise ModelLoadError(f"cannot load model {ref.id!r}: {_first_line(exc)}") from exc
+        raise ModelLoadError(f"cannot load model {ref.id!r}: {first_line(exc)}") from exc
     model.to(ref.device).eval()
     return model, tokenizer
 
@@ -155,9 +161,9 @@ def load_vision_lm(ref: ModelRef, **kwargs: Any) -> Any:
 
     try:
         model = AutoModelForImageTextToText.from_pretrained(
-            ref.location(), revision=ref.revision, dtype=torch_dtype(ref.dtype), **kwargs)
+            ref.location(), revision=ref.revision, dtype=torch_dtype(ref.resolved_dtype), **kwargs)
     except Exception as exc:
-        raise ModelLoadError(f"cannot load vision-language model {ref.id!r}: {_first_line(exc)}") from exc
+        raise ModelLoadError(f"cannot load vision-language model {ref.id!r}: {first_line(exc)}") from exc
     model.to(ref.device).eval()
     return model
 
@@ -171,8 +177,3 @@ def default_device() -> str:
         return "cuda" if torch.cuda.is_available() else "cpu"
     except ImportError:
         return "cpu"
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__

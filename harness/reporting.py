@@ -97,21 +97,27 @@ def _latest_per_cell(records: list[dict[str, Any]]) -> dict[tuple[str, str], dic
     return chosen
 
 
+def _data_description(record: dict[str, Any]) -> str:
+    limit = record.get("limit", record.get("identity", {}).get("limit"))
+    data = record["task"].get("data", "")
+    return data if limit is None else f"{data} (limit {limit})"
+
+
 def build_board(results_root: Path) -> Board:
+    """The newest record (result or failure) of every row x task, arranged as a board."""
     store = Store(results_root)
-    chosen = _latest_per_cell(list(store.results()))
-    for failure in store.failures():
-        key = (failure["method"]["label"], failure["task"]["name"])
-        if key not in chosen or chosen[key]["status"] == "n/a":
-            chosen.setdefault(key, failure)
+    chosen = _latest_per_cell([*store.results(), *store.failures()])
 
     tasks: dict[str, BoardTask] = {}
     rows: dict[str, BoardRow] = {}
     for (label, task_name), record in sorted(chosen.items()):
         headline = record["task"]["headline"]
-        tasks.setdefault(task_name, BoardTask(task_name, headline["key"], headline["label"],
-                                              headline["higher_is_better"],
-                                              record["task"].get("data", "")))
+        column = tasks.setdefault(task_name, BoardTask(
+            task_name, headline["key"], headline["label"], headline["higher_is_better"], ""))
+        sources = set(filter(None, column.data.removeprefix("mixed: ").split("; ")))
+        sources.add(_data_description(record))
+        # rows run on different data or limits are not comparable: say so in the table
+        column.data = ("mixed: " if len(sources) > 1 else "") + "; ".join(sorted(sources))
         row = rows.setdefault(label, BoardRow(
             label=label, method=record["method"]["name"],
             models=[m["id"] for m in record["method"]["models"]],
@@ -201,7 +207,7 @@ def markdown(board: Board) -> str:
                                         _format_params(row.trainable_params)]) + " |")
     lines += ["", "Cells show the headline metric ± its standard error. Mean win rate: the share of "
               "other methods a method beats on a task, averaged over tasks.", ""]
-    lines += [f"Data: {', '.join(f'{t.name} = {t.data}' for t in board.tasks)}.", ""]
+    lines += ["Data: " + "; ".join(f"{t.name}: {t.data}" for t in board.tasks) + ".", ""]
     lines += [f"[{i}] {note}" + "  " for i, note in enumerate(notes, 1)]
     return "\n".join(lines).rstrip() + "\n"
 
@@ -287,7 +293,7 @@ def plot_png(board: Board, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    tasks = board.tasks or []
+    tasks = board.tasks
     columns = max(1, min(3, len(tasks)))
     rows = max(1, math.ceil(len(tasks) / columns))
     figure, axes = plt.subplots(rows, columns, figsize=(5 * columns, 3.6 * rows), squeeze=False)

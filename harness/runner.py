@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from harness.errors import DataError, HarnessError, UsageError
+from harness.errors import HarnessError, UsageError, first_line
 from harness.host import Host
 from harness.models import ModelRef
 from harness.specs import (BuildContext, DataSource, LmEvalPlan, MethodSpec, TaskContext,
@@ -44,6 +44,7 @@ class MethodRow:
     models: tuple[ModelRef, ...]
     options: Any
     label: str
+    only_tasks: tuple[str, ...] = ()  # a suite row restricted to some of the tasks
 
 
 @dataclass(frozen=True)
@@ -85,6 +86,7 @@ class Cell:
 class Plan:
     cells: list[Cell]
     store: Store
+    force: bool = False
 
     def count(self, state: State) -> int:
         return sum(c.state == state for c in self.cells)
@@ -95,7 +97,7 @@ class Plan:
         if not 1 <= index <= count:
             raise UsageError(f"--shard {index}/{count}: need 1 <= K <= N")
         return Plan([c for c in self.cells if int(c.fingerprint, 16) % count == index - 1],
-                    self.store)
+                    self.store, self.force)
 
 
 @dataclass
@@ -125,7 +127,7 @@ def incompatibility(host: Host, method: MethodSpec, task: TaskSpec,
                     models: tuple[ModelRef, ...] = ()) -> str | None:
     missing = sorted(str(c) for c in task.requires - method.capabilities_for(models))
     if missing:
-        return "needs " + ", ".join("vision" if m == "vision" else m for m in missing)
+        return "needs " + ", ".join(missing)
     return host.hook.harness_cell_incompatibility(method=method, task=task)
 
 
@@ -144,6 +146,8 @@ def plan_cells(host: Host, rows: list[MethodRow], columns: list[TaskColumn], set
             raise UsageError(f"method {row.spec.name!r} takes {row.spec.models.describe()}, "
                              f"got {len(row.models)}")
         for column in columns:
+            if row.only_tasks and column.spec.name not in row.only_tasks:
+                continue
             cell = Cell(row, column, settings)
             reason = (incompatibility(host, row.spec, column.spec, row.models)
                       or untrainable_reason(row.spec, row.options, column.spec))
@@ -167,7 +171,7 @@ def plan_cells(host: Host, rows: list[MethodRow], columns: list[TaskColumn], set
                                                                       cell.fingerprint):
                 cell.state = "done"
             cells.append(cell)
-    return Plan(cells, store)
+    return Plan(cells, store, force)
 
 
 def _identity(cell: Cell, versions: dict[str, str]) -> dict[str, Any]:
@@ -182,12 +186,34 @@ def _identity(cell: Cell, versions: dict[str, str]) -> dict[str, Any]:
                            for p in (plan.data_files if plan else [])},
                  "training_data": _training_data_digest(cell.row.options)},
         "lm_eval": None if plan is None else {
-            "tasks": [t if isinstance(t, str) else t.get("task") for t in plan.tasks],
-            "num_fewshot": plan.num_fewshot, "gen_kwargs": plan.gen_kwargs},
+            "tasks": [config_identity(t) for t in plan.tasks],
+            "yaml": {str(p.relative_to(root)): file_sha256(p) for root in plan.include_path
+                     for p in sorted(Path(root).rglob("*.yaml"))},
+            "num_fewshot": plan.num_fewshot, "gen_kwargs": plan.gen_kwargs,
+            "apply_chat_template": plan.apply_chat_template,
+            "confirm_run_unsafe_code": plan.confirm_run_unsafe_code},
         "limit": cell.settings.limit,
         "seed": cell.settings.seed,
         "versions": versions,
     }
+
+
+def config_identity(value: Any) -> Any:
+    """An lm-eval task config as fingerprint material: every prompt template and setting,
+    with callables named by qualified name and file paths by file name (their contents are
+    hashed separately, so moving a data folder keeps the fingerprint)."""
+    if isinstance(value, dict):
+        return {str(k): config_identity(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [config_identity(v) for v in value]
+    if isinstance(value, functools.partial):
+        return {"callable": config_identity(value.func),
+                "args": config_identity(value.args), "keywords": config_identity(value.keywords)}
+    if isinstance(value, Path):
+        return value.name
+    if callable(value):
+        return f"{getattr(value, '__module__', '?')}.{getattr(value, '__qualname__', repr(value))}"
+    return value
 
 
 def _training_data_digest(options: Any) -> str | None:
@@ -209,6 +235,8 @@ def run_plan(host: Host, plan: Plan, progress: Any = None) -> list[CellOutcome]:
                                         plan.store.cell_dir(cell.method, cell.task, cell.fingerprint)))
             continue
         if cell.state == "n/a":
+            if plan.store.is_done(cell.method, cell.task, cell.fingerprint):
+                continue  # recorded by an earlier run
             outcome = _record_not_applicable(plan.store, cell)
         elif cell.state == "error":
             outcome = _record_failure(plan.store, cell, cell.reason, "")
@@ -216,6 +244,10 @@ def run_plan(host: Host, plan: Plan, progress: Any = None) -> list[CellOutcome]:
             with plan.store.claim(cell.fingerprint) as holder:
                 if holder is not None:
                     outcome = CellOutcome(cell, "busy", error=f"running in process {holder}")
+                elif not plan.force and plan.store.is_done(cell.method, cell.task, cell.fingerprint):
+                    # another process finished it between our plan and our claim
+                    outcome = CellOutcome(cell, "skipped",
+                                          plan.store.cell_dir(cell.method, cell.task, cell.fingerprint))
                 else:
                     host.hook.harness_cell_started(cell=cell)
                     outcome = _run_cell(plan.store, cell)
@@ -252,7 +284,7 @@ def _record_not_applicable(store: Store, cell: Cell) -> CellOutcome:
 
 
 def _record_failure(store: Store, cell: Cell, error: str, trace: str) -> CellOutcome:
-    store.record_failure(cell.method, cell.task, _base_record(cell) | {
+    store.record_failure(cell.method, cell.task, cell.fingerprint, _base_record(cell) | {
         "status": "failed", "error": error, "traceback": trace})
     return CellOutcome(cell, "failed", error=error)
 
@@ -263,8 +295,7 @@ def _run_cell(store: Store, cell: Cell) -> CellOutcome:
     except HarnessError as exc:
         return _record_failure(store, cell, str(exc), traceback.format_exc())
     except Exception as exc:  # a plugin bug must not take the matrix down
-        text = str(exc).strip().splitlines()
-        message = f"{type(exc).__name__}: {text[0] if text else ''}"
+        message = f"{type(exc).__name__}: {first_line(exc)}"
         return _record_failure(store, cell, message, traceback.format_exc())
     path = store.commit_cell(cell.method, cell.task, cell.fingerprint, record, samples)
     return CellOutcome(cell, "ok", path, record["headline"]["value"])
@@ -287,25 +318,23 @@ def evaluate_cell(cell: Cell, workdir: Path,
     lm = cell.row.spec.build(context)
     built = time.time()
     manager = task_manager(tuple(str(p) for p in plan.include_path), plan.uses_stock_tasks)
-    try:
-        output = lm_eval.simple_evaluate(
-            model=lm, tasks=resolve_task_specs(manager, plan.tasks), num_fewshot=plan.num_fewshot, limit=settings.limit,
-            use_cache=str(workdir / "responses"),  # scoped by the cell fingerprint
-            log_samples=True, bootstrap_iters=0, task_manager=manager,
-            gen_kwargs=plan.gen_kwargs, confirm_run_unsafe_code=plan.confirm_run_unsafe_code,
-            apply_chat_template=plan.apply_chat_template,
-            random_seed=settings.seed, numpy_random_seed=settings.seed,
-            torch_random_seed=settings.seed, fewshot_random_seed=settings.seed)
-    except (FileNotFoundError, ValueError, KeyError) as exc:
-        cause = exc.__context__ if isinstance(exc.__context__, HarnessError) else None
-        raise cause or DataError(f"lm-eval could not load task {cell.task!r}: "
-                                 f"{type(exc).__name__}: {exc}") from exc
+    output = lm_eval.simple_evaluate(
+        model=lm, tasks=resolve_task_specs(manager, plan.tasks), num_fewshot=plan.num_fewshot,
+        limit=settings.limit,
+        # lm-eval keys its response cache by request only (lm-eval #2715); a folder per
+        # cell fingerprint keeps methods apart and lets a killed cell resume its requests
+        use_cache=str(workdir / "responses"),
+        log_samples=True, bootstrap_iters=0, task_manager=manager,
+        gen_kwargs=plan.gen_kwargs, confirm_run_unsafe_code=plan.confirm_run_unsafe_code,
+        apply_chat_template=plan.apply_chat_template,
+        random_seed=settings.seed, numpy_random_seed=settings.seed,
+        torch_random_seed=settings.seed, fewshot_random_seed=settings.seed)
     evaluated = time.time()
     samples = [_compact_sample(task_name, record)
                for task_name in sorted(output["samples"])
                for record in output["samples"][task_name]]
     annotate = getattr(lm, "sample_annotations", None)
-    if callable(annotate):  # per-sample method details, e.g. the fusion weights of each example
+    if callable(annotate):  # lm-eval's sample logs know nothing of the method's own choices
         records = [r for task_name in sorted(output["samples"]) for r in output["samples"][task_name]]
         for sample, raw in zip(samples, records):
             sample.update(annotate(raw))
@@ -401,9 +430,7 @@ def mean_metrics(samples: list[dict[str, Any]]) -> dict[str, tuple[float, float 
     for sample in samples:
         for name in sample.get("metrics", []):
             value = sample.get(name)
-            if isinstance(value, (int, float)) and not isinstance(value, bool):
-                values.setdefault(f"{name},{sample.get('filter', 'none')}", []).append(float(value))
-            elif isinstance(value, bool):
+            if isinstance(value, (int, float)):  # bool included: lm-eval logs acc as True/False
                 values.setdefault(f"{name},{sample.get('filter', 'none')}", []).append(float(value))
     return {key: mean_and_stderr(vals) for key, vals in values.items()}
 

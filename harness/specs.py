@@ -53,6 +53,8 @@ class ModelSlots:
         if self.kind == "one":
             return "1 model"
         if self.kind == "pack":
+            if self.maximum == self.minimum:
+                return f"pack of {self.minimum} models"
             return f"pack of >= {self.minimum} models"
         return "anchor + augmenting model"
 

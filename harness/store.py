@@ -4,8 +4,9 @@ Layout under the output root::
 
     cells/<method>/<task>/<fingerprint>/result.json    metrics, provenance, timings
     cells/<method>/<task>/<fingerprint>/samples.jsonl  one record per document (and filter)
-    failed/<method>--<task>.json                        the last failure of a cell, if any
+    failed/<method>--<task>--<fingerprint>.json         the last failure of a cell, if any
     work/<fingerprint>/                                  scratch: lm-eval response cache, checkpoints
+    locks/<fingerprint>.lock                             the process computing a cell
 
 A cell directory is assembled in a temporary sibling and renamed into place, so it either
 exists complete or not at all; a cell is done iff its directory exists.
@@ -22,6 +23,8 @@ import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterable, Iterator
+
+from harness.errors import DataError
 
 RESULT_FILE = "result.json"
 SAMPLES_FILE = "samples.jsonl"
@@ -112,28 +115,34 @@ class Store:
         """Hold a cell's lock while it runs; yields None, or the holder if another process has it.
 
         Several processes (GPUs, nodes sharing the filesystem, array jobs) may work on one
-        matrix: the lock file is created exclusively, so each cell runs once. A lock left by a
-        dead process on this host is taken over; one from another host is honoured until
-        that host's run removes it (delete `work/<fingerprint>/owner.lock` to release it).
+        matrix: the lock is created exclusively (a hard link of a complete file), so each
+        cell runs once. A lock left by a dead process on this host is taken over; one from
+        another host is honoured until that run removes it (delete `locks/<fingerprint>.lock`
+        to release it by hand).
         """
-        lock = self.workdir(fp) / "owner.lock"
+        lock = self.root / "locks" / f"{fp[:16]}.lock"
+        lock.parent.mkdir(parents=True, exist_ok=True)
         me = {"host": socket.gethostname(), "pid": os.getpid()}
-        while True:
-            try:
-                fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-                break
-            except FileExistsError:
-                try:
-                    holder = json.loads(lock.read_text())
-                except (OSError, ValueError):
-                    holder = {}
-                if holder.get("host") == me["host"] and not _pid_alive(holder.get("pid", -1)):
-                    lock.unlink(missing_ok=True)
-                    continue
-                yield f"{holder.get('host', '?')}:{holder.get('pid', '?')}"
-                return
+        fd, draft = tempfile.mkstemp(prefix=".draft-", dir=lock.parent)
         with os.fdopen(fd, "w") as handle:
             json.dump(me, handle)
+        try:
+            while True:
+                try:
+                    os.link(draft, lock)
+                    break
+                except FileExistsError:
+                    try:
+                        holder = json.loads(lock.read_text())
+                    except (OSError, ValueError):
+                        continue  # released between the link and the read: try again
+                    if holder.get("host") == me["host"] and not _pid_alive(holder.get("pid", -1)):
+                        lock.unlink(missing_ok=True)
+                        continue
+                    yield f"{holder.get('host', '?')}:{holder.get('pid', '?')}"
+                    return
+        finally:
+            Path(draft).unlink(missing_ok=True)
         try:
             yield None
         finally:
@@ -141,12 +150,20 @@ class Store:
 
     def commit_cell(self, method: str, task: str, fp: str, result: dict[str, Any],
                     samples: list[dict[str, Any]]) -> Path:
-        """Write result + samples into a temp dir and rename it into place."""
+        """Write result + samples into a temp dir and rename it into place.
+
+        An older result (--force) is renamed aside first and deleted only after the new one
+        is in place, so a kill at any point leaves one whole result.
+        """
         target = self.cell_dir(method, task, fp)
         target.parent.mkdir(parents=True, exist_ok=True)
-        for stale in target.parent.glob(f".{target.name}.*"):  # from a run killed mid-write
-            shutil.rmtree(stale, ignore_errors=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+        for leftover in target.parent.glob(f".{target.name}.*"):  # from killed processes
+            pid = leftover.name.split(".")[2]
+            if not (pid.isdigit() and _pid_alive(int(pid))):
+                shutil.rmtree(leftover, ignore_errors=True)
+        prefix = f".{target.name}.{os.getpid()}."
+        staging = Path(tempfile.mkdtemp(prefix=prefix, dir=target.parent))
+        old = target.with_name(f"{prefix}old")
         try:
             write_jsonl(staging / SAMPLES_FILE, samples)
             with (staging / RESULT_FILE).open("w", encoding="utf-8") as handle:
@@ -155,30 +172,38 @@ class Store:
                 handle.flush()
                 os.fsync(handle.fileno())
             _fsync_dir(staging)
-            if target.exists():  # --force: replace the old result only once the new one is whole
-                shutil.rmtree(target)
+            if target.exists():
+                os.rename(target, old)
             os.rename(staging, target)
             _fsync_dir(target.parent)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
-        self.failure_path(method, task).unlink(missing_ok=True)
+        shutil.rmtree(old, ignore_errors=True)
+        self.failure_path(method, task, fp).unlink(missing_ok=True)
         shutil.rmtree(self.root / "work" / fp[:16], ignore_errors=True)
         return target
 
-    def failure_path(self, method: str, task: str) -> Path:
-        return self.root / "failed" / f"{method}--{task}.json"
+    def failure_path(self, method: str, task: str, fp: str) -> Path:
+        return self.root / "failed" / f"{method}--{task}--{fp[:16]}.json"
 
-    def record_failure(self, method: str, task: str, record: dict[str, Any]) -> None:
-        atomic_write_text(self.failure_path(method, task),
+    def record_failure(self, method: str, task: str, fp: str, record: dict[str, Any]) -> None:
+        atomic_write_text(self.failure_path(method, task, fp),
                           json.dumps(record, indent=2, sort_keys=True, default=str) + "\n")
 
     def results(self) -> Iterator[dict[str, Any]]:
         """Every finished cell's result.json, in a stable order."""
-        for path in sorted((self.root / "cells").glob(f"*/*/*/{RESULT_FILE}")):
-            if not path.parent.name.startswith("."):  # a staging dir left by a killed run
-                yield json.loads(path.read_text(encoding="utf-8"))
+        paths = (p for p in (self.root / "cells").glob(f"*/*/*/{RESULT_FILE}")
+                 if not p.parent.name.startswith("."))  # staging dirs of running processes
+        yield from _read_records(paths)
 
     def failures(self) -> Iterator[dict[str, Any]]:
-        for path in sorted((self.root / "failed").glob("*.json")):
+        yield from _read_records((self.root / "failed").glob("*.json"))
+
+
+def _read_records(paths: Iterable[Path]) -> Iterator[dict[str, Any]]:
+    for path in sorted(paths):
+        try:
             yield json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise DataError(f"{path}: unreadable result record ({exc})") from None

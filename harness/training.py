@@ -3,7 +3,8 @@
 A method that trains declares `MethodSpec.training`, makes its own parameters trainable
 (everything else frozen) and calls `fit` inside its `build`. `fit` reads the training
 examples (the task's own training split, or an Alpaca-format JSON file the user names),
-tokenises them as lm-eval will see them, and runs AdamW/Adafactor with transformers'
+tokenises them as lm-eval will see them (image examples through the model's processor, as
+lm-eval's HFMultimodalLM encodes them), and runs AdamW/Adafactor with transformers'
 learning-rate schedules, gradient accumulation and bf16 autocast on GPU. Checkpoints hold
 the trainable parameters only (plus optimizer and schedule state), so an interrupted fit
 resumes where it stopped. A finished fit is cached by fingerprint (base model identity,
@@ -119,7 +120,8 @@ def training_examples(ctx: BuildContext, options: TrainingOptions) -> tuple[list
                            limit=None, seed=ctx.seed)
     examples = ctx.task.training_examples(task_ctx)
     if not examples:
-        raise DataError(f"task {ctx.task.name!r} returned no training examples")
+        raise DataError(f"task {ctx.task.name!r} has no training examples in "
+                        f"{ctx.data.describe()} (see its training options)")
     return examples, f"task-train:{ctx.task.name} ({ctx.data.describe()})"
 
 
@@ -139,25 +141,69 @@ def untrainable_reason(method: MethodSpec, options: Any, task: TaskSpec) -> str 
 class EncodedExample:
     input_ids: list[int]
     labels: list[int]
+    # The processor's image tensors (pixel_values, ...) with a batch dimension of 1, for
+    # examples that carry an image.
+    image_inputs: dict[str, Any] | None = None
+
+
+def text_tokenizer(tokenizer_or_processor: Any) -> Any:
+    """The text tokenizer of a processor, or the tokenizer itself."""
+    return getattr(tokenizer_or_processor, "tokenizer", tokenizer_or_processor)
 
 
 def encode_examples(tokenizer: Any, examples: list[dict[str, str]], max_seq_len: int,
-                    loss_on_prompt: bool) -> list[EncodedExample]:
-    """Token ids and labels; the target is split off the joint encoding as lm-eval does."""
-    eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+                    loss_on_prompt: bool, image_token: str | None = None) -> list[EncodedExample]:
+    """Token ids and labels; the target is split off the joint encoding as lm-eval does.
+
+    `tokenizer` may be a vision-language processor: an example with an "image" (a file
+    path) is then encoded as HFMultimodalLM encodes a request, the prompt's `<image>`
+    placeholders replaced by `image_token` and expanded by the processor.
+    """
+    eos_id = text_tokenizer(tokenizer).eos_token_id
+    eos = [eos_id] if eos_id is not None else []
     encoded = []
     for example in examples:
-        prompt_ids = tokenizer(example["prompt"]).input_ids
-        whole = tokenizer(example["prompt"] + example["target"]).input_ids
+        image_inputs = None
+        if "image" in example:
+            prompt_ids, whole, image_inputs = _encode_with_image(tokenizer, example, image_token)
+        else:
+            prompt_ids = text_tokenizer(tokenizer)(example["prompt"]).input_ids
+            whole = text_tokenizer(tokenizer)(example["prompt"] + example["target"]).input_ids
         target_ids = whole[len(prompt_ids):] + eos
         ids = (prompt_ids + target_ids)[:max_seq_len]
         prompt_labels = prompt_ids if loss_on_prompt else [IGNORE_INDEX] * len(prompt_ids)
         labels = (prompt_labels + target_ids)[:max_seq_len]
         if any(label != IGNORE_INDEX for label in labels[1:]):
-            encoded.append(EncodedExample(ids, labels))
+            encoded.append(EncodedExample(ids, labels, image_inputs))
     if not encoded:
         raise DataError(f"no training example keeps a target token within max_seq_len={max_seq_len}")
     return encoded
+
+
+def _encode_with_image(processor: Any, example: dict[str, str], image_token: str | None
+                       ) -> tuple[list[int], list[int], dict[str, Any]]:
+    """(prompt ids, prompt+target ids, image tensors) through the processor."""
+    from lm_eval.models.hf_vlms import DEFAULT_IMAGE_PLACEHOLDER
+    from lm_eval.models.utils import replace_placeholders
+    from PIL import Image
+
+    if not hasattr(processor, "image_processor") or image_token is None:
+        raise HarnessError("a training example has an image but the model is not a "
+                           "vision-language model with a processor")
+    path = Path(example["image"])
+    if not path.is_file():
+        raise DataError(f"training image {path} not found")
+    with Image.open(path) as opened:
+        image = opened.convert("RGB")
+
+    def encode(text: str) -> Any:
+        text = replace_placeholders(text, DEFAULT_IMAGE_PLACEHOLDER, image_token, max_images=999)
+        return processor(images=[image], text=[text], return_tensors="pt")
+
+    prompt, whole = encode(example["prompt"]), encode(example["prompt"] + example["target"])
+    image_inputs = {key: value for key, value in whole.items()
+                    if key not in {"input_ids", "attention_mask"}}
+    return prompt["input_ids"][0].tolist(), whole["input_ids"][0].tolist(), image_inputs
 
 
 def data_digest(examples: list[dict[str, str]]) -> str:
@@ -290,9 +336,11 @@ def fit(ctx: BuildContext, model: Any, tokenizer: Any, method: str,
                    folder.adapter)
         report = json.loads(folder.record.read_text()) | {"fit_cached": True}
     else:
-        encoded = encode_examples(tokenizer, examples, options.max_seq_len, options.loss_on_prompt)
+        encoded = encode_examples(tokenizer, examples, options.max_seq_len, options.loss_on_prompt,
+                                  image_token=_image_token(model, tokenizer))
         report = _train(model, parameters, encoded, options, ctx.seed, folder,
-                        pad_id=_pad_id(tokenizer), label=f"fit {method}", progress=progress)
+                        pad_id=_pad_id(text_tokenizer(tokenizer)), label=f"fit {method}",
+                        progress=progress)
         report |= {"train_examples": len(encoded), "train_data": source, "fit_fingerprint": key}
         _atomic_torch_save({n: p.detach().cpu() for n, p in parameters.items()}, folder.adapter)
         atomic_write_text(folder.record, json.dumps(report, indent=2, sort_keys=True))
@@ -309,6 +357,16 @@ def fit(ctx: BuildContext, model: Any, tokenizer: Any, method: str,
 
 def _model_device(model: Any) -> "torch.device":
     return next(model.parameters()).device
+
+
+def _image_token(model: Any, tokenizer: Any) -> str | None:
+    """The image token string HFMultimodalLM puts in place of `<image>`: the decoded
+    `image_token_id` (or `image_token_index`) of the model's config."""
+    token_id = (getattr(model.config, "image_token_id", None)
+                or getattr(model.config, "image_token_index", None))
+    if token_id is None:
+        return None
+    return text_tokenizer(tokenizer).decode([token_id], skip_special_tokens=False)
 
 
 def _pad_id(tokenizer: Any) -> int:
@@ -337,7 +395,8 @@ def step_indices(step: int, n_examples: int, batch_size: int, seed: int) -> list
 
 
 def _micro_batches(encoded: list[EncodedExample], indices: list[int], size: int, pad_id: int,
-                   device: "torch.device") -> Iterator[dict[str, "torch.Tensor"]]:
+                   device: "torch.device", dtype: "torch.dtype"
+                   ) -> Iterator[dict[str, "torch.Tensor"]]:
     import torch
 
     for start in range(0, len(indices), size):
@@ -351,8 +410,25 @@ def _micro_batches(encoded: list[EncodedExample], indices: list[int], size: int,
             ids[row, :n] = torch.tensor(example.input_ids)
             labels[row, :n] = torch.tensor(example.labels)
             mask[row, :n] = 1
-        yield {"input_ids": ids.to(device), "attention_mask": mask.to(device),
-               "labels": labels.to(device)}
+        batch = {"input_ids": ids.to(device), "attention_mask": mask.to(device),
+                 "labels": labels.to(device)}
+        yield batch | _stacked_images([e.image_inputs for e in chunk if e.image_inputs], device,
+                                      dtype)
+
+
+def _stacked_images(image_inputs: list[dict[str, Any]], device: "torch.device",
+                    dtype: "torch.dtype") -> dict[str, "torch.Tensor"]:
+    """One batch of image tensors in the order of the rows' image tokens; floating tensors
+    in the model's dtype, as HFMultimodalLM casts them."""
+    import torch
+
+    if not image_inputs:
+        return {}
+    stacked = {}
+    for key in image_inputs[0]:
+        tensor = torch.cat([inputs[key] for inputs in image_inputs])
+        stacked[key] = tensor.to(device, dtype) if tensor.is_floating_point() else tensor.to(device)
+    return stacked
 
 
 def _optimizer(parameters: list[Any], options: TrainingOptions) -> Any:
@@ -450,7 +526,8 @@ def _optimizer_step(model: Any, optimizer: Any, encoded: list[EncodedExample],
                     device: "torch.device") -> tuple[float, int]:
     """One optimizer step over `indices`, accumulated over micro-batches; the loss is the
     mean over every supervised token of the step. Returns (loss, tokens seen)."""
-    batches = list(_micro_batches(encoded, indices, options.micro_batch_size, pad_id, device))
+    batches = list(_micro_batches(encoded, indices, options.micro_batch_size, pad_id, device,
+                                  model.dtype))
     counts = [int((b["labels"][:, 1:] != IGNORE_INDEX).sum()) for b in batches]
     supervised = sum(counts)
     step_loss, tokens = 0.0, 0
@@ -470,11 +547,30 @@ def _optimizer_step(model: Any, optimizer: Any, encoded: list[EncodedExample],
 def fitted_lm(ctx: BuildContext, method: str, adapt: Callable[[Any, Any], Any]) -> Any:
     """The whole `build` of a training method: load the base model, `adapt(model, options)`
     it (freeze the base, add trainable parameters; returns the model to train and
-    evaluate), fit, and hand the result to lm-eval."""
-    from harness.lm import hf_lm
-    from harness.models import load_causal_lm
+    evaluate), fit, and hand the result to lm-eval. A vision-language base model fits
+    with its processor and is evaluated through HFMultimodalLM."""
+    from harness.lm import hf_lm, hf_multimodal_lm
+    from harness.models import is_vision_language, load_causal_lm, load_vision_lm
 
-    model, tokenizer = load_causal_lm(ctx.models[0])
+    ref = ctx.models[0]
+    if is_vision_language(ref):
+        model = adapt(load_vision_lm(ref), ctx.options)
+        fit(ctx, model, load_processor(ref), method)
+        return hf_multimodal_lm(model, ctx)
+    model, tokenizer = load_causal_lm(ref)
     model = adapt(model, ctx.options)
     fit(ctx, model, tokenizer, method)
     return hf_lm(model, tokenizer, ctx)
+
+
+def load_processor(ref: Any) -> Any:
+    """The processor of a vision-language model, from its directory as HFMultimodalLM
+    loads it, so that a fit encodes images exactly as evaluation does."""
+    from transformers import AutoProcessor
+
+    from harness.errors import ModelLoadError, first_line
+
+    try:
+        return AutoProcessor.from_pretrained(ref.location(), revision=ref.revision)
+    except Exception as exc:  # transformers raises many types for a bad reference
+        raise ModelLoadError(f"cannot load the processor of {ref.id!r}: {first_line(exc)}") from exc

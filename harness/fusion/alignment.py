@@ -95,7 +95,8 @@ def nearest_tokens(queries: Sequence[str], choices: Sequence[str]) -> np.ndarray
                 distances = process.cdist([queries[q] for q in pending],
                                           [choices[c] for c in candidates],
                                           scorer=Levenshtein.distance, dtype=np.int32,
-                                          workers=-1, score_cutoff=window)
+                                          workers=-1,
+                                          score_cutoff=None if window >= widest else window)
                 best = distances.argmin(axis=1)
                 best_distance = distances[np.arange(len(pending)), best]
                 # outside the window every distance exceeds `window`, so a best within it is global

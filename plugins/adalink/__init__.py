@@ -6,15 +6,18 @@ Versatile Multimodal Modeling" (arXiv 2310.12100). No public code: the equation
 `h' = h + W_up act(W_down h)` with separate weights for text tokens and for image tokens
 after the projector follows the paper's description; activation, bias and initialisation
 are options (default: identity, no bias, W_up = 0 so step 0 equals the base model).
-Trainable: 2*d*r per adapted modality (plus biases when enabled).
+Trainable: 2*d*r per adapted modality (plus biases when enabled). On a vision-language
+base model both links are fitted on image+caption pairs and the model answers image tasks
+through lm-eval's HFMultimodalLM.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Sequence
 
 from harness import hookimpl
-from harness.specs import BuildContext, MethodSpec, Training
+from harness.models import ModelRef, is_vision_language
+from harness.specs import BuildContext, Capability, MethodSpec, Training
 
 from .config import AdaLinkOptions
 
@@ -33,6 +36,10 @@ def build(ctx: BuildContext) -> Any:
     return fitted_lm(ctx, "adalink", adapt)
 
 
+def vision_when_multimodal(models: Sequence[ModelRef]) -> frozenset[Capability]:
+    return frozenset({Capability.VISION}) if is_vision_language(models[0]) else frozenset()
+
+
 @hookimpl
 def harness_methods() -> list[MethodSpec]:
     return [MethodSpec(
@@ -41,6 +48,7 @@ def harness_methods() -> list[MethodSpec]:
                     "embeddings, the transformer untouched (2*d*r per modality).",
         build=build,
         options=AdaLinkOptions,
+        model_capabilities=vision_when_multimodal,
         training=Training(description="AdamW lr 1e-3, batch 32, 3 epochs (the paper's "
                                       "optimiser settings are unpublished)"),
     )]

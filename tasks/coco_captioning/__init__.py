@@ -9,6 +9,8 @@ SPICE when Stanford CoreNLP 3.6.0 is available (otherwise SPICE is null, never 0
 Local data: the standard COCO captions JSON (`captions_test5k.json`: `images` +
 `annotations`) under `<data-dir>/coco_karpathy/`, and the images, which are not
 redistributed: `-O image_dir=/path/to/val2014` (default `<data-dir>/coco_karpathy/images`).
+Methods that train read a COCO-format train file from the same folder and image directory
+(`-O train_annotations=captions_train.json`, e.g. the Karpathy train+restval split).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from harness import hookimpl
-from harness.data import dataset_dict, first_existing
+from harness.data import dataset_dict, first_existing, first_response
 from harness.errors import DataError
 from harness.specs import Capability, LmEvalPlan, Metric, MetricValues, Samples, TaskContext, TaskSpec
 
@@ -37,6 +39,9 @@ class CocoOptions:
     prompt: str = DEFAULT_PROMPT  # "<image>" marks where the image goes
     max_gen_toks: int = 32
     corenlp_dir: str = ""  # folder with the CoreNLP 3.6.0 jars SPICE needs (optional)
+    # COCO captions file under <data-dir>/coco_karpathy/ that training methods fit on;
+    # its images are looked up in image_dir like the test images.
+    train_annotations: str = "captions_train.json"
 
 
 def read_coco_captions(path: Path) -> list[dict[str, Any]]:
@@ -155,11 +160,23 @@ def preflight(ctx: TaskContext) -> str | None:
     return None
 
 
-def _prediction(sample: dict[str, Any]) -> str:
-    response = sample.get("filtered_resps") or sample.get("response") or [""]
-    while isinstance(response, list):
-        response = response[0] if response else ""
-    return str(response).strip()
+def training_examples(ctx: TaskContext) -> list[dict[str, str]]:
+    """One example per (image, reference caption): the evaluation prompt (the text lm-eval
+    sends, `<image>` included) as prompt, " <caption>" as target, the image file as "image".
+
+    Embedded data trains on the fixture itself (the only captioned images shipped offline;
+    the Karpathy train split is not), so an embedded fit is a smoke test, not a held-out
+    result. Local data without the train file yields no examples.
+    """
+    options: CocoOptions = ctx.options
+    annotations, image_dir = data_location(ctx)
+    if ctx.data.kind != "embedded":
+        annotations = annotations.parent / options.train_annotations
+        if not options.train_annotations or not annotations.is_file():
+            return []
+    return [{"prompt": options.prompt, "target": f" {caption}",
+             "image": str(image_path(image_dir, image["file_name"]))}
+            for image in read_coco_captions(annotations) for caption in image["references"]]
 
 
 def score(samples: Samples, ctx: TaskContext) -> MetricValues:
@@ -167,7 +184,7 @@ def score(samples: Samples, ctx: TaskContext) -> MetricValues:
                                                        pycocoevalcap_version)
 
     references = {s["doc"]["image_id"]: s["doc"]["references"] for s in samples}
-    predictions = {s["doc"]["image_id"]: _prediction(s) for s in samples}
+    predictions = {s["doc"]["image_id"]: first_response(s) for s in samples}
     options: CocoOptions = ctx.options
     corenlp = Path(options.corenlp_dir).expanduser() if options.corenlp_dir else None
     scores, notes = caption_scores(references, predictions, cache_dir(), corenlp)
@@ -192,4 +209,5 @@ def harness_tasks() -> list[TaskSpec]:
         options=CocoOptions,
         score=score,
         preflight=preflight,
+        training_examples=training_examples,
     )]

@@ -9,9 +9,11 @@ references of the images being scored, which is why scoring always sees the whol
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib.metadata as md
 import importlib.util
+import io
 import logging
 import shutil
 import sys
@@ -158,7 +160,8 @@ def caption_scores(references: Mapping[int, list[str]], predictions: Mapping[int
     res = {i: tokenized[("pred", i)] for i in references}
 
     scores: dict[str, float | None] = {}
-    bleu, _ = Bleu(4).compute_score(gts, res)
+    with contextlib.redirect_stdout(io.StringIO()):  # pycocoevalcap prints BLEU's internals
+        bleu, _ = Bleu(4).compute_score(gts, res)
     scores.update(zip(BLEU_KEYS, map(float, bleu)))
     scores["METEOR"] = float(shared_meteor().compute_score(gts, res)[0])
     scores["ROUGE_L"] = float(Rouge().compute_score(gts, res)[0])

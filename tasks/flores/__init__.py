@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from harness import hookimpl
-from harness.data import dataset_dict, first_existing
+from harness.data import dataset_dict, first_existing, first_response
 from harness.errors import DataError, HarnessError, UsageError
 from harness.specs import (Capability, LmEvalPlan, Metric, MetricValues, Samples,
                            TaskContext, TaskSpec)
@@ -212,13 +212,6 @@ def spbleu_unavailable() -> str | None:
     return None
 
 
-def hypothesis(sample: dict[str, Any]) -> str:
-    response = sample.get("filtered_resps")
-    while isinstance(response, (list, tuple)):
-        response = response[0] if response else ""
-    return str(response or "").strip()
-
-
 def score(samples: Samples, ctx: TaskContext) -> MetricValues:
     from sacrebleu.metrics import BLEU, CHRF
 
@@ -238,7 +231,7 @@ def score(samples: Samples, ctx: TaskContext) -> MetricValues:
     per_direction: dict[str, dict[str, Any]] = {}
     for direction, group in sorted(by_direction.items()):
         group.sort(key=lambda s: s["doc_id"])
-        hypotheses = [hypothesis(s) for s in group]
+        hypotheses = [first_response(s) for s in group]
         references = [[s["doc"]["target"] for s in group]]
         per_direction[direction] = {"sentences": len(group)}
         for key, scorer in scorers.items():

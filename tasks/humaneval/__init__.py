@@ -143,7 +143,7 @@ def completions(sample: dict[str, Any]) -> list[str]:
 
 
 def score(samples: Samples, ctx: TaskContext) -> MetricValues:
-    from harness.runner import mean_and_stderr
+    from harness.stats import mean_and_stderr
     from harness.sandbox import Limits, isolation, run_many
 
     options: HumanEvalOptions = ctx.options

@@ -90,6 +90,7 @@ def lm_eval_plan(ctx: TaskContext) -> LmEvalPlan:
     if missing:
         raise DataError(f"{root}: no test file for subject(s) {', '.join(missing)}")
     files = [root / split / f"{s}_{split}.csv" for s in subjects for split in ("test", "dev")]
+    files += sorted((root / "auxiliary_train").glob("*.csv"))  # what training methods fit on
     tasks = [{"task": f"mmlu_{s}", "custom_dataset": partial(load_subject, root, s)}
              for s in subjects]
     return LmEvalPlan(tasks=tasks, num_fewshot=options.num_fewshot, data_files=files)

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from harness import hookimpl
-from harness.data import dataset_dict, first_existing, read_jsonl_rows
+from harness.data import dataset_dict, first_existing, first_response, read_jsonl_rows
 from harness.errors import DataError, HarnessError
 from harness.specs import Capability, LmEvalPlan, Metric, MetricValues, Samples, TaskContext, TaskSpec
 from harness.stats import mean_and_stderr
@@ -116,7 +116,7 @@ def read_answers(path: Path) -> dict[Any, str]:
         elif "text" in row and "question_id" in row:
             answers[row["question_id"]] = row["text"]
         elif isinstance(row.get("doc"), dict) and "question_id" in row["doc"]:
-            answers[row["doc"]["question_id"]] = answer_text(row)
+            answers[row["doc"]["question_id"]] = first_response(row)
         else:
             raise DataError(f"{path}:{number}: not an answer record (need question_id with "
                             "choices, text, or a harness sample with doc.question_id)")
@@ -200,13 +200,6 @@ def baseline_answers(ctx: TaskContext) -> tuple[dict[Any, str], str] | None:
     return read_answers(folder / "samples.jsonl"), str(folder)
 
 
-def answer_text(sample: dict[str, Any]) -> str:
-    response = sample.get("filtered_resps") or sample.get("response") or [""]
-    while isinstance(response, list):
-        response = response[0] if response else ""
-    return str(response).strip()
-
-
 def score(samples: Samples, ctx: TaskContext) -> MetricValues:
     """Judge every answer; annotate each sample with its judgments; return the metrics."""
     from harness.judge import (JudgeRequest, JudgeSettings, JudgmentCache, parse_preference,
@@ -228,7 +221,7 @@ def score(samples: Samples, ctx: TaskContext) -> MetricValues:
     requests, slots = [], []  # slots[i] = (sample, kind) for requests[i]
     for sample in samples:
         doc = sample["doc"]
-        qid, question, answer = doc["question_id"], doc["question"], answer_text(sample)
+        qid, question, answer = doc["question_id"], doc["question"], first_response(sample)
         needs_reference = doc["category"] in REFERENCE_CATEGORIES
         if needs_reference and qid not in references:
             raise DataError(f"no reference answer for {doc['category']} question {qid} "

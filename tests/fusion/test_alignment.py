@@ -83,3 +83,12 @@ def test_same_tokenizer_members_bypass_the_map(zoo_tokenizers):
     pack = Pack([Member("a", None, llama), Member("b", None, llama), Member("c", None, gpt2)], "cpu")
     assert pack.index(0, 1) is None and pack.index(0, 0) is None
     assert pack.index(0, 2) is not None and len(pack.index(0, 2)) == len(llama)
+
+
+def test_nearest_token_beyond_every_search_window_is_still_the_nearest() -> None:
+    # All candidates differ in length by more than the first windows: the last window must
+    # compare true distances (8, 8, 6, 9), not distances capped at the window.
+    from harness.fusion.alignment import nearest_tokens
+
+    choices = ["vwxyzvwx", "uuuuuuuu", "abxxxxxx", "zzzzzzzzz"]
+    assert list(nearest_tokens(["abcde"], choices)) == [2]

@@ -101,3 +101,21 @@ def test_output_is_deterministic(results: Path, tmp_path_factory: pytest.TempPat
     shutil.copytree(results, copy)
     assert markdown(build_board(results)) == markdown(build_board(copy))
     assert html_page(build_board(results)) == html_page(build_board(copy))
+
+
+def test_columns_mixing_data_sources_or_limits_say_so(results: Path) -> None:
+    store = Store(results)
+    record = _record("quick (tiny-llama)", "quick", "mmlu", "ok", 0.3, 0.1)
+    record["limit"] = 2
+    store.commit_cell("quick", "mmlu", "quick".ljust(16, "0"), record, [])
+    assert "mmlu: mixed: embedded (limit 10); embedded (limit 2)" in markdown(build_board(results))
+
+
+def test_failures_of_two_rows_of_one_method_are_both_kept(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    for label in ("single (a)", "single (b)"):
+        record = _record(label, "single", "mmlu", "failed", reason=f"broken {label}")
+        store.record_failure("single", "mmlu", label.ljust(16, "0"), record)
+    board = build_board(tmp_path)
+    assert sorted(row.cells["mmlu"].reason for row in board.rows) == [
+        "broken single (a)", "broken single (b)"]

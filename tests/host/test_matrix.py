@@ -20,7 +20,7 @@ from harness.store import Store, read_jsonl
 from support import run_cli
 
 pytestmark = pytest.mark.slow
-MATRIX = ["run", "--suite", "embedded", "--limit", "2"]
+MATRIX = ["run", "--suite", str(Path(__file__).parent / "fixtures" / "tiny_matrix.yaml")]
 
 
 def _result_files(root: Path) -> dict[str, float]:
@@ -123,3 +123,14 @@ def test_shards_partition_the_matrix_and_claims_exclude_each_other(tmp_path: Pat
             assert second is not None and str(os.getpid()) in second
     with store.claim(cells[0].fingerprint) as again:
         assert again is None  # released
+
+
+def test_embedded_suite_covers_every_builtin_method_and_task(tmp_path: Path) -> None:
+    from harness.cli import load_suite
+
+    host = load_host()
+    builtin = {name for name in [*host.methods, *host.tasks]
+               if host.origin_of(name) == "built-in"}
+    suite = load_suite("embedded")
+    listed = {m["method"] for m in suite.methods} | {t["task"] for t in suite.tasks}
+    assert builtin <= listed, f"missing from the embedded suite: {builtin - listed}"

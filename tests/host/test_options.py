@@ -35,7 +35,7 @@ def test_values_are_coerced_to_field_types() -> None:
     ({"setps": 3}, "unknown option 'setps' \\(did you mean 'steps'\\?\\)"),
     ({"steps": 2.5}, "expected an integer"),
     ({"flag": "maybe"}, "expected true or false"),
-    ({"lr": "fast"}, "expected a number"),
+    ({"lr": "fast"}, "expected a finite number"),
 ])
 def test_bad_options_are_one_line_usage_errors(values, message) -> None:
     with pytest.raises(UsageError, match=message):
