@@ -287,7 +287,8 @@ def html_page(board: Board) -> str:
 
 
 def plot_png(board: Board, path: Path) -> None:
-    """Score vs trainable parameters, one panel per task (symlog x so frozen methods show at 0)."""
+    """Score vs trainable parameters, one panel per task, one colour per method row (shared
+    legend); symlog x so frozen methods sit at 0 beside adapters with thousands of params."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -296,7 +297,11 @@ def plot_png(board: Board, path: Path) -> None:
     tasks = board.tasks
     columns = max(1, min(3, len(tasks)))
     rows = max(1, math.ceil(len(tasks) / columns))
-    figure, axes = plt.subplots(rows, columns, figsize=(5 * columns, 3.6 * rows), squeeze=False)
+    figure, axes = plt.subplots(rows, columns, figsize=(4.6 * columns + 3.2, 3.4 * rows),
+                                squeeze=False)
+    palette = plt.get_cmap("tab20")
+    colours = {row.label: palette(i % 20) for i, row in enumerate(board.rows)}
+    widest = max([row.trainable_params or 0 for row in board.rows] + [10])
     for index, axis in enumerate(axes.flat):
         if index >= len(tasks):
             axis.set_visible(False)
@@ -306,16 +311,19 @@ def plot_png(board: Board, path: Path) -> None:
             cell = row.cells[task.name]
             if cell.status != "ok":
                 continue
-            x = row.trainable_params or 0
-            axis.errorbar([x], [cell.value], yerr=[cell.stderr or 0], fmt="o", capsize=3)
-            axis.annotate(row.label, (x, cell.value), fontsize=7, xytext=(4, 3),
-                          textcoords="offset points")
+            axis.errorbar([row.trainable_params or 0], [cell.value], yerr=[cell.stderr or 0],
+                          fmt="o", capsize=3, color=colours[row.label], label=row.label)
         axis.set_xscale("symlog", linthresh=1)
+        axis.set_xlim(-0.5, widest * 5)
         axis.set_xlabel("trainable parameters")
         axis.set_ylabel(task.metric_label)
         axis.set_title(task.name)
         axis.grid(alpha=0.3)
-    figure.tight_layout()
+    handles = [plt.Line2D([], [], marker="o", linestyle="", color=colours[row.label])
+               for row in board.rows]
+    figure.legend(handles, [row.label for row in board.rows], loc="center right", fontsize=7,
+                  frameon=False)
+    figure.tight_layout(rect=(0, 0, 1 - 3.2 / (4.6 * columns + 3.2), 1))
     figure.savefig(path, dpi=110, metadata={"Software": None})
     plt.close(figure)
 
