@@ -124,13 +124,7 @@ def load_causal_lm(ref: ModelRef, **kwargs: Any) -> tuple[Any, Any]:
     from transformers import AutoModelForCausalLM
 
     tokenizer = load_tokenizer(ref)
-    try:
-        model = AutoModelForCausalLM.from_pretrained(
-            ref.location(), revision=ref.revision, dtype=torch_dtype(ref.resolved_dtype), **kwargs)
-    except Exception as exc:
-        raise ModelLoadError(f"cannot load model {ref.id!r}: {first_line(exc)}") from exc
-    model.to(ref.device).eval()
-    return model, tokenizer
+    return _load_weights(AutoModelForCausalLM, ref, "model", **kwargs), tokenizer
 
 
 def is_vision_language(ref: ModelRef) -> bool:
@@ -159,11 +153,16 @@ def load_vision_lm(ref: ModelRef, **kwargs: Any) -> Any:
     """
     from transformers import AutoModelForImageTextToText
 
+    return _load_weights(AutoModelForImageTextToText, ref, "vision-language model", **kwargs)
+
+
+def _load_weights(auto_class: Any, ref: ModelRef, what: str, **kwargs: Any) -> Any:
+    """`auto_class.from_pretrained` in the reference's dtype, in eval mode on its device."""
     try:
-        model = AutoModelForImageTextToText.from_pretrained(
-            ref.location(), revision=ref.revision, dtype=torch_dtype(ref.resolved_dtype), **kwargs)
-    except Exception as exc:
-        raise ModelLoadError(f"cannot load vision-language model {ref.id!r}: {first_line(exc)}") from exc
+        model = auto_class.from_pretrained(ref.location(), revision=ref.revision,
+                                           dtype=torch_dtype(ref.resolved_dtype), **kwargs)
+    except Exception as exc:  # transformers raises many types for a bad reference
+        raise ModelLoadError(f"cannot load {what} {ref.id!r}: {first_line(exc)}") from exc
     model.to(ref.device).eval()
     return model
 
