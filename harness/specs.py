@@ -38,6 +38,13 @@ class NoOptions:
     """Config dataclass for plugins that take no options."""
 
 
+def option(default: Any = dataclasses.MISSING, help: str = "", *,
+           default_factory: Any = dataclasses.MISSING) -> Any:
+    """A field of a plugin's options dataclass with its help text (`harness list NAME`
+    shows it): `rank: int = option(64, "bottleneck width r")`."""
+    return field(default=default, default_factory=default_factory, metadata={"help": help})
+
+
 @dataclass(frozen=True)
 class ModelSlots:
     """How many base models a method composes, and what the roles are called."""
@@ -112,6 +119,9 @@ class MethodSpec:
     # Capabilities that depend on the base models (VISION when they are vision-language
     # checkpoints). Runs at planning time: decide from configs, never load weights.
     model_capabilities: Callable[[Sequence["ModelRef"]], frozenset[Capability]] | None = None
+    # Bump when a code change can change this method's numbers: it enters every cell and
+    # fit fingerprint, so results and cached fits of the old code are recomputed.
+    version: str = "1"
 
     def capabilities_for(self, models: Sequence["ModelRef"]) -> frozenset[Capability]:
         """What this method's LM can answer when built on `models`."""
@@ -210,6 +220,9 @@ class TaskSpec:
     training_examples: Callable[[TaskContext], list[dict[str, str]]] | None = None
     # A check run at planning time, before any model loads; returns a reason to refuse.
     preflight: Callable[[TaskContext], str | None] | None = None
+    # Bump when a code change can change this task's numbers (prompts, scoring, data
+    # handling): it enters every cell fingerprint.
+    version: str = "1"
 
 
 def options_to_dict(options: Any) -> dict[str, Any]:

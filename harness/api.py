@@ -1,0 +1,44 @@
+"""The public surface for plugin authors: import from here, nothing else of `harness`.
+
+Everything a method or task plugin needs is re-exported below; the modules behind these
+names may be reorganised between releases, this module's names will not (pytest's public
+`pytest` over its private `_pytest` is the model). Importing it stays cheap: no torch,
+transformers or lm-eval, so `harness list` can load every plugin.
+
+A method plugin::
+
+    from harness.api import MethodSpec, hookimpl
+
+    @hookimpl
+    def harness_methods():
+        return [MethodSpec(name="mine", description="...", build=build)]
+
+`build(ctx: BuildContext)` returns an lm-eval `LM`; a task plugin returns `TaskSpec`s whose
+`lm_eval(ctx: TaskContext)` returns an `LmEvalPlan`.
+"""
+
+from harness import hookimpl
+from harness.errors import DataError, HarnessError, ModelLoadError, UsageError
+from harness.lm import count_parameters, hf_lm, hf_multimodal_lm
+from harness.models import (ModelRef, is_vision_language, load_causal_lm, load_tokenizer,
+                            load_vision_lm)
+from harness.specs import (ANCHOR_AUGMENTING, MODEL_PACK, ONE_MODEL, TEXT_CAPABILITIES,
+                           BuildContext, Capability, DataSource, LmEvalPlan, MethodSpec, Metric,
+                           ModelSlots, NoOptions, TaskContext, TaskSpec, Training, option)
+from harness.training import TrainingOptions, fit, fitted_lm, freeze, trainable_parameters
+
+__all__ = [
+    # registration
+    "hookimpl", "MethodSpec", "TaskSpec", "Metric", "Capability", "TEXT_CAPABILITIES",
+    "ModelSlots", "ONE_MODEL", "MODEL_PACK", "ANCHOR_AUGMENTING", "Training", "NoOptions",
+    "option",
+    # what the host hands to plugins
+    "BuildContext", "TaskContext", "DataSource", "LmEvalPlan", "ModelRef",
+    # helpers for methods
+    "load_causal_lm", "load_tokenizer", "load_vision_lm", "is_vision_language", "hf_lm",
+    "hf_multimodal_lm", "count_parameters",
+    # the shared training path
+    "TrainingOptions", "fit", "fitted_lm", "freeze", "trainable_parameters",
+    # errors that become one line and an exit status
+    "HarnessError", "UsageError", "DataError", "ModelLoadError",
+]
