@@ -20,8 +20,8 @@ A method plugin::
 from harness import hookimpl
 from harness.errors import DataError, HarnessError, ModelLoadError, UsageError
 from harness.lm import count_parameters, hf_lm, hf_multimodal_lm
-from harness.models import (ModelRef, is_vision_language, load_causal_lm, load_tokenizer,
-                            load_vision_lm)
+from harness.models import (ModelRef, is_vision_language, load_causal_lm, load_processor,
+                            load_tokenizer, load_vision_lm)
 from harness.specs import (ANCHOR_AUGMENTING, MODEL_PACK, ONE_MODEL, TEXT_CAPABILITIES,
                            BuildContext, Capability, DataSource, LmEvalPlan, MethodSpec, Metric,
                            ModelSlots, NoOptions, TaskContext, TaskSpec, Training, option)
@@ -35,7 +35,7 @@ __all__ = [
     # what the host hands to plugins
     "BuildContext", "TaskContext", "DataSource", "LmEvalPlan", "ModelRef",
     # helpers for methods
-    "load_causal_lm", "load_tokenizer", "load_vision_lm", "is_vision_language", "hf_lm",
+    "load_causal_lm", "load_tokenizer", "load_vision_lm", "load_processor", "is_vision_language", "hf_lm",
     "hf_multimodal_lm", "count_parameters",
     # the shared training path
     "TrainingOptions", "fit", "fitted_lm", "freeze", "trainable_parameters",

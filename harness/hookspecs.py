@@ -20,7 +20,7 @@ level. Import them inside ``MethodSpec.build`` and the task callables.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Callable
 
 import pluggy
 
@@ -101,10 +101,13 @@ class ReportWriter:
     """A named leaderboard writer: `write(board, out_dir)` returns the files it wrote.
 
     `checked` writers produce deterministic text that `harness leaderboard --check`
-    compares byte for byte against the committed copy.
+    compares byte for byte against the committed copy; an unchecked writer (a PNG plot)
+    lists the file names it writes in `outputs`, so --check knows they are accounted for.
     """
 
-    def __init__(self, name: str, write: Any, checked: bool = True) -> None:
+    def __init__(self, name: str, write: "Callable[[Board, Path], list[Path]]",
+                 checked: bool = True, outputs: tuple[str, ...] = ()) -> None:
         self.name = name
-        self.write: "callable[[Board, Path], list[Path]]" = write
+        self.write = write
         self.checked = checked
+        self.outputs = outputs

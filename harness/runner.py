@@ -1,10 +1,14 @@
 """Planning and running the method x task matrix, resumably.
 
 A cell is (method row, task, run settings). Its fingerprint hashes everything that can
-change its numbers: method options, model identities (hub revision, local weight hashes or
-zoo recipe), task options, the data files' hashes, limit, seed, few-shot and generation
-settings, and library versions. A cell whose fingerprint already has a result directory
+change its numbers: the method's name, version, providing distribution and options, model
+identities (hub revision, local weight hashes or zoo recipe), the task's name, version,
+distribution and options, the data files' hashes, limit, seed, few-shot and generation
+settings, and library versions. A cell whose fingerprint already has a trustworthy result
 is done and is never recomputed (unless --force).
+
+Running a cell is five named steps: build the method's LM, evaluate it with lm-eval,
+collect the per-sample log, score, and record.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import dataclasses
 import datetime
 import functools
 import importlib.metadata as md
+import math
 import os
 import platform
 import subprocess
@@ -22,17 +27,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from harness import progress
 from harness.errors import HarnessError, UsageError, first_line
 from harness.host import Host
 from harness.models import ModelRef
-from harness.specs import (BuildContext, DataSource, LmEvalPlan, MethodSpec, TaskContext,
+from harness.records import CellRecord, CodeInfo, RowInfo, Score, TaskInfo, row_key
+from harness.settings import RunSettings
+from harness.specs import (BuildContext, LmEvalPlan, MethodSpec, MetricValues, TaskContext,
                            TaskSpec, options_to_dict)
 from harness.stats import mean_and_stderr
 from harness.store import Store, file_sha256, fingerprint
 from harness.training import untrainable_reason
 
 State = Literal["done", "pending", "n/a", "error"]
-SCHEMA_VERSION = 1
+IDENTITY_SCHEMA = 2
 VERSIONED_LIBRARIES = ("harness", "lm_eval", "transformers", "torch", "peft", "datasets")
 
 
@@ -43,8 +51,17 @@ class MethodRow:
     spec: MethodSpec
     models: tuple[ModelRef, ...]
     options: Any
-    label: str
+    label: str = ""  # empty: derived from the method, its non-default options and models
     only_tasks: tuple[str, ...] = ()  # a suite row restricted to some of the tasks
+
+    def __post_init__(self) -> None:
+        if not self.label:
+            object.__setattr__(self, "label", row_label(self.spec, self.models, self.options))
+
+    @property
+    def key(self) -> str:
+        return row_key(self.spec.name, [dataclasses.asdict(m) for m in self.models],
+                       options_to_dict(self.options))
 
 
 @dataclass(frozen=True)
@@ -53,25 +70,17 @@ class TaskColumn:
     options: Any
 
 
-@dataclass(frozen=True)
-class Settings:
-    data: DataSource
-    limit: int | None = None
-    seed: int = 1234
-    batch_size: int = 1
-    device: str = "cpu"
-
-
 @dataclass
 class Cell:
     row: MethodRow
     column: TaskColumn
-    settings: Settings
+    settings: RunSettings
     state: State = "pending"
     reason: str = ""
     fingerprint: str = ""
     lm_eval_plan: LmEvalPlan | None = None
     identity: dict[str, Any] = field(default_factory=dict)
+    code: dict[str, CodeInfo] = field(default_factory=dict)
 
     @property
     def method(self) -> str:
@@ -80,6 +89,10 @@ class Cell:
     @property
     def task(self) -> str:
         return self.column.spec.name
+
+    @property
+    def title(self) -> str:
+        return f"{self.row.label} × {self.task}"
 
 
 @dataclass
@@ -119,8 +132,21 @@ def library_versions() -> dict[str, str]:
     return versions
 
 
-def row_label(spec: MethodSpec, models: tuple[ModelRef, ...]) -> str:
-    return f"{spec.name} ({' + '.join(m.short_name for m in models)})"
+def _option_text(value: Any) -> str:
+    if isinstance(value, (list, tuple)):
+        return ",".join(_option_text(v) for v in value)
+    return str(value)
+
+
+def row_label(spec: MethodSpec, models: tuple[ModelRef, ...], options: Any = None) -> str:
+    """`method[options that differ from the defaults] (model + model)`."""
+    changed = []
+    if options is not None and dataclasses.is_dataclass(options):
+        defaults = options_to_dict(spec.options())
+        changed = [f"{k}={_option_text(v)}" for k, v in options_to_dict(options).items()
+                   if defaults.get(k) != v]
+    options_text = f"[{', '.join(changed)}]" if changed else ""
+    return f"{spec.name}{options_text} ({' + '.join(m.short_name for m in models)})"
 
 
 def incompatibility(host: Host, method: MethodSpec, task: TaskSpec,
@@ -131,57 +157,112 @@ def incompatibility(host: Host, method: MethodSpec, task: TaskSpec,
     return host.hook.harness_cell_incompatibility(method=method, task=task)
 
 
-def task_context(cell: Cell, workdir: Path, results_root: Path | None = None) -> TaskContext:
-    return TaskContext(options=cell.column.options, data=cell.settings.data, workdir=workdir,
-                       limit=cell.settings.limit, seed=cell.settings.seed,
-                       results_root=results_root)
+def task_context(cell: Cell, workdir: Path, store: Store | None = None) -> TaskContext:
+    return TaskContext(options=cell.column.options, data=cell.settings.data_source,
+                       workdir=workdir, limit=cell.settings.limit, seed=cell.settings.seed,
+                       store=store)
 
 
-def plan_cells(host: Host, rows: list[MethodRow], columns: list[TaskColumn], settings: Settings,
-               store: Store, force: bool = False) -> Plan:
+def check_rows(rows: list[MethodRow]) -> None:
+    """One row per configuration, and one label per row: leaderboards are keyed by row
+    and shown by label, so a repeat would silently hide a result."""
+    seen_keys: dict[str, str] = {}
+    seen_labels: dict[str, str] = {}
+    for row in rows:
+        if row.key in seen_keys:
+            raise UsageError(f"row {row.label!r} repeats row {seen_keys[row.key]!r} (same "
+                             f"method, models and options); remove one")
+        if row.label in seen_labels:
+            raise UsageError(f"two different rows are labelled {row.label!r}; give one of them "
+                             f"its own label (suite key `label`)")
+        seen_keys[row.key] = seen_labels[row.label] = row.label
+
+
+def plan_cells(host: Host, rows: list[MethodRow], columns: list[TaskColumn],
+               settings: RunSettings, store: Store, force: bool = False) -> Plan:
+    settings = settings.resolved()
+    check_rows(rows)
+    task_names = {c.spec.name for c in columns}
     cells = []
     versions = library_versions()
     for row in rows:
         if not row.spec.models.accepts(len(row.models)):
             raise UsageError(f"method {row.spec.name!r} takes {row.spec.models.describe()}, "
                              f"got {len(row.models)}")
+        absent = [t for t in row.only_tasks if t not in task_names]
+        if absent:
+            raise UsageError(f"row {row.label!r} is restricted to task(s) {', '.join(absent)} "
+                             f"that the run does not include")
         for column in columns:
             if row.only_tasks and column.spec.name not in row.only_tasks:
                 continue
-            cell = Cell(row, column, settings)
-            reason = (incompatibility(host, row.spec, column.spec, row.models)
-                      or untrainable_reason(row.spec, row.options, column.spec))
-            if reason:
-                cell.state, cell.reason = "n/a", reason
-            else:
-                try:
-                    planning = task_context(cell, store.root, store.root)
-                    cell.lm_eval_plan = column.spec.lm_eval(planning)
-                    preflight = column.spec.preflight
-                    problem = preflight(planning) if preflight else None
-                    if problem:
-                        raise HarnessError(problem)
-                except HarnessError as exc:
-                    if isinstance(exc, UsageError):
-                        raise
-                    cell.state, cell.reason = "error", str(exc)
-            cell.identity = _identity(cell, versions)
-            cell.fingerprint = fingerprint(cell.identity)
-            if cell.state == "pending" and not force and store.is_done(cell.method, cell.task,
-                                                                      cell.fingerprint):
-                cell.state = "done"
-            cells.append(cell)
+            cells.append(_plan_cell(host, Cell(row, column, settings), store, force, versions))
     return Plan(cells, store, force)
+
+
+def _plan_cell(host: Host, cell: Cell, store: Store, force: bool,
+               versions: dict[str, str]) -> Cell:
+    cell.code = {"method": host.code_of(cell.row.spec), "task": host.code_of(cell.column.spec)}
+    reason = (incompatibility(host, cell.row.spec, cell.column.spec, cell.row.models)
+              or untrainable_reason(cell.row.spec, cell.row.options, cell.column.spec))
+    if reason:
+        cell.state, cell.reason = "n/a", reason
+    else:
+        try:
+            planning = task_context(cell, store.root, store)
+            cell.lm_eval_plan = cell.column.spec.lm_eval(planning)
+            _check_plan(cell)
+            problem = data_problem(cell.column.spec, planning)
+            if problem:
+                raise HarnessError(problem)
+        except HarnessError as exc:
+            if isinstance(exc, UsageError):
+                raise
+            cell.state, cell.reason = "error", str(exc)
+    cell.identity = _identity(cell, versions)
+    cell.fingerprint = fingerprint(cell.identity)
+    if cell.state == "pending" and not force and store.is_done(cell.method, cell.task,
+                                                              cell.fingerprint):
+        cell.state = "done"
+    return cell
+
+
+def _check_plan(cell: Cell) -> None:
+    """A task plugin's plan, checked before anything runs on it."""
+    plan, name = cell.lm_eval_plan, cell.column.spec.name
+    if not isinstance(plan, LmEvalPlan):
+        raise UsageError(f"task {name!r}: lm_eval must return an LmEvalPlan, got "
+                         f"{type(plan).__name__}")
+    if not isinstance(plan.tasks, list) or not plan.tasks:
+        raise UsageError(f"task {name!r}: LmEvalPlan.tasks must be a non-empty list")
+    for attribute in ("data_files", "include_path"):
+        values = getattr(plan, attribute)
+        if not isinstance(values, list) or not all(isinstance(v, Path) for v in values):
+            raise UsageError(f"task {name!r}: LmEvalPlan.{attribute} must be a list of Paths")
+
+
+def data_problem(task: TaskSpec, ctx: TaskContext) -> str | None:
+    """Why the task's data cannot be read, found before any model loads: its preflight,
+    then (for Hugging Face data) whether the hub or a local copy can be reached."""
+    problem = task.preflight(ctx) if task.preflight else None
+    if problem or ctx.data.kind != "hf" or not task.hf_dataset:
+        return problem
+    from harness.data import hub_dataset_problem
+
+    return hub_dataset_problem(task.name, task.hf_dataset)
 
 
 def _identity(cell: Cell, versions: dict[str, str]) -> dict[str, Any]:
     plan = cell.lm_eval_plan
+    method_code, task_code = cell.code["method"], cell.code["task"]
     return {
-        "schema": SCHEMA_VERSION,
+        "schema": IDENTITY_SCHEMA,
         "method": {"name": cell.method, "options": options_to_dict(cell.row.options),
-                   "models": [m.identity() for m in cell.row.models]},
-        "task": {"name": cell.task, "options": options_to_dict(cell.column.options)},
-        "data": {"source": cell.settings.data.kind,
+                   "models": [m.identity() for m in cell.row.models],
+                   "version": method_code.version, "distribution": method_code.distribution},
+        "task": {"name": cell.task, "options": options_to_dict(cell.column.options),
+                 "version": task_code.version, "distribution": task_code.distribution},
+        "data": {"source": cell.settings.data_source.kind,
                  "files": {f"{p.parent.name}/{p.name}": file_sha256(p)
                            for p in (plan.data_files if plan else [])},
                  "training_data": _training_data_digest(cell.row.options)},
@@ -222,147 +303,230 @@ def _training_data_digest(options: Any) -> str | None:
     return file_sha256(Path(path)) if path and Path(path).is_file() else None
 
 
+def plan_entries(plan: Plan) -> list[dict[str, Any]]:
+    """The plan as `harness status` reads it back from plan.json."""
+    return [{"fingerprint": c.fingerprint, "method": c.method, "task": c.task,
+             "label": c.row.label, "row_key": c.row.key, "state": c.state, "reason": c.reason}
+            for c in plan.cells]
+
+
 # ----------------------------------------------------------------------------- execution
 
 
-def run_plan(host: Host, plan: Plan, progress: Any = None) -> list[CellOutcome]:
-    """Run every pending cell; record n/a cells; a failing cell never stops the others."""
+def run_plan(host: Host, plan: Plan, capture_logs: bool = True) -> list[CellOutcome]:
+    """Run every pending cell; record n/a cells; a failing cell never stops the others.
+
+    With `capture_logs`, what libraries print while a cell runs goes into the cell's
+    log.txt instead of the terminal.
+    """
+    plan.store.write_plan(plan_entries(plan))
     host.hook.harness_run_started(plan=plan)
     outcomes = []
     for cell in plan.cells:
         if cell.state == "done":
-            outcomes.append(CellOutcome(cell, "skipped",
-                                        plan.store.cell_dir(cell.method, cell.task, cell.fingerprint)))
-            continue
-        if cell.state == "n/a":
+            outcome = CellOutcome(cell, "skipped",
+                                  plan.store.cell_dir(cell.method, cell.task, cell.fingerprint))
+        elif cell.state == "n/a":
             if plan.store.is_done(cell.method, cell.task, cell.fingerprint):
                 continue  # recorded by an earlier run
             outcome = _record_not_applicable(plan.store, cell)
         elif cell.state == "error":
             outcome = _record_failure(plan.store, cell, cell.reason, "")
         else:
-            with plan.store.claim(cell.fingerprint) as holder:
-                if holder is not None:
-                    outcome = CellOutcome(cell, "busy", error=f"running in process {holder}")
-                elif not plan.force and plan.store.is_done(cell.method, cell.task, cell.fingerprint):
-                    # another process finished it between our plan and our claim
-                    outcome = CellOutcome(cell, "skipped",
-                                          plan.store.cell_dir(cell.method, cell.task, cell.fingerprint))
-                else:
-                    host.hook.harness_cell_started(cell=cell)
-                    outcome = _run_cell(plan.store, cell)
+            outcome = _claim_and_run(host, plan, cell, capture_logs)
         host.hook.harness_cell_finished(cell=cell, outcome=outcome)
         outcomes.append(outcome)
-        if progress is not None:
-            progress()
     host.hook.harness_run_finished(plan=plan, outcomes=outcomes)
     return outcomes
 
 
-def _base_record(cell: Cell) -> dict[str, Any]:
-    return {
-        "schema": SCHEMA_VERSION,
-        "fingerprint": cell.fingerprint,
-        "method": {"name": cell.method, "label": cell.row.label,
-                   "options": options_to_dict(cell.row.options),
-                   "models": [dataclasses.asdict(m) for m in cell.row.models],
-                   "capabilities": sorted(str(c) for c in
-                                          cell.row.spec.capabilities_for(cell.row.models)),
-                   "trains": cell.row.spec.training is not None},
-        "task": {"name": cell.task, "options": options_to_dict(cell.column.options),
-                 "headline": dataclasses.asdict(cell.column.spec.headline),
-                 "data": cell.settings.data.describe()},
-        "identity": cell.identity,
-        "finished_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-    }
+def _claim_and_run(host: Host, plan: Plan, cell: Cell, capture_logs: bool) -> CellOutcome:
+    store = plan.store
+    with store.claim(cell.fingerprint) as holder:
+        if holder is not None:
+            return CellOutcome(cell, "busy", error=f"running in process {holder}")
+        if not plan.force and store.is_done(cell.method, cell.task, cell.fingerprint):
+            # another process finished it between our plan and our claim
+            return CellOutcome(cell, "skipped",
+                               store.cell_dir(cell.method, cell.task, cell.fingerprint))
+        host.hook.harness_cell_started(cell=cell)
+        return _run_cell(store, cell, capture_logs)
+
+
+def _base_record(cell: Cell, status: Literal["ok", "n/a", "failed"], reason: str = ""
+                 ) -> CellRecord:
+    row, spec = cell.row, cell.column.spec
+    return CellRecord(
+        status=status, fingerprint=cell.fingerprint, reason=reason,
+        row=RowInfo(key=row.key, method=cell.method, label=row.label,
+                    options=options_to_dict(row.options),
+                    models=[dataclasses.asdict(m) for m in row.models],
+                    capabilities=sorted(str(c) for c in row.spec.capabilities_for(row.models)),
+                    trains=row.spec.training is not None),
+        task=TaskInfo(name=cell.task, options=options_to_dict(cell.column.options),
+                      headline_key=spec.headline.key, headline_label=spec.headline.label,
+                      higher_is_better=spec.headline.higher_is_better,
+                      data=cell.settings.data_source.describe()),
+        identity=cell.identity, code=dict(cell.code),
+        finished_at=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        seed=cell.settings.seed, limit=cell.settings.limit)
 
 
 def _record_not_applicable(store: Store, cell: Cell) -> CellOutcome:
-    record = _base_record(cell) | {"status": "n/a", "reason": cell.reason}
-    path = store.commit_cell(cell.method, cell.task, cell.fingerprint, record, [])
+    path = store.commit_cell(_base_record(cell, "n/a", cell.reason), [])
     return CellOutcome(cell, "n/a", path)
 
 
-def _record_failure(store: Store, cell: Cell, error: str, trace: str) -> CellOutcome:
-    store.record_failure(cell.method, cell.task, cell.fingerprint, _base_record(cell) | {
-        "status": "failed", "error": error, "traceback": trace})
+def _record_failure(store: Store, cell: Cell, error: str, trace: str,
+                    log: Path | None = None) -> CellOutcome:
+    record = _base_record(cell, "failed", error)
+    record.traceback = trace
+    store.record_failure(record, log)
     return CellOutcome(cell, "failed", error=error)
 
 
-def _run_cell(store: Store, cell: Cell) -> CellOutcome:
+def _run_cell(store: Store, cell: Cell, capture_logs: bool) -> CellOutcome:
+    workdir = store.workdir(cell.fingerprint)
+    log = workdir / "log.txt"
     try:
-        record, samples = evaluate_cell(cell, store.workdir(cell.fingerprint), store.root)
+        with progress.captured_output(log if capture_logs else None):
+            record, samples = evaluate_cell(cell, workdir, store)
     except HarnessError as exc:
-        return _record_failure(store, cell, str(exc), traceback.format_exc())
+        return _record_failure(store, cell, str(exc), traceback.format_exc(), log)
     except Exception as exc:  # a plugin bug must not take the matrix down
         message = f"{type(exc).__name__}: {first_line(exc)}"
-        return _record_failure(store, cell, message, traceback.format_exc())
-    path = store.commit_cell(cell.method, cell.task, cell.fingerprint, record, samples)
-    return CellOutcome(cell, "ok", path, record["headline"]["value"])
+        return _record_failure(store, cell, message, traceback.format_exc(), log)
+    if not record.has_score:
+        reason = (record.score_details.get("headline_unavailable")
+                  or f"no {record.task.headline_key} could be computed (NaN)")
+        return _record_failure(store, cell, f"no score: {reason}", "", log)
+    path = store.commit_cell(record, samples, log if capture_logs else None)
+    return CellOutcome(cell, "ok", path, record.headline.value if record.headline else None)
 
 
-def evaluate_cell(cell: Cell, workdir: Path,
-                  results_root: Path | None = None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """Build the method's LM, run lm-eval on the task, score. Returns (record, samples)."""
+def evaluate_cell(cell: Cell, workdir: Path, store: Store | None = None
+                  ) -> tuple[CellRecord, list[dict[str, Any]]]:
+    """Build the method's LM, evaluate it with lm-eval, collect samples, score, record."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    timings: dict[str, float] = {}
+    context = build_context(cell, workdir)
+    with _timed(timings, "build_s"):
+        progress.current().phase("load")
+        lm = build_lm(cell, context)
+    with _timed(timings, "evaluate_s"):
+        output = run_lm_eval(cell, lm, workdir)
+    samples = collect_samples(output, lm)
+    task_ctx = task_context(cell, workdir, store)
+    with _timed(timings, "score_s"):
+        progress.current().phase("score")
+        metrics = score_samples(cell, samples, task_ctx)
+    return make_record(cell, metrics, samples, output, context, task_ctx, timings), samples
+
+
+class _timed:
+    """`with _timed(timings, "build_s"):` records the block's wall time."""
+
+    def __init__(self, timings: dict[str, float], key: str) -> None:
+        self.timings, self.key = timings, key
+
+    def __enter__(self) -> None:
+        self.started = time.perf_counter()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.timings[self.key] = round(time.perf_counter() - self.started, 3)
+
+
+def build_context(cell: Cell, workdir: Path) -> BuildContext:
+    from harness.zoo import cache_root
+
+    settings = cell.settings
+    method_code = cell.code.get("method")
+    return BuildContext(models=cell.row.models, options=cell.row.options, task=cell.column.spec,
+                        task_options=cell.column.options, seed=settings.seed,
+                        device=settings.device or "cpu", batch_size=settings.batch_size,
+                        workdir=workdir, data=settings.data_source,
+                        method_code={"version": method_code.version,
+                                     "distribution": method_code.distribution}
+                        if method_code else {},
+                        cache_root=cache_root())
+
+
+def build_lm(cell: Cell, context: BuildContext) -> Any:
+    """Step 1: the method's lm-eval LM, built on the cell's models (training included)."""
+    _seed_everything(cell.settings.seed)
+    return cell.row.spec.build(context)
+
+
+def run_lm_eval(cell: Cell, lm: Any, workdir: Path) -> dict[str, Any]:
+    """Step 2: lm-eval's evaluation of the task's plan on the LM, logging every sample."""
     import lm_eval
 
     settings, plan = cell.settings, cell.lm_eval_plan
     assert plan is not None
-    context = BuildContext(models=cell.row.models, options=cell.row.options,
-                           task=cell.column.spec, task_options=cell.column.options,
-                           seed=settings.seed, device=settings.device,
-                           batch_size=settings.batch_size, workdir=workdir, data=settings.data)
-    started = time.time()
-    _seed_everything(settings.seed)
-    lm = cell.row.spec.build(context)
-    built = time.time()
     manager = task_manager(tuple(str(p) for p in plan.include_path), plan.uses_stock_tasks)
-    output = lm_eval.simple_evaluate(
-        model=lm, tasks=resolve_task_specs(manager, plan.tasks), num_fewshot=plan.num_fewshot,
-        limit=settings.limit,
-        # lm-eval keys its response cache by request only (lm-eval #2715); a folder per
-        # cell fingerprint keeps methods apart and lets a killed cell resume its requests
-        use_cache=str(workdir / "responses"),
-        log_samples=True, bootstrap_iters=0, task_manager=manager,
-        gen_kwargs=plan.gen_kwargs, confirm_run_unsafe_code=plan.confirm_run_unsafe_code,
-        apply_chat_template=plan.apply_chat_template,
-        random_seed=settings.seed, numpy_random_seed=settings.seed,
-        torch_random_seed=settings.seed, fewshot_random_seed=settings.seed)
-    evaluated = time.time()
-    samples = [_compact_sample(task_name, record)
-               for task_name in sorted(output["samples"])
-               for record in output["samples"][task_name]]
+    with progress.lm_eval_progress():
+        output = lm_eval.simple_evaluate(
+            model=lm, tasks=resolve_task_specs(manager, plan.tasks),
+            num_fewshot=plan.num_fewshot, limit=settings.limit,
+            # lm-eval keys its response cache by request only (lm-eval #2715): a folder per
+            # cell fingerprint keeps methods apart and lets a killed cell resume its requests
+            use_cache=str(workdir / "responses"),
+            log_samples=True, bootstrap_iters=0, task_manager=manager,
+            gen_kwargs=plan.gen_kwargs, confirm_run_unsafe_code=plan.confirm_run_unsafe_code,
+            apply_chat_template=plan.apply_chat_template,
+            random_seed=settings.seed, numpy_random_seed=settings.seed,
+            torch_random_seed=settings.seed, fewshot_random_seed=settings.seed)
+    if not output or "samples" not in output:
+        raise HarnessError(f"lm-eval returned no results for task {cell.task!r}")
+    return output
+
+
+def collect_samples(output: dict[str, Any], lm: Any) -> list[dict[str, Any]]:
+    """Step 3: lm-eval's sample logs, compacted, each annotated with what the method
+    recorded for that sample's own requests (e.g. PackLLM's weights)."""
     annotate = getattr(lm, "sample_annotations", None)
-    if callable(annotate):  # lm-eval's sample logs know nothing of the method's own choices
-        records = [r for task_name in sorted(output["samples"]) for r in output["samples"][task_name]]
-        for sample, raw in zip(samples, records):
-            sample.update(annotate(raw))
-    task_ctx = task_context(cell, workdir, results_root)
+    samples = []
+    for task_name in sorted(output["samples"]):
+        for raw in output["samples"][task_name]:
+            sample = _compact_sample(task_name, raw)
+            if callable(annotate):
+                sample.update(annotate(raw))
+            samples.append(sample)
+    return samples
+
+
+def score_samples(cell: Cell, samples: list[dict[str, Any]], ctx: TaskContext) -> MetricValues:
+    """Step 4: the task's corpus scorer, or the mean of lm-eval's per-sample metrics."""
     score = cell.column.spec.score
-    metrics = dict(score(samples, task_ctx)) if score else mean_metrics(samples)
+    metrics = dict(score(samples, ctx)) if score else mean_metrics(samples)
     headline_key = cell.column.spec.headline.key
     if headline_key not in metrics:
         raise HarnessError(f"task {cell.task!r} produced no headline metric {headline_key!r} "
                            f"(got {', '.join(sorted(metrics)) or 'none'})")
-    value, stderr = metrics[headline_key]
-    record = _base_record(cell) | {
-        "status": "ok",
-        "headline": {"key": headline_key, "value": value, "stderr": stderr},
-        "metrics": {k: {"value": v, "stderr": se} for k, (v, se) in sorted(metrics.items())},
-        "score_details": task_ctx.score_details,
-        "n_samples": len({(s["task"], s["doc_id"]) for s in samples}),
-        "lm_eval": {"tasks": sorted(output["samples"]), "n-shot": output.get("n-shot"),
-                    "versions": output.get("versions"),
-                    "task_results": output.get("results")},
-        "method_report": context.report,
-        "timings": {"build_s": round(built - started, 3), "evaluate_s": round(evaluated - built, 3)},
-        "hardware": hardware(settings.device),
-        "seed": settings.seed,
-        "limit": settings.limit,
-        "git_commit": git_commit(),
-    }
-    return record, samples
+    return metrics
+
+
+def make_record(cell: Cell, metrics: MetricValues, samples: list[dict[str, Any]],
+                output: dict[str, Any], context: BuildContext, task_ctx: TaskContext,
+                timings: dict[str, float]) -> CellRecord:
+    """Step 5: the cell's record, with its provenance."""
+    record = _base_record(cell, "ok")
+    value, stderr = metrics[cell.column.spec.headline.key]
+    record.headline = Score(_number(value), stderr)
+    record.metrics = {k: Score(_number(v), se) for k, (v, se) in sorted(metrics.items())}
+    record.score_details = task_ctx.score_details
+    record.n_samples = len({(s["task"], s["doc_id"]) for s in samples})
+    record.lm_eval = {"tasks": sorted(output["samples"]), "n-shot": output.get("n-shot"),
+                      "versions": output.get("versions"), "task_results": output.get("results")}
+    record.method_report = context.report
+    record.timings = timings
+    record.hardware = hardware(cell.settings.device or "cpu")
+    record.git_commit = git_commit()
+    return record
+
+
+def _number(value: Any) -> float:
+    return math.nan if value is None else float(value)
 
 
 @functools.lru_cache(maxsize=8)
@@ -460,13 +624,18 @@ def hardware(device: str) -> dict[str, Any]:
     return info
 
 
+@functools.lru_cache(maxsize=1)
 def git_commit() -> str | None:
-    """The harness source commit, with '-dirty' when the tree has local changes."""
+    """The harness source commit, with '-dirty' when the tree has local changes; None
+    outside a git checkout (an installed harness)."""
     source = Path(__file__).resolve().parent.parent
+    if not (source / ".git").exists():
+        return None
     try:
         commit = subprocess.run(["git", "-C", str(source), "rev-parse", "HEAD"], check=True,
                                 capture_output=True, text=True, timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(source), "status", "--porcelain", "--untracked-files=no"],
+        dirty = subprocess.run(["git", "-C", str(source), "status", "--porcelain",
+                                "--untracked-files=no"],
                                check=True, capture_output=True, text=True, timeout=10).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return None

@@ -20,14 +20,13 @@ names). Judgments are cached on disk by content under `$HARNESS_CACHE/judgments/
 
 Baseline (pairwise) answers, option `baseline`: a JSONL answer file (FastChat
 `model_answer` format, FastChat's legacy `{"question_id", "text"}` format, or a harness
-samples.jsonl), a finished cell's folder, or `cell:<row label>`: the most recent finished
-vicuna_bench cell of that leaderboard row (e.g. `cell:single (tiny-llama)`) in this run's
-results store, on the same data. Run the baseline row first.
+samples.jsonl), a finished cell's folder, or `cell:<row label or row key>`: the most
+recent finished vicuna_bench cell of that leaderboard row (e.g. `cell:single (tiny-llama)`)
+in this run's results store, on the same data. Run the baseline row first.
 """
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from functools import partial
@@ -183,20 +182,19 @@ def baseline_answers(ctx: TaskContext) -> tuple[dict[Any, str], str] | None:
     if not options.baseline.startswith("cell:"):
         path = _baseline_path(options.baseline)
         return read_answers(path), str(path)
-    label = options.baseline.removeprefix("cell:").strip()
-    if ctx.results_root is None:
+    row = options.baseline.removeprefix("cell:").strip()
+    if ctx.store is None:
         raise DataError("vicuna_bench baseline 'cell:...' needs a results store")
-    candidates = []
-    for result in sorted(Path(ctx.results_root).glob("cells/*/vicuna_bench/*/result.json")):
-        record = json.loads(result.read_text(encoding="utf-8"))
-        if (record.get("status") == "ok" and record["method"].get("label") == label
-                and record["task"].get("data") == ctx.data.describe()):
-            candidates.append((result.stat().st_mtime, result.parent))
-    if not candidates:
-        raise DataError(f"no finished vicuna_bench cell of row {label!r} on data "
-                        f"{ctx.data.describe()} in {ctx.results_root}; run that row first or "
+    found = ctx.store.find(task="vicuna_bench", row=row, data=ctx.data.describe())
+    if not found:
+        raise DataError(f"no finished vicuna_bench cell of row {row!r} on data "
+                        f"{ctx.data.describe()} in {ctx.store.root}; run that row first or "
                         f"pass baseline=<answers.jsonl>")
-    folder = max(candidates)[1]
+    keys = {record.row.key for record in found}
+    if len(keys) > 1:
+        raise DataError(f"vicuna_bench baseline {row!r} names {len(keys)} different rows "
+                        f"(keys {', '.join(sorted(keys))}); use cell:<row key>")
+    folder = ctx.store.cell_dir(found[0].row.method, "vicuna_bench", found[0].fingerprint)
     return read_answers(folder / "samples.jsonl"), str(folder)
 
 

@@ -12,7 +12,8 @@ import torch
 from harness.host import load_host
 from harness.models import ModelRef, load_vision_lm
 from harness.options import build_options
-from harness.runner import MethodRow, Settings, TaskColumn, plan_cells, run_plan
+from harness.runner import MethodRow, TaskColumn, plan_cells, run_plan
+from harness.settings import RunSettings
 from harness.specs import BuildContext, DataSource, TaskContext
 from harness.store import Store
 from harness.tasks.coco_captioning import scoring
@@ -24,7 +25,7 @@ FULL_BATCH = {"rank": 8, "lr": 3e-2, "max_steps": 6, "batch_size": 40, "micro_ba
 
 
 def _host():
-    return load_host(["no:reporters", "harness.methods.adalink", "harness.tasks.coco_captioning"])
+    return load_host(["harness.methods.adalink", "harness.tasks.coco_captioning"])
 
 
 def _task_context(task, data: DataSource, tmp_path: Path, **options) -> TaskContext:
@@ -115,7 +116,7 @@ def test_runner_fits_and_evaluates_adalink_on_coco(tmp_path):
     rows = [MethodRow(spec, (ModelRef("harness-zoo/tiny-vlm"),), options, "vlm"),
             MethodRow(spec, (ModelRef("harness-zoo/tiny-llama"),), options, "text")]
     columns = [TaskColumn(task, task.options(max_gen_toks=4))]
-    plan = plan_cells(host, rows, columns, Settings(DataSource("embedded"), limit=2),
+    plan = plan_cells(host, rows, columns, RunSettings(data="embedded", limit=2),
                       Store(tmp_path / "results"))
     assert [c.state for c in plan.cells] == ["pending", "n/a"]
     assert plan.cells[1].reason == "needs vision"

@@ -14,8 +14,8 @@ import pytest
 
 from harness.host import load_host
 from harness.models import ModelRef
-from harness.runner import MethodRow, Settings, TaskColumn, evaluate_cell, plan_cells, row_label
-from harness.specs import DataSource
+from harness.runner import MethodRow, TaskColumn, evaluate_cell, plan_cells, row_label
+from harness.settings import RunSettings
 from harness.store import Store, read_jsonl
 from support import run_cli
 
@@ -37,7 +37,7 @@ def test_full_tiny_matrix_end_to_end_then_resume_recomputes_nothing(tmp_path: Pa
 
     record = json.loads((tmp_path / next(iter(results))).read_text())
     for key in ("fingerprint", "identity", "metrics", "headline", "timings", "hardware", "seed",
-                "git_commit", "method", "task", "n_samples"):
+                "git_commit", "row", "task", "code", "n_samples"):
         assert key in record
     assert record["identity"]["versions"]["lm_eval"]
     for cell_result in results:
@@ -85,7 +85,7 @@ def _cells(tmp_path: Path) -> list:
             for m in ("harness-zoo/tiny-llama", "harness-zoo/tiny-gpt2")]
     mmlu = host.task("mmlu")
     plan = plan_cells(host, rows, [TaskColumn(mmlu, mmlu.options(subjects=("astronomy",)))],
-                      Settings(DataSource("embedded"), limit=2), Store(tmp_path))
+                      RunSettings(data="embedded", limit=2), Store(tmp_path))
     return plan.cells
 
 
@@ -120,7 +120,7 @@ def test_shards_partition_the_matrix_and_claims_exclude_each_other(tmp_path: Pat
     with store.claim(cells[0].fingerprint) as first:
         assert first is None
         with store.claim(cells[0].fingerprint) as second:
-            assert second is not None and str(os.getpid()) in second
+            assert second is not None and second.pid == os.getpid()
     with store.claim(cells[0].fingerprint) as again:
         assert again is None  # released
 
@@ -132,5 +132,5 @@ def test_embedded_suite_covers_every_builtin_method_and_task(tmp_path: Path) -> 
     builtin = {name for name in [*host.methods, *host.tasks]
                if host.origin_of(name) == "built-in"}
     suite = load_suite("embedded")
-    listed = {m["method"] for m in suite.methods} | {t["task"] for t in suite.tasks}
+    listed = {m.method for m in suite.methods} | {t.task for t in suite.tasks}
     assert builtin <= listed, f"missing from the embedded suite: {builtin - listed}"

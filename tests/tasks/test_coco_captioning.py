@@ -10,7 +10,8 @@ import pytest
 from harness.errors import DataError
 from harness.host import load_host
 from harness.models import ModelRef
-from harness.runner import MethodRow, Settings, TaskColumn, plan_cells, run_plan
+from harness.runner import MethodRow, TaskColumn, plan_cells, run_plan
+from harness.settings import RunSettings
 from harness.specs import DataSource, TaskContext
 from harness.store import Store
 from harness.tasks.coco_captioning import (EMBEDDED_ANNOTATIONS, CocoOptions, preflight,
@@ -117,12 +118,12 @@ def test_scores_equal_cocoevalcap(tmp_path, monkeypatch):
 
 @needs_java
 def test_runs_end_to_end_on_tiny_vlm(tmp_path):
-    host = load_host(["no:reporters", "harness.tasks.coco_captioning"])
+    host = load_host(["harness.tasks.coco_captioning"])
     single, task = host.method("single"), host.task("coco_captioning")
     rows = [MethodRow(single, (ModelRef("harness-zoo/tiny-vlm"),), single.options(), "vlm"),
             MethodRow(single, (ModelRef("harness-zoo/tiny-llama"),), single.options(), "text")]
     columns = [TaskColumn(task, CocoOptions(max_gen_toks=4))]
-    plan = plan_cells(host, rows, columns, Settings(DataSource("embedded"), limit=2),
+    plan = plan_cells(host, rows, columns, RunSettings(data="embedded", limit=2),
                       Store(tmp_path / "out"))
     outcomes = run_plan(host, plan)
     assert [o.status for o in outcomes] == ["ok", "n/a"], [o.error for o in outcomes]

@@ -12,7 +12,8 @@ import pytest
 from harness.errors import DataError, UsageError
 from harness.host import load_host
 from harness.models import ModelRef
-from harness.runner import MethodRow, Settings, TaskColumn, plan_cells, run_plan
+from harness.runner import MethodRow, TaskColumn, plan_cells, run_plan
+from harness.settings import RunSettings
 from harness.specs import DataSource, MethodSpec, TaskContext
 from harness.store import Store
 from harness.tasks import humaneval
@@ -91,11 +92,11 @@ def test_execution_is_refused_without_the_flag_before_any_model_loads(tmp_path):
         raise AssertionError("a model was loaded although code execution was refused")
 
     method = MethodSpec(name="explodes", description="never built", build=build)
-    host = load_host(["no:reporters", "harness.tasks.humaneval"])
+    host = load_host(["harness.tasks.humaneval"])
     task = host.task("humaneval")
     rows = [MethodRow(method, (ModelRef("harness-zoo/tiny-llama"),), method.options(), "x")]
     plan = plan_cells(host, rows, [TaskColumn(task, task.options())],
-                      Settings(DataSource("embedded"), limit=1), Store(tmp_path))
+                      RunSettings(data="embedded", limit=1), Store(tmp_path))
     assert plan.cells[0].state == "error"
     assert "allow_code_execution=true" in plan.cells[0].reason
     [outcome] = run_plan(host, plan)
@@ -136,12 +137,12 @@ def test_real_humaneval_canonical_solutions_pass_and_bare_prompts_fail(shared_da
 
 
 def test_end_to_end_with_the_single_method_on_tiny_llama(tmp_path):
-    host = load_host(["no:reporters", "harness.tasks.humaneval"])
+    host = load_host(["harness.tasks.humaneval"])
     method, task = host.method("single"), host.task("humaneval")
     rows = [MethodRow(method, (ModelRef("harness-zoo/tiny-llama"),), method.options(), "single")]
     options = HumanEvalOptions(allow_code_execution=True, max_gen_toks=16)
     plan = plan_cells(host, rows, [TaskColumn(task, options)],
-                      Settings(DataSource("embedded"), limit=2), Store(tmp_path))
+                      RunSettings(data="embedded", limit=2), Store(tmp_path))
     [outcome] = run_plan(host, plan)
     assert outcome.status == "ok", outcome.error
     record = json.loads((outcome.path / "result.json").read_text())

@@ -15,7 +15,8 @@ from harness.host import load_host
 from harness.judge import (JudgeRequest, JudgeSettings, JudgmentCache, parse_preference,
                            parse_rating, run_judgments)
 from harness.models import ModelRef
-from harness.runner import MethodRow, Settings, TaskColumn, plan_cells, run_plan
+from harness.runner import MethodRow, TaskColumn, plan_cells, run_plan
+from harness.settings import RunSettings
 from harness.specs import DataSource, TaskContext
 from harness.store import Store
 from harness.tasks.vicuna_bench import (VicunaBenchOptions, data_files, pairwise_metrics,
@@ -224,13 +225,13 @@ def _run(host, label: str, model: str, options: VicunaBenchOptions, store: Store
     single, task = host.method("single"), host.task("vicuna_bench")
     rows = [MethodRow(single, (ModelRef(model),), single.options(), label)]
     plan = plan_cells(host, rows, [TaskColumn(task, options)],
-                      Settings(DataSource("embedded"), limit=2), store, force=force)
+                      RunSettings(data="embedded", limit=2), store, force=force)
     [outcome] = run_plan(host, plan)
     return outcome
 
 
 def test_end_to_end_with_endpoint_judge_single_and_pairwise(server, judge_cache, tmp_path, caplog):
-    host = load_host(["no:reporters", "harness.tasks.vicuna_bench"])
+    host = load_host(["harness.tasks.vicuna_bench"])
     store = Store(tmp_path / "out")
     common = dict(max_gen_toks=8, judge_backend="openai", judge_model="judge-x",
                   judge_base_url=server.url, judge_api_key_env=KEY_ENV, judge_timeout_s=5.0,
@@ -264,7 +265,7 @@ def test_end_to_end_with_endpoint_judge_single_and_pairwise(server, judge_cache,
 
 
 def test_judge_outage_fails_the_cell_naming_questions_then_resumes(server, judge_cache, tmp_path):
-    host = load_host(["no:reporters", "harness.tasks.vicuna_bench"])
+    host = load_host(["harness.tasks.vicuna_bench"])
     store = Store(tmp_path / "out")
     outage = {"on": True}
     server.reply = lambda body: ((503, b'{"error": {"message": "maintenance"}}')
@@ -283,7 +284,7 @@ def test_judge_outage_fails_the_cell_naming_questions_then_resumes(server, judge
 
 
 def test_end_to_end_with_local_zoo_judge(judge_cache, tmp_path):
-    host = load_host(["no:reporters", "harness.tasks.vicuna_bench"])
+    host = load_host(["harness.tasks.vicuna_bench"])
     options = VicunaBenchOptions(max_gen_toks=8, judge_max_tokens=8)
     outcome = _run(host, "m", "harness-zoo/tiny-llama", options, Store(tmp_path / "out"))
     assert outcome.status == "ok", outcome.error
