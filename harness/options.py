@@ -117,8 +117,17 @@ def option_infos(options_cls: type) -> list[OptionInfo]:
         else:
             default, required = None, True
         infos.append(OptionInfo(field.name, type_name(hints.get(field.name, Any)), default,
-                                field.metadata.get("help", ""), required))
+                                _help(options_cls, field), required))
     return infos
+
+
+def _help(options_cls: type, field: dataclasses.Field) -> str:
+    """A field's help text; a subclass that only changes a default keeps its base's text."""
+    for klass in options_cls.__mro__:
+        fields = getattr(klass, "__dataclass_fields__", {})
+        if field.name in fields and fields[field.name].metadata.get("help"):
+            return str(fields[field.name].metadata["help"])
+    return ""
 
 
 def type_name(annotation: Any) -> str:

@@ -396,10 +396,12 @@ def _run_cell(store: Store, cell: Cell, capture_logs: bool) -> CellOutcome:
     except Exception as exc:  # a plugin bug must not take the matrix down
         message = f"{type(exc).__name__}: {first_line(exc)}"
         return _record_failure(store, cell, message, traceback.format_exc(), log)
-    if not record.has_score:
+    if not record.has_score:  # kept whole (metrics, details, samples), but not done
         reason = (record.score_details.get("headline_unavailable")
                   or f"no {record.task.headline_key} could be computed (NaN)")
-        return _record_failure(store, cell, f"no score: {reason}", "", log)
+        record.status, record.reason = "failed", f"no score: {reason}"
+        store.record_failure(record, log, samples)
+        return CellOutcome(cell, "failed", error=record.reason)
     path = store.commit_cell(record, samples, log if capture_logs else None)
     return CellOutcome(cell, "ok", path, record.headline.value if record.headline else None)
 
@@ -531,10 +533,12 @@ def _number(value: Any) -> float:
 
 @functools.lru_cache(maxsize=8)
 def task_manager(include_path: tuple[str, ...], include_defaults: bool = True) -> Any:
-    """lm-eval's task index (it scans thousands of YAML files: build it once per process)."""
-    from lm_eval.tasks import TaskManager
+    """lm-eval's task manager. Its index of lm-eval's ~14,700 task files takes seconds to
+    build, so it is kept on disk (harness.lm_eval_index) and built once per lm-eval
+    version and set of task folders, not once per process."""
+    from harness.lm_eval_index import cached_task_manager
 
-    return TaskManager(include_path=list(include_path) or None, include_defaults=include_defaults)
+    return cached_task_manager(list(include_path), include_defaults)
 
 
 def resolve_task_specs(manager: Any, specs: list[str | dict[str, Any]]) -> list[Any]:

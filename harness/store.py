@@ -8,6 +8,8 @@ Layout under the output root::
     cells/<method>/<task>/<fingerprint>/SHA256SUMS     checksums of the three files above
     failed/<method>--<task>--<fingerprint>.json         the last failure of a cell, if any
     failed/<method>--<task>--<fingerprint>.log.txt      its log
+    failed/<method>--<task>--<fingerprint>.samples.jsonl  its samples (a cell that ran but
+                                                         could not be scored)
     work/<fingerprint>/                                  scratch: lm-eval response cache, checkpoints
     locks/<fingerprint>.lock                             the process computing a cell
     plan.json                                            the cells of the last run (harness status)
@@ -185,6 +187,8 @@ class Store:
         """The record of a committed cell directory, checked against its checksums and the
         schema; any doubt raises DataError naming the file."""
         sums_path = directory / CHECKSUMS_FILE
+        if not sums_path.exists():
+            return self._legacy_cell(directory)
         try:
             sums = dict(line.split("  ", 1)[::-1] for line in
                         sums_path.read_text(encoding="utf-8").splitlines() if line.strip())
@@ -197,6 +201,17 @@ class Store:
             if sums.get(name) != file_sha256(path):
                 raise DataError(f"{path}: does not match its checksum (edited or truncated)")
         return self._parse(directory / RESULT_FILE)
+
+    def _legacy_cell(self, directory: Path) -> CellRecord:
+        """A cell written by harness 0.1, before checksums: trusted on its schema alone."""
+        path = directory / RESULT_FILE
+        try:
+            schema = json.loads(path.read_text(encoding="utf-8")).get("schema")
+        except (OSError, UnicodeDecodeError, ValueError, AttributeError) as exc:
+            raise DataError(f"{path}: unreadable ({type(exc).__name__}: {exc})") from None
+        if schema != 1:
+            raise DataError(f"{directory / CHECKSUMS_FILE}: missing")
+        return self._parse(path)
 
     @staticmethod
     def _parse(path: Path) -> CellRecord:
@@ -408,17 +423,23 @@ class Store:
             raise
         shutil.rmtree(old, ignore_errors=True)
         failure = self.failure_path(method, task, fp)
-        failure.unlink(missing_ok=True)
-        failure.with_suffix(".log.txt").unlink(missing_ok=True)
+        for leftover in (failure, failure.with_suffix(".log.txt"),
+                         failure.with_suffix(".samples.jsonl")):
+            leftover.unlink(missing_ok=True)
         shutil.rmtree(self.root / "work" / fp[:16], ignore_errors=True)
         return target
 
-    def record_failure(self, record: CellRecord, log: Path | None = None) -> Path:
+    def record_failure(self, record: CellRecord, log: Path | None = None,
+                       samples: list[dict[str, Any]] | None = None) -> Path:
+        """The last failure of a cell, with its log and whatever samples it produced."""
         path = self.failure_path(record.row.method, record.task.name, record.fingerprint)
         atomic_write_text(path, record_json(record))
         if log is not None and log.is_file():
             atomic_write_text(path.with_suffix(".log.txt"),
                               log.read_text(encoding="utf-8", errors="replace"))
+        if samples:
+            write_jsonl(path.with_suffix(".samples.jsonl"), samples)
+            _follow_umask(path.with_suffix(".samples.jsonl"))
         return path
 
     def write_plan(self, entries: list[dict[str, Any]]) -> None:

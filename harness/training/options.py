@@ -6,6 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from harness.specs import option
+
 # Options that change how a fit is carried out but not what it computes.
 NON_RESULT_OPTIONS = frozenset({"checkpoint_every"})
 
@@ -20,19 +22,20 @@ class TrainingOptions:
     accumulating `batch_size / micro_batch_size` forward passes.
     """
 
-    lr: float = 1e-4
-    weight_decay: float = 0.0
-    optimizer: Literal["adamw", "adafactor"] = "adamw"
-    schedule: Literal["linear", "cosine", "constant", "constant_with_warmup"] = "linear"
-    warmup_ratio: float = 0.0  # fraction of the optimizer steps spent warming up
-    batch_size: int = 64
-    micro_batch_size: int = 8
-    epochs: float = 1.0
-    max_steps: int | None = None
-    max_seq_len: int = 512
-    loss_on_prompt: bool = False  # False: loss on the target tokens only
-    training_data: str = ""  # an Alpaca-format JSON file; empty: the task's training split
-    checkpoint_every: int = 100  # optimizer steps between resumable checkpoints
+    lr: float = option(1e-4, "peak learning rate")
+    weight_decay: float = option(0.0, "decoupled weight decay")
+    optimizer: Literal["adamw", "adafactor"] = option("adamw", "optimizer")
+    schedule: Literal["linear", "cosine", "constant", "constant_with_warmup"] = option(
+        "linear", "learning-rate schedule after the warm-up (transformers' get_scheduler)")
+    warmup_ratio: float = option(0.0, "share of the optimizer steps spent warming up")
+    batch_size: int = option(64, "effective batch: examples per optimizer step")
+    micro_batch_size: int = option(8, "examples per forward pass (gradients accumulate)")
+    epochs: float = option(1.0, "passes over the training data (ignored when max_steps is set)")
+    max_steps: int | None = option(None, "optimizer steps; overrides epochs")
+    max_seq_len: int = option(512, "training sequences are cut to this many tokens")
+    loss_on_prompt: bool = option(False, "train on prompt and target tokens (else target only)")
+    training_data: str = option("", "an Alpaca-format JSON file; empty: the task's training split")
+    checkpoint_every: int = option(100, "optimizer steps between resumable checkpoints")
 
     def __post_init__(self) -> None:
         if self.micro_batch_size < 1 or self.batch_size % self.micro_batch_size:

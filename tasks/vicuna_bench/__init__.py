@@ -33,10 +33,9 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
-from harness import hookimpl
-from harness.data import dataset_dict, first_existing, first_response, read_jsonl_rows
-from harness.errors import DataError, HarnessError
-from harness.specs import Capability, LmEvalPlan, Metric, MetricValues, Samples, TaskContext, TaskSpec
+from harness.api import (Capability, DataError, HarnessError, LmEvalPlan, Metric, MetricValues,
+                         Samples, TaskContext, TaskSpec, dataset_dict, first_existing,
+                         first_response, hookimpl, option, read_jsonl_rows)
 from harness.stats import mean_and_stderr
 
 HERE = Path(__file__).parent
@@ -49,20 +48,26 @@ PROMPT = "USER: {question}\nASSISTANT:"
 
 @dataclass(frozen=True)
 class VicunaBenchOptions:
-    max_gen_toks: int = 1024
-    apply_chat_template: bool = False  # the model's chat template instead of PROMPT
-    judge_backend: Literal["local", "openai"] = "local"
-    judge_model: str = "harness-zoo/tiny-llama"
-    judge_base_url: str = ""  # openai backend; empty: $OPENAI_BASE_URL or OpenAI's
-    judge_api_key_env: str = "OPENAI_API_KEY"  # name of the variable holding the key
-    judge_temperature: float = 0.0
-    judge_max_tokens: int = 2048
-    judge_timeout_s: float = 120.0
-    judge_retries: int = 6
-    judge_backoff_s: float = 2.0
-    judge_parallel: int = 4
-    judge_prompts: str = ""  # JSONL; empty: <data>/judge_prompts.jsonl if present, else ours
-    baseline: str = ""  # pairwise baseline answers (see the module doc); empty: single only
+    max_gen_toks: int = option(1024, 'token budget per answer')
+    apply_chat_template: bool = option(
+        False, "format questions with the model's chat template instead of the plain prompt")
+    judge_backend: Literal["local", "openai"] = option(
+        "local", 'local: a model loaded here; openai: an OpenAI-compatible endpoint')
+    judge_model: str = option(
+        "harness-zoo/tiny-llama", "the judge: a model reference (local) or the endpoint's model name")
+    judge_base_url: str = option("", "openai backend; empty: $OPENAI_BASE_URL or OpenAI's")
+    judge_api_key_env: str = option(
+        "OPENAI_API_KEY", 'name of the variable holding the key (the key is never stored)')
+    judge_temperature: float = option(0.0, 'sampling temperature of the judge')
+    judge_max_tokens: int = option(2048, 'token budget of each judgment')
+    judge_timeout_s: float = option(120.0, 'seconds before a judge request is abandoned')
+    judge_retries: int = option(6, 'retries of a failed judge request')
+    judge_backoff_s: float = option(2.0, 'first wait between retries (doubles each time)')
+    judge_parallel: int = option(4, 'judge requests in flight at once')
+    judge_prompts: str = option(
+        "", "FastChat judge_prompts.jsonl; empty: the data's own, else ours")
+    baseline: str = option(
+        "", 'pairwise baseline answers: a file, a cell folder or cell:<row>; empty: single grading')
 
 
 @dataclass(frozen=True)

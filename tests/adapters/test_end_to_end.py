@@ -42,7 +42,7 @@ def test_one_alpaca_fit_serves_several_tasks(tmp_path):
                                   for w in ("yes", "no", "maybe", "four")]))
     gsm8k, mmlu = _run(("aligner",), tmp_path, training_data=str(alpaca))
     for record in (gsm8k, mmlu):
-        assert record["method"]["trains"]
+        assert record["row"]["trains"]
         assert REPORT_KEYS <= set(record["method_report"])
         assert record["method_report"]["train_data"] == f"alpaca-json:{alpaca}"
     assert not gsm8k["method_report"]["fit_cached"] and mmlu["method_report"]["fit_cached"]

@@ -129,10 +129,10 @@ def test_runs_end_to_end_on_tiny_vlm(tmp_path):
     assert [o.status for o in outcomes] == ["ok", "n/a"], [o.error for o in outcomes]
     assert plan.cells[1].reason == "needs vision"
     record = json.loads((outcomes[0].path / "result.json").read_text())
-    assert record["headline"]["key"] == "CIDEr"
+    assert record["task"]["headline_key"] == "CIDEr"
     assert record["metrics"]["SPICE"]["value"] is None
     assert record["score_details"]["SPICE"].startswith("unavailable")
-    assert "vision" in record["method"]["capabilities"]
+    assert "vision" in record["row"]["capabilities"]
     assert record["n_samples"] == 2
     samples = [json.loads(line) for line in (outcomes[0].path / "samples.jsonl").open()]
     assert {s["doc"]["image_id"] for s in samples} == {900001, 900002}

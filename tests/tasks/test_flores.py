@@ -168,7 +168,7 @@ def test_end_to_end_with_the_single_method_on_tiny_llama(tmp_path):
     [outcome] = run_plan(host, plan)
     assert outcome.status == "ok", outcome.error
     record = json.loads((outcome.path / "result.json").read_text())
-    assert record["headline"]["key"] == "chrf++"
+    assert record["task"]["headline_key"] == "chrf++"
     assert set(record["score_details"]["directions"]) == {"swh_Latn-eng_Latn", "eng_Latn-swh_Latn"}
     # lm-eval's own corpus chrF++ per direction agrees with ours
     for name, result in record["lm_eval"]["task_results"].items():

@@ -146,5 +146,5 @@ def test_end_to_end_with_the_single_method_on_tiny_llama(tmp_path):
     [outcome] = run_plan(host, plan)
     assert outcome.status == "ok", outcome.error
     record = json.loads((outcome.path / "result.json").read_text())
-    assert record["headline"]["key"] == "pass@1" and 0.0 <= outcome.headline <= 1.0
+    assert record["task"]["headline_key"] == "pass@1" and 0.0 <= outcome.headline <= 1.0
     assert len(record["score_details"]["executions"]) == 2

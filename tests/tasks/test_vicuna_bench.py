@@ -286,10 +286,14 @@ def test_judge_outage_fails_the_cell_naming_questions_then_resumes(server, judge
 def test_end_to_end_with_local_zoo_judge(judge_cache, tmp_path):
     host = load_host(["harness.tasks.vicuna_bench"])
     options = VicunaBenchOptions(max_gen_toks=8, judge_max_tokens=8)
-    outcome = _run(host, "m", "harness-zoo/tiny-llama", options, Store(tmp_path / "out"))
-    assert outcome.status == "ok", outcome.error
-    record = json.loads((outcome.path / "result.json").read_text())
-    # a random tiny judge writes no [[rating]]: unknown score, counted, never a fake number
+    store = Store(tmp_path / "out")
+    outcome = _run(host, "m", "harness-zoo/tiny-llama", options, store)
+    # a random tiny judge writes no [[rating]]: no score, a failed cell, never a fake number;
+    # its judgments and samples are kept with the failure record
+    assert outcome.status == "failed" and "no parsable [[rating]]" in outcome.error
+    [failure] = (tmp_path / "out" / "failed").glob("*.json")
+    record = json.loads(failure.read_text())
+    assert failure.with_suffix(".samples.jsonl").exists()
     assert record["metrics"]["score_parse_failures"]["value"] == 2.0
     assert record["score_details"]["judge"] == {"backend": "local", "model": "harness-zoo/tiny-llama",
                                                 "base_url": "", "temperature": 0.0, "max_tokens": 8}
