@@ -23,6 +23,7 @@ result should carry `isolation().describe()`.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import math
@@ -111,14 +112,14 @@ def isolation() -> Isolation:
     cgroups = cgroup_parents()
     notes = [] if cgroups else ["no cgroup with pids and memory controllers the harness may "
                                 "create: limits by rlimits"]
-    if bwrap is None:
-        notes.append(f"bubblewrap is not installed: {INSTALL_HINT}")
+    weak_because = "" if bwrap else "bubblewrap is not installed"
     private = os.geteuid() == 0
     attempts = []
     for interpreter in interpreters() if bwrap else ():
         plain = Isolation(interpreter, bwrap, version, private)
         if problem := bubblewrap_problem(plain, plain.uid(0, 0)):
             notes.append(f"bubblewrap cannot start {interpreter.path}: {problem}")
+            weak_because = weak_because or f"bubblewrap cannot start here: {problem}"
             continue
         attempts += [Isolation(interpreter, bwrap, version, private, groups)
                      for groups in dict.fromkeys((cgroups, None))]
@@ -129,11 +130,12 @@ def isolation() -> Isolation:
     for layers in attempts:
         problem = _probe(layers)
         if problem is None:
-            return Isolation(layers.interpreter, layers.bwrap, layers.bwrap_version,
-                             layers.private_uids, layers.cgroups, tuple(notes))
+            return dataclasses.replace(layers, notes=tuple(notes), weak_because=weak_because)
         notes.append(f"{layers.interpreter.path} {'in bubblewrap' if layers.bwrap else 'unconfined'}"
                      f"{' as a private uid' if layers.private_uids else ''}"
                      f"{' in a cgroup' if layers.cgroups else ''}: {problem}")
+        if layers.bwrap:
+            weak_because = weak_because or f"bubblewrap fails here: {problem}"
     raise HarnessError("cannot run sandboxed programs here: " + "; ".join(notes))
 
 

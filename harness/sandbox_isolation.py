@@ -79,6 +79,7 @@ class Isolation:
     private_uids: bool = False  # root harness: each process under a host uid of its own
     cgroups: Cgroups | None = None
     notes: tuple[str, ...] = ()  # why a layer is missing
+    weak_because: str = ""  # why bubblewrap is not used
 
     @property
     def strong(self) -> bool:
@@ -90,9 +91,7 @@ class Isolation:
 
     def weakness(self) -> str:
         """Why isolation is weak here (one line), or "" when it is strong."""
-        if self.strong:
-            return ""
-        return "; ".join(self.notes) or "bubblewrap is not used"
+        return "" if self.strong else self.weak_because or "bubblewrap is not used"
 
     def uid(self, slot: int, role: int) -> int | None:
         if not self.private_uids:
@@ -126,7 +125,7 @@ class Isolation:
                 "network": "NOT isolated",
                 "processes": f"new session; {processes}",
                 "lifetime": "wall clock, RLIMIT_CPU; NOT killed with the harness"}
-        return {"isolation": "strong" if self.strong else "weak",
+        return {"isolation": "strong" if self.strong else f"weak: {self.weakness()}",
                 "user": user, "memory": memory, **layers,
                 "interpreter": f"{self.interpreter.path} ({self.interpreter.version}, -S -s)",
                 "verdict": "a separate checker process runs the tests; the candidate's "
