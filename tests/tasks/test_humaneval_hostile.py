@@ -4,10 +4,10 @@ pass, contained), and leaves nothing behind on the host: no file outside the san
 connection to a host socket, no cgroup or working dir.
 
 Completions are written so that a successful attack passes: "fails" means the sandbox
-stopped it. The first 21 are the attacks of issue 12 that got through the previous sandbox
-(or that the in-process guard alone stopped). A case runs only where the layer it tests is
-active; otherwise it is skipped with the reason (run pytest with -rs to see them). CI
-installs bubblewrap, so none is skipped there.
+stopped it. The first 21 are the 15 attacks issue 12 saw get through the previous sandbox
+(or its in-process guard) and 6 variants of them; the rest are the earlier cases. A case
+runs only where the layer it tests is active; otherwise it is skipped with the reason (run
+pytest with -rs to see them). CI installs bubblewrap, so none is skipped there.
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ def case(name, completion, expect="fails", needs=(), **kwargs) -> Case:
 
 BWRAP = ("bubblewrap",)
 CATALOGUE = [
-    # --- issue 12: escaped the previous sandbox ---------------------------------------
+    # --- issue 12: got through the previous sandbox, and variants ---------------------
     case("read_etc_shadow", "    open('/etc/shadow').read()\n    return a + b\n", needs=BWRAP),
     case("read_private_file", "    open({secret!r}).read()\n    return a + b\n", needs=BWRAP),
     case("overwrite_file_outside", "    open({victim_file!r}, 'w').write('pwned')\n"
