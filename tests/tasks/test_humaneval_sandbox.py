@@ -163,7 +163,7 @@ def test_the_probe_records_every_layer():
 
 
 def test_weak_isolation_is_refused_without_the_opt_in(monkeypatch):
-    weak = dataclasses.replace(isolation(), bwrap=None, notes=("bubblewrap is not installed",))
+    weak = dataclasses.replace(isolation(), bwrap=None, weak_because="bubblewrap is not installed")
     monkeypatch.setattr("harness.sandbox.isolation", lambda: weak)
     with pytest.raises(HarnessError, match=r"weak isolation \(bubblewrap is not installed\).*"
                                            r"allow_weak_isolation"):
