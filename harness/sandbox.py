@@ -124,8 +124,8 @@ def isolation() -> Isolation:
         attempts += [Isolation(interpreter, bwrap, version, private, groups)
                      for groups in dict.fromkeys((cgroups, None))]
     attempts += [Isolation(interpreter, None, (), uid_choice, groups)
+                 for uid_choice in dict.fromkeys((private, False))  # a private uid first
                  for interpreter in interpreters()
-                 for uid_choice in dict.fromkeys((private, False))
                  for groups in dict.fromkeys((cgroups, None))]
     for layers in attempts:
         problem = _probe(layers)

@@ -380,7 +380,7 @@ class ConfinedProcess:
         # Descendants that left its session (setsid) are still in its cgroup or its uid.
         for _ in range(200):
             leftovers = [pid for pid in (*(self.cgroup.members() if self.cgroup else ()),
-                                         *(processes_of_uid(self.uid) if self.uid else ()))
+                                         *(processes_of_uid(self.uid) if self.uid is not None else ()))
                          if is_running(pid)]
             if not leftovers:
                 break

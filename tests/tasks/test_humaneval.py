@@ -157,8 +157,9 @@ def test_score_reports_pass_at_k_and_every_execution():
     right = [p["canonical_solution"] for p in problems]
     completions = [[right[0]] * 4, [right[1], "    return []\n", "    return values\n",
                                     right[1]], ["    while True: pass\n"] * 4]
+    # allow_weak_isolation: what is tested here is scoring, on machines without bubblewrap too
     context = _context(DataSource("embedded"), allow_code_execution=True, samples=4,
-                       ks=(1, 2, 10), timeout_s=2.0)
+                       ks=(1, 2, 10), timeout_s=2.0, allow_weak_isolation=True)
     metrics = humaneval.score(_samples(problems, completions), context)
     assert set(metrics) == {"pass@1", "pass@2"}  # 10 > 4 samples: not reported
     assert metrics["pass@1"][0] == pytest.approx((1 + 0.5 + 0) / 3)
@@ -169,7 +170,7 @@ def test_score_reports_pass_at_k_and_every_execution():
     assert details["sampling"]["samples_per_problem"] == 4
     assert {"isolation", "user", "network", "filesystem", "memory", "verdict"} <= set(
         details["sandbox"])
-    assert details["sandbox"]["weak_isolation_allowed"] is False
+    assert details["sandbox"]["weak_isolation_allowed"] is True
     json.dumps(details)  # stored in the cell record as it is
 
 
@@ -177,7 +178,8 @@ def test_real_humaneval_canonical_solutions_pass_and_bare_prompts_fail(shared_da
     plan = humaneval.lm_eval_plan(_context(DataSource("local", shared_data)))
     problems = _problems(plan)
     assert len(problems) == 164 and problems[0]["task_id"] == "HumanEval/0"
-    context = _context(DataSource("local", shared_data), allow_code_execution=True, workers=4)
+    context = _context(DataSource("local", shared_data), allow_code_execution=True, workers=4,
+                       allow_weak_isolation=True)
     started = time.monotonic()
     canonical = humaneval.score(_samples(problems, [[p["canonical_solution"]] for p in problems]),
                                 context)
@@ -192,7 +194,8 @@ def test_end_to_end_with_the_single_method_on_tiny_llama(tmp_path):
     host = load_host(["no:reporters", "harness.tasks.humaneval"])
     method, task = host.method("single"), host.task("humaneval")
     rows = [MethodRow(method, (ModelRef("harness-zoo/tiny-llama"),), method.options(), "single")]
-    options = HumanEvalOptions(allow_code_execution=True, max_gen_toks=16)
+    options = HumanEvalOptions(allow_code_execution=True, allow_weak_isolation=True,
+                               max_gen_toks=16)
     plan = plan_cells(host, rows, [TaskColumn(task, options)],
                       Settings(DataSource("embedded"), limit=2), Store(tmp_path))
     [outcome] = run_plan(host, plan)
