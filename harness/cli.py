@@ -10,8 +10,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import logging
-import os
 import sys
 import tempfile
 from importlib import resources
@@ -323,15 +321,6 @@ def _print_plugin(entry: dict[str, Any]) -> None:
 # ----------------------------------------------------------------------------- run
 
 
-def _quiet_libraries() -> None:
-    os.environ.setdefault("TQDM_DISABLE", "1")
-    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    os.environ.setdefault("DATASETS_VERBOSITY", "error")
-    for name in ("lm_eval", "lm-eval", "transformers", "datasets", "accelerate", "peft"):
-        logging.getLogger(name).setLevel(logging.ERROR)
-
-
 def cmd_run(host: Host, args: argparse.Namespace) -> int:
     from harness.display import LiveRun, terminal_console
     from harness.progress import reporting_to
@@ -350,8 +339,6 @@ def cmd_run(host: Host, args: argparse.Namespace) -> int:
         _print_plan(plan, out)
         return 0
 
-    if not args.verbose:
-        _quiet_libraries()
     console = terminal_console(stderr=False)  # the leaderboard and the summary
     live = LiveRun(terminal_console(), len(plan.cells))
     host.pm.register(live, name="harness-cli-live")
