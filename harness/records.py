@@ -36,12 +36,21 @@ def row_key(method: str, models: list[Mapping[str, Any]], options: Mapping[str, 
 
 @dataclass(frozen=True)
 class Score:
-    value: float
+    """A metric value and its standard error; None where it could not be computed (NaN
+    never reaches a file: strict JSON has no NaN)."""
+
+    value: float | None
     stderr: float | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("value", "stderr"):
+            number = getattr(self, name)
+            if isinstance(number, float) and math.isnan(number):
+                object.__setattr__(self, name, None)
 
     @property
     def is_number(self) -> bool:
-        return isinstance(self.value, (int, float)) and not math.isnan(self.value)
+        return isinstance(self.value, (int, float))
 
 
 @dataclass(frozen=True)
@@ -144,10 +153,11 @@ def _build(data: dict[str, Any]) -> CellRecord:
     def score(value: Any) -> Score | None:
         if value is None:
             return None
-        number = value["value"]
-        if number is not None and not isinstance(number, (int, float)):
-            raise TypeError(f"score value {number!r}")
-        return Score(math.nan if number is None else float(number), value.get("stderr"))
+        number, stderr = value["value"], value.get("stderr")
+        for part in (number, stderr):
+            if part is not None and (isinstance(part, bool) or not isinstance(part, (int, float))):
+                raise TypeError(f"score {part!r}")
+        return Score(None if number is None else float(number), stderr)
 
     metrics = {str(k): score(v) for k, v in (data.get("metrics") or {}).items()}
     return CellRecord(

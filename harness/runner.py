@@ -17,7 +17,6 @@ import dataclasses
 import datetime
 import functools
 import importlib.metadata as md
-import math
 import os
 import platform
 import subprocess
@@ -527,8 +526,8 @@ def make_record(cell: Cell, metrics: MetricValues, samples: list[dict[str, Any]]
     return record
 
 
-def _number(value: Any) -> float:
-    return math.nan if value is None else float(value)
+def _number(value: Any) -> float | None:
+    return None if value is None else float(value)
 
 
 @functools.lru_cache(maxsize=8)
