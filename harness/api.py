@@ -27,14 +27,14 @@ from harness.models import (ModelRef, is_vision_language, load_causal_lm, load_p
 from harness.specs import (ANCHOR_AUGMENTING, MODEL_PACK, ONE_MODEL, TEXT_CAPABILITIES,
                            BuildContext, Capability, DataSource, LmEvalPlan, MethodSpec, Metric,
                            MetricValues, ModelSlots, NoOptions, Samples, TaskContext, TaskSpec,
-                           Training, option)
+                           Training, at_least, option)
 from harness.training import TrainingOptions, fit, fitted_lm, freeze, trainable_parameters
 
 __all__ = [
     # registration
     "hookimpl", "MethodSpec", "TaskSpec", "Metric", "Capability", "TEXT_CAPABILITIES",
     "ModelSlots", "ONE_MODEL", "MODEL_PACK", "ANCHOR_AUGMENTING", "Training", "NoOptions",
-    "option",
+    "option", "at_least",
     # what the host hands to plugins
     "BuildContext", "TaskContext", "DataSource", "LmEvalPlan", "ModelRef", "Samples",
     "MetricValues",

@@ -14,12 +14,12 @@ import sys
 import tempfile
 from importlib import resources
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, NoReturn, Sequence
 
 import yaml
 
 from harness import __version__
-from harness.errors import HarnessError, UsageError, did_you_mean, first_line
+from harness.errors import HarnessError, UsageError, did_you_mean, first_line, redact
 from harness.host import Host, load_host
 from harness.options import build_options, option_infos, parse_pairs
 from harness.settings import (DEFAULT_OUT, SETTING_NAMES, RunRequest, RunSettings, SuiteMethod,
@@ -32,8 +32,15 @@ def _split(values: Sequence[str] | None) -> list[str]:
     return [part.strip() for value in values or [] for part in value.split(",") if part.strip()]
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, with its errors on one line like every other error of the harness."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"harness: error: {message} (see `{self.prog} --help`)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="harness", description="Benchmark methods that compose, fuse and adapt LLMs.")
     parser.add_argument("--version", action="version", version=f"harness {__version__}")
     parser.add_argument("-p", dest="plugins", action="append", default=[], metavar="NAME",
@@ -42,7 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true",
                         help="show what the libraries print (otherwise it goes to each cell's "
                              "log.txt)")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                                     parser_class=OneLineParser)
 
     listing = commands.add_parser("list", help="methods and tasks, or one plugin in full")
     listing.add_argument("name", nargs="?", help="a method or task to show in full")
@@ -355,7 +363,7 @@ def cmd_run(host: Host, args: argparse.Namespace) -> int:
     for outcome in outcomes:
         if outcome.status == "busy":
             console.print(f"[yellow]left to another process[/yellow] {_escape(outcome.cell.title)}: "
-                          f"{_escape(outcome.error)}")
+                          f"{_escape(redact(outcome.error))}")
     busy = (f", {counts['busy']} left to other processes (rerun later to collect them)"
             if counts["busy"] else "")
     summary = (f"{counts['ok']} computed, {counts['skipped']} already done, {counts['n/a']} n/a, "
@@ -455,8 +463,8 @@ def cmd_verify(host: Host, args: argparse.Namespace) -> int:
     for problem in problems:
         print(f"untrusted: {problem}")
     if problems:
-        print(f"{len(problems)} file(s) cannot be trusted; the next run recomputes those cells")
-        return 1
+        raise HarnessError(f"{len(problems)} file(s) in {args.out} cannot be trusted (listed "
+                           f"above); the next run recomputes those cells")
     print(f"{args.out}: every result matches its checksum and schema")
     return 0
 
@@ -473,12 +481,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except HarnessError as exc:
         if args.debug:
             raise
-        print(f"harness: error: {exc}", file=sys.stderr)
+        print(redact(f"harness: error: {exc}"), file=sys.stderr)
         return exc.exit_code
     except (OSError, ValueError) as exc:  # the file system or a library refused: still one line
         if args.debug:
             raise
-        print(f"harness: error: {type(exc).__name__}: {first_line(exc)}", file=sys.stderr)
+        print(redact(f"harness: error: {type(exc).__name__}: {first_line(exc)}"), file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("harness: interrupted; finished cells are kept, rerun the same command to resume",

@@ -22,6 +22,7 @@ from rich.table import Table
 from rich.text import Text
 
 from harness import hookimpl
+from harness.errors import redact
 
 
 def terminal_console(stderr: bool = True) -> Console:
@@ -76,7 +77,8 @@ class LiveRun:
         if outcome.status in ("ok", "failed") and self.cell_started:
             self.computed_seconds += time.monotonic() - self.cell_started
         if outcome.status == "failed":
-            self.console.print(f"[red]failed[/red] {escape(cell.title)}: {escape(outcome.error)}")
+            self.console.print(f"[red]failed[/red] {escape(cell.title)}: "
+                               f"{escape(redact(outcome.error))}")
         self.cell_title, self.cell_started = "", 0.0
 
     # ------------------------------------------------------------------ progress sink

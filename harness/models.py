@@ -67,6 +67,8 @@ class ModelRef:
         local = Path(self.id).expanduser()
         if local.is_dir():
             return {"id": str(local.resolve()), "files_sha256": weights_digest(local), **numerics}
+        if self.id.startswith(("/", "./", "../", "~")):
+            raise ModelLoadError(f"{self.id}: no such model folder")
         return {"id": self.id, "revision": self.revision, **numerics}
 
 

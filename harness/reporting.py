@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from harness import hookimpl
+from harness.errors import redact
 from harness.hookspecs import ReportWriter
 from harness.records import CellRecord
 from harness.store import Problem, Store, atomic_write_text
@@ -387,7 +388,7 @@ def plot_png(board: Board, path: Path) -> None:
 def _text_writer(name: str, filename: str, render: Any) -> ReportWriter:
     def write(board: Board, out_dir: Path) -> list[Path]:
         target = Path(out_dir) / filename
-        atomic_write_text(target, render(board))
+        atomic_write_text(target, redact(render(board)))
         return [target]
 
     return ReportWriter(name, write, checked=True)

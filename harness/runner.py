@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from harness import progress
-from harness.errors import HarnessError, UsageError, first_line
+from harness.errors import DataError, HarnessError, UsageError, first_line
 from harness.host import Host
 from harness.models import ModelRef
 from harness.records import CellRecord, CodeInfo, RowInfo, Score, TaskInfo, row_key
@@ -192,11 +192,35 @@ def plan_cells(host: Host, rows: list[MethodRow], columns: list[TaskColumn],
         if absent:
             raise UsageError(f"row {row.label!r} is restricted to task(s) {', '.join(absent)} "
                              f"that the run does not include")
+        problem = model_problem(row)
         for column in columns:
             if row.only_tasks and column.spec.name not in row.only_tasks:
                 continue
-            cells.append(_plan_cell(host, Cell(row, column, settings), store, force, versions))
+            cell = Cell(row, column, settings)
+            if problem:  # a bad model fails its own row's cells, never the whole suite
+                cell.code = {"method": host.code_of(row.spec), "task": host.code_of(column.spec)}
+                cell.state, cell.reason = "error", problem
+                cell.identity = {"row_error": problem, "method": row.spec.name,
+                                 "models": [m.id for m in row.models], "task": column.spec.name}
+                cell.fingerprint = fingerprint(cell.identity)
+                cells.append(cell)
+            else:
+                cells.append(_plan_cell(host, cell, store, force, versions))
     return Plan(cells, store, force)
+
+
+def model_problem(row: MethodRow) -> str | None:
+    """Why a row's base models cannot be identified (an unknown zoo name, a local folder
+    without weights), found at planning time."""
+    from harness.models import is_vision_language
+
+    for ref in row.models:
+        try:
+            ref.identity()
+            is_vision_language(ref)
+        except HarnessError as exc:
+            return f"model {ref.id!r}: {exc}"
+    return None
 
 
 def _plan_cell(host: Host, cell: Cell, store: Store, force: bool,
@@ -238,6 +262,9 @@ def _check_plan(cell: Cell) -> None:
         values = getattr(plan, attribute)
         if not isinstance(values, list) or not all(isinstance(v, Path) for v in values):
             raise UsageError(f"task {name!r}: LmEvalPlan.{attribute} must be a list of Paths")
+    missing = [str(p) for p in plan.data_files if not p.is_file()]
+    if missing:
+        raise DataError(f"task {name!r}: missing data file(s) {', '.join(missing[:3])}")
 
 
 def data_problem(task: TaskSpec, ctx: TaskContext) -> str | None:
@@ -262,8 +289,8 @@ def _identity(cell: Cell, versions: dict[str, str]) -> dict[str, Any]:
         "task": {"name": cell.task, "options": options_to_dict(cell.column.options),
                  "version": task_code.version, "distribution": task_code.distribution},
         "data": {"source": cell.settings.data_source.kind,
-                 "files": {f"{p.parent.name}/{p.name}": file_sha256(p)
-                           for p in (plan.data_files if plan else [])},
+                 "files": {f"{p.parent.name}/{p.name}": file_sha256(p) if p.is_file()
+                           else "missing" for p in (plan.data_files if plan else [])},
                  "training_data": _training_data_digest(cell.row.options)},
         "lm_eval": None if plan is None else {
             "tasks": [config_identity(t) for t in plan.tasks],
@@ -360,7 +387,7 @@ def _base_record(cell: Cell, status: Literal["ok", "n/a", "failed"], reason: str
         row=RowInfo(key=row.key, method=cell.method, label=row.label,
                     options=options_to_dict(row.options),
                     models=[dataclasses.asdict(m) for m in row.models],
-                    capabilities=sorted(str(c) for c in row.spec.capabilities_for(row.models)),
+                    capabilities=sorted(str(c) for c in _capabilities(row)),
                     trains=row.spec.training is not None),
         task=TaskInfo(name=cell.task, options=options_to_dict(cell.column.options),
                       headline_key=spec.headline.key, headline_label=spec.headline.label,
@@ -369,6 +396,13 @@ def _base_record(cell: Cell, status: Literal["ok", "n/a", "failed"], reason: str
         identity=cell.identity, code=dict(cell.code),
         finished_at=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         seed=cell.settings.seed, limit=cell.settings.limit)
+
+
+def _capabilities(row: MethodRow) -> frozenset[Any]:
+    try:
+        return row.spec.capabilities_for(row.models)
+    except HarnessError:  # a row whose models cannot be read: its method's own
+        return row.spec.capabilities
 
 
 def _record_not_applicable(store: Store, cell: Cell) -> CellOutcome:

@@ -39,6 +39,15 @@ class NoOptions:
     """Config dataclass for plugins that take no options."""
 
 
+def at_least(options: Any, **minimums: float) -> None:
+    """For an options dataclass's `__post_init__`: each named field must be at least its
+    minimum (None passes: it means "not set")."""
+    for name, minimum in minimums.items():
+        value = getattr(options, name)
+        if value is not None and value < minimum:
+            raise ValueError(f"{name} must be at least {minimum}, got {value}")
+
+
 def option(default: Any = dataclasses.MISSING, help: str = "", *,
            default_factory: Any = dataclasses.MISSING) -> Any:
     """A field of a plugin's options dataclass with its help text (`harness list NAME`

@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from harness.errors import DataError
+from harness.errors import DataError, redact
 from harness.records import CellRecord
 
 RESULT_FILE = "result.json"
@@ -107,9 +107,11 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 
 def write_jsonl(path: Path, records: Iterable[dict[str, Any]]) -> None:
+    """One JSON object per line, secrets redacted (samples can hold judge error bodies)."""
     with Path(path).open("w", encoding="utf-8") as handle:
         for record in records:
-            handle.write(json.dumps(record, sort_keys=True, default=str, ensure_ascii=False))
+            handle.write(redact(json.dumps(record, sort_keys=True, default=str,
+                                           ensure_ascii=False)))
             handle.write("\n")
         handle.flush()
         os.fsync(handle.fileno())
@@ -121,7 +123,11 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
 
 
 def record_json(record: CellRecord) -> str:
-    return json.dumps(record.to_dict(), indent=2, sort_keys=True, default=str) + "\n"
+    return redact(json.dumps(record.to_dict(), indent=2, sort_keys=True, default=str)) + "\n"
+
+
+def _redacted_log(log: Path) -> str:
+    return redact(log.read_text(encoding="utf-8", errors="replace"))
 
 
 def _pid_alive(pid: int) -> bool:
@@ -405,7 +411,7 @@ class Store:
             write_jsonl(staging / SAMPLES_FILE, samples)
             (staging / RESULT_FILE).write_text(record_json(record), encoding="utf-8")
             if log is not None and log.is_file():
-                shutil.copyfile(log, staging / LOG_FILE)
+                (staging / LOG_FILE).write_text(_redacted_log(log), encoding="utf-8")
             sums = "".join(f"{file_sha256(staging / name)}  {name}\n" for name in CHECKSUMMED)
             (staging / CHECKSUMS_FILE).write_text(sums, encoding="utf-8")
             for path in staging.iterdir():
@@ -435,8 +441,7 @@ class Store:
         path = self.failure_path(record.row.method, record.task.name, record.fingerprint)
         atomic_write_text(path, record_json(record))
         if log is not None and log.is_file():
-            atomic_write_text(path.with_suffix(".log.txt"),
-                              log.read_text(encoding="utf-8", errors="replace"))
+            atomic_write_text(path.with_suffix(".log.txt"), _redacted_log(log))
         if samples:
             write_jsonl(path.with_suffix(".samples.jsonl"), samples)
             _follow_umask(path.with_suffix(".samples.jsonl"))

@@ -12,8 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from harness.api import (BuildContext, MethodSpec, Training, TrainingOptions, UsageError,
-                         hookimpl, option)
+from harness.api import (BuildContext, MethodSpec, Training, TrainingOptions, UsageError, hookimpl,
+                         option)
 
 
 @dataclass(frozen=True)

@@ -9,8 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-from harness.api import (BuildContext, Capability, MethodSpec, ModelRef, hookimpl,
-                         is_vision_language)
+from harness.api import BuildContext, Capability, MethodSpec, ModelRef, hookimpl, is_vision_language
 
 
 def build(ctx: BuildContext) -> Any:

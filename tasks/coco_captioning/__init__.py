@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from harness.api import (Capability, DataError, LmEvalPlan, Metric, MetricValues, Samples,
-                         TaskContext, TaskSpec, dataset_dict, first_existing, first_response,
-                         hookimpl, option)
+                         TaskContext, TaskSpec, at_least, dataset_dict, first_existing,
+                         first_response, hookimpl, option)
 
 FIXTURES = Path(__file__).parent / "fixtures"
 EMBEDDED_ANNOTATIONS = FIXTURES / "captions.json"
@@ -42,6 +42,9 @@ class CocoOptions:
     corenlp_dir: str = option("", 'folder with the CoreNLP 3.6.0 jars SPICE needs (optional)')
     train_annotations: str = option(
         "captions_train.json", 'COCO captions file training methods fit on (images from image_dir)')
+
+    def __post_init__(self) -> None:
+        at_least(self, max_gen_toks=1)
 
 
 def read_coco_captions(path: Path) -> list[dict[str, Any]]:

@@ -28,8 +28,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from harness.api import (Capability, DataError, HarnessError, LmEvalPlan, Metric, MetricValues,
-                         Samples, UsageError, dataset_dict, first_existing, first_response,
-                         TaskContext, TaskSpec, hookimpl, option)
+                         Samples, TaskContext, TaskSpec, UsageError, at_least, dataset_dict,
+                         first_existing, first_response, hookimpl, option)
 
 FIXTURES = Path(__file__).parent / "fixtures"
 # Low-resource languages present in the shared 30-language FLORES-200 copy: East, West and
@@ -64,6 +64,9 @@ class FloresOptions:
         (), 'explicit "src-tgt" pairs (e.g. swh_Latn-eng_Latn); replaces languages x pivot')
     num_fewshot: int = option(0, 'examples from the dev split (must exist for both languages)')
     max_gen_toks: int = option(256, 'token budget per translation')
+
+    def __post_init__(self) -> None:
+        at_least(self, num_fewshot=0, max_gen_toks=1)
 
 
 def language_name(code: str) -> str:

@@ -12,8 +12,8 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from harness.api import (Capability, LmEvalPlan, Metric, TaskContext, TaskSpec, dataset_dict,
-                         first_existing, hookimpl, option, read_jsonl_rows)
+from harness.api import (Capability, LmEvalPlan, Metric, TaskContext, TaskSpec, at_least,
+                         dataset_dict, first_existing, hookimpl, option, read_jsonl_rows)
 
 FIXTURES = Path(__file__).parent / "fixtures"
 FIELDS = ("question", "answer")
@@ -23,6 +23,9 @@ FIELDS = ("question", "answer")
 class Gsm8kOptions:
     num_fewshot: int = option(5, 'solved examples from the train split before each question')
     max_gen_toks: int = option(256, 'token budget per answer')
+
+    def __post_init__(self) -> None:
+        at_least(self, num_fewshot=0, max_gen_toks=1)
 
 
 def load_split_files(test: Path, train: Path, **_: Any) -> Any:

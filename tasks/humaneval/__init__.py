@@ -31,8 +31,8 @@ from pathlib import Path
 from typing import Any
 
 from harness.api import (Capability, HarnessError, LmEvalPlan, Metric, MetricValues, Samples,
-                         TaskContext, TaskSpec, UsageError, dataset_dict, first_existing,
-                         hookimpl, option, read_jsonl_rows)
+                         TaskContext, TaskSpec, UsageError, dataset_dict, first_existing, hookimpl,
+                         option, read_jsonl_rows)
 from harness.sandbox import MAX_WORKERS, Limits, Program
 
 FIXTURES = Path(__file__).parent / "fixtures"

@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from harness.api import (Capability, DataError, LmEvalPlan, Metric, TaskContext, TaskSpec,
-                         UsageError, dataset_dict, first_existing, hookimpl, option, read_csv_rows)
+                         UsageError, at_least, dataset_dict, first_existing, hookimpl, option,
+                         read_csv_rows)
 from harness.errors import did_you_mean
 
 SUBJECTS = (
@@ -40,6 +41,9 @@ FIXTURES = Path(__file__).parent / "fixtures"
 class MmluOptions:
     num_fewshot: int = option(5, 'examples from the dev split before each question')
     subjects: tuple[str, ...] = option((), 'subjects to evaluate; empty: every subject in the data')
+
+    def __post_init__(self) -> None:
+        at_least(self, num_fewshot=0)
 
 
 def _check_row(row: list[str]) -> str | None:

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from harness.api import (Capability, DataError, HarnessError, LmEvalPlan, Metric, MetricValues,
-                         Samples, TaskContext, TaskSpec, dataset_dict, first_existing,
+                         Samples, TaskContext, TaskSpec, at_least, dataset_dict, first_existing,
                          first_response, hookimpl, option, read_jsonl_rows)
 from harness.stats import mean_and_stderr
 
@@ -68,6 +68,9 @@ class VicunaBenchOptions:
         "", "FastChat judge_prompts.jsonl; empty: the data's own, else ours")
     baseline: str = option(
         "", 'pairwise baseline answers: a file, a cell folder or cell:<row>; empty: single grading')
+
+    def __post_init__(self) -> None:
+        at_least(self, max_gen_toks=1, judge_max_tokens=1, judge_timeout_s=0.001, judge_retries=0, judge_parallel=1)
 
 
 @dataclass(frozen=True)

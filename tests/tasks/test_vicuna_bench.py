@@ -297,3 +297,27 @@ def test_end_to_end_with_local_zoo_judge(judge_cache, tmp_path):
     assert record["metrics"]["score_parse_failures"]["value"] == 2.0
     assert record["score_details"]["judge"] == {"backend": "local", "model": "harness-zoo/tiny-llama",
                                                 "base_url": "", "temperature": 0.0, "max_tokens": 8}
+
+
+def test_an_echoed_api_key_never_reaches_a_file_or_a_stream(server, judge_cache, tmp_path):
+    """A judge endpoint that echoes the key in its error bodies: the key appears in no
+    record, log, leaderboard or output stream."""
+    from support import run_cli
+
+    server.reply = lambda body: (401, json.dumps({"error": {"message": f"bad key {SECRET}",
+                                                           "key": SECRET}}).encode())
+    out = tmp_path / "out"
+    result = run_cli("run", "-m", "single", "-t", "vicuna_bench", "--data", "embedded",
+                     "--limit", "1", "--out", str(out), "-O", "max_gen_toks=4",
+                     "-O", "judge_backend=openai", "-O", f"judge_base_url={server.url}",
+                     "-O", f"judge_api_key_env={KEY_ENV}", "-O", "judge_retries=0",
+                     env={KEY_ENV: SECRET, "HARNESS_JUDGE_CACHE": str(judge_cache)})
+    assert result.returncode == 1
+    assert server.requests, "the judge was asked"
+    assert "[redacted]" in result.stderr
+    assert SECRET not in result.stdout + result.stderr
+    written = [p for p in out.rglob("*") if p.is_file()]
+    assert any(p.name.endswith(".log.txt") for p in written) and any(
+        p.suffix == ".json" for p in written)
+    for path in written:
+        assert SECRET.encode() not in path.read_bytes(), path
