@@ -77,6 +77,19 @@ def build_parser() -> argparse.ArgumentParser:
                      help="run only shard K of N (1-based), e.g. one per GPU or array job; all "
                           "shards share --out, and a cell claimed by one process is skipped by "
                           "the others")
+    run.add_argument("--executor", default="local", metavar="NAME",
+                     help="where jobs run: local (default), ray or slurm (`harness list` of "
+                          "executors: see the README)")
+    run.add_argument("--jobs", type=int, metavar="N",
+                     help="jobs at once (default: one per GPU, else 1); a job is a row's tasks "
+                          "on one built model, or one training cell")
+    run.add_argument("--gpus", metavar="IDS",
+                     help="GPU ids to share out among jobs (default: every visible GPU when "
+                          "--device is cuda)")
+    run.add_argument("--job-timeout", type=float, metavar="S",
+                     help="seconds before a job attempt is stopped (pool, ray and slurm)")
+    run.add_argument("--retries", type=int, default=0, metavar="N",
+                     help="further attempts of a job that failed or timed out (default 0)")
     run.add_argument("--dry-run", action="store_true", help="show the plan (done/pending/n/a) only")
     run.add_argument("--force", action="store_true", help="recompute finished cells")
     run.add_argument("--no-leaderboard", action="store_true",
@@ -94,6 +107,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     verify = commands.add_parser("verify", help="check every result file of a results folder")
     verify.add_argument("--out", type=Path, default=Path(DEFAULT_OUT), help="results root")
+
+    worker = commands.add_parser("_job", help=argparse.SUPPRESS)  # an executor's worker
+    worker.add_argument("spec", type=Path)
     return parser
 
 
@@ -347,12 +363,13 @@ def cmd_run(host: Host, args: argparse.Namespace) -> int:
         _print_plan(plan, out)
         return 0
 
+    executor = _executor(host, args, plan, settings)
     console = terminal_console(stderr=False)  # the leaderboard and the summary
     live = LiveRun(terminal_console(), len(plan.cells))
     host.pm.register(live, name="harness-cli-live")
     try:
         with live, reporting_to(live):
-            outcomes = run_plan(host, plan, capture_logs=not args.verbose)
+            outcomes = run_plan(host, plan, capture_logs=not args.verbose, executor=executor)
     finally:
         host.pm.unregister(name="harness-cli-live")
 
@@ -372,6 +389,36 @@ def cmd_run(host: Host, args: argparse.Namespace) -> int:
         summary += f" (logs beside the failure records in {out / 'failed'})"
     console.print(summary)
     return 1 if counts["failed"] else 0
+
+
+def _executor(host: Host, args: argparse.Namespace, plan: Any, settings: RunSettings) -> Any:
+    """The chosen executor, bound to this run's slots, GPUs, timeout and retries."""
+    from harness.executors import ExecutionContext, executor_named
+    from harness.executors.local import visible_gpus
+
+    spec = executor_named(host, args.executor)
+    if args.gpus is not None:
+        gpus = _split([args.gpus])
+    else:
+        gpus = visible_gpus() if (settings.device or "").startswith("cuda") else []
+    if args.jobs is not None and args.jobs < 1:
+        raise UsageError(f"--jobs must be at least 1, got {args.jobs}")
+    if args.retries < 0:
+        raise UsageError(f"--retries must be at least 0, got {args.retries}")
+    if args.job_timeout is not None and args.job_timeout <= 0:
+        raise UsageError(f"--job-timeout must be positive, got {args.job_timeout}")
+    slots = args.jobs or max(1, len(gpus))
+
+    def run(jobs: list[Any]) -> list[Any]:
+        return spec.run(ExecutionContext(host, plan, jobs, list(args.plugins), slots, gpus,
+                                         args.job_timeout, args.retries, not args.verbose))
+    return run
+
+
+def cmd_job(host: Host, args: argparse.Namespace) -> int:
+    from harness.executors import worker_main
+
+    return worker_main(args.spec, capture_logs=not args.verbose)
 
 
 def _print_plan(plan: Any, out: Path) -> None:
@@ -470,7 +517,7 @@ def cmd_verify(host: Host, args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"list": cmd_list, "run": cmd_run, "leaderboard": cmd_leaderboard,
-            "status": cmd_status, "verify": cmd_verify}
+            "status": cmd_status, "verify": cmd_verify, "_job": cmd_job}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -26,6 +26,7 @@ import pluggy
 
 if TYPE_CHECKING:
     from harness.reporting import Board
+    from harness.executors import ExecutorSpec
     from harness.runner import Cell, CellOutcome, Plan
     from harness.specs import MethodSpec, TaskSpec
 
@@ -84,6 +85,21 @@ def harness_cell_finished(cell: Cell, outcome: CellOutcome) -> None:
 @hookspec
 def harness_run_finished(plan: Plan, outcomes: list[CellOutcome]) -> None:
     """Every cell of the run has been attempted."""
+
+
+# --------------------------------------------------------------------------- execution
+
+
+@hookspec
+def harness_executors() -> list[ExecutorSpec]:
+    """Return executors: named ways to run a plan's jobs (`harness run --executor NAME`).
+
+    An executor receives an `ExecutionContext` (the plan, its jobs, slots, GPUs, timeout,
+    retries) and returns every job cell's `CellOutcome`. Jobs travel as JSON job specs
+    (`harness.executors.job_spec`) that a worker runs with `run_job_spec`, so an executor
+    only has to start workers somewhere that shares the --out folder. The host's own
+    executors (local, ray, slurm) are contributed the same way.
+    """
 
 
 # --------------------------------------------------------------------------- reporting

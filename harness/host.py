@@ -1,7 +1,7 @@
 """The pluggy host: discovers plugins and collects their methods, tasks and writers.
 
-The host's own leaderboard writers (`harness.reporting`) are part of the host, not a
-plugin a switch can block: `-p no:NAME` and `HARNESS_DISABLE_PLUGIN_AUTOLOAD` act on the
+The host's own leaderboard writers (`harness.reporting`) and executors
+(`harness.executors`) are part of the host, not plugins a switch can block: `-p no:NAME` and `HARNESS_DISABLE_PLUGIN_AUTOLOAD` act on the
 entry-point plugins only.
 """
 
@@ -29,7 +29,8 @@ ENTRY_POINT_GROUP = "harness"
 BUILTIN_DISTRIBUTION = "harness"
 AUTOLOAD_OFF = "HARNESS_DISABLE_PLUGIN_AUTOLOAD"
 EXTRA_PLUGINS = "HARNESS_PLUGINS"
-HOST_REPORTERS = "harness.reporting"
+# The host's own plugins: leaderboard writers and executors, never blocked by a switch.
+HOST_PLUGINS = ("harness.reporting", "harness.executors")
 # What a plugin's source hash covers: code and the configs shipped beside it.
 SOURCE_SUFFIXES = (".py", ".yaml", ".yml", ".jinja")
 
@@ -99,8 +100,9 @@ def load_host(switches: Iterable[str] = ()) -> Host:
         pm.set_blocked(name)
     host = Host(pm)
 
-    _register(host, HOST_REPORTERS, "built-in", lambda: importlib.import_module(HOST_REPORTERS),
-              HOST_REPORTERS, f"{BUILTIN_DISTRIBUTION} {__version__}")
+    for module in HOST_PLUGINS:
+        _register(host, module, "built-in", lambda m=module: importlib.import_module(m), module,
+                  f"{BUILTIN_DISTRIBUTION} {__version__}")
     if not os.environ.get(AUTOLOAD_OFF):
         for entry_point in sorted(md.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
             if pm.is_blocked(entry_point.name) or pm.has_plugin(entry_point.name):

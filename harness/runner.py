@@ -13,6 +13,7 @@ collect the per-sample log, score, and record.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import datetime
 import functools
@@ -24,7 +25,7 @@ import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Callable, Literal
 
 from harness import progress
 from harness.errors import DataError, HarnessError, UsageError, first_line
@@ -339,15 +340,47 @@ def plan_entries(plan: Plan) -> list[dict[str, Any]]:
 # ----------------------------------------------------------------------------- execution
 
 
-def run_plan(host: Host, plan: Plan, capture_logs: bool = True) -> list[CellOutcome]:
-    """Run every pending cell; record n/a cells; a failing cell never stops the others.
+@dataclass
+class Job:
+    """Cells that share one built LM: every pending task of a row that does not train (its
+    models load once, as lm-eval evaluates several tasks on one model); a training row's
+    cells are jobs of their own (each task fits its own adapter)."""
+
+    cells: list[Cell]
+
+    @property
+    def title(self) -> str:
+        return f"{self.cells[0].row.label} × {', '.join(c.task for c in self.cells)}"
+
+
+def make_jobs(cells: list[Cell], group: bool = True) -> list[Job]:
+    """Pending cells grouped into jobs (`group=False`: one cell per job)."""
+    jobs: dict[str, Job] = {}
+    for cell in cells:
+        if cell.state != "pending":
+            continue
+        spec = cell.row.spec
+        shared = group and spec.training is None and spec.reuse_across_tasks
+        key = cell.row.key if shared else cell.fingerprint
+        jobs.setdefault(key, Job([])).cells.append(cell)
+    return list(jobs.values())
+
+
+Executor = Callable[[list[Job]], list[CellOutcome]]
+
+
+def run_plan(host: Host, plan: Plan, capture_logs: bool = True,
+             executor: Executor | None = None, group: bool = True) -> list[CellOutcome]:
+    """Record the plan's done, n/a and refused cells, then run its pending cells as jobs
+    (`executor`; by default in this process, one job after another). A failing cell
+    never stops the others.
 
     With `capture_logs`, what libraries print while a cell runs goes into the cell's
     log.txt instead of the terminal.
     """
     plan.store.write_plan(plan_entries(plan))
     host.hook.harness_run_started(plan=plan)
-    outcomes = []
+    outcomes: dict[int, CellOutcome] = {}
     for cell in plan.cells:
         if cell.state == "done":
             outcome = CellOutcome(cell, "skipped",
@@ -357,26 +390,58 @@ def run_plan(host: Host, plan: Plan, capture_logs: bool = True) -> list[CellOutc
                 continue  # recorded by an earlier run
             outcome = _record_not_applicable(plan.store, cell)
         elif cell.state == "error":
-            outcome = _record_failure(plan.store, cell, cell.reason, "")
+            outcome = record_failure(plan.store, cell, cell.reason, "")
         else:
-            outcome = _claim_and_run(host, plan, cell, capture_logs)
+            continue
+        host.hook.harness_cell_finished(cell=cell, outcome=outcome)
+        outcomes[id(cell)] = outcome
+    jobs = make_jobs(plan.cells, group)
+    if executor is None:
+        results = [o for job in jobs for o in run_job(host, plan, job, capture_logs)]
+    else:
+        results = executor(jobs)
+    for outcome in results:
+        outcomes[id(outcome.cell)] = outcome
+    ordered = [outcomes[id(c)] for c in plan.cells if id(c) in outcomes]
+    host.hook.harness_run_finished(plan=plan, outcomes=ordered)
+    return ordered
+
+
+@dataclass
+class BuiltLM:
+    """A method's LM built once for a job, with what its build reported."""
+
+    lm: Any
+    report: dict[str, Any]
+    seconds: float
+
+
+def run_job(host: Host, plan: Plan, job: Job, capture_logs: bool = True) -> list[CellOutcome]:
+    """The job's cells in this process, its LM built at the first cell that needs it.
+
+    Each cell is claimed before it runs, so jobs shared out to several processes compute
+    every cell once.
+    """
+    built: BuiltLM | None = None
+    build_error: tuple[str, str] | None = None
+    outcomes = []
+    for cell in job.cells:
+        with plan.store.claim(cell.fingerprint) as holder:
+            if holder is not None:
+                outcome = CellOutcome(cell, "busy", error=f"running in process {holder}")
+            elif not plan.force and plan.store.is_done(cell.method, cell.task, cell.fingerprint):
+                # another process finished it between our plan and our claim
+                outcome = CellOutcome(cell, "skipped", plan.store.cell_dir(
+                    cell.method, cell.task, cell.fingerprint))
+            elif build_error is not None:
+                outcome = record_failure(plan.store, cell, *build_error)
+            else:
+                host.hook.harness_cell_started(cell=cell)
+                outcome, built, build_error = _run_cell(plan.store, cell, capture_logs,
+                                                        built, keep=len(job.cells) > 1)
         host.hook.harness_cell_finished(cell=cell, outcome=outcome)
         outcomes.append(outcome)
-    host.hook.harness_run_finished(plan=plan, outcomes=outcomes)
     return outcomes
-
-
-def _claim_and_run(host: Host, plan: Plan, cell: Cell, capture_logs: bool) -> CellOutcome:
-    store = plan.store
-    with store.claim(cell.fingerprint) as holder:
-        if holder is not None:
-            return CellOutcome(cell, "busy", error=f"running in process {holder}")
-        if not plan.force and store.is_done(cell.method, cell.task, cell.fingerprint):
-            # another process finished it between our plan and our claim
-            return CellOutcome(cell, "skipped",
-                               store.cell_dir(cell.method, cell.task, cell.fingerprint))
-        host.hook.harness_cell_started(cell=cell)
-        return _run_cell(store, cell, capture_logs)
 
 
 def _base_record(cell: Cell, status: Literal["ok", "n/a", "failed"], reason: str = ""
@@ -410,7 +475,7 @@ def _record_not_applicable(store: Store, cell: Cell) -> CellOutcome:
     return CellOutcome(cell, "n/a", path)
 
 
-def _record_failure(store: Store, cell: Cell, error: str, trace: str,
+def record_failure(store: Store, cell: Cell, error: str, trace: str,
                     log: Path | None = None) -> CellOutcome:
     record = _base_record(cell, "failed", error)
     record.traceback = trace
@@ -418,36 +483,63 @@ def _record_failure(store: Store, cell: Cell, error: str, trace: str,
     return CellOutcome(cell, "failed", error=error)
 
 
-def _run_cell(store: Store, cell: Cell, capture_logs: bool) -> CellOutcome:
+class BuildError(HarnessError):
+    """The method's LM could not be built: the job's other cells fail with the same
+    reason instead of building again."""
+
+
+def _run_cell(store: Store, cell: Cell, capture_logs: bool, built: BuiltLM | None = None,
+              keep: bool = False
+              ) -> tuple[CellOutcome, BuiltLM | None, tuple[str, str] | None]:
+    """Evaluate and record one claimed cell. Returns its outcome, the LM to reuse for the
+    job's next cells (with `keep`), and the build's error when the LM could not be built."""
     workdir = store.workdir(cell.fingerprint)
     log = workdir / "log.txt"
     try:
         with progress.captured_output(log if capture_logs else None):
-            record, samples = evaluate_cell(cell, workdir, store)
-    except HarnessError as exc:
-        return _record_failure(store, cell, str(exc), traceback.format_exc(), log)
+            record, samples, built = evaluate_cell(cell, workdir, store, built, keep)
     except Exception as exc:  # a plugin bug must not take the matrix down
-        message = f"{type(exc).__name__}: {first_line(exc)}"
-        return _record_failure(store, cell, message, traceback.format_exc(), log)
+        cause = exc.__cause__ if isinstance(exc, BuildError) and exc.__cause__ else exc
+        message = (str(cause) if isinstance(cause, HarnessError)
+                   else f"{type(cause).__name__}: {first_line(cause)}")
+        trace = traceback.format_exc()
+        build_error = (message, trace) if isinstance(exc, BuildError) else None
+        return record_failure(store, cell, message, trace, log), None, build_error
     if not record.has_score:  # kept whole (metrics, details, samples), but not done
         reason = (record.score_details.get("headline_unavailable")
                   or f"no {record.task.headline_key} could be computed (NaN)")
         record.status, record.reason = "failed", f"no score: {reason}"
         store.record_failure(record, log, samples)
-        return CellOutcome(cell, "failed", error=record.reason)
+        return CellOutcome(cell, "failed", error=record.reason), built, None
     path = store.commit_cell(record, samples, log if capture_logs else None)
-    return CellOutcome(cell, "ok", path, record.headline.value if record.headline else None)
+    headline = record.headline.value if record.headline else None
+    return CellOutcome(cell, "ok", path, headline), built, None
 
 
-def evaluate_cell(cell: Cell, workdir: Path, store: Store | None = None
-                  ) -> tuple[CellRecord, list[dict[str, Any]]]:
-    """Build the method's LM, evaluate it with lm-eval, collect samples, score, record."""
+def evaluate_cell(cell: Cell, workdir: Path, store: Store | None = None,
+                  built: BuiltLM | None = None, keep: bool = False
+                  ) -> tuple[CellRecord, list[dict[str, Any]], BuiltLM | None]:
+    """Build the method's LM (or reuse `built`), evaluate it with lm-eval, collect
+    samples, score, record. Returns the record, the samples and, with `keep`, the LM for
+    the job's next cell."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     timings: dict[str, float] = {}
     context = build_context(cell, workdir)
-    with _timed(timings, "build_s"):
-        progress.current().phase("load")
-        lm = build_lm(cell, context)
+    if built is None:
+        with _timed(timings, "build_s"):
+            progress.current().phase("load")
+            try:
+                lm = build_lm(cell, context)
+            except Exception as exc:
+                raise BuildError(first_line(exc)) from exc
+        built = BuiltLM(lm, copy.deepcopy(context.report), timings["build_s"])
+    else:
+        lm = built.lm
+        context.report.update(copy.deepcopy(built.report))
+        timings["build_s"], timings["build_shared"] = built.seconds, 1.0
+        begin = getattr(lm, "begin_cell", None)
+        if callable(begin):  # the LM's per-cell state (records, report) starts afresh
+            begin(context)
     with _timed(timings, "evaluate_s"):
         output = run_lm_eval(cell, lm, workdir)
     samples = collect_samples(output, lm)
@@ -455,7 +547,8 @@ def evaluate_cell(cell: Cell, workdir: Path, store: Store | None = None
     with _timed(timings, "score_s"):
         progress.current().phase("score")
         metrics = score_samples(cell, samples, task_ctx)
-    return make_record(cell, metrics, samples, output, context, task_ctx, timings), samples
+    record = make_record(cell, metrics, samples, output, context, task_ctx, timings)
+    return record, samples, built if keep else None
 
 
 class _timed:

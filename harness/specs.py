@@ -149,6 +149,12 @@ class MethodSpec:
     # Bump when a code change can change this method's numbers: it enters every cell and
     # fit fingerprint, so results and cached fits of the old code are recomputed.
     version: str = "1"
+    # A method that does not train is built once per row and its LM evaluated on every
+    # task of the row (`begin_cell(ctx)`, when the LM defines it, resets per-cell state).
+    # False when `build` depends on the task it is given.
+    reuse_across_tasks: bool = True
+    # GPUs one job of this method needs; None: estimated from its models' weights.
+    gpus: int | None = None
 
     def capabilities_for(self, models: Sequence["ModelRef"]) -> frozenset[Capability]:
         """What this method's LM can answer when built on `models`."""

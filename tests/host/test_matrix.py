@@ -93,8 +93,8 @@ def test_two_methods_on_one_task_never_share_responses(tmp_path: Path) -> None:
     llama, gpt2 = _cells(tmp_path)
     assert llama.fingerprint != gpt2.fingerprint
     store = Store(tmp_path)
-    llama_record, llama_samples = evaluate_cell(llama, store.workdir(llama.fingerprint))
-    gpt2_record, gpt2_samples = evaluate_cell(gpt2, store.workdir(gpt2.fingerprint))
+    llama_record, llama_samples, _ = evaluate_cell(llama, store.workdir(llama.fingerprint))
+    gpt2_record, gpt2_samples, _ = evaluate_cell(gpt2, store.workdir(gpt2.fingerprint))
     assert list(store.workdir(llama.fingerprint).glob("responses*.db"))
     assert list(store.workdir(gpt2.fingerprint).glob("responses*.db"))
     responses = lambda samples: [s["response"] for s in samples]  # noqa: E731
@@ -102,9 +102,9 @@ def test_two_methods_on_one_task_never_share_responses(tmp_path: Path) -> None:
 
     # lm-eval keys its cache by request only (lm-eval #2715): pointing the second model at the
     # first one's cache returns the first model's answers. Scoping by fingerprint prevents it.
-    _, leaked = evaluate_cell(gpt2, store.workdir(llama.fingerprint))
+    _, leaked, _ = evaluate_cell(gpt2, store.workdir(llama.fingerprint))
     assert responses(leaked) == responses(llama_samples)
-    _, replayed = evaluate_cell(gpt2, store.workdir(gpt2.fingerprint))
+    _, replayed, _ = evaluate_cell(gpt2, store.workdir(gpt2.fingerprint))
     assert responses(replayed) == responses(gpt2_samples)
 
 
@@ -134,3 +134,32 @@ def test_embedded_suite_covers_every_builtin_method_and_task(tmp_path: Path) -> 
     suite = load_suite("embedded")
     listed = {m.method for m in suite.methods} | {t.task for t in suite.tasks}
     assert builtin <= listed, f"missing from the embedded suite: {builtin - listed}"
+
+
+def test_a_row_built_once_gives_the_per_cell_results(tmp_path: Path) -> None:
+    """A frozen method's row runs its tasks on one built LM; every record and sample equals
+    what one build per cell gives."""
+    from harness.runner import make_jobs, run_plan
+
+    host = load_host()
+    single, mmlu, gsm8k = host.method("single"), host.task("mmlu"), host.task("gsm8k")
+    rows = [MethodRow(single, (ModelRef("harness-zoo/tiny-llama"),), single.options())]
+    columns = [TaskColumn(mmlu, mmlu.options(subjects=("astronomy",), num_fewshot=1)),
+               TaskColumn(gsm8k, gsm8k.options(num_fewshot=1, max_gen_toks=8))]
+    results = {}
+    for group in (True, False):
+        store = Store(tmp_path / str(group))
+        plan = plan_cells(host, rows, columns, RunSettings(data="embedded", limit=2), store)
+        assert len(make_jobs(plan.cells, group)) == (1 if group else 2)
+        outcomes = run_plan(host, plan, group=group)
+        assert [o.status for o in outcomes] == ["ok", "ok"]
+        results[group] = {r.task.name: (r, read_jsonl(store.cell_dir(r.row.method, r.task.name,
+                                                                     r.fingerprint) / "samples.jsonl"))
+                          for r in store.results()}
+    for task, (grouped, samples) in results[True].items():
+        alone, alone_samples = results[False][task]
+        assert grouped.fingerprint == alone.fingerprint
+        assert grouped.metrics == alone.metrics and samples == alone_samples
+        assert grouped.method_report == alone.method_report
+    assert results[True]["gsm8k"][0].timings["build_shared"] == 1.0  # built for mmlu
+    assert "build_shared" not in results[True]["mmlu"][0].timings
