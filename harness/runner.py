@@ -116,7 +116,7 @@ class Plan:
 @dataclass
 class CellOutcome:
     cell: Cell
-    status: Literal["ok", "n/a", "failed", "skipped", "busy"]
+    status: Literal["ok", "n/a", "failed", "skipped", "busy", "shard"]
     path: Path | None = None
     headline: float | None = None
     error: str = ""
@@ -347,14 +347,19 @@ class Job:
     cells are jobs of their own (each task fits its own adapter)."""
 
     cells: list[Cell]
+    shard: tuple[int, int] | None = None  # (index, count): one document shard of one cell
 
     @property
     def title(self) -> str:
         return f"{self.cells[0].row.label} × {', '.join(c.task for c in self.cells)}"
 
 
-def make_jobs(cells: list[Cell], group: bool = True) -> list[Job]:
-    """Pending cells grouped into jobs (`group=False`: one cell per job)."""
+def make_jobs(cells: list[Cell], group: bool = True, doc_shards: int = 1) -> list[Job]:
+    """Pending cells grouped into jobs (`group=False`: one cell per job); with
+    `doc_shards` > 1, each cell's documents split over that many jobs (harness.shards)."""
+    if doc_shards > 1:
+        return [Job([cell], (index, doc_shards)) for cell in cells if cell.state == "pending"
+                for index in range(doc_shards)]
     jobs: dict[str, Job] = {}
     for cell in cells:
         if cell.state != "pending":
@@ -395,13 +400,14 @@ def run_plan(host: Host, plan: Plan, capture_logs: bool = True,
             continue
         host.hook.harness_cell_finished(cell=cell, outcome=outcome)
         outcomes[id(cell)] = outcome
-    jobs = make_jobs(plan.cells, group)
+    jobs = make_jobs(plan.cells, group, plan.cells[0].settings.doc_shards if plan.cells else 1)
     if executor is None:
         results = [o for job in jobs for o in run_job(host, plan, job, capture_logs)]
     else:
         results = executor(jobs)
-    for outcome in results:
-        outcomes[id(outcome.cell)] = outcome
+    for outcome in results:  # a cell's merge (or failure) outranks its shards' outcomes
+        if outcome.status != "shard" or id(outcome.cell) not in outcomes:
+            outcomes[id(outcome.cell)] = outcome
     ordered = [outcomes[id(c)] for c in plan.cells if id(c) in outcomes]
     host.hook.harness_run_finished(plan=plan, outcomes=ordered)
     return ordered
@@ -422,6 +428,10 @@ def run_job(host: Host, plan: Plan, job: Job, capture_logs: bool = True) -> list
     Each cell is claimed before it runs, so jobs shared out to several processes compute
     every cell once.
     """
+    if job.shard is not None:
+        from harness.shards import run_shard
+
+        return run_shard(host, plan, job, capture_logs)
     built: BuiltLM | None = None
     build_error: tuple[str, str] | None = None
     outcomes = []

@@ -38,6 +38,8 @@ class RunSettings:
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = option(
         "auto", "model dtype; auto: bfloat16 on a GPU, float32 on the CPU")
     batch_size: int = option(1, "requests per forward pass (lm-eval batch size)")
+    doc_shards: int = option(1, "split each cell's documents over this many jobs, merged "
+                                "before scoring (results do not change)")
     out: str = option(DEFAULT_OUT, "results root")
 
     def __post_init__(self) -> None:
@@ -45,6 +47,8 @@ class RunSettings:
             raise ValueError(f"limit must be a positive integer, got {self.limit}")
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, got {self.batch_size}")
+        if self.doc_shards < 1:
+            raise ValueError(f"doc_shards must be a positive integer, got {self.doc_shards}")
         if self.data == "local" and not self.data_dir:
             raise ValueError(f"data local needs data_dir (--data-dir DIR or ${DATA_DIR_VARIABLE})")
         if self.data_dir and self.data in ("hf", "embedded"):

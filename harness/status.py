@@ -66,13 +66,15 @@ def matrix_status(host: Host, out: Path) -> list[CellStatus]:
         statuses[fp] = CellStatus("untrusted", known.label if known else "?",
                                   known.task if known else "?", fp, problem.reason)
     for lock in sorted((out / "locks").glob("*.lock")):
-        fp = lock.stem
-        holder = store.holder(fp)
+        fp, part = lock.stem[:16], lock.stem[16:]
+        holder = store.holder(fp, part)
         if holder is None:
             continue
         known = statuses.get(fp)
         statuses[fp] = CellStatus("running", known.label if known else "?",
-                                  known.task if known else "?", fp, f"held by {holder}")
+                                  known.task if known else "?", fp,
+                                  f"held by {holder}" + (f" (document shard {part[1:]})"
+                                                         if part else ""))
     return sorted(statuses.values(), key=lambda s: (ORDER.index(s.state), s.label, s.task))
 
 

@@ -184,8 +184,8 @@ class Store:
     def failure_path(self, method: str, task: str, fp: str) -> Path:
         return self.root / "failed" / f"{method}--{task}--{fp[:16]}.json"
 
-    def lock_path(self, fp: str) -> Path:
-        return self.root / "locks" / f"{fp[:16]}.lock"
+    def lock_path(self, fp: str, part: str = "") -> Path:
+        return self.root / "locks" / f"{fp[:16]}{part}.lock"
 
     # ------------------------------------------------------------------ reading
 
@@ -297,9 +297,9 @@ class Store:
     # ------------------------------------------------------------------ locks
 
     @contextmanager
-    def claim(self, fp: str) -> Iterator[LockHolder | None]:
-        """Hold a cell's lock while it runs; yields None, or the live holder if another
-        process has it.
+    def claim(self, fp: str, part: str = "") -> Iterator[LockHolder | None]:
+        """Hold a cell's lock (or the lock of one `part` of it, a document shard) while it
+        runs; yields None, or the live holder if another process has it.
 
         The lock is created exclusively and whole (a hard link of a complete file), so
         each cell runs once across processes and nodes sharing the folder. Its holder
@@ -307,7 +307,7 @@ class Store:
         unreadable, left by a dead process on this host, or not refreshed for
         `lock_stale_s` is taken over.
         """
-        lock = self.lock_path(fp)
+        lock = self.lock_path(fp, part)
         lock.parent.mkdir(parents=True, exist_ok=True)
         me = {"host": socket.gethostname(), "pid": os.getpid(), "started": time.time()}
         fd, draft = tempfile.mkstemp(prefix=".draft-", dir=lock.parent)
@@ -377,9 +377,9 @@ class Store:
             except OSError:
                 return
 
-    def holder(self, fp: str) -> LockHolder | None:
-        """Who holds a cell's lock now (for `harness status`), without taking it."""
-        lock = self.lock_path(fp)
+    def holder(self, fp: str, part: str = "") -> LockHolder | None:
+        """Who holds a cell's (or a part's) lock now (`harness status`), without taking it."""
+        lock = self.lock_path(fp, part)
         try:
             stat = lock.stat()
             data = json.loads(lock.read_text())

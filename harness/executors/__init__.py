@@ -72,7 +72,9 @@ class ExecutorSpec:
 
 
 def job_id(job: Job) -> str:
-    return job.cells[0].fingerprint[:12] + (f"+{len(job.cells) - 1}" if len(job.cells) > 1 else "")
+    more = f"+{len(job.cells) - 1}" if len(job.cells) > 1 else ""
+    shard = f"-{job.shard[0]}of{job.shard[1]}" if job.shard else ""
+    return job.cells[0].fingerprint[:12] + more + shard
 
 
 def job_spec(job: Job, switches: list[str], force: bool) -> dict[str, Any]:
@@ -91,6 +93,7 @@ def job_spec(job: Job, switches: list[str], force: bool) -> dict[str, Any]:
                   for c in job.cells],
         "settings": dataclasses.asdict(settings),
         "fingerprints": [c.fingerprint for c in job.cells],
+        "shard": list(job.shard) if job.shard else None,
     }
 
 
@@ -118,7 +121,8 @@ def run_job_spec(spec: dict[str, Any], capture_logs: bool = True) -> list[dict[s
                            f"here (code, data or libraries changed since the run was planned)")
     pending = [by_fingerprint[fp] for fp in spec["fingerprints"]
                if by_fingerprint[fp].state == "pending"]
-    outcomes = run_job(host, plan, Job(pending), capture_logs) if pending else []
+    shard = tuple(spec["shard"]) if spec.get("shard") else None
+    outcomes = run_job(host, plan, Job(pending, shard), capture_logs) if pending else []
     return [{"fingerprint": o.cell.fingerprint, "status": o.status, "error": o.error,
              "headline": o.headline} for o in outcomes]
 
