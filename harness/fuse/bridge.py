@@ -107,7 +107,7 @@ class Bridge:
 
     def backward(self, grad_b: torch.Tensor, alignments: Sequence[Alignment],
                  shape_a: torch.Size) -> torch.Tensor:
-        grad_b = grad_b.float()
+        grad_b = grad_b.to(torch.promote_types(grad_b.dtype, torch.float32))
         if self.adjoint == "official":
             return self._released_backward(grad_b, alignments, shape_a)
         return self._adjoint_backward(grad_b, alignments, shape_a)

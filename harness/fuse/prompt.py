@@ -17,6 +17,7 @@ import torch.nn.functional as F
 
 from harness.fuse.bridge import Bridge, splice
 from harness.fuse.caption import PrimaryLM
+from harness.fuse.words import word_start_token
 
 SEPARATOR = "\n"  # between the prompt and the example, at discovery and evaluation alike
 IGNORE = -100
@@ -142,8 +143,7 @@ def discover(ctx: Any, members: Sequence[Member], method: str) -> dict[str, Any]
     if folder.record.is_file():
         return json.loads(folder.record.read_text()) | {"fit_cached": True}
     objective = AnswerObjective(members, chosen)
-    placeholder = members[0].tokenizer("!" if options.algorithm == "autodan" else ".",
-                                       add_special_tokens=False)["input_ids"][0]
+    placeholder = word_start_token(members[0].tokenizer, "!" if options.algorithm == "autodan" else ".")
     result = search(objective, options.search_config(), ctx.seed, placeholder)
     tokenizer = members[0].tokenizer
     report = {"prompt": tokenizer.decode(result.ids), "prompt_ids": result.ids,

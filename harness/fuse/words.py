@@ -124,3 +124,14 @@ def printable_tokens(tokenizer: Any, vocab_size: int) -> list[bool]:
         text = tokenizer.decode([token_id])
         allowed.append(bool(text.strip()) and all(32 <= ord(c) < 127 for c in text))
     return allowed
+
+
+def word_start_token(tokenizer: Any, text: str) -> int:
+    """A token that starts a new word showing `text` (" !" -> GPT-2's "Ġ!"), or the first
+    token of `text` when the tokenizer needs more than one for that. Searches place it as
+    AutoDAN's placeholder next token (the released code's "!") and as GCG's initial token
+    (its "."): as a word of its own it is linearised where most candidates, which start
+    words, will be; glued to the word before it, the correct adjoint would give it no
+    gradient whenever it falls past that word's B-token count."""
+    ids = tokenizer(" " + text, add_special_tokens=False)["input_ids"]
+    return int(ids[0]) if len(ids) == 1 else int(tokenizer(text, add_special_tokens=False)["input_ids"][0])

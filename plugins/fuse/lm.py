@@ -11,6 +11,7 @@ from harness.errors import HarnessError
 from harness.fuse.bridge import Bridge
 from harness.fuse.caption import CaptionObjective, CaptionWeights, ClipText, PrimaryLM
 from harness.fuse.search import SearchConfig, search
+from harness.fuse.words import word_start_token
 
 
 class FuseCaptioner(LM):
@@ -26,7 +27,7 @@ class FuseCaptioner(LM):
         super().__init__()
         self.primary, self.clip, self.image_processor = primary, clip, image_processor
         self.bridge, self.config, self.weights, self.seed = bridge, config, weights, seed
-        self.placeholder = _first_token(primary.tokenizer, "!" if config.algorithm == "autodan" else ".")
+        self.placeholder = word_start_token(primary.tokenizer, "!" if config.algorithm == "autodan" else ".")
         self.details: dict[int, dict[str, Any]] = {}
 
     def generate_until(self, requests: list[Any], disable_tqdm: bool = False) -> list[str]:
@@ -64,6 +65,3 @@ class FuseCaptioner(LM):
     def loglikelihood_rolling(self, requests: list[Any], disable_tqdm: bool = False) -> list[Any]:
         raise HarnessError("fuse generates captions; it does not score log-likelihoods")
 
-
-def _first_token(tokenizer: Any, text: str) -> int:
-    return int(tokenizer(text, add_special_tokens=False)["input_ids"][0])
