@@ -43,7 +43,6 @@ ADJOINTS = ("correct", "official")
 class Alignment:
     """One text seen by both models: B's tokens and every token's word on either side."""
 
-    text: str
     ids_b: tuple[int, ...]
     words_a: tuple[int, ...]
     words_b: tuple[int, ...]
@@ -82,7 +81,7 @@ class Bridge:
         for row in ids_a:
             text, spans_a = decoded_spans(self.tokenizer_a, row)
             ids_b, spans_b = tokenize_spans(self.tokenizer_b, text)
-            alignments.append(Alignment(text, tuple(ids_b), tuple(token_words(spans_a, text)),
+            alignments.append(Alignment(tuple(ids_b), tuple(token_words(spans_a, text)),
                                         tuple(token_words(spans_b, text))))
         return alignments
 

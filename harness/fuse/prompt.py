@@ -9,6 +9,8 @@ gradient is exact backprop; the others reach the primary model's tokens through 
 
 from __future__ import annotations
 
+import json
+import random
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -17,7 +19,11 @@ import torch.nn.functional as F
 
 from harness.fuse.bridge import Bridge, splice
 from harness.fuse.caption import PrimaryLM
+from harness.fuse.search import search
 from harness.fuse.words import word_start_token
+from harness.specs import BuildContext
+from harness.store import atomic_write_text
+from harness.training import FitFolder, data_digest, fit_fingerprint, fits_root, training_examples
 
 SEPARATOR = "\n"  # between the prompt and the example, at discovery and evaluation alike
 IGNORE = -100
@@ -123,17 +129,10 @@ class AnswerObjective:
         return self.primary.logits(ids)
 
 
-def discover(ctx: Any, members: Sequence[Member], method: str) -> dict[str, Any]:
+def discover(ctx: BuildContext, members: Sequence[Member], method: str) -> dict[str, Any]:
     """The prompt for this cell's training data: read from the fit cache (keyed like every
     fit: models, options, data, seed, device) or searched and stored. Returns the report
     (prompt text and ids, budget, objective) that the cell's record keeps."""
-    import json
-    import random
-
-    from harness.fuse.search import search
-    from harness.store import atomic_write_text
-    from harness.training import FitFolder, data_digest, fit_fingerprint, fits_root, training_examples
-
     options = ctx.options
     examples, source = training_examples(ctx, options)
     chosen = random.Random(ctx.seed).sample(examples, min(options.train_examples, len(examples)))
@@ -148,7 +147,8 @@ def discover(ctx: Any, members: Sequence[Member], method: str) -> dict[str, Any]
     tokenizer = members[0].tokenizer
     report = {"prompt": tokenizer.decode(result.ids), "prompt_ids": result.ids,
               "train_steps": len(result.step_losses), "loss_evaluations": result.evaluations,
-              "train_seconds": round(result.seconds, 3), "final_loss": result.loss,
+              "train_seconds": round(result.seconds, 3), "first_loss": result.step_losses[0],
+              "final_loss": result.loss,
               "step_losses": result.step_losses,
               "no_prompt_loss": float(objective.losses(torch.zeros(1, 0, dtype=torch.long))[0]),
               "train_examples": len(chosen), "train_data": source, "fit_fingerprint": key}

@@ -30,15 +30,17 @@ class FuseCaptionOptions(FuseOptions):
 
 
 def build(ctx: BuildContext) -> Any:
+    from harness.api import freeze, load_causal_lm
     from harness.fuse.bridge import connect
     from harness.fuse.caption import CaptionWeights, ClipText, PrimaryLM
-    from harness.models import load_causal_lm, load_clip
+    from harness.models import load_clip
 
     from .lm import FuseCaptioner
 
     options: FuseCaptionOptions = ctx.options
     lm, tokenizer = load_causal_lm(ctx.models[0])
     clip, clip_tokenizer, images = load_clip(ctx.models[1])
+    freeze(lm), freeze(clip)  # gradients flow to the one-hot tokens only
     primary = PrimaryLM.with_text_prefix(lm, tokenizer, options.prefix)
     clip_text = ClipText(clip, clip_tokenizer, options.prefix)
     bridge, adapter_report = connect(
