@@ -5,8 +5,9 @@ circularly convolves slices: (X * Y)[:, :, r] = sum_a X[:, :, a] @ Y[:, :, (r - 
 Along the third axis the DFT turns that convolution into k independent matrix products,
 so every operation below is: FFT along the last axis, one batched matrix operation over
 the Fourier slices, inverse FFT. Real tensors need only the k // 2 + 1 slices of the real
-FFT (the others are their complex conjugates). Every function also takes leading batch
-dimensions: (..., n, m, k).
+FFT (the others are their complex conjugates), and of those the first (and, for even k, the
+last) are real matrices, whose pseudo-inverses take real arithmetic. Every function also
+takes leading batch dimensions: (..., n, m, k).
 """
 
 from __future__ import annotations
@@ -64,13 +65,27 @@ def t_identity(n: int, k: int, dtype: torch.dtype = torch.float32,
     return identity
 
 
+def _slice_pinv(x_hat: torch.Tensor, k: int) -> torch.Tensor:
+    """Pseudo-inverses of the real FFT's slices (..., k // 2 + 1, n, m) of a real tensor of
+    depth k: the zero-frequency slice (and the Nyquist slice for even k) in real arithmetic,
+    the complex ones batched."""
+    real = [0] + ([k // 2] if k % 2 == 0 and k > 1 else [])
+    complex_ = [f for f in range(x_hat.shape[-3]) if f not in real]
+    inverse = x_hat.new_empty(*x_hat.shape[:-2], x_hat.shape[-1], x_hat.shape[-2])
+    inverse[..., real, :, :] = torch.linalg.pinv(x_hat[..., real, :, :].real).to(x_hat.dtype)
+    if complex_:
+        inverse[..., complex_, :, :] = torch.linalg.pinv(x_hat[..., complex_, :, :])
+    return inverse
+
+
 def t_pinv(x: torch.Tensor) -> torch.Tensor:
     """The t-pseudo-inverse X^+ (..., m, n, k): each Fourier slice's Moore-Penrose inverse."""
-    return _from_fourier_slices(torch.linalg.pinv(_fourier_slices(x)), x.shape[-1])
+    k = x.shape[-1]
+    return _from_fourier_slices(_slice_pinv(_fourier_slices(x), k), k)
 
 
 def t_least_squares(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """X^+ * Y, the minimum-norm least-squares solution T of X * T = Y, in one pass over
     the Fourier slices (no separate inverse transform of X^+)."""
     k = _depth(x, y)
-    return _from_fourier_slices(torch.linalg.pinv(_fourier_slices(x)) @ _fourier_slices(y), k)
+    return _from_fourier_slices(_slice_pinv(_fourier_slices(x), k) @ _fourier_slices(y), k)

@@ -37,8 +37,8 @@ def test_associativity_and_identity(k: int) -> None:
 
 def test_batched_over_leading_dimensions() -> None:
     x, y = randn(2, 6, 4, 3, 3, seed=1), randn(2, 6, 3, 5, 3, seed=2)
-    batched = t_product(x, y)
-    torch.testing.assert_close(batched[1, 4], t_product(x[1, 4], y[1, 4]), rtol=0, atol=1e-12)
+    torch.testing.assert_close(t_product(x, y)[1, 4], t_product(x[1, 4], y[1, 4]), rtol=0, atol=1e-12)
+    torch.testing.assert_close(t_pinv(y)[0, 2], t_pinv(y[0, 2]), rtol=0, atol=1e-12)
 
 
 def test_unequal_depths_are_refused() -> None:
