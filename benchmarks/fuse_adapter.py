@@ -81,8 +81,9 @@ def adapter_benchmark(words: int, d_a: int, d_b: int, max_subtokens: int, device
 def caption_benchmark(steps: int) -> None:
     from PIL import Image
 
+    from harness import zoo
     from harness.fuse.adapter import AdapterConfig
-    from harness.fuse.bridge import connect
+    from harness.fuse.bridge import Side, connect
     from harness.fuse.caption import CaptionObjective, ClipText, PrimaryLM
     from harness.fuse.search import SearchConfig, search
     from harness.fuse.words import word_start_token
@@ -94,8 +95,9 @@ def caption_benchmark(steps: int) -> None:
     clip, clip_tokenizer, processor = load_clip(clip_ref)
     primary = PrimaryLM.with_text_prefix(lm, tokenizer, "An image of")
     text = ClipText(clip, clip_tokenizer, "An image of")
-    bridge, _ = connect(lm_ref.identity(), tokenizer, primary.embeddings, clip_ref.identity(),
-                        clip_tokenizer, text.embeddings, AdapterConfig(), "", "correct", 0)
+    bridge, _ = connect(Side(lm_ref.identity(), tokenizer, primary.embeddings),
+                        Side(clip_ref.identity(), clip_tokenizer, text.embeddings),
+                        AdapterConfig(), "", "correct", 0, zoo.cache_root())
     with Image.open(sorted((FIXTURES / "images").iterdir())[0]) as image:
         features = text.image_features([image.convert("RGB")], processor)
     objective = CaptionObjective(primary, text, bridge, features)

@@ -177,11 +177,7 @@ def load_clip(ref: ModelRef) -> tuple[Any, Any, Any]:
     if not (hasattr(model, "get_text_features") and hasattr(model, "get_image_features")):
         raise ModelLoadError(f"{ref.id!r} is a {type(model).__name__}, not a CLIP-style "
                              f"image-text model")
-    try:
-        images = AutoImageProcessor.from_pretrained(ref.location(), revision=ref.revision)
-    except Exception as exc:  # transformers raises many types for a bad reference
-        raise ModelLoadError(f"cannot load the image processor of {ref.id!r}: {first_line(exc)}") from exc
-    return model, load_tokenizer(ref), images
+    return model, load_tokenizer(ref), _from_pretrained(AutoImageProcessor, ref, "the image processor of")
 
 
 def _load_weights(auto_class: Any, ref: ModelRef, what: str, **kwargs: Any) -> Any:

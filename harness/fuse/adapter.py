@@ -93,23 +93,17 @@ def fit_adapter(embeddings_a: torch.Tensor, embeddings_b: torch.Tensor,
     return Adapter(tuple(maps), tuple(fitted))
 
 
-def adapter_cache_root() -> Path:
-    from harness import zoo
-
-    return zoo.cache_root() / "fuse-adapters"
-
-
 def load_or_fit_adapter(identity_a: Any, identity_b: Any, embeddings_a: torch.Tensor,
                         embeddings_b: torch.Tensor, tokenizer_a: Any, tokenizer_b: Any,
-                        dictionary: Dictionary, config: AdapterConfig) -> Adapter:
-    """The adapter from A to B, each T_k read from the on-disk cache keyed by (A identity,
-    B identity, dictionary hash, k, max_words) or fitted and stored there."""
+                        dictionary: Dictionary, config: AdapterConfig, cache_root: Path) -> Adapter:
+    """The adapter from A to B, each T_k read from `<cache_root>/fuse-adapters`, keyed by
+    (A identity, B identity, dictionary hash, k, max_words), or fitted and stored there."""
     device = embeddings_a.device
     keys = {k: fingerprint({"version": ADAPTER_VERSION, "a": identity_a, "b": identity_b,
                             "dictionary": dictionary.digest, "k": k,
                             "max_words": config.max_words})
             for k in range(1, config.max_subtokens + 1)}
-    paths = {k: adapter_cache_root() / f"k{k}-{key[:32]}.pt" for k, key in keys.items()}
+    paths = {k: Path(cache_root) / "fuse-adapters" / f"k{k}-{key[:32]}.pt" for k, key in keys.items()}
     cached = {k: torch.load(p, map_location=device, weights_only=True)
               for k, p in paths.items() if p.is_file()}
     missing = [k for k in paths if k not in cached]

@@ -26,6 +26,7 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass
 from itertools import groupby
+from pathlib import Path
 from typing import Any, Literal, Sequence
 
 import torch
@@ -149,21 +150,30 @@ class Bridge:
         return grad_a
 
 
-def connect(identity_a: Any, tokenizer_a: Any, embeddings_a: torch.Tensor, identity_b: Any,
-            tokenizer_b: Any, embeddings_b: torch.Tensor, config: AdapterConfig,
-            dictionary: str, adjoint: Adjoint, seed: int) -> tuple[Bridge, dict[str, Any]]:
+@dataclass(frozen=True)
+class Side:
+    """One model as a bridge sees it: its identity (what the adapter cache is keyed by), its
+    tokenizer and its input embedding table."""
+
+    identity: Any
+    tokenizer: Any
+    embeddings: torch.Tensor
+
+
+def connect(a: Side, b: Side, config: AdapterConfig, dictionary: str, adjoint: Adjoint, seed: int,
+            cache_root: Path) -> tuple[Bridge, dict[str, Any]]:
     """The bridge from model A to model B (identity when both are the same model: same
     weights, tokenizer, dtype and device) and a report of its adapter."""
-    if identity_a == identity_b:
-        return Bridge(tokenizer_a, tokenizer_b, embeddings_b, None, adjoint, seed), {"identity": True}
+    if a.identity == b.identity:
+        return Bridge(a.tokenizer, b.tokenizer, b.embeddings, None, adjoint, seed), {"identity": True}
     words = read_dictionary(dictionary, seed)
     started = time.perf_counter()
-    adapter = load_or_fit_adapter(identity_a, identity_b, embeddings_a, embeddings_b,
-                                  tokenizer_a, tokenizer_b, words, config)
+    adapter = load_or_fit_adapter(a.identity, b.identity, a.embeddings, b.embeddings,
+                                  a.tokenizer, b.tokenizer, words, config, cache_root)
     report = {"dictionary": words.source, "dictionary_words": len(words.words),
               "dictionary_sha256": words.digest, "words_per_subtoken_count": list(adapter.words),
               "adapter_seconds": round(time.perf_counter() - started, 3)}
-    return Bridge(tokenizer_a, tokenizer_b, embeddings_b, adapter, adjoint, seed), report
+    return Bridge(a.tokenizer, b.tokenizer, b.embeddings, adapter, adjoint, seed), report
 
 
 def splice(base: torch.Tensor, x: torch.Tensor, start: int, mask: torch.Tensor) -> torch.Tensor:

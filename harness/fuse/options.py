@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
-from harness.specs import option
+from harness.specs import BuildContext, option
 
 
 @dataclass(frozen=True)
@@ -47,7 +48,11 @@ class FuseOptions:
             "length", "swaps", "eval_batch")}
         return SearchConfig(**(fields | overrides))
 
-    def adapter_config(self) -> Any:
+    def connect(self, a: Any, b: Any, ctx: BuildContext) -> Any:
+        """(bridge, adapter report) from side `a` to side `b` (`harness.fuse.bridge.Side`),
+        the adapter cached under the run's cache root."""
         from harness.fuse.adapter import AdapterConfig
+        from harness.fuse.bridge import connect
 
-        return AdapterConfig(max_subtokens=self.max_subtokens, max_words=self.max_words)
+        config = AdapterConfig(max_subtokens=self.max_subtokens, max_words=self.max_words)
+        return connect(a, b, config, self.dictionary, self.adjoint, ctx.seed, Path(ctx.cache_root))

@@ -23,7 +23,8 @@ from harness.fuse.search import search
 from harness.fuse.words import word_start_token
 from harness.specs import BuildContext
 from harness.store import atomic_write_text
-from harness.training import FitFolder, data_digest, fit_fingerprint, fits_root, training_examples
+from harness.training.cache import fit_fingerprint, fit_folder
+from harness.training.data import data_digest, training_examples
 
 SEPARATOR = "\n"  # between the prompt and the example, at discovery and evaluation alike
 IGNORE = -100
@@ -138,7 +139,7 @@ def discover(ctx: BuildContext, members: Sequence[Member], method: str) -> dict[
     chosen = random.Random(ctx.seed).sample(examples, min(options.train_examples, len(examples)))
     device = members[0].device
     key = fit_fingerprint(ctx, method, options, data_digest(chosen), device.type)
-    folder = FitFolder(fits_root() / f"{method}-{key[:24]}")
+    folder = fit_folder(ctx, method, key)
     if folder.record.is_file():
         return json.loads(folder.record.read_text()) | {"fit_cached": True}
     objective = AnswerObjective(members, chosen)

@@ -31,7 +31,7 @@ class FuseCaptionOptions(FuseOptions):
 
 def build(ctx: BuildContext) -> Any:
     from harness.api import freeze, load_causal_lm
-    from harness.fuse.bridge import connect
+    from harness.fuse.bridge import Side
     from harness.fuse.caption import CaptionWeights, ClipText, PrimaryLM
     from harness.models import load_clip
 
@@ -43,10 +43,9 @@ def build(ctx: BuildContext) -> Any:
     freeze(lm), freeze(clip)  # gradients flow to the one-hot tokens only
     primary = PrimaryLM.with_text_prefix(lm, tokenizer, options.prefix)
     clip_text = ClipText(clip, clip_tokenizer, options.prefix)
-    bridge, adapter_report = connect(
-        ctx.models[0].identity(), tokenizer, primary.embeddings, ctx.models[1].identity(),
-        clip_tokenizer, clip_text.embeddings, options.adapter_config(), options.dictionary,
-        options.adjoint, ctx.seed)
+    bridge, adapter_report = options.connect(
+        Side(ctx.models[0].identity(), tokenizer, primary.embeddings),
+        Side(ctx.models[1].identity(), clip_tokenizer, clip_text.embeddings), ctx)
     ctx.report.update(trainable_params=0,
                       total_params=sum(p.numel() for m in (lm, clip) for p in m.parameters()),
                       adapter=adapter_report)

@@ -15,7 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from harness.api import MODEL_PACK, BuildContext, MethodSpec, Training, hookimpl, option
+from harness.api import (MODEL_PACK, BuildContext, MethodSpec, Training, UsageError, hookimpl,
+                         option)
 from harness.fuse.options import FuseOptions
 
 
@@ -37,24 +38,21 @@ class FusePromptOptions(FuseOptions):
 
 def build(ctx: BuildContext) -> Any:
     from harness.api import freeze, hf_lm, load_causal_lm
-    from harness.fuse.bridge import connect
+    from harness.fuse.bridge import Side
     from harness.fuse.prompt import SEPARATOR, Member, discover
 
     from .lm import PrefixedLM
 
     options: FusePromptOptions = ctx.options
     if options.eval_member >= len(ctx.models):
-        from harness.api import UsageError
-
         raise UsageError(f"eval_member={options.eval_member} but the pack has {len(ctx.models)} models")
     loaded = [load_causal_lm(ref) for ref in ctx.models]
-    (primary, primary_tokenizer), members, adapters = loaded[0], [], []
-    for ref, (model, tokenizer) in zip(ctx.models, loaded):
+    sides = [Side(ref.identity(), tokenizer, model.get_input_embeddings().weight)
+             for ref, (model, tokenizer) in zip(ctx.models, loaded)]
+    members, adapters = [], []
+    for side, (model, tokenizer) in zip(sides, loaded):
         freeze(model)
-        bridge, report = connect(ctx.models[0].identity(), primary_tokenizer,
-                                 primary.get_input_embeddings().weight, ref.identity(), tokenizer,
-                                 model.get_input_embeddings().weight, options.adapter_config(),
-                                 options.dictionary, options.adjoint, ctx.seed)
+        bridge, report = options.connect(sides[0], side, ctx)
         members.append(Member(model, tokenizer, bridge))
         adapters.append(report)
     report = discover(ctx, members, "fuse_prompt")

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from harness.fuse.adapter import Adapter, AdapterConfig, fit_adapter
-from harness.fuse.bridge import Alignment, Bridge, connect
+from harness import zoo
+from harness.fuse.bridge import Alignment, Bridge, Side, connect
 from harness.fuse.tensor import t_identity, t_product
 from harness.fuse.words import decoded_spans, token_words
 from harness.models import ModelRef, load_tokenizer
@@ -145,8 +146,8 @@ def test_identical_models_pass_the_gradient_unchanged(tokenizers: tuple, pair: t
     tok_a, _ = tokenizers
     table_a, _, _ = pair
     ref = ModelRef("harness-zoo/tiny-gpt2")
-    bridge, report = connect(ref.identity(), tok_a, table_a, ref.identity(), tok_a, table_a,
-                             AdapterConfig(), "", "correct", 0)
+    side = Side(ref.identity(), tok_a, table_a)
+    bridge, report = connect(side, side, AdapterConfig(), "", "correct", 0, zoo.cache_root())
     assert bridge.identity and report == {"identity": True}
     ids = ids_of(tok_a)
     weights = torch.randn(1, len(ids), D_A, dtype=torch.float64, generator=torch.Generator().manual_seed(2))

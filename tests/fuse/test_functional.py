@@ -23,8 +23,9 @@ from __future__ import annotations
 import pytest
 from PIL import Image
 
+from harness import zoo
 from harness.fuse.adapter import AdapterConfig
-from harness.fuse.bridge import connect
+from harness.fuse.bridge import Side, connect
 from harness.fuse.caption import CaptionObjective, ClipText, PrimaryLM
 from harness.fuse.search import SearchConfig, search
 from harness.fuse.words import word_start_token
@@ -40,8 +41,9 @@ def captioning() -> tuple:
     lm, tokenizer = load_causal_lm(lm_ref)
     clip, clip_tokenizer, images = load_clip(clip_ref)
     primary, text = PrimaryLM.with_text_prefix(lm, tokenizer, PREFIX), ClipText(clip, clip_tokenizer, PREFIX)
-    bridge, _ = connect(lm_ref.identity(), tokenizer, primary.embeddings, clip_ref.identity(),
-                        clip_tokenizer, text.embeddings, AdapterConfig(), "", "correct", 0)
+    bridge, _ = connect(Side(lm_ref.identity(), tokenizer, primary.embeddings),
+                        Side(clip_ref.identity(), clip_tokenizer, text.embeddings),
+                        AdapterConfig(), "", "correct", 0, zoo.cache_root())
     return primary, text, images, bridge
 
 

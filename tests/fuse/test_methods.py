@@ -10,8 +10,8 @@ import pytest
 
 from harness.host import load_host
 from harness.models import ModelRef
-from harness.runner import MethodRow, Settings, TaskColumn, plan_cells, run_plan
-from harness.specs import DataSource
+from harness.runner import MethodRow, TaskColumn, plan_cells, run_plan
+from harness.settings import RunSettings
 from harness.store import Store
 from harness.tasks.coco_captioning import scoring
 from support import run_cli
@@ -32,7 +32,7 @@ def test_fuse_rows_side_by_side_and_prompt_discovery(tmp_path: Path) -> None:
             _row(host, "fuse_prompt", "fuse_prompt", train_examples=2, **SMALL_SEARCH)]
     columns = [TaskColumn(host.task(name), host.task(name).options())
                for name in ("coco_captioning", "mmlu", "gsm8k")]
-    settings = Settings(DataSource("embedded"), limit=1)
+    settings = RunSettings(data="embedded", limit=1)
     plan = plan_cells(host, rows, columns, settings, Store(tmp_path / "out"))
     by_cell = {(c.row.label, c.column.spec.name): c for c in plan.cells}
     assert by_cell["fuse", "gsm8k"].reason == "captions images only"
