@@ -40,13 +40,12 @@ class FuseOptions:
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
 
-    def search_config(self, **overrides: Any) -> Any:
+    def search_config(self) -> Any:
         from harness.fuse.search import SearchConfig
 
-        fields = {name: getattr(self, name) for name in (
+        return SearchConfig(**{name: getattr(self, name) for name in (
             "algorithm", "guidance", "steps", "candidates", "beam_width", "logit_weight",
-            "length", "swaps", "eval_batch")}
-        return SearchConfig(**(fields | overrides))
+            "length", "swaps", "eval_batch")})
 
     def connect(self, a: Any, b: Any, ctx: BuildContext) -> Any:
         """(bridge, adapter report) from side `a` to side `b` (`harness.fuse.bridge.Side`),

@@ -40,7 +40,8 @@ def build(ctx: BuildContext) -> Any:
     options: FuseCaptionOptions = ctx.options
     lm, tokenizer = load_causal_lm(ctx.models[0])
     clip, clip_tokenizer, images = load_clip(ctx.models[1])
-    freeze(lm), freeze(clip)  # gradients flow to the one-hot tokens only
+    for model in (lm, clip):  # gradients flow to the one-hot tokens only
+        freeze(model)
     primary = PrimaryLM.with_text_prefix(lm, tokenizer, options.prefix)
     clip_text = ClipText(clip, clip_tokenizer, options.prefix)
     bridge, adapter_report = options.connect(
