@@ -6,6 +6,7 @@ import dataclasses
 from typing import Any
 
 from lm_eval.api.model import LM
+from tqdm.auto import tqdm
 
 from harness.errors import HarnessError
 from harness.fuse.bridge import Bridge
@@ -32,7 +33,7 @@ class FuseCaptioner(LM):
 
     def generate_until(self, requests: list[Any], disable_tqdm: bool = False) -> list[str]:
         captions = []
-        for request in requests:
+        for request in tqdm(requests, desc="FUSE captions", disable=disable_tqdm):
             _, settings, media = request.args
             images = media.get("visual") if isinstance(media, dict) else None
             if not images:
