@@ -170,6 +170,18 @@ def load_vision_lm(ref: ModelRef, **kwargs: Any) -> Any:
     return _load_weights(AutoModelForImageTextToText, ref, "vision-language model", **kwargs)
 
 
+def load_clip(ref: ModelRef) -> tuple[Any, Any, Any]:
+    """(model, tokenizer, image processor) of a CLIP-style dual encoder (`AutoModel` with
+    `get_text_features` / `get_image_features`, e.g. openai/clip-vit-base-patch32)."""
+    from transformers import AutoImageProcessor, AutoModel
+
+    model = _load_weights(AutoModel, ref, "CLIP model")
+    if not (hasattr(model, "get_text_features") and hasattr(model, "get_image_features")):
+        raise ModelLoadError(f"{ref.id!r} is a {type(model).__name__}, not a CLIP-style "
+                             f"image-text model")
+    return model, load_tokenizer(ref), _from_pretrained(AutoImageProcessor, ref, "the image processor of")
+
+
 def _load_weights(auto_class: Any, ref: ModelRef, what: str, **kwargs: Any) -> Any:
     """`auto_class.from_pretrained` in the reference's dtype, in eval mode on its device."""
     model = _from_pretrained(auto_class, ref, what, dtype=torch_dtype(ref.resolved_dtype),

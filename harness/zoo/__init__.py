@@ -12,6 +12,11 @@ with "Ġ". Fusion methods that align vocabularies are tested across that gap.
 `tiny-vlm` is a vision-language model of transformers' Llava class: a tiny CLIP vision
 tower, Llava's projector and a tiny Llama, saved with its `LlavaProcessor` so that
 `AutoProcessor` / `AutoModelForImageTextToText.from_pretrained` load it like a hub VLM.
+
+`tiny-clip` is a CLIP dual encoder (transformers' `CLIPModel`: text tower, vision tower,
+projections) with a third tokenizer family, CLIP's: lower-cased, split on whitespace and
+punctuation, BPE words ending in "</w>". It is saved with its image processor, so
+`AutoModel` / `AutoTokenizer` / `AutoImageProcessor` load it like openai/clip-vit-base-patch32.
 """
 
 from __future__ import annotations
@@ -34,8 +39,8 @@ CORPUS = Path(__file__).with_name("corpus.txt")
 @dataclass(frozen=True)
 class ZooRecipe:
     name: str
-    architecture: str  # "llama", "gpt2" or "llava" (vision tower + projector + llama)
-    tokenizer: str  # "metaspace" or "bytelevel"
+    architecture: str  # "llama", "gpt2", "llava" (vision tower + projector + llama) or "clip"
+    tokenizer: str  # "metaspace", "bytelevel" or "clip"
     vocab_size: int
     hidden_size: int
     layers: int
@@ -56,6 +61,9 @@ RECIPES: dict[str, ZooRecipe] = {
                   "GPT-2-like, byte-level BPE"),
         ZooRecipe("tiny-vlm", "llava", "metaspace", 640, 64, 4, 4, 2, 0,
                   "Llava: tiny CLIP vision tower (32 px, 8 px patches) + projector + tiny Llama"),
+        ZooRecipe("tiny-clip", "clip", "clip", 512, 48, 2, 2, 2, 0,
+                  "CLIP dual encoder: text tower (CLIP tokenizer) + vision tower (32 px), "
+                  "32-d projections"),
     )
 }
 
@@ -63,6 +71,8 @@ RECIPES: dict[str, ZooRecipe] = {
 VISION_TOWER = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
                 "num_attention_heads": 2, "image_size": 32, "patch_size": 8}
 IMAGE_TOKEN = "<image>"
+# The towers of "clip" recipes besides the recipe's text width; CLIP's 77-token context.
+CLIP_TOWERS = {"vision": VISION_TOWER, "projection_dim": 32, "max_text_positions": 77}
 
 MAX_POSITIONS = 4096
 
@@ -89,11 +99,17 @@ def is_vision_language(recipe: ZooRecipe) -> bool:
     return recipe.architecture == "llava"
 
 
+def is_clip(recipe: ZooRecipe) -> bool:
+    return recipe.architecture == "clip"
+
+
 def recipe_fingerprint(recipe: ZooRecipe) -> str:
     content: dict[str, Any] = {"recipe": asdict(recipe), "version": RECIPE_VERSION,
                                "corpus": hashlib.sha256(CORPUS.read_bytes()).hexdigest()}
     if is_vision_language(recipe):  # text-only recipes keep the fingerprints they always had
         content["vision_tower"] = VISION_TOWER
+    if is_clip(recipe):
+        content["clip_towers"] = CLIP_TOWERS
     payload = json.dumps(content, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()
 
@@ -120,7 +136,8 @@ def zoo_path(model_id: str) -> Path:
 
 def train_tokenizer(kind: str, vocab_size: int) -> Any:
     """Train a tokenizer of the given family on the shipped corpus (deterministic)."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from tokenizers import (Tokenizer, decoders, models, normalizers, pre_tokenizers, processors,
+                            trainers)
 
     text = CORPUS.read_text(encoding="utf-8").splitlines()
     if kind == "metaspace":
@@ -144,6 +161,20 @@ def train_tokenizer(kind: str, vocab_size: int) -> Any:
                                       initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
                                       show_progress=False)
         tok.train_from_iterator(text, trainer)
+    elif kind == "clip":
+        start, end = "<|startoftext|>", "<|endoftext|>"
+        tok = Tokenizer(models.BPE(unk_token=end, end_of_word_suffix="</w>"))
+        tok.normalizer = normalizers.Sequence([normalizers.NFC(), normalizers.Lowercase()])
+        tok.pre_tokenizer = pre_tokenizers.Whitespace()
+        tok.decoder = decoders.BPEDecoder(suffix="</w>")
+        alphabet = [chr(c) for c in range(33, 127) if not chr(c).isupper()]
+        trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=[start, end],
+                                      initial_alphabet=alphabet, end_of_word_suffix="</w>",
+                                      show_progress=False)
+        tok.train_from_iterator(text, trainer)
+        tok.post_processor = processors.TemplateProcessing(
+            single=f"{start} $A {end}", pair=f"{start} $A {end} $B {end}",
+            special_tokens=[(start, tok.token_to_id(start)), (end, tok.token_to_id(end))])
     else:
         raise ValueError(f"unknown tokenizer family {kind!r}")
     return tok
@@ -159,15 +190,32 @@ def _wrap_tokenizer(recipe: ZooRecipe) -> Any:
         return PreTrainedTokenizerFast(tokenizer_object=raw, bos_token="<s>", eos_token="</s>",
                                        unk_token="<unk>", pad_token="<pad>",
                                        model_max_length=MAX_POSITIONS, **extra)
+    if recipe.tokenizer == "clip":  # openai's CLIP pads with its end-of-text token
+        return PreTrainedTokenizerFast(tokenizer_object=raw, bos_token="<|startoftext|>",
+                                       eos_token="<|endoftext|>", unk_token="<|endoftext|>",
+                                       pad_token="<|endoftext|>",
+                                       model_max_length=CLIP_TOWERS["max_text_positions"])
     return PreTrainedTokenizerFast(tokenizer_object=raw, bos_token="<|endoftext|>",
                                    eos_token="<|endoftext|>", unk_token="<|endoftext|>",
                                    model_max_length=MAX_POSITIONS)
 
 
 def _config(recipe: ZooRecipe, tokenizer: Any) -> Any:
-    from transformers import CLIPVisionConfig, GPT2Config, LlamaConfig, LlavaConfig
+    from transformers import (CLIPConfig, CLIPTextConfig, CLIPVisionConfig, GPT2Config,
+                              LlamaConfig, LlavaConfig)
 
     vocab = len(tokenizer)
+    if recipe.architecture == "clip":
+        text = CLIPTextConfig(vocab_size=vocab, hidden_size=recipe.hidden_size,
+                              intermediate_size=recipe.hidden_size * 2,
+                              num_hidden_layers=recipe.layers, num_attention_heads=recipe.heads,
+                              max_position_embeddings=CLIP_TOWERS["max_text_positions"],
+                              bos_token_id=tokenizer.bos_token_id,
+                              eos_token_id=tokenizer.eos_token_id,
+                              pad_token_id=tokenizer.pad_token_id)
+        return CLIPConfig(text_config=text.to_dict(),
+                          vision_config=CLIPVisionConfig(**CLIP_TOWERS["vision"]).to_dict(),
+                          projection_dim=CLIP_TOWERS["projection_dim"])
     if recipe.architecture == "llava":
         text = _config(dataclasses.replace(recipe, architecture="llama"), tokenizer)
         patches = (VISION_TOWER["image_size"] // VISION_TOWER["patch_size"]) ** 2
@@ -190,13 +238,16 @@ def _config(recipe: ZooRecipe, tokenizer: Any) -> Any:
 
 def _build(recipe: ZooRecipe, out: Path) -> None:
     import torch
-    from transformers import AutoModelForCausalLM, AutoModelForImageTextToText
+    from transformers import AutoModel, AutoModelForCausalLM, AutoModelForImageTextToText
 
     tokenizer = _wrap_tokenizer(recipe)
     config = _config(recipe, tokenizer)
     torch.manual_seed(recipe.seed)
     if is_vision_language(recipe):
         model, preprocessing = AutoModelForImageTextToText.from_config(config), _processor(tokenizer)
+    elif is_clip(recipe):
+        model, preprocessing = AutoModel.from_config(config), tokenizer
+        _image_processor(CLIP_TOWERS["vision"]["image_size"]).save_pretrained(out)
     else:
         model, preprocessing = AutoModelForCausalLM.from_config(config), tokenizer
     model.save_pretrained(out)
@@ -207,11 +258,17 @@ def _build(recipe: ZooRecipe, out: Path) -> None:
 def _processor(tokenizer: Any) -> Any:
     """Llava's processor: CLIP-style resize/crop to the tower's size, `<image>` expanded to
     one token per patch (the CLS feature is dropped by the "default" selection strategy)."""
-    from transformers import CLIPImageProcessorPil, LlavaProcessor
+    from transformers import LlavaProcessor
 
-    side = VISION_TOWER["image_size"]
-    images = CLIPImageProcessorPil(size={"shortest_edge": side},
-                                   crop_size={"height": side, "width": side})
+    images = _image_processor(VISION_TOWER["image_size"])
     return LlavaProcessor(image_processor=images, tokenizer=tokenizer,
                           patch_size=VISION_TOWER["patch_size"], image_token=IMAGE_TOKEN,
                           vision_feature_select_strategy="default", num_additional_image_tokens=1)
+
+
+def _image_processor(side: int) -> Any:
+    """CLIP's preprocessing (resize the short edge, centre crop, CLIP's mean and std) at
+    `side` pixels."""
+    from transformers import CLIPImageProcessorPil
+
+    return CLIPImageProcessorPil(size={"shortest_edge": side}, crop_size={"height": side, "width": side})
