@@ -1,11 +1,12 @@
 """harness: a plugin-based benchmark harness for methods that compose, fuse and adapt LLMs.
 
-Plugin authors need only `hookimpl` and the descriptors in `harness.specs`.
+Plugin authors import from `harness.api`, the public surface (hook marker, descriptors,
+helpers); the other modules are the host's own.
 """
 
 import pluggy
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 hookimpl = pluggy.HookimplMarker("harness")
 

@@ -18,24 +18,30 @@ A method plugin::
 """
 
 from harness import hookimpl
+from harness.data import (dataset_dict, first_existing, first_response, read_csv_rows,
+                          read_jsonl_rows)
 from harness.errors import DataError, HarnessError, ModelLoadError, UsageError
 from harness.lm import count_parameters, hf_lm, hf_multimodal_lm
-from harness.models import (ModelRef, is_vision_language, load_causal_lm, load_tokenizer,
-                            load_vision_lm)
+from harness.models import (ModelRef, is_vision_language, load_causal_lm, load_processor,
+                            load_tokenizer, load_vision_lm)
 from harness.specs import (ANCHOR_AUGMENTING, MODEL_PACK, ONE_MODEL, TEXT_CAPABILITIES,
                            BuildContext, Capability, DataSource, LmEvalPlan, MethodSpec, Metric,
-                           ModelSlots, NoOptions, TaskContext, TaskSpec, Training, option)
+                           MetricValues, ModelSlots, NoOptions, Samples, TaskContext, TaskSpec,
+                           Training, at_least, option)
 from harness.training import TrainingOptions, fit, fitted_lm, freeze, trainable_parameters
 
 __all__ = [
     # registration
     "hookimpl", "MethodSpec", "TaskSpec", "Metric", "Capability", "TEXT_CAPABILITIES",
     "ModelSlots", "ONE_MODEL", "MODEL_PACK", "ANCHOR_AUGMENTING", "Training", "NoOptions",
-    "option",
+    "option", "at_least",
     # what the host hands to plugins
-    "BuildContext", "TaskContext", "DataSource", "LmEvalPlan", "ModelRef",
+    "BuildContext", "TaskContext", "DataSource", "LmEvalPlan", "ModelRef", "Samples",
+    "MetricValues",
+    # helpers for tasks: original-format readers with line-precise errors
+    "dataset_dict", "first_existing", "first_response", "read_csv_rows", "read_jsonl_rows",
     # helpers for methods
-    "load_causal_lm", "load_tokenizer", "load_vision_lm", "is_vision_language", "hf_lm",
+    "load_causal_lm", "load_tokenizer", "load_vision_lm", "load_processor", "is_vision_language", "hf_lm",
     "hf_multimodal_lm", "count_parameters",
     # the shared training path
     "TrainingOptions", "fit", "fitted_lm", "freeze", "trainable_parameters",

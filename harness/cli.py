@@ -1,47 +1,59 @@
-"""`harness`: list plugins, run the method x task matrix, write leaderboards.
+"""`harness`: list plugins, run the method x task matrix, write leaderboards, inspect runs.
 
 Exit status: 0 success, 1 a run failure (a cell failed, a model did not load, a plugin did
-not import), 2 a usage error (unknown name, bad option, malformed suite). Errors are one line
-on stderr; `--debug` adds the traceback.
+not import, a results folder is damaged), 2 a usage error (unknown name, bad option,
+malformed suite). Errors are one line on stderr; `--debug` adds the traceback.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
-import logging
-import os
 import sys
 import tempfile
-from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, NoReturn, Sequence
 
 import yaml
 
 from harness import __version__
-from harness.errors import HarnessError, UsageError, first_line
+from harness.errors import HarnessError, UsageError, did_you_mean, first_line, redact
 from harness.host import Host, load_host
-from harness.options import build_options, describe_options, parse_pairs
+from harness.options import build_options, option_infos, parse_pairs
+from harness.settings import (DEFAULT_OUT, SETTING_NAMES, RunRequest, RunSettings, SuiteMethod,
+                              SuiteTask)
 
-DEFAULT_OUT = "harness_out"
+SUITE_ONLY_KEYS = ("suite", "description", "methods", "tasks")
 
 
 def _split(values: Sequence[str] | None) -> list[str]:
     return [part.strip() for value in values or [] for part in value.split(",") if part.strip()]
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, with its errors on one line like every other error of the harness."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"harness: error: {message} (see `{self.prog} --help`)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="harness", description="Benchmark methods that compose, fuse and adapt LLMs.")
     parser.add_argument("--version", action="version", version=f"harness {__version__}")
     parser.add_argument("-p", dest="plugins", action="append", default=[], metavar="NAME",
                         help="load plugin module NAME, or block plugin with no:NAME (repeatable)")
-    parser.add_argument("--debug", action="store_true", help="show tracebacks and library logs")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="show what the libraries print (otherwise it goes to each cell's "
+                             "log.txt)")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                                     parser_class=OneLineParser)
 
-    listing = commands.add_parser("list", help="list methods and tasks with their origin")
+    listing = commands.add_parser("list", help="methods and tasks, or one plugin in full")
+    listing.add_argument("name", nargs="?", help="a method or task to show in full")
     listing.add_argument("--json", action="store_true", help="machine-readable output")
 
     run = commands.add_parser("run", help="run cells of the method x task matrix (resumable)")
@@ -57,20 +69,27 @@ def build_parser() -> argparse.ArgumentParser:
                      help="method option (checked against the method's options)")
     run.add_argument("-O", "--task-option", action="append", default=[], metavar="KEY=VALUE",
                      help="task option (checked against the task's options)")
-    run.add_argument("--limit", type=int, help="documents per lm-eval task (smoke runs)")
-    run.add_argument("--seed", type=int, help="seed for sampling, few-shot order and training")
-    run.add_argument("--data", choices=["hf", "local", "embedded"],
-                     help="hf: Hugging Face ids (default); local: --data-dir; embedded: samples "
-                          "shipped with each task (offline smoke runs)")
-    run.add_argument("--data-dir", type=Path, help="root holding each task's original files")
-    run.add_argument("--out", type=Path, help=f"results root (default {DEFAULT_OUT})")
-    run.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
-    run.add_argument("--dtype", help="model dtype: auto, float32, bfloat16, float16")
-    run.add_argument("--batch-size", type=int, help="lm-eval batch size (default 1)")
+    for info in option_infos(RunSettings):
+        run.add_argument(f"--{info.name.replace('_', '-')}", dest=info.name, metavar="VALUE",
+                         help=f"{info.help} (default {info.default})" if info.default is not None
+                         else info.help)
     run.add_argument("--shard", metavar="K/N",
                      help="run only shard K of N (1-based), e.g. one per GPU or array job; all "
                           "shards share --out, and a cell claimed by one process is skipped by "
                           "the others")
+    run.add_argument("--executor", default="local", metavar="NAME",
+                     help="where jobs run: local (default), ray or slurm (`harness list` of "
+                          "executors: see the README)")
+    run.add_argument("--jobs", type=int, metavar="N",
+                     help="jobs at once (default: one per GPU, else 1); a job is a row's tasks "
+                          "on one built model, or one training cell")
+    run.add_argument("--gpus", metavar="IDS",
+                     help="GPU ids to share out among jobs (default: every visible GPU when "
+                          "--device is cuda)")
+    run.add_argument("--job-timeout", type=float, metavar="S",
+                     help="seconds before a job attempt is stopped (pool, ray and slurm)")
+    run.add_argument("--retries", type=int, default=0, metavar="N",
+                     help="further attempts of a job that failed or timed out (default 0)")
     run.add_argument("--dry-run", action="store_true", help="show the plan (done/pending/n/a) only")
     run.add_argument("--force", action="store_true", help="recompute finished cells")
     run.add_argument("--no-leaderboard", action="store_true",
@@ -81,26 +100,24 @@ def build_parser() -> argparse.ArgumentParser:
     board.add_argument("--out", type=Path, help="where to write (default: the results root)")
     board.add_argument("--check", action="store_true",
                        help="fail if the committed leaderboard files differ from regenerated ones")
+
+    status = commands.add_parser("status", help="a matrix's state from its files alone")
+    status.add_argument("--out", type=Path, default=Path(DEFAULT_OUT), help="results root")
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+
+    verify = commands.add_parser("verify", help="check every result file of a results folder")
+    verify.add_argument("--out", type=Path, default=Path(DEFAULT_OUT), help="results root")
+
+    worker = commands.add_parser("_job", help=argparse.SUPPRESS)  # an executor's worker
+    worker.add_argument("spec", type=Path)
     return parser
 
 
 # ----------------------------------------------------------------------------- suites
 
 
-@dataclass
-class RunRequest:
-    """A matrix request, from the command line or a suite file (CLI values win)."""
-
-    methods: list[dict[str, Any]] = field(default_factory=list)
-    tasks: list[dict[str, Any]] = field(default_factory=list)
-    settings: dict[str, Any] = field(default_factory=dict)
-
-
-SUITE_KEYS = {"suite", "description", "methods", "tasks", "limit", "seed", "data", "data_dir",
-              "out", "device", "dtype", "batch_size"}
-
-
 def load_suite(ref: str) -> RunRequest:
+    """A suite file (path or built-in name), every entry validated like `-o` options."""
     path = Path(ref)
     if not path.is_file():
         builtin = resources.files("harness.suites") / f"{ref}.yaml"
@@ -122,274 +139,385 @@ def load_suite(ref: str) -> RunRequest:
         raise UsageError(f"suite {ref}: malformed YAML: {str(exc).splitlines()[0]}") from None
     if not isinstance(data, dict):
         raise UsageError(f"suite {ref}: expected a mapping with methods and tasks")
-    unknown = set(data) - SUITE_KEYS
+    allowed = (*SUITE_ONLY_KEYS, *SETTING_NAMES)
+    unknown = sorted(set(map(str, data)) - set(allowed))
     if unknown:
-        raise UsageError(f"suite {ref}: unknown key(s) {', '.join(sorted(unknown))}; "
-                         f"allowed: {', '.join(sorted(SUITE_KEYS))}")
-
-    def entries(key: str, name_key: str) -> list[dict[str, Any]]:
-        items = data.get(key) or []
-        if not isinstance(items, list):
-            raise UsageError(f"suite {ref}: {key} must be a list")
-        out = []
-        for item in items:
-            item = {name_key: item} if isinstance(item, str) else item
-            if not isinstance(item, dict) or name_key not in item:
-                raise UsageError(f"suite {ref}: each {key} entry needs a {name_key!r} key")
-            if not isinstance(item.get("options") or {}, dict):
-                raise UsageError(f"suite {ref}: options of {item[name_key]!r} must be a mapping")
-            models = item.get("models")
-            if models is not None and not (isinstance(models, str) or (
-                    isinstance(models, list) and all(isinstance(m, str) for m in models))):
-                raise UsageError(f"suite {ref}: models of {item[name_key]!r} must be a list of ids")
-            out.append(item)
-        return out
-
-    settings = {k: data[k] for k in SUITE_KEYS - {"suite", "description", "methods", "tasks"}
-                if k in data}
-    return RunRequest(entries("methods", "method"), entries("tasks", "task"), settings)
+        raise UsageError(f"suite {ref}: unknown key(s) {', '.join(unknown)}; "
+                         f"allowed: {', '.join(sorted(allowed))}")
+    settings = {k: data[k] for k in SETTING_NAMES if k in data}
+    build_options(RunSettings, settings, f"suite {ref}")  # bad values fail here, by name
+    return RunRequest(_suite_entries(ref, data, "methods", "method", SuiteMethod),
+                      _suite_entries(ref, data, "tasks", "task", SuiteTask), settings)
 
 
-def _request_from_args(args: argparse.Namespace) -> RunRequest:
+def _suite_entries(ref: str, data: dict[str, Any], key: str, name_key: str,
+                   entry_type: type) -> list[Any]:
+    items = data.get(key) or []
+    if not isinstance(items, list):
+        raise UsageError(f"suite {ref}: {key} must be a list")
+    entries = []
+    for number, item in enumerate(items, 1):
+        item = {name_key: item} if isinstance(item, str) else item
+        if not isinstance(item, dict) or not isinstance(item.get(name_key), str):
+            raise UsageError(f"suite {ref}: {key} entry {number} needs a {name_key!r} name")
+        entries.append(build_options(entry_type, {k: ({} if v is None and k == "options" else v)
+                                                  for k, v in item.items()},
+                                     f"suite {ref}: {key} entry {item[name_key]!r}"))
+    return entries
+
+
+def request_from_args(args: argparse.Namespace) -> RunRequest:
     request = load_suite(args.suite) if args.suite else RunRequest()
     method_options = parse_pairs(args.method_option, "-o")
     task_options = parse_pairs(args.task_option, "-O")
+    models = tuple(_split(args.models))
     if args.method:
-        models = _split(args.models)
-        request.methods = [{"method": name, **({"models": models} if models else {}),
-                            "options": method_options} for name in _split(args.method)]
-    elif args.models or method_options:
-        for entry in request.methods:
-            if args.models:
-                entry["models"] = _split(args.models)
-            entry["options"] = {**(entry.get("options") or {}), **method_options}
+        request.methods = [SuiteMethod(method=name, models=models, options=method_options)
+                           for name in _split(args.method)]
+    elif models or method_options:
+        request.methods = [dataclasses.replace(entry, models=models or entry.models,
+                                               options={**entry.options, **method_options})
+                           for entry in request.methods]
     if args.task:
-        request.tasks = [{"task": name, "options": task_options} for name in _split(args.task)]
+        request.tasks = [SuiteTask(task=name, options=task_options) for name in _split(args.task)]
     elif task_options:
-        for entry in request.tasks:
-            entry["options"] = {**(entry.get("options") or {}), **task_options}
-    for key in ("limit", "seed", "data", "data_dir", "out", "device", "dtype", "batch_size"):
-        value = getattr(args, key)
+        request.tasks = [dataclasses.replace(entry, options={**entry.options, **task_options})
+                         for entry in request.tasks]
+    for name in SETTING_NAMES:
+        value = getattr(args, name, None)
         if value is not None:
-            request.settings[key] = value
+            request.settings[name] = value
     if not request.methods or not request.tasks:
         raise UsageError("name at least one --method and one --task, or a --suite")
     return request
 
 
-def _resolve(host: Host, request: RunRequest) -> tuple[list[Any], list[Any], Any, Path]:
-    from harness.models import ModelRef, default_device
-    from harness.runner import MethodRow, Settings, TaskColumn, row_label
-    from harness.specs import DataSource
+def resolve(host: Host, request: RunRequest) -> tuple[list[Any], list[Any], RunSettings]:
+    from harness.models import ModelRef
+    from harness.runner import MethodRow, TaskColumn
 
-    settings = request.settings
-    device = settings.get("device") or default_device()
-    dtype = settings.get("dtype") or "auto"
-    data_dir = settings.get("data_dir")
-    kind = settings.get("data") or ("local" if data_dir else "hf")
-    if kind not in ("hf", "local", "embedded"):
-        raise UsageError(f"data must be hf, local or embedded, got {kind!r}")
-    limit = settings.get("limit")
-    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
-        raise UsageError(f"limit must be a positive integer, got {limit!r}")
-    if kind == "local" and not data_dir:
-        raise UsageError("--data local needs --data-dir")
-    if data_dir and kind != "local":
-        raise UsageError(f"--data-dir conflicts with --data {kind}")
-    if data_dir and not Path(data_dir).is_dir():
-        raise UsageError(f"--data-dir {data_dir}: no such directory")
-    data = DataSource(kind, Path(data_dir).resolve() if data_dir else None)
-
+    settings = build_options(RunSettings, request.settings, "run settings").resolved()
     rows = []
     for entry in request.methods:
-        spec = host.method(entry["method"])
-        model_ids = entry.get("models") or list(spec.default_models)
-        if isinstance(model_ids, str):
-            model_ids = _split([model_ids])
-        models = tuple(ModelRef.parse(m, device=device, dtype=dtype) for m in model_ids)
-        options = build_options(spec.options, entry.get("options") or {}, f"method {spec.name!r}")
-        only = tuple(_split([entry["tasks"]] if isinstance(entry.get("tasks"), str)
-                            else entry.get("tasks") or []))
-        for name in only:
+        spec = host.method(entry.method)
+        model_ids = entry.models or spec.default_models
+        models = tuple(ModelRef.parse(m, device=settings.device or "cpu", dtype=settings.dtype)
+                       for m in model_ids)
+        options = build_options(spec.options, entry.options, f"method {spec.name!r}")
+        for name in entry.tasks:
             host.task(name)  # unknown names fail here, with a suggestion
-        rows.append(MethodRow(spec, models, options, entry.get("label") or row_label(spec, models),
-                              only))
+        rows.append(MethodRow(spec, models, options, entry.label, tuple(entry.tasks)))
     columns = []
     for entry in request.tasks:
-        spec = host.task(entry["task"])
-        columns.append(TaskColumn(spec, build_options(spec.options, entry.get("options") or {},
+        spec = host.task(entry.task)
+        columns.append(TaskColumn(spec, build_options(spec.options, entry.options,
                                                       f"task {spec.name!r}")))
-    try:
-        run_settings = Settings(data=data, limit=settings.get("limit"),
-                                seed=int(settings.get("seed", 1234)),
-                                batch_size=int(settings.get("batch_size", 1)), device=device)
-    except (TypeError, ValueError) as exc:
-        raise UsageError(f"bad run setting: {exc}") from None
-    out = Path(settings.get("out") or DEFAULT_OUT)
-    return rows, columns, run_settings, out
+    return rows, columns, settings
 
 
-# ----------------------------------------------------------------------------- commands
+# ----------------------------------------------------------------------------- list
 
 
-def _console(stderr: bool = False) -> Any:
-    from rich.console import Console
+def _plugin_entry(host: Host, spec: Any) -> dict[str, Any]:
+    from harness.specs import MethodSpec
 
-    return Console(stderr=stderr, highlight=False)
+    options = [{"name": o.name, "type": o.type, "default": o.default, "help": o.help}
+               for o in option_infos(spec.options)]
+    entry: dict[str, Any] = {"name": spec.name, "origin": host.origin_of(spec.name),
+                             "version": spec.version, "description": spec.description,
+                             "options": options}
+    if isinstance(spec, MethodSpec):
+        entry.update(kind="method", models=spec.models.describe(),
+                     default_models=list(spec.default_models),
+                     capabilities=sorted(str(c) for c in spec.capabilities),
+                     model_dependent_capabilities=spec.model_capabilities is not None,
+                     trains=(None if spec.training is None else
+                             {"data": spec.training.data,
+                              "description": spec.training.description}))
+    else:
+        entry.update(kind="task", requires=sorted(str(c) for c in spec.requires),
+                     headline={"key": spec.headline.key, "label": spec.headline.label,
+                               "higher_is_better": spec.headline.higher_is_better},
+                     metrics=[m.key for m in spec.metrics],
+                     data={"hf": spec.hf_dataset or None, "local": spec.local_format or None,
+                           "embedded": str(spec.embedded_data) if spec.embedded_data else None},
+                     trains_on=spec.training_examples is not None)
+    return entry
 
 
 def cmd_list(host: Host, args: argparse.Namespace) -> int:
-    methods = [{"name": s.name, "origin": host.origin_of(s.name), "description": s.description,
-                "capabilities": sorted(str(c) for c in s.capabilities),
-                "models": s.models.describe(), "trains": s.training.data if s.training else None,
-                "options": describe_options(s.options)}
-               for s in sorted(host.methods.values(), key=lambda s: s.name)]
-    tasks = [{"name": s.name, "origin": host.origin_of(s.name), "description": s.description,
-              "requires": sorted(str(c) for c in s.requires), "headline": s.headline.key,
-              "higher_is_better": s.headline.higher_is_better,
-              "options": describe_options(s.options)}
-             for s in sorted(host.tasks.values(), key=lambda s: s.name)]
-    if args.json:
-        print(json.dumps({"methods": methods, "tasks": tasks}, indent=2))
+    if args.name:
+        spec = host.methods.get(args.name) or host.tasks.get(args.name)
+        if spec is None:
+            known = [*host.methods, *host.tasks]
+            raise UsageError(f"no method or task named {args.name!r}"
+                             f"{did_you_mean(args.name, known)}; `harness list` shows them all")
+        entry = _plugin_entry(host, spec)
+        if args.json:
+            print(json.dumps(entry, indent=2, default=str))
+        else:
+            _print_plugin(entry)
         return 0
-    from rich.table import Table
-
-    method_table = Table(title="Methods")
-    for column in ("name", "origin", "capabilities", "models", "trains", "description"):
-        method_table.add_column(column)
-    for m in methods:
-        method_table.add_row(m["name"], m["origin"], ", ".join(m["capabilities"]), m["models"],
-                             m["trains"] or "—", m["description"])
-    task_table = Table(title="Tasks")
-    for column in ("name", "origin", "requires", "headline", "description"):
-        task_table.add_column(column)
-    for t in tasks:
-        arrow = "↑" if t["higher_is_better"] else "↓"
-        task_table.add_row(t["name"], t["origin"], ", ".join(t["requires"]),
-                           f"{t['headline']} {arrow}", t["description"])
-    console = _console()
-    console.print(method_table)
-    console.print(task_table)
+    methods = [_plugin_entry(host, s) for s in sorted(host.methods.values(), key=lambda s: s.name)]
+    tasks = [_plugin_entry(host, s) for s in sorted(host.tasks.values(), key=lambda s: s.name)]
+    if args.json:
+        print(json.dumps({"methods": methods, "tasks": tasks}, indent=2, default=str))
+        return 0
+    method_rows = [(m["name"], m["models"], "trains" if m["trains"] else "frozen",
+                    _with_origin(m)) for m in methods]
+    task_rows = [(t["name"], f"{t['headline']['label']} {'↑' if t['headline']['higher_is_better'] else '↓'}",
+                  ", ".join(t["requires"]), _with_origin(t)) for t in tasks]
+    if sys.stdout.isatty():
+        _print_tables([("Methods", ("name", "models", "", "description"), method_rows),
+                       ("Tasks", ("name", "headline", "needs", "description"), task_rows)])
+    else:  # plain aligned lines: grep and cut see every name whole
+        for title, rows in (("methods", method_rows), ("tasks", task_rows)):
+            print(f"{title}:")
+            widths = [max(len(r[i]) for r in rows) for i in range(3)]
+            for row in rows:
+                print("  " + "  ".join(cell.ljust(w) for cell, w in zip(row, widths)) + "  " + row[3])
     return 0
 
 
-def _quiet_libraries(debug: bool) -> None:
-    if debug:
-        return
-    os.environ.setdefault("TQDM_DISABLE", "1")
-    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    os.environ.setdefault("DATASETS_VERBOSITY", "error")
-    for name in ("lm_eval", "lm-eval", "transformers", "datasets", "accelerate", "peft"):
-        logging.getLogger(name).setLevel(logging.ERROR)
+def _with_origin(entry: dict[str, Any]) -> str:
+    origin = "" if entry["origin"] == "built-in" else f" [{entry['origin']}]"
+    return entry["description"] + origin
+
+
+def _print_tables(tables: list[tuple[str, tuple[str, ...], list[tuple[str, ...]]]]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(highlight=False)
+    for title, headers, rows in tables:
+        table = Table(title=title, expand=False, show_lines=False)
+        for index, header in enumerate(headers):
+            if index < 3:  # names and short facts stay whole; the description wraps
+                table.add_column(header, no_wrap=True,
+                                 min_width=max([len(r[index]) for r in rows] + [len(header)]))
+            else:
+                table.add_column(header, overflow="fold", ratio=1)
+        for row in rows:
+            table.add_row(*(_escape(cell) for cell in row))
+        console.print(table)
+
+
+def _escape(text: str) -> str:
+    from rich.markup import escape
+
+    return escape(text)
+
+
+def _print_plugin(entry: dict[str, Any]) -> None:
+    lines = [f"{entry['kind']} {entry['name']} (version {entry['version']}, {entry['origin']})",
+             f"  {entry['description']}"]
+    if entry["kind"] == "method":
+        lines.append(f"  models: {entry['models']}; default: {', '.join(entry['default_models'])}")
+        capabilities = ", ".join(entry["capabilities"])
+        if entry["model_dependent_capabilities"]:
+            capabilities += " (+ vision on vision-language models)"
+        lines.append(f"  answers: {capabilities}")
+        if entry["trains"]:
+            lines.append(f"  trains on: {entry['trains']['data']}"
+                         + (f"; {entry['trains']['description']}"
+                            if entry['trains']['description'] else ""))
+        else:
+            lines.append("  trains: no (frozen)")
+    else:
+        headline = entry["headline"]
+        lines.append(f"  headline: {headline['label']} ({headline['key']}, "
+                     f"{'higher' if headline['higher_is_better'] else 'lower'} is better)")
+        if entry["metrics"]:
+            lines.append(f"  also: {', '.join(entry['metrics'])}")
+        lines.append(f"  needs: {', '.join(entry['requires'])}")
+        for kind, text in entry["data"].items():
+            if text:
+                lines.append(f"  data {kind}: {text}")
+        lines.append(f"  training split: {'yes' if entry['trains_on'] else 'no'}")
+    lines.append("  options:" if entry["options"] else "  options: none")
+    for info in entry["options"]:
+        default = json.dumps(info["default"], default=str)
+        lines.append(f"    {info['name']} ({info['type']}, default {default})"
+                     + (f": {info['help']}" if info["help"] else ""))
+    print("\n".join(lines))
+
+
+# ----------------------------------------------------------------------------- run
 
 
 def cmd_run(host: Host, args: argparse.Namespace) -> int:
-    from rich.table import Table
-
+    from harness.display import LiveRun, terminal_console
+    from harness.progress import reporting_to
     from harness.runner import plan_cells, run_plan
     from harness.store import Store
 
-    request = _request_from_args(args)
-    rows, columns, settings, out = _resolve(host, request)
-    console = _console()
+    rows, columns, settings = resolve(host, request_from_args(args))
+    out = Path(settings.out)
     plan = plan_cells(host, rows, columns, settings, Store(out), force=args.force)
     if args.shard:
         index, _, count = args.shard.partition("/")
         if not (index.isdigit() and count.isdigit()):
             raise UsageError(f"--shard expects K/N, got {args.shard!r}")
         plan = plan.shard(int(index), int(count))
-
     if args.dry_run:
-        table = Table(title=f"Plan ({out})")
-        for column in ("method", "task", "state", "fingerprint", "note"):
-            table.add_column(column)
-        styles = {"done": "green", "pending": "yellow", "n/a": "dim", "error": "red"}
-        for cell in plan.cells:
-            table.add_row(cell.row.label, cell.task,
-                          f"[{styles[cell.state]}]{cell.state}[/{styles[cell.state]}]",
-                          cell.fingerprint[:12], cell.reason)
-        console.print(table)
-        console.print(f"{plan.count('done')} done, {plan.count('pending')} pending, "
-                      f"{plan.count('n/a')} n/a, {plan.count('error')} with errors")
+        _print_plan(plan, out)
         return 0
 
-    _quiet_libraries(args.debug)
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+    executor = _executor(host, args, plan, settings)
+    console = terminal_console(stderr=False)  # the leaderboard and the summary
+    live = LiveRun(terminal_console(), len(plan.cells))
+    host.pm.register(live, name="harness-cli-live")
+    try:
+        with live, reporting_to(live):
+            outcomes = run_plan(host, plan, capture_logs=not args.verbose, executor=executor)
+    finally:
+        host.pm.unregister(name="harness-cli-live")
 
-    err = _console(stderr=True)
-    with Progress(TextColumn("[bold]{task.description}"), BarColumn(),
-                  TextColumn("{task.completed}/{task.total} cells"), TimeElapsedColumn(),
-                  console=err, transient=False) as progress:
-        bar = progress.add_task("running", total=len(plan.cells))
-
-        class ProgressReporter:
-            @staticmethod
-            def harness_cell_started(cell: Any) -> None:
-                progress.update(bar, description=f"{cell.row.label} × {cell.task}")
-
-        host.pm.register(ProgressReporter(), name="harness-cli-progress")
-        try:
-            outcomes = run_plan(host, plan, progress=lambda: progress.advance(bar))
-        finally:
-            host.pm.unregister(name="harness-cli-progress")
-        progress.update(bar, completed=len(plan.cells), description="done")
-
-    for outcome in outcomes:
-        if outcome.status == "failed":
-            err.print(f"[red]failed[/red] {outcome.cell.row.label} × {outcome.cell.task}: "
-                      f"{outcome.error}", soft_wrap=True)
-        elif outcome.status == "busy":
-            err.print(f"[yellow]skipped[/yellow] {outcome.cell.row.label} × {outcome.cell.task}: "
-                      f"{outcome.error}", soft_wrap=True)
     counts = {s: sum(o.status == s for o in outcomes)
               for s in ("ok", "skipped", "n/a", "failed", "busy")}
     if not args.no_leaderboard:
         write_leaderboards(host, out, out, console)
-    busy = f", {counts['busy']} running elsewhere" if counts["busy"] else ""
-    console.print(f"{counts['ok']} computed, {counts['skipped']} already done, {counts['n/a']} n/a, "
-                  f"{counts['failed']} failed{busy}; results in {out}")
+    for outcome in outcomes:
+        if outcome.status == "busy":
+            console.print(f"[yellow]left to another process[/yellow] {_escape(outcome.cell.title)}: "
+                          f"{_escape(redact(outcome.error))}")
+    busy = (f", {counts['busy']} left to other processes (rerun later to collect them)"
+            if counts["busy"] else "")
+    summary = (f"{counts['ok']} computed, {counts['skipped']} already done, {counts['n/a']} n/a, "
+               f"{counts['failed']} failed{busy}; results in {out}")
+    if counts["failed"]:
+        summary += f" (logs beside the failure records in {out / 'failed'})"
+    console.print(summary)
     return 1 if counts["failed"] else 0
 
 
+def _executor(host: Host, args: argparse.Namespace, plan: Any, settings: RunSettings) -> Any:
+    """The chosen executor, bound to this run's slots, GPUs, timeout and retries."""
+    from harness.executors import ExecutionContext, executor_named
+    from harness.executors.local import visible_gpus
+
+    spec = executor_named(host, args.executor)
+    if args.gpus is not None:
+        gpus = _split([args.gpus])
+    else:
+        gpus = visible_gpus() if (settings.device or "").startswith("cuda") else []
+    if args.jobs is not None and args.jobs < 1:
+        raise UsageError(f"--jobs must be at least 1, got {args.jobs}")
+    if args.retries < 0:
+        raise UsageError(f"--retries must be at least 0, got {args.retries}")
+    if args.job_timeout is not None and args.job_timeout <= 0:
+        raise UsageError(f"--job-timeout must be positive, got {args.job_timeout}")
+    slots = args.jobs or max(1, len(gpus))
+
+    def run(jobs: list[Any]) -> list[Any]:
+        return spec.run(ExecutionContext(host, plan, jobs, list(args.plugins), slots, gpus,
+                                         args.job_timeout, args.retries, not args.verbose))
+    return run
+
+
+def cmd_job(host: Host, args: argparse.Namespace) -> int:
+    from harness.executors import worker_main
+
+    return worker_main(args.spec, capture_logs=not args.verbose)
+
+
+def _print_plan(plan: Any, out: Path) -> None:
+    from harness.display import terminal_console
+
+    console = terminal_console(stderr=False)
+    styles = {"done": "green", "pending": "yellow", "n/a": "dim", "error": "red"}
+    for cell in plan.cells:
+        style = styles[cell.state]
+        note = f" — {_escape(cell.reason)}" if cell.reason else ""
+        console.print(f"[{style}]{cell.state:<7}[/{style}] {cell.fingerprint[:12]} "
+                      f"{_escape(cell.title)}{note}")
+    console.print(f"{plan.count('done')} done, {plan.count('pending')} pending, "
+                  f"{plan.count('n/a')} n/a, {plan.count('error')} with errors ({out})")
+
+
+# ----------------------------------------------------------------------------- leaderboards
+
+
 def write_leaderboards(host: Host, results: Path, out: Path, console: Any = None) -> list[Path]:
-    from harness.reporting import build_board, rich_table
+    from harness.reporting import build_board, rich_tables
 
     board = build_board(results)
     written = [path for writer in host.report_writers() for path in writer.write(board, out)]
     if console is not None:
-        console.print(rich_table(board))
+        for table in rich_tables(board, console.width):
+            console.print(table)
     return written
 
 
 def cmd_leaderboard(host: Host, args: argparse.Namespace) -> int:
-    from harness.reporting import build_board, rich_table
+    from harness.display import terminal_console
+    from harness.reporting import build_board, rich_tables
 
     if not (args.results / "cells").is_dir():
         raise UsageError(f"{args.results}: no results (expected a cells/ folder)")
     out = args.out or args.results
-    console = _console()
+    console = terminal_console(stderr=False)
     if not args.check:
         for path in write_leaderboards(host, args.results, out, console):
             console.print(f"wrote {path}")
         return 0
     board = build_board(args.results)
-    stale = []
+    checked = [w for w in host.report_writers() if w.checked]
+    if not checked:
+        raise HarnessError("leaderboard --check: no checked leaderboard writer is loaded")
+    stale, regenerated = [], set()
     with tempfile.TemporaryDirectory() as scratch:
-        for writer in (w for w in host.report_writers() if w.checked):
+        for writer in checked:
             for fresh in writer.write(board, Path(scratch)):
+                regenerated.add(fresh.name)
                 committed = out / fresh.name
                 if not committed.exists() or committed.read_bytes() != fresh.read_bytes():
                     stale.append(str(committed))
-    if stale:
-        raise HarnessError(f"leaderboard out of date: {', '.join(stale)} (regenerate with "
+    unchecked = {name for w in host.report_writers() if not w.checked for name in w.outputs}
+    orphans = sorted(str(p) for p in out.glob("leaderboard.*")
+                     if p.name not in regenerated and p.name not in unchecked)
+    if stale or orphans:
+        problems = ([f"out of date: {', '.join(stale)}"] if stale else []) + (
+            [f"not regenerated by any loaded writer: {', '.join(orphans)}"] if orphans else [])
+        raise HarnessError(f"leaderboard {'; '.join(problems)} (regenerate with "
                            f"`harness leaderboard --results {args.results}`)")
-    console.print(rich_table(board))
+    for table in rich_tables(board, console.width):
+        console.print(table)
     console.print("leaderboard files match the results")
     return 0
 
 
-COMMANDS = {"list": cmd_list, "run": cmd_run, "leaderboard": cmd_leaderboard}
+# ----------------------------------------------------------------------------- status, verify
+
+
+def cmd_status(host: Host, args: argparse.Namespace) -> int:
+    from harness.status import matrix_status, print_status
+
+    status = matrix_status(host, args.out)
+    if args.json:
+        print(json.dumps([dataclasses.asdict(s) for s in status], indent=2, default=str))
+    else:
+        print_status(status, args.out)
+    return 0
+
+
+def cmd_verify(host: Host, args: argparse.Namespace) -> int:
+    from harness.store import Store
+
+    if not args.out.is_dir():
+        raise UsageError(f"{args.out}: no such results folder")
+    problems = Store(args.out).verify()
+    for problem in problems:
+        print(f"untrusted: {problem}")
+    if problems:
+        raise HarnessError(f"{len(problems)} file(s) in {args.out} cannot be trusted (listed "
+                           f"above); the next run recomputes those cells")
+    print(f"{args.out}: every result matches its checksum and schema")
+    return 0
+
+
+COMMANDS = {"list": cmd_list, "run": cmd_run, "leaderboard": cmd_leaderboard,
+            "status": cmd_status, "verify": cmd_verify, "_job": cmd_job}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -400,12 +528,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except HarnessError as exc:
         if args.debug:
             raise
-        print(f"harness: error: {exc}", file=sys.stderr)
+        print(redact(f"harness: error: {exc}"), file=sys.stderr)
         return exc.exit_code
     except (OSError, ValueError) as exc:  # the file system or a library refused: still one line
         if args.debug:
             raise
-        print(f"harness: error: {type(exc).__name__}: {first_line(exc)}", file=sys.stderr)
+        print(redact(f"harness: error: {type(exc).__name__}: {first_line(exc)}"), file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("harness: interrupted; finished cells are kept, rerun the same command to resume",

@@ -7,8 +7,10 @@ templates, few-shot samplers, filters and metrics run unchanged on local files.
 from __future__ import annotations
 
 import csv
+import functools
 import gzip
 import json
+import os
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
@@ -89,3 +91,54 @@ def first_response(sample: Row) -> str:
     while isinstance(response, (list, tuple)):
         response = response[0] if response else ""
     return str(response or "").strip()
+
+
+HUB_HOST = ("huggingface.co", 443)
+HUB_PROBE_S = 1.5
+
+
+def hub_dataset_problem(task: str, dataset: str) -> str | None:
+    """Why `dataset` (a Hugging Face id, optionally followed by a config in parentheses)
+    cannot be read now, or None: it is in the local datasets cache, or the hub answers.
+    Checked at planning time, in about a second, so a run never loads models first."""
+    repo = dataset.split(" ")[0]
+    if _in_hub_cache(repo):
+        return None
+    offline = [v for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")
+               if os.environ.get(v, "").strip().lower() in ("1", "true", "yes", "on")]
+    why = (f"{' and '.join(offline)} is set" if offline else "the Hugging Face hub is unreachable"
+           ) if offline or not _hub_reachable() else None
+    if why is None:
+        return None
+    return (f"task {task}: {repo} is not in the local Hugging Face cache and {why}; read the "
+            f"original files with --data-dir DIR (or set $HARNESS_DATA_DIR once), or use "
+            f"--data embedded for an offline smoke run")
+
+
+def _in_hub_cache(repo: str) -> bool:
+    from huggingface_hub.constants import HF_HUB_CACHE
+
+    folder = Path(HF_HUB_CACHE) / f"datasets--{repo.replace('/', '--')}" / "snapshots"
+    return folder.is_dir() and any(folder.iterdir())
+
+
+@functools.lru_cache(maxsize=1)
+def _hub_reachable() -> bool:
+    """A TCP connection to the hub within HUB_PROBE_S (name lookup included: it runs in a
+    thread so a hanging resolver cannot hold the plan up)."""
+    import socket
+    import threading
+
+    reachable: list[bool] = []
+
+    def probe() -> None:
+        try:
+            with socket.create_connection(HUB_HOST, timeout=HUB_PROBE_S):
+                reachable.append(True)
+        except OSError:
+            pass
+
+    thread = threading.Thread(target=probe, daemon=True)
+    thread.start()
+    thread.join(HUB_PROBE_S)
+    return bool(reachable)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import difflib
+import os
+import re
 from typing import Iterable
 
 
@@ -35,3 +37,24 @@ def first_line(exc: BaseException) -> str:
     """The first line of an exception's message (libraries put details below it)."""
     text = str(exc).strip().splitlines()
     return text[0] if text else type(exc).__name__
+
+
+SECRET_VARIABLE = re.compile(r"(KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL)", re.IGNORECASE)
+SECRET_PATTERNS = (re.compile(r"\bsk-[A-Za-z0-9_\-]{12,}"),  # OpenAI-style API keys
+                   re.compile(r"\bhf_[A-Za-z0-9]{20,}"),  # Hugging Face tokens
+                   re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._\-]{12,}"))
+REDACTED = "[redacted]"
+
+
+def redact(text: str) -> str:
+    """`text` without secrets: the values of environment variables named like keys or
+    tokens, and anything shaped like an API key. Applied to every message, record, log
+    and leaderboard the harness stores or prints (servers echo keys in error bodies)."""
+    if not text:
+        return text
+    for name, value in os.environ.items():
+        if len(value) >= 8 and SECRET_VARIABLE.search(name) and value in text:
+            text = text.replace(value, REDACTED)
+    for pattern in SECRET_PATTERNS:
+        text = pattern.sub(lambda m: (m.group(1) if m.groups() else "") + REDACTED, text)
+    return text

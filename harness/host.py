@@ -1,24 +1,38 @@
-"""The pluggy host: discovers plugins and collects their methods, tasks and writers."""
+"""The pluggy host: discovers plugins and collects their methods, tasks and writers.
+
+The host's own leaderboard writers (`harness.reporting`) and executors
+(`harness.executors`) are part of the host, not plugins a switch can block: `-p no:NAME` and `HARNESS_DISABLE_PLUGIN_AUTOLOAD` act on the
+entry-point plugins only.
+"""
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import importlib
 import importlib.metadata as md
 import os
+import sys
 from dataclasses import dataclass, field
-from typing import Iterable
+from pathlib import Path
+from typing import Any, Callable, Iterable
 
 import pluggy
 
-from harness import hookspecs
+from harness import __version__, hookspecs
 from harness.errors import HarnessError, UsageError, did_you_mean
 from harness.hookspecs import ReportWriter
+from harness.records import CodeInfo
 from harness.specs import MethodSpec, TaskSpec
 
 ENTRY_POINT_GROUP = "harness"
 BUILTIN_DISTRIBUTION = "harness"
 AUTOLOAD_OFF = "HARNESS_DISABLE_PLUGIN_AUTOLOAD"
 EXTRA_PLUGINS = "HARNESS_PLUGINS"
+# The host's own plugins: leaderboard writers and executors, never blocked by a switch.
+HOST_PLUGINS = ("harness.reporting", "harness.executors")
+# What a plugin's source hash covers: code and the configs shipped beside it.
+SOURCE_SUFFIXES = (".py", ".yaml", ".yml", ".jinja")
 
 
 @dataclass
@@ -29,6 +43,7 @@ class Host:
     methods: dict[str, MethodSpec] = field(default_factory=dict)
     tasks: dict[str, TaskSpec] = field(default_factory=dict)
     origins: dict[str, str] = field(default_factory=dict)  # plugin name -> origin text
+    distributions: dict[str, str] = field(default_factory=dict)  # plugin -> "name version"
     provided_by: dict[str, str] = field(default_factory=dict)  # method/task name -> plugin
 
     @property
@@ -49,6 +64,14 @@ class Host:
 
     def origin_of(self, name: str) -> str:
         return self.origins.get(self.provided_by.get(name, ""), "?")
+
+    def code_of(self, spec: MethodSpec | TaskSpec) -> CodeInfo:
+        """The version, distribution and source hash of the code behind a method or task."""
+        plugin = self.provided_by.get(spec.name, "?")
+        entry = spec.build if isinstance(spec, MethodSpec) else spec.lm_eval
+        return CodeInfo(plugin=plugin, version=spec.version,
+                        distribution=self.distributions.get(plugin, "unknown"),
+                        source_sha256=source_digest(getattr(entry, "__module__", "")))
 
     def report_writers(self) -> list[ReportWriter]:
         return [w for writers in self.pm.hook.harness_report_writers() for w in writers]
@@ -77,19 +100,25 @@ def load_host(switches: Iterable[str] = ()) -> Host:
         pm.set_blocked(name)
     host = Host(pm)
 
+    for module in HOST_PLUGINS:
+        _register(host, module, "built-in", lambda m=module: importlib.import_module(m), module,
+                  f"{BUILTIN_DISTRIBUTION} {__version__}")
     if not os.environ.get(AUTOLOAD_OFF):
         for entry_point in sorted(md.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
             if pm.is_blocked(entry_point.name) or pm.has_plugin(entry_point.name):
                 continue
             dist = entry_point.dist
-            origin = ("built-in" if dist is None or dist.name == BUILTIN_DISTRIBUTION
-                      else f"{dist.name} {dist.version}")
-            _register(host, entry_point.name, origin, entry_point.load, entry_point.value)
+            builtin = dist is None or dist.name == BUILTIN_DISTRIBUTION
+            distribution = (f"{BUILTIN_DISTRIBUTION} {__version__}" if builtin
+                            else f"{dist.name} {dist.version}")
+            _register(host, entry_point.name, "built-in" if builtin else distribution,
+                      entry_point.load, entry_point.value, distribution)
     for module_name in extra:
         if pm.is_blocked(module_name) or pm.has_plugin(module_name):
             continue
         _register(host, module_name, f"-p {module_name}",
-                  lambda m=module_name: importlib.import_module(m), module_name)
+                  lambda m=module_name: importlib.import_module(m), module_name,
+                  _distribution_of_module(module_name))
 
     try:
         pm.check_pending()
@@ -100,7 +129,8 @@ def load_host(switches: Iterable[str] = ()) -> Host:
     return host
 
 
-def _register(host: Host, name: str, origin: str, load, target: str) -> None:
+def _register(host: Host, name: str, origin: str, load: Callable[[], Any], target: str,
+              distribution: str) -> None:
     try:
         plugin = load()
     except Exception as exc:
@@ -113,21 +143,85 @@ def _register(host: Host, name: str, origin: str, load, target: str) -> None:
     except (pluggy.PluginValidationError, ValueError) as exc:
         raise HarnessError(f"plugin {name!r} ({origin}) is invalid: {exc}") from exc
     host.origins[name] = origin
+    host.distributions[name] = distribution
+
+
+def _distribution_of_module(module_name: str) -> str:
+    """"name version" of the installed distribution providing a `-p` module, else "local"."""
+    top = module_name.split(".")[0]
+    for dist_name in md.packages_distributions().get(top, []):
+        try:
+            return f"{dist_name} {md.version(dist_name)}"
+        except md.PackageNotFoundError:
+            continue
+    return "local"
+
+
+@functools.lru_cache(maxsize=None)
+def source_digest(module_name: str) -> str:
+    """sha256 over a plugin's source: its package folder (code and shipped configs) when
+    the module is a package or inside one of a plugin's folders, else its one file."""
+    module = sys.modules.get(module_name)
+    origin = getattr(module, "__file__", None)
+    if not origin:
+        return "unknown"
+    path = Path(origin)
+    files = (sorted(p for p in path.parent.rglob("*") if p.suffix in SOURCE_SUFFIXES
+                    and "__pycache__" not in p.parts)
+             if path.name == "__init__.py" else [path])
+    digest = hashlib.sha256()
+    for file in files:
+        digest.update(str(file.relative_to(path.parent)).encode())
+        digest.update(hashlib.sha256(file.read_bytes()).digest())
+    return digest.hexdigest()
 
 
 def _collect(host: Host) -> None:
-    for kind, hook, table in (("method", host.pm.hook.harness_methods, host.methods),
-                              ("task", host.pm.hook.harness_tasks, host.tasks)):
+    for kind, hook, table, spec_type in (
+            ("method", host.pm.hook.harness_methods, host.methods, MethodSpec),
+            ("task", host.pm.hook.harness_tasks, host.tasks, TaskSpec)):
         for impl in hook.get_hookimpls():
             try:
                 specs = impl.function() or []
             except Exception as exc:
                 raise HarnessError(f"plugin {impl.plugin_name!r} failed listing its {kind}s: "
                                    f"{type(exc).__name__}: {exc}") from exc
+            if not isinstance(specs, (list, tuple)):
+                raise HarnessError(f"plugin {impl.plugin_name!r}: harness_{kind}s must return a "
+                                   f"list of {spec_type.__name__}, got {type(specs).__name__}")
             for spec in specs:
+                problem = _spec_problem(spec, spec_type)
+                if problem:
+                    raise HarnessError(f"plugin {impl.plugin_name!r}: invalid {kind} "
+                                       f"{getattr(spec, 'name', spec)!r}: {problem}")
                 if spec.name in table:
                     raise HarnessError(
                         f"{kind} {spec.name!r} is provided twice: by plugin "
                         f"{host.provided_by[spec.name]!r} and by {impl.plugin_name!r}")
                 table[spec.name] = spec
                 host.provided_by[spec.name] = impl.plugin_name
+
+
+def _spec_problem(spec: Any, spec_type: type) -> str | None:
+    """What is wrong with a plugin's descriptor, checked at load so a bad plugin fails with
+    its name instead of deep inside a run."""
+    import dataclasses
+
+    if not isinstance(spec, spec_type):
+        return f"expected a {spec_type.__name__}, got {type(spec).__name__}"
+    if not isinstance(spec.name, str) or not spec.name.isidentifier():
+        return "the name must be an identifier (letters, digits, underscores)"
+    if not isinstance(spec.version, str) or not spec.version:
+        return "version must be a non-empty string"
+    if not (isinstance(spec.options, type) and dataclasses.is_dataclass(spec.options)):
+        return "options must be a dataclass"
+    required = [f.name for f in dataclasses.fields(spec.options)
+                if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+    if required:
+        return f"every option needs a default ({', '.join(required)} has none)"
+    entry = spec.build if isinstance(spec, MethodSpec) else spec.lm_eval
+    if not callable(entry):
+        return f"{'build' if isinstance(spec, MethodSpec) else 'lm_eval'} must be callable"
+    if isinstance(spec, MethodSpec) and not spec.default_models:
+        return "default_models must name at least one model"
+    return None

@@ -67,6 +67,8 @@ class ModelRef:
         local = Path(self.id).expanduser()
         if local.is_dir():
             return {"id": str(local.resolve()), "files_sha256": weights_digest(local), **numerics}
+        if self.id.startswith(("/", "./", "../", "~")):
+            raise ModelLoadError(f"{self.id}: no such model folder")
         return {"id": self.id, "revision": self.revision, **numerics}
 
 
@@ -113,10 +115,22 @@ def torch_dtype(name: str) -> Any:
 def load_tokenizer(ref: ModelRef) -> Any:
     from transformers import AutoTokenizer
 
+    return _from_pretrained(AutoTokenizer, ref, "the tokenizer of")
+
+
+def load_processor(ref: ModelRef) -> Any:
+    """The processor of a vision-language model, from its directory as HFMultimodalLM
+    loads it, so that a fit encodes images exactly as evaluation does."""
+    from transformers import AutoProcessor
+
+    return _from_pretrained(AutoProcessor, ref, "the processor of")
+
+
+def _from_pretrained(auto_class: Any, ref: ModelRef, what: str, **kwargs: Any) -> Any:
     try:
-        return AutoTokenizer.from_pretrained(ref.location(), revision=ref.revision)
+        return auto_class.from_pretrained(ref.location(), revision=ref.revision, **kwargs)
     except Exception as exc:  # transformers raises many types for a bad reference
-        raise ModelLoadError(f"cannot load tokenizer of {ref.id!r}: {first_line(exc)}") from exc
+        raise ModelLoadError(f"cannot load {what} {ref.id!r}: {first_line(exc)}") from exc
 
 
 def load_causal_lm(ref: ModelRef, **kwargs: Any) -> tuple[Any, Any]:
@@ -158,11 +172,8 @@ def load_vision_lm(ref: ModelRef, **kwargs: Any) -> Any:
 
 def _load_weights(auto_class: Any, ref: ModelRef, what: str, **kwargs: Any) -> Any:
     """`auto_class.from_pretrained` in the reference's dtype, in eval mode on its device."""
-    try:
-        model = auto_class.from_pretrained(ref.location(), revision=ref.revision,
-                                           dtype=torch_dtype(ref.resolved_dtype), **kwargs)
-    except Exception as exc:  # transformers raises many types for a bad reference
-        raise ModelLoadError(f"cannot load {what} {ref.id!r}: {first_line(exc)}") from exc
+    model = _from_pretrained(auto_class, ref, what, dtype=torch_dtype(ref.resolved_dtype),
+                             **kwargs)
     model.to(ref.device).eval()
     return model
 

@@ -71,6 +71,8 @@ def _coerce(value: Any, annotation: Any, where: str) -> Any:
             raise UsageError(f"{where}: expected an integer, got {value!r}")
         return annotation(value)
     if annotation is str:
+        if isinstance(value, (list, tuple, dict, set)) or value is None:
+            raise UsageError(f"{where}: expected a single value, got {value!r}")
         return value if isinstance(value, str) else str(value)
     return value
 
@@ -92,9 +94,59 @@ def build_options(options_cls: type, values: Mapping[str, Any], owner: str) -> A
         raise UsageError(f"{owner}: {exc}") from None
 
 
-def describe_options(options_cls: type) -> str:
-    parts = []
+@dataclasses.dataclass(frozen=True)
+class OptionInfo:
+    """One option as `harness list` shows it."""
+
+    name: str
+    type: str
+    default: Any
+    help: str
+    required: bool = False
+
+
+def option_infos(options_cls: type) -> list[OptionInfo]:
+    """Name, type, default and help text (field metadata) of every option."""
+    hints = typing.get_type_hints(options_cls)
+    infos = []
     for field in dataclasses.fields(options_cls):
-        default = field.default if field.default is not dataclasses.MISSING else "required"
-        parts.append(f"{field.name}={default!r}")
-    return ", ".join(parts)
+        if field.default is not dataclasses.MISSING:
+            default, required = field.default, False
+        elif field.default_factory is not dataclasses.MISSING:
+            default, required = field.default_factory(), False
+        else:
+            default, required = None, True
+        infos.append(OptionInfo(field.name, type_name(hints.get(field.name, Any)), default,
+                                _help(options_cls, field), required))
+    return infos
+
+
+def _help(options_cls: type, field: dataclasses.Field) -> str:
+    """A field's help text; a subclass that only changes a default keeps its base's text."""
+    for klass in options_cls.__mro__:
+        fields = getattr(klass, "__dataclass_fields__", {})
+        if field.name in fields and fields[field.name].metadata.get("help"):
+            return str(fields[field.name].metadata["help"])
+    return ""
+
+
+def type_name(annotation: Any) -> str:
+    """`int | None` -> "int | None", `Literal["a", "b"]` -> "a|b", `tuple[str, ...]` -> "list of str"."""
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin is typing.Literal:
+        return "|".join(str(a) for a in args)
+    if origin is typing.Union or str(origin) == "<class 'types.UnionType'>":
+        return " | ".join(type_name(a) for a in args)
+    if origin in (tuple, list):
+        return f"list of {type_name(args[0]) if args else 'any'}"
+    if origin is dict or annotation is dict:
+        return "mapping"
+    if annotation is type(None):
+        return "None"
+    return getattr(annotation, "__name__", str(annotation))
+
+
+def describe_options(options_cls: type) -> str:
+    """`name=default, ...` on one line."""
+    return ", ".join(f"{info.name}={'required' if info.required else repr(info.default)}"
+                     for info in option_infos(options_cls))

@@ -18,8 +18,13 @@ from pathlib import Path
 from typing import Any
 
 from harness import hookimpl
+from harness.errors import redact
 from harness.hookspecs import ReportWriter
-from harness.store import Store, atomic_write_text
+from harness.records import CellRecord
+from harness.store import Problem, Store, atomic_write_text
+
+SMOKE_WARNING = ("Smoke numbers from {what}: they show that the pipeline runs and are "
+                 "not comparable with published results.")
 
 
 @dataclass
@@ -29,13 +34,19 @@ class BoardCell:
     stderr: float | None = None
     reason: str = ""
     provenance: dict[str, Any] = field(default_factory=dict)
+    flags: list[str] = field(default_factory=list)  # e.g. computed by other code
 
-    def text(self, digits: int = 3) -> str:
+    def text(self, digits: int = 3, with_stderr: bool = True) -> str:
         if self.status == "ok" and self.value is not None:
-            if self.stderr is None:
+            if self.stderr is None or not with_stderr:
                 return f"{self.value:.{digits}f}"
             return f"{self.value:.{digits}f} ± {self.stderr:.{digits}f}"
         return {"n/a": "n/a", "failed": "failed"}.get(self.status, "—")
+
+    def notes(self) -> list[str]:
+        """Footnote texts for this cell: why it is n/a or failed, and its flags."""
+        why = {"n/a": f"n/a: {self.reason}", "failed": f"failed: {self.reason}"}.get(self.status)
+        return ([why] if why else []) + self.flags
 
 
 @dataclass
@@ -54,6 +65,7 @@ class BoardTask:
 
 @dataclass
 class BoardRow:
+    key: str
     label: str
     method: str
     models: list[str]
@@ -67,112 +79,149 @@ class BoardRow:
 class Board:
     tasks: list[BoardTask]
     rows: list[BoardRow]
+    problems: list[Problem] = field(default_factory=list)  # result files not trusted
 
     def reasons(self) -> list[str]:
-        """Distinct n/a and failure reasons, in first-seen order (footnote numbering)."""
+        """Distinct footnote texts, in first-seen order (footnote numbering)."""
         seen: list[str] = []
         for row in self.rows:
             for task in self.tasks:
-                cell = row.cells[task.name]
-                note = _note(cell)
-                if note and note not in seen:
-                    seen.append(note)
+                for note in row.cells[task.name].notes():
+                    if note not in seen:
+                        seen.append(note)
         return seen
 
+    def markers(self, cell: BoardCell) -> list[int]:
+        notes = self.reasons()
+        return [notes.index(note) + 1 for note in cell.notes()]
 
-def _note(cell: BoardCell) -> str:
-    if cell.status == "n/a":
-        return f"n/a: {cell.reason}"
-    if cell.status == "failed":
-        return f"failed: {cell.reason}"
-    return ""
+    def smoke_warning(self) -> str:
+        """Non-empty when any column rests on embedded samples or a --limit."""
+        def which(names: list[str]) -> str:
+            return "every task" if len(names) == len(self.tasks) else ", ".join(names)
+
+        embedded = [t.name for t in self.tasks if "embedded" in t.data]
+        limited = [t.name for t in self.tasks if "(limit " in t.data]
+        parts = ([f"the embedded sample data ({which(embedded)})"] if embedded else []) + (
+            [f"a --limit on the documents ({which(limited)})"] if limited else [])
+        return SMOKE_WARNING.format(what=" and ".join(parts)) if parts else ""
 
 
-def _latest_per_cell(records: list[dict[str, Any]]) -> dict[tuple[str, str], dict[str, Any]]:
-    chosen: dict[tuple[str, str], dict[str, Any]] = {}
-    for record in records:
-        key = (record["method"]["label"], record["task"]["name"])
-        if key not in chosen or record.get("finished_at", "") > chosen[key].get("finished_at", ""):
-            chosen[key] = record
+def _latest_per_cell(records: list[CellRecord]) -> dict[tuple[str, str], CellRecord]:
+    """The newest record of each (row, task); rows are keyed by their identity, never by
+    their label, so two configurations that share a label both stay."""
+    chosen: dict[tuple[str, str], CellRecord] = {}
+    for record in sorted(records, key=lambda r: (r.finished_at, r.fingerprint)):
+        chosen[record.row.key, record.task.name] = record
     return chosen
-
-
-def _data_description(record: dict[str, Any]) -> str:
-    limit = record.get("limit", record.get("identity", {}).get("limit"))
-    data = record["task"].get("data", "")
-    return data if limit is None else f"{data} (limit {limit})"
 
 
 def build_board(results_root: Path) -> Board:
     """The newest record (result or failure) of every row x task, arranged as a board."""
     store = Store(results_root)
-    chosen = _latest_per_cell([*store.results(), *store.failures()])
-
+    problems: list[Problem] = []
+    chosen = _latest_per_cell([*store.results(problems), *store.failures(problems)])
     tasks: dict[str, BoardTask] = {}
     rows: dict[str, BoardRow] = {}
-    for (label, task_name), record in sorted(chosen.items()):
-        headline = record["task"]["headline"]
+    newest_label: dict[str, tuple[str, str]] = {}
+    for (key, task_name), record in sorted(chosen.items()):
         column = tasks.setdefault(task_name, BoardTask(
-            task_name, headline["key"], headline["label"], headline["higher_is_better"], ""))
+            task_name, record.task.headline_key, record.task.headline_label,
+            record.task.higher_is_better, ""))
         sources = set(filter(None, column.data.removeprefix("mixed: ").split("; ")))
-        sources.add(_data_description(record))
+        sources.add(record.data_description)
         # rows run on different data or limits are not comparable: say so in the table
         column.data = ("mixed: " if len(sources) > 1 else "") + "; ".join(sorted(sources))
-        row = rows.setdefault(label, BoardRow(
-            label=label, method=record["method"]["name"],
-            models=[m["id"] for m in record["method"]["models"]],
-            trainable_params=None, total_params=None, cells={}))
-        report = record.get("method_report") or {} if record["status"] == "ok" else {}
+        row = rows.setdefault(key, BoardRow(
+            key=key, label=record.row.label, method=record.row.method,
+            models=record.row.model_ids, trainable_params=None, total_params=None, cells={}))
+        if record.finished_at >= newest_label.get(key, ("", ""))[0]:
+            newest_label[key] = (record.finished_at, record.row.label)
+        report = record.method_report if record.status == "ok" else {}
         if row.trainable_params is None and report.get("trainable_params") is not None:
             row.trainable_params = report["trainable_params"]
             row.total_params = report.get("total_params")
         row.cells[task_name] = _board_cell(record)
+    for key, row in rows.items():
+        row.label = newest_label[key][1]
+    _disambiguate_labels(list(rows.values()))
+    _flag_mixed_code(list(rows.values()), chosen)
 
     ordered_tasks = [tasks[name] for name in sorted(tasks)]
     for row in rows.values():
         for task in ordered_tasks:
             row.cells.setdefault(task.name, BoardCell("missing", reason="not run"))
-    board = Board(ordered_tasks, list(rows.values()))
+    board = Board(ordered_tasks, list(rows.values()), problems)
     _add_mean_win_rates(board)
     board.rows.sort(key=lambda r: (-(r.mean_win_rate if r.mean_win_rate is not None else -1),
-                                   r.label))
+                                   r.label, r.key))
     return board
 
 
-def _board_cell(record: dict[str, Any]) -> BoardCell:
-    status = record["status"]
-    provenance = {"fingerprint": record.get("fingerprint"), "data": record["task"].get("data"),
-                  "n_samples": record.get("n_samples"), "limit": record.get("limit"),
-                  "seed": record.get("seed"), "git_commit": record.get("git_commit"),
-                  "versions": record.get("identity", {}).get("versions")}
-    if status == "ok":
-        value = record["headline"]["value"]
-        if value is None or (isinstance(value, float) and math.isnan(value)):
-            reason = ((record.get("score_details") or {}).get("headline_unavailable")
+def _disambiguate_labels(rows: list[BoardRow]) -> None:
+    """Rows from different runs may share a label: suffix their row keys, never merge."""
+    by_label: dict[str, list[BoardRow]] = {}
+    for row in rows:
+        by_label.setdefault(row.label, []).append(row)
+    for same in by_label.values():
+        if len(same) > 1:
+            for row in same:
+                row.label = f"{row.label} #{row.key[:6]}"
+
+
+def _flag_mixed_code(rows: list[BoardRow], chosen: dict[tuple[str, str], CellRecord]) -> None:
+    """Mark cells of a row computed by another version of the method's code than the
+    row's other cells (a fix landed between runs): their numbers may not be comparable."""
+    for row in rows:
+        hashes = {task: record.code["method"].source_sha256
+                  for (key, task), record in chosen.items()
+                  if key == row.key and "method" in record.code and record.status != "n/a"}
+        if len(set(hashes.values())) < 2:
+            continue
+        newest = max(((chosen[row.key, t].finished_at, h) for t, h in hashes.items()))[1]
+        for task, digest in hashes.items():
+            if digest != newest:
+                row.cells[task].flags.append(
+                    f"computed by other {row.method} code (source {digest[:8]}) than the "
+                    f"row's newest cell (source {newest[:8]})")
+
+
+def _board_cell(record: CellRecord) -> BoardCell:
+    provenance = {"fingerprint": record.fingerprint, "data": record.task.data,
+                  "n_samples": record.n_samples, "limit": record.limit, "seed": record.seed,
+                  "git_commit": record.git_commit,
+                  "versions": record.identity.get("versions"),
+                  "code": {k: {"version": v.version, "distribution": v.distribution,
+                               "source_sha256": v.source_sha256} for k, v in record.code.items()}}
+    if record.status == "ok":
+        if not record.has_score:
+            reason = (record.score_details.get("headline_unavailable")
                       or "no score could be computed (NaN)")
             return BoardCell("failed", reason=reason, provenance=provenance)
-        return BoardCell("ok", value, record["headline"]["stderr"], provenance=provenance)
-    reason = record.get("reason") or record.get("error") or ""
-    return BoardCell(status, reason=reason, provenance=provenance)
+        assert record.headline is not None
+        return BoardCell("ok", record.headline.value, record.headline.stderr,
+                         provenance=provenance)
+    return BoardCell(record.status, reason=record.reason, provenance=provenance)
 
 
 def _add_mean_win_rates(board: Board) -> None:
     """HELM's mean win rate: per task, the share of other rows a row beats (ties count half),
     averaged over the tasks where it has a score. Scale-free, so tasks with metrics on
     different scales weigh the same."""
-    rates: dict[str, list[float]] = {row.label: [] for row in board.rows}
+    rates: dict[str, list[float]] = {row.key: [] for row in board.rows}
     for task in board.tasks:
-        scored = [(row.label, row.cells[task.name].value) for row in board.rows
+        scored = [(row.key, row.cells[task.name].value) for row in board.rows
                   if row.cells[task.name].status == "ok"]
         if len(scored) < 2:
             continue
         sign = 1 if task.higher_is_better else -1
-        for label, value in scored:
+        for key, value in scored:
+            assert value is not None
             wins = sum(1.0 if sign * value > sign * other else 0.5 if value == other else 0.0
-                       for other_label, other in scored if other_label != label)
-            rates[label].append(wins / (len(scored) - 1))
+                       for other_key, other in scored if other_key != key and other is not None)
+            rates[key].append(wins / (len(scored) - 1))
     for row in board.rows:
-        row.mean_win_rate = sum(rates[row.label]) / len(rates[row.label]) if rates[row.label] else None
+        row.mean_win_rate = sum(rates[row.key]) / len(rates[row.key]) if rates[row.key] else None
 
 
 # ----------------------------------------------------------------------------- writers
@@ -191,18 +240,22 @@ def _win_rate_text(row: BoardRow) -> str:
     return "—" if row.mean_win_rate is None else f"{row.mean_win_rate:.2f}"
 
 
+def _marked(board: Board, cell: BoardCell, text: str) -> str:
+    markers = board.markers(cell)
+    return text + "".join(f" [{m}]" for m in markers)
+
+
 def markdown(board: Board) -> str:
     notes = board.reasons()
     header = ["method", *(t.header for t in board.tasks), "mean win rate", "trainable params"]
-    lines = ["# Leaderboard", "",
-             "| " + " | ".join(header) + " |",
-             "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|"]
+    lines = ["# Leaderboard", ""]
+    warning = board.smoke_warning()
+    if warning:
+        lines += [f"> **{warning}**", ""]
+    lines += ["| " + " | ".join(header) + " |",
+              "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|"]
     for row in board.rows:
-        cells = []
-        for task in board.tasks:
-            cell = row.cells[task.name]
-            note = _note(cell)
-            cells.append(cell.text() + (f" [{notes.index(note) + 1}]" if note else ""))
+        cells = [_marked(board, row.cells[t.name], row.cells[t.name].text()) for t in board.tasks]
         lines.append("| " + " | ".join([row.label, *cells, _win_rate_text(row),
                                         _format_params(row.trainable_params)]) + " |")
     lines += ["", "Cells show the headline metric ± its standard error. Mean win rate: the share of "
@@ -214,13 +267,15 @@ def markdown(board: Board) -> str:
 
 def board_json(board: Board) -> str:
     payload = {
+        "warning": board.smoke_warning() or None,
         "tasks": [{"name": t.name, "metric": t.metric_key, "label": t.metric_label,
                    "higher_is_better": t.higher_is_better, "data": t.data} for t in board.tasks],
-        "rows": [{"label": r.label, "method": r.method, "models": r.models,
+        "rows": [{"key": r.key, "label": r.label, "method": r.method, "models": r.models,
                   "trainable_params": r.trainable_params, "total_params": r.total_params,
                   "mean_win_rate": r.mean_win_rate,
                   "cells": {name: {"status": c.status, "value": c.value, "stderr": c.stderr,
-                                   "reason": c.reason, "provenance": c.provenance}
+                                   "reason": c.reason, "flags": c.flags,
+                                   "provenance": c.provenance}
                             for name, c in r.cells.items()}}
                  for r in board.rows],
     }
@@ -234,10 +289,10 @@ body{{font-family:system-ui,sans-serif;margin:2rem;color:#222}}
 table{{border-collapse:collapse}}th,td{{padding:.35rem .7rem;border-bottom:1px solid #ddd;text-align:right}}
 th{{cursor:pointer;background:#f4f4f4;position:sticky;top:0}}th:after{{content:" ⇅";color:#aaa}}
 td:first-child,th:first-child{{text-align:left}}td.na{{color:#888}}td.failed{{color:#b00}}
-.notes{{color:#555;font-size:.9rem}}
+.notes{{color:#555;font-size:.9rem}}.warning{{background:#fff3cd;border:1px solid #e0c36c;padding:.6rem .9rem}}
 </style></head><body>
 <h1>Leaderboard</h1>
-<p>Headline metric ± standard error per task; click a column to sort. Hover a cell for its provenance.</p>
+{warning}<p>Headline metric ± standard error per task; click a column to sort. Hover a cell for its provenance.</p>
 <table id="board"><thead><tr>{head}</tr></thead><tbody>
 {body}
 </tbody></table>
@@ -269,21 +324,23 @@ def html_page(board: Board) -> str:
         tds = [f"<td>{html.escape(row.label)}</td>"]
         for task in board.tasks:
             cell = row.cells[task.name]
-            note = _note(cell)
             title = html.escape(json.dumps(cell.provenance, sort_keys=True) if cell.status == "ok"
-                                else note or cell.reason, quote=True)
+                                else "; ".join(cell.notes()) or cell.reason, quote=True)
             sort = f' data-sort="{cell.value!r}"' if cell.value is not None else ""
             css = {"n/a": ' class="na"', "failed": ' class="failed"'}.get(cell.status, "")
-            marker = f"<sup>{notes.index(note) + 1}</sup>" if note else ""
-            tds.append(f'<td{css}{sort} title="{title}">{html.escape(cell.text())}{marker}</td>')
+            markers = "".join(f"<sup>{m}</sup>" for m in board.markers(cell))
+            tds.append(f'<td{css}{sort} title="{title}">{html.escape(cell.text())}{markers}</td>')
         rate = f' data-sort="{row.mean_win_rate!r}"' if row.mean_win_rate is not None else ""
         params = f' data-sort="{row.trainable_params}"' if row.trainable_params is not None else ""
         tds.append(f"<td{rate}>{_win_rate_text(row)}</td>")
         tds.append(f"<td{params}>{_format_params(row.trainable_params)}</td>")
         body.append("<tr>" + "".join(tds) + "</tr>")
     notes_html = "<br>".join(f"<sup>{i}</sup> {html.escape(n)}" for i, n in enumerate(notes, 1))
+    warning = board.smoke_warning()
+    warning_html = f'<p class="warning"><strong>{html.escape(warning)}</strong></p>\n' if warning else ""
     data = board_json(board).replace("</", "<\\/")
-    return PAGE.format(head=head, body="\n".join(body), notes=notes_html, data=data)
+    return PAGE.format(head=head, body="\n".join(body), notes=notes_html, data=data,
+                       warning=warning_html)
 
 
 def plot_png(board: Board, path: Path) -> None:
@@ -300,7 +357,7 @@ def plot_png(board: Board, path: Path) -> None:
     figure, axes = plt.subplots(rows, columns, figsize=(4.6 * columns + 3.2, 3.4 * rows),
                                 squeeze=False)
     palette = plt.get_cmap("tab20")
-    colours = {row.label: palette(i % 20) for i, row in enumerate(board.rows)}
+    colours = {row.key: palette(i % 20) for i, row in enumerate(board.rows)}
     widest = max([row.trainable_params or 0 for row in board.rows] + [10])
     for index, axis in enumerate(axes.flat):
         if index >= len(tasks):
@@ -312,14 +369,14 @@ def plot_png(board: Board, path: Path) -> None:
             if cell.status != "ok":
                 continue
             axis.errorbar([row.trainable_params or 0], [cell.value], yerr=[cell.stderr or 0],
-                          fmt="o", capsize=3, color=colours[row.label], label=row.label)
+                          fmt="o", capsize=3, color=colours[row.key], label=row.label)
         axis.set_xscale("symlog", linthresh=1)
         axis.set_xlim(-0.5, widest * 5)
         axis.set_xlabel("trainable parameters")
         axis.set_ylabel(task.metric_label)
         axis.set_title(task.name)
         axis.grid(alpha=0.3)
-    handles = [plt.Line2D([], [], marker="o", linestyle="", color=colours[row.label])
+    handles = [plt.Line2D([], [], marker="o", linestyle="", color=colours[row.key])
                for row in board.rows]
     figure.legend(handles, [row.label for row in board.rows], loc="center right", fontsize=7,
                   frameon=False)
@@ -331,7 +388,7 @@ def plot_png(board: Board, path: Path) -> None:
 def _text_writer(name: str, filename: str, render: Any) -> ReportWriter:
     def write(board: Board, out_dir: Path) -> list[Path]:
         target = Path(out_dir) / filename
-        atomic_write_text(target, render(board))
+        atomic_write_text(target, redact(render(board)))
         return [target]
 
     return ReportWriter(name, write, checked=True)
@@ -348,27 +405,61 @@ def harness_report_writers() -> list[ReportWriter]:
     return [_text_writer("markdown", "leaderboard.md", markdown),
             _text_writer("html", "leaderboard.html", html_page),
             _text_writer("json", "leaderboard.json", board_json),
-            ReportWriter("png", _png_writer, checked=False)]
+            ReportWriter("png", _png_writer, checked=False, outputs=("leaderboard.png",))]
 
 
-def rich_table(board: Board) -> Any:
+def rich_tables(board: Board, width: int = 80) -> list[Any]:
+    """The board for a terminal `width` columns wide: as many task columns per table as
+    fit beside the method column (the rest in further tables), values without their
+    standard errors, the same footnote markers as the Markdown, then the footnotes."""
+    from rich.markup import escape
     from rich.table import Table
+    from rich.text import Text
 
-    table = Table(title="Leaderboard", show_lines=False)
-    table.add_column("method", style="bold")
-    for task in board.tasks:
-        table.add_column(task.header, justify="right")
-    table.add_column("mean win rate", justify="right")
-    table.add_column("trainable", justify="right")
-    for row in board.rows:
-        cells = []
-        for task in board.tasks:
-            cell = row.cells[task.name]
-            text = cell.text()
-            if cell.status == "n/a":
-                text = f"[dim]n/a ({cell.reason})[/dim]"
-            elif cell.status == "failed":
-                text = "[red]failed[/red]"
-            cells.append(text)
-        table.add_row(row.label, *cells, _win_rate_text(row), _format_params(row.trainable_params))
-    return table
+    label_width = min(28, max([len(r.label) for r in board.rows] + [6]))
+    texts = {(row.key, task.name): _marked(board, row.cells[task.name],
+                                           row.cells[task.name].text(with_stderr=False))
+             for row in board.rows for task in board.tasks}
+    columns: list[tuple[str, Any, int]] = [
+        (task.header, task.name, max([len(task.name) + 2] + [len(texts[r.key, task.name])
+                                                            for r in board.rows]))
+        for task in board.tasks]
+    columns += [("win rate", "__win", 8), ("trainable", "__params", 9)]
+    chunks: list[list[tuple[str, Any, int]]] = [[]]
+    used = label_width + 4
+    for column in columns:
+        if chunks[-1] and used + column[2] + 3 > width:
+            chunks.append([])
+            used = label_width + 4
+        chunks[-1].append(column)
+        used += column[2] + 3
+    tables: list[Any] = []
+    warning = board.smoke_warning()
+    if warning:
+        tables.append(Text(warning, style="bold yellow"))
+    for number, chunk in enumerate(chunks, 1):
+        title = "Leaderboard" + (f" ({number}/{len(chunks)})" if len(chunks) > 1 else "")
+        table = Table(title=title, show_lines=False, expand=False)
+        table.add_column("method", style="bold", overflow="fold", max_width=label_width)
+        for header, _, column_width in chunk:
+            table.add_column(escape(header), justify="right", overflow="fold",
+                             min_width=min(column_width, 12), max_width=max(column_width, 12))
+        for row in board.rows:
+            values = []
+            for _, name, _ in chunk:
+                if name == "__win":
+                    values.append(_win_rate_text(row))
+                elif name == "__params":
+                    values.append(_format_params(row.trainable_params))
+                else:
+                    cell = row.cells[name]
+                    style = {"n/a": "dim", "failed": "red"}.get(cell.status, "")
+                    text = escape(texts[row.key, name])
+                    values.append(f"[{style}]{text}[/{style}]" if style else text)
+            table.add_row(escape(row.label), *values)
+        tables.append(table)
+    notes = board.reasons()
+    if notes:
+        tables.append(Text("\n".join(f"[{i}] {note}" for i, note in enumerate(notes, 1)),
+                           style="dim"))
+    return tables

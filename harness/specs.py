@@ -17,6 +17,7 @@ if TYPE_CHECKING:  # heavy types only for annotations
     from lm_eval.api.model import LM
 
     from harness.models import ModelRef
+    from harness.store import Store
 
 
 class Capability(str, enum.Enum):
@@ -36,6 +37,15 @@ TEXT_CAPABILITIES = frozenset({Capability.LOGLIKELIHOOD, Capability.GENERATION})
 @dataclass(frozen=True)
 class NoOptions:
     """Config dataclass for plugins that take no options."""
+
+
+def at_least(options: Any, **minimums: float) -> None:
+    """For an options dataclass's `__post_init__`: each named field must be at least its
+    minimum (None passes: it means "not set")."""
+    for name, minimum in minimums.items():
+        value = getattr(options, name)
+        if value is not None and value < minimum:
+            raise ValueError(f"{name} must be at least {minimum}, got {value}")
 
 
 def option(default: Any = dataclasses.MISSING, help: str = "", *,
@@ -85,7 +95,23 @@ class Training:
 
 @dataclass
 class BuildContext:
-    """Everything a method's `build` receives to construct its lm-eval `LM`."""
+    """Everything a method's `build` receives to construct its lm-eval `LM`.
+
+    models: the resolved base models, in the method's order (`ModelRef`: id, revision,
+        dtype, device; load them with `load_causal_lm` / `load_vision_lm`).
+    options: the method's options dataclass, validated.
+    task, task_options: the task this LM will be evaluated on (a training method reads
+        its training examples through them).
+    seed, device, batch_size: the run's settings.
+    workdir: private scratch folder of this cell (lm-eval's response cache, checkpoints);
+        deleted once the cell's result is committed.
+    data: where the task's documents come from (hf, local files or the embedded sample).
+    method_code: the method's version and providing distribution; fit caches key on it.
+    cache_root: where long-lived caches (zoo models, fitted adapters) live.
+    report: filled by the method; saved as the cell's `method_report`. Put
+        `trainable_params` and `total_params` there (leaderboards plot them) and any
+        method-specific facts (fusion weights, connections, discovered prompts).
+    """
 
     models: Sequence["ModelRef"]
     options: Any
@@ -94,9 +120,10 @@ class BuildContext:
     seed: int
     device: str
     batch_size: int
-    workdir: Path  # private scratch directory of this cell (checkpoints, caches)
+    workdir: Path
     data: "DataSource"
-    # Filled by the method: parameter counts the leaderboard reports.
+    method_code: dict[str, str] = field(default_factory=dict)
+    cache_root: Path = field(default_factory=lambda: Path.home() / ".cache" / "harness")
     report: dict[str, Any] = field(default_factory=dict)
 
 
@@ -122,6 +149,12 @@ class MethodSpec:
     # Bump when a code change can change this method's numbers: it enters every cell and
     # fit fingerprint, so results and cached fits of the old code are recomputed.
     version: str = "1"
+    # A method that does not train is built once per row and its LM evaluated on every
+    # task of the row (`begin_cell(ctx)`, when the LM defines it, resets per-cell state).
+    # False when `build` depends on the task it is given.
+    reuse_across_tasks: bool = True
+    # GPUs one job of this method needs; None: estimated from its models' weights.
+    gpus: int | None = None
 
     def capabilities_for(self, models: Sequence["ModelRef"]) -> frozenset[Capability]:
         """What this method's LM can answer when built on `models`."""
@@ -157,19 +190,27 @@ class DataSource:
 
 @dataclass
 class TaskContext:
-    """What a task's evaluation hooks receive."""
+    """What a task's callables (`lm_eval`, `score`, `training_examples`, `preflight`)
+    receive.
+
+    options: the task's options dataclass, validated.
+    data: where documents come from; `data.kind` is "hf", "local" (files in the original
+        format under `data.path`) or "embedded" (the sample the plugin ships).
+    workdir: scratch folder (the store's root at planning time, the cell's workdir later).
+    limit, seed: the run's settings.
+    store: the results store of this run (`store.find(task=..., row=...)` returns finished
+        cells, e.g. a pairwise judge's baseline); None outside a run.
+    score_details: filled by `score`: facts stored beside the metrics in the cell's record
+        (sacrebleu signatures, metrics that could not be computed and why, sandbox layers).
+        "headline_unavailable" explains a NaN headline; the cell is then reported failed.
+    """
 
     options: Any
     data: DataSource
     workdir: Path
     limit: int | None
     seed: int
-    # The results store of this run: scorers that compare with other finished cells
-    # (a pairwise judge's baseline) read it.
-    results_root: Path | None = None
-    # Filled by the task's `score`: facts stored beside the metrics in the cell's record
-    # (sacrebleu signatures, metrics that could not be computed and why, sandbox layers).
-    # "headline_unavailable" explains a NaN headline; leaderboards show it as the reason.
+    store: "Store | None" = None
     score_details: dict[str, Any] = field(default_factory=dict)
 
 

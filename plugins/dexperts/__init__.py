@@ -10,16 +10,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from harness import hookimpl
+from harness.api import BuildContext, MethodSpec, ModelSlots, hookimpl, option
 from harness.fusion.options import PackOptions
-from harness.specs import BuildContext, MethodSpec, ModelSlots
 
 
 @dataclass(frozen=True)
 class DExpertsOptions(PackOptions):
-    alpha: float = 1.0  # the fixed coefficient, and opt's fallback on an empty prompt
-    alpha_opt: bool = False
-    grid_steps: int = 200
+    alpha: float = option(1.0, "the fixed coefficient, and alpha_opt's fallback on an empty prompt")
+    alpha_opt: bool = option(False, "choose alpha per example by the fused prompt perplexity")
+    grid_steps: int = option(200, "alpha_opt's grid: alpha in {0, 1/steps, ..., 1}")
 
     def __post_init__(self) -> None:
         super().__post_init__()

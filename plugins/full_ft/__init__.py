@@ -10,9 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from harness import hookimpl
-from harness.specs import BuildContext, MethodSpec, Training
-from harness.training import TrainingOptions
+from harness.api import BuildContext, MethodSpec, Training, TrainingOptions, hookimpl
 
 
 @dataclass(frozen=True)
@@ -38,7 +36,7 @@ def adapt(model: Any, options: FullFtOptions) -> Any:
 
 
 def build(ctx: BuildContext) -> Any:
-    from harness.training import fitted_lm
+    from harness.api import fitted_lm
 
     return fitted_lm(ctx, "full_ft", adapt)
 

@@ -12,16 +12,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from harness import hookimpl
-from harness.errors import UsageError
-from harness.specs import BuildContext, MethodSpec, Training
-from harness.training import TrainingOptions
+from harness.api import (BuildContext, MethodSpec, Training, TrainingOptions, UsageError, hookimpl,
+                         option)
 
 
 @dataclass(frozen=True)
 class LlamaAdapterOptions(TrainingOptions):
-    adapter_len: int = 10
-    adapter_layers: int | None = None  # top layers adapted; None: all but the first two
+    adapter_len: int = option(10, "adaption-prompt tokens per adapted layer")
+    adapter_layers: int | None = option(None, "top layers adapted; None: all but the first two")
     lr: float = 9e-3
     weight_decay: float = 0.02
     schedule: Literal["linear", "cosine", "constant", "constant_with_warmup"] = "constant_with_warmup"
@@ -48,7 +46,7 @@ def adapt(model: Any, options: LlamaAdapterOptions) -> Any:
 
 
 def build(ctx: BuildContext) -> Any:
-    from harness.training import fitted_lm
+    from harness.api import fitted_lm
 
     return fitted_lm(ctx, "llama_adapter", adapt)
 

@@ -11,17 +11,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from harness import hookimpl
-from harness.specs import BuildContext, MethodSpec, Training
-from harness.training import TrainingOptions
+from harness.api import (BuildContext, MethodSpec, Training, TrainingOptions, at_least, hookimpl,
+                         option)
 
 
 @dataclass(frozen=True)
 class LoraOptions(TrainingOptions):
-    r: int = 8
-    alpha: int = 16
-    dropout: float = 0.05
-    target_modules: tuple[str, ...] = ("q_proj", "v_proj")
+    r: int = option(8, "rank of the low-rank update")
+    alpha: int = option(16, "scaling numerator: the update is scaled by alpha / r")
+    dropout: float = option(0.05, "dropout on the LoRA branch's input")
+    target_modules: tuple[str, ...] = option(("q_proj", "v_proj"), "modules given a LoRA update")
     lr: float = 3e-4
     batch_size: int = 128
     micro_batch_size: int = 4
@@ -29,6 +28,12 @@ class LoraOptions(TrainingOptions):
     warmup_ratio: float = 0.08
     max_seq_len: int = 256
     loss_on_prompt: bool = True
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        at_least(self, r=1, alpha=1)
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must lie in [0, 1), got {self.dropout}")
 
 
 def adapt(model: Any, options: LoraOptions) -> Any:
@@ -41,7 +46,7 @@ def adapt(model: Any, options: LoraOptions) -> Any:
 
 
 def build(ctx: BuildContext) -> Any:
-    from harness.training import fitted_lm
+    from harness.api import fitted_lm
 
     return fitted_lm(ctx, "lora", adapt)
 

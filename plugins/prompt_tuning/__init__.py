@@ -11,15 +11,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from harness import hookimpl
-from harness.specs import BuildContext, MethodSpec, Training
-from harness.training import TrainingOptions
+from harness.api import BuildContext, MethodSpec, Training, TrainingOptions, hookimpl, option
 
 
 @dataclass(frozen=True)
 class PromptTuningOptions(TrainingOptions):
-    num_virtual_tokens: int = 100
-    init: Literal["sample_vocab", "random"] = "sample_vocab"
+    num_virtual_tokens: int = option(100, "soft-prompt vectors prepended to the input")
+    init: Literal["sample_vocab", "random"] = option(
+        "sample_vocab", "initialise from embeddings of sampled vocabulary tokens, or randomly")
     optimizer: Literal["adamw", "adafactor"] = "adafactor"
     lr: float = 0.3
     weight_decay: float = 1e-5
@@ -54,7 +53,7 @@ def adapt(model: Any, options: PromptTuningOptions) -> Any:
 
 
 def build(ctx: BuildContext) -> Any:
-    from harness.training import fitted_lm
+    from harness.api import fitted_lm
 
     return fitted_lm(ctx, "prompt_tuning", adapt)
 

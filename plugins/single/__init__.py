@@ -9,14 +9,11 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-from harness import hookimpl
-from harness.models import ModelRef, is_vision_language
-from harness.specs import BuildContext, Capability, MethodSpec
+from harness.api import BuildContext, Capability, MethodSpec, ModelRef, hookimpl, is_vision_language
 
 
 def build(ctx: BuildContext) -> Any:
-    from harness.lm import hf_lm, hf_multimodal_lm
-    from harness.models import load_causal_lm, load_vision_lm
+    from harness.api import hf_lm, hf_multimodal_lm, load_causal_lm, load_vision_lm
 
     ref = ctx.models[0]
     if is_vision_language(ref):

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from harness import hookimpl
+from harness.api import MODEL_PACK, BuildContext, MethodSpec, hookimpl
 from harness.fusion.options import PackOptions
-from harness.specs import MODEL_PACK, BuildContext, MethodSpec
 
 
 def build(ctx: BuildContext) -> Any:

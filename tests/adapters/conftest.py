@@ -13,14 +13,10 @@ from adapters.adapters_support import TEST_DEVICE, TINY_LLAMA
 
 
 @pytest.fixture(autouse=True)
-def isolated_fits(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Every test fits into its own cache folder (the zoo cache stays shared)."""
-    import harness.training
-
-    root = tmp_path / "fits"
-    monkeypatch.setattr(harness.training, "fits_root", lambda: root)
-    monkeypatch.setenv("HARNESS_NO_PROGRESS", "1")
-    return root
+def isolated_fits(tmp_path: Path) -> Path:
+    """Every test fits into its own cache folder (`build_context` puts the fit cache of a
+    test's contexts under its tmp_path; the zoo cache stays shared)."""
+    return tmp_path / "cache" / "fits"
 
 
 @pytest.fixture

@@ -12,7 +12,8 @@ import torch
 from harness.host import load_host
 from harness.models import ModelRef, load_vision_lm
 from harness.options import build_options
-from harness.runner import MethodRow, Settings, TaskColumn, plan_cells, run_plan
+from harness.runner import MethodRow, TaskColumn, plan_cells, run_plan
+from harness.settings import RunSettings
 from harness.specs import BuildContext, DataSource, TaskContext
 from harness.store import Store
 from harness.tasks.coco_captioning import scoring
@@ -24,7 +25,7 @@ FULL_BATCH = {"rank": 8, "lr": 3e-2, "max_steps": 6, "batch_size": 40, "micro_ba
 
 
 def _host():
-    return load_host(["no:reporters", "harness.methods.adalink", "harness.tasks.coco_captioning"])
+    return load_host(["harness.methods.adalink", "harness.tasks.coco_captioning"])
 
 
 def _task_context(task, data: DataSource, tmp_path: Path, **options) -> TaskContext:
@@ -63,13 +64,15 @@ def test_image_examples_are_encoded_as_hf_multimodal_lm_encodes_them(tmp_path):
     from PIL import Image
 
     from harness.lm import hf_multimodal_lm
-    from harness.training import _image_token, encode_examples, load_processor
+    from harness.models import load_processor
+    from harness.training import encode_examples
+    from harness.training.data import model_image_token
 
     task = _host().task("coco_captioning")
     [example] = task.training_examples(_task_context(task, DataSource("embedded"), tmp_path))[:1]
     model, processor = load_vision_lm(TINY_VLM), load_processor(TINY_VLM)
     [encoded] = encode_examples(processor, [example], 512, loss_on_prompt=False,
-                                image_token=_image_token(model, processor))
+                                image_token=model_image_token(model, processor))
     ctx = BuildContext(models=[TINY_VLM], options=None, task=task, task_options=None, seed=0,
                        device="cpu", batch_size=1, workdir=tmp_path, data=DataSource("embedded"))
     with Image.open(example["image"]) as image:
@@ -85,7 +88,8 @@ def test_image_examples_are_encoded_as_hf_multimodal_lm_encodes_them(tmp_path):
 
 def test_adalink_fits_both_links_on_captions_and_keeps_the_base_frozen(tmp_path):
     from harness.methods.adalink import adapt
-    from harness.training import fit, load_processor, parameter_digests
+    from harness.models import load_processor
+    from harness.training import fit, parameter_digests
 
     host = _host()
     task, spec = host.task("coco_captioning"), host.method("adalink")
@@ -96,7 +100,7 @@ def test_adalink_fits_both_links_on_captions_and_keeps_the_base_frozen(tmp_path)
     ctx = BuildContext(models=[TINY_VLM], options=options, task=task, task_options=task.options(),
                        seed=0, device="cpu", batch_size=1, workdir=tmp_path,
                        data=DataSource("embedded"))
-    report = fit(ctx, model, load_processor(TINY_VLM), "adalink", progress=False)
+    report = fit(ctx, model, load_processor(TINY_VLM), "adalink")
     assert report["train_examples"] == 40 and report["train_steps"] == 6
     assert report["final_loss"] < report["first_loss"] - 0.1, report
     after = parameter_digests(model)
@@ -115,7 +119,7 @@ def test_runner_fits_and_evaluates_adalink_on_coco(tmp_path):
     rows = [MethodRow(spec, (ModelRef("harness-zoo/tiny-vlm"),), options, "vlm"),
             MethodRow(spec, (ModelRef("harness-zoo/tiny-llama"),), options, "text")]
     columns = [TaskColumn(task, task.options(max_gen_toks=4))]
-    plan = plan_cells(host, rows, columns, Settings(DataSource("embedded"), limit=2),
+    plan = plan_cells(host, rows, columns, RunSettings(data="embedded", limit=2),
                       Store(tmp_path / "results"))
     assert [c.state for c in plan.cells] == ["pending", "n/a"]
     assert plan.cells[1].reason == "needs vision"
@@ -125,4 +129,4 @@ def test_runner_fits_and_evaluates_adalink_on_coco(tmp_path):
     report = record["method_report"]
     assert report["train_data"] == "task-train:coco_captioning (embedded)"
     assert report["train_steps"] == 2 and report["trainable_params"] == 2 * 2 * 64 * 4
-    assert record["headline"]["key"] == "CIDEr" and record["n_samples"] == 2
+    assert record["task"]["headline_key"] == "CIDEr" and record["n_samples"] == 2

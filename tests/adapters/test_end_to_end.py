@@ -10,8 +10,8 @@ import pytest
 from harness.host import load_host
 from harness.models import ModelRef
 from harness.options import build_options
-from harness.runner import MethodRow, Settings, TaskColumn, plan_cells, run_plan
-from harness.specs import DataSource
+from harness.runner import MethodRow, TaskColumn, plan_cells, run_plan
+from harness.settings import RunSettings
 from harness.store import Store
 
 METHODS = ("aligner", "adalink", "lora", "prompt_tuning", "llama_adapter", "full_ft")
@@ -20,7 +20,7 @@ REPORT_KEYS = {"trainable_params", "total_params", "train_tokens", "train_second
 
 
 def _run(methods: tuple[str, ...], tmp_path: Path, **options) -> list:
-    host = load_host(["no:reporters", *(f"harness.methods.{m}" for m in methods)])
+    host = load_host([*(f"harness.methods.{m}" for m in methods)])
     rows = []
     for name in methods:
         spec = host.method(name)
@@ -29,7 +29,7 @@ def _run(methods: tuple[str, ...], tmp_path: Path, **options) -> list:
                               build_options(spec.options, values, name), name))
     columns = [TaskColumn(host.task("gsm8k"), host.task("gsm8k").options(max_gen_toks=8, num_fewshot=1)),
                TaskColumn(host.task("mmlu"), host.task("mmlu").options(num_fewshot=1))]
-    plan = plan_cells(host, rows, columns, Settings(DataSource("embedded"), limit=1),
+    plan = plan_cells(host, rows, columns, RunSettings(data="embedded", limit=1),
                       Store(tmp_path / "results"))
     outcomes = run_plan(host, plan)
     assert [o.status for o in outcomes] == ["ok"] * len(outcomes), [o.error for o in outcomes]
@@ -42,7 +42,7 @@ def test_one_alpaca_fit_serves_several_tasks(tmp_path):
                                   for w in ("yes", "no", "maybe", "four")]))
     gsm8k, mmlu = _run(("aligner",), tmp_path, training_data=str(alpaca))
     for record in (gsm8k, mmlu):
-        assert record["method"]["trains"]
+        assert record["row"]["trains"]
         assert REPORT_KEYS <= set(record["method_report"])
         assert record["method_report"]["train_data"] == f"alpaca-json:{alpaca}"
     assert not gsm8k["method_report"]["fit_cached"] and mmlu["method_report"]["fit_cached"]

@@ -41,8 +41,7 @@ def test_method_learns_what_the_base_cannot(method, load_tiny, tmp_path: Path):
     model, tokenizer = load_tiny()
     base_accuracy = label_accuracy(model, tokenizer, held_out)
     model = plugin.adapt(model, options)
-    report = fit(build_context(options, synthetic_task(train), tmp_path), model, tokenizer, method,
-                 progress=False)
+    report = fit(build_context(options, synthetic_task(train), tmp_path), model, tokenizer, method)
     accuracy = label_accuracy(model, tokenizer, held_out)
     print(f"\n{method}: held-out accuracy {base_accuracy:.2f} -> {accuracy:.2f}; loss "
           f"{report['first_loss']:.3f} -> {report['final_loss']:.3f}; trainable "

@@ -42,7 +42,7 @@ def test_base_weights_stay_frozen(method, load_tiny, tmp_path):
     before = parameter_digests(model)
     adapted = plugin.adapt(model, options)
     trainable = {n: p.detach().clone() for n, p in adapted.named_parameters() if p.requires_grad}
-    report = fit(build_context(options, _task(), tmp_path), adapted, tokenizer, method, progress=False)
+    report = fit(build_context(options, _task(), tmp_path), adapted, tokenizer, method)
     in_use = {id(p) for p in adapted.parameters()}
     assert all(id(p) in in_use and not p.requires_grad for p in base.values())
     assert {name: tensor_digest(p) for name, p in base.items()} == before
@@ -55,14 +55,14 @@ def test_full_fine_tuning_changes_the_base(load_tiny, tmp_path):
     plugin, options, model, tokenizer = _prepare("full_ft", load_tiny)
     before = parameter_digests(model)
     fit(build_context(options, _task(), tmp_path), plugin.adapt(model, options), tokenizer,
-        "full_ft", progress=False)
+        "full_ft")
     assert parameter_digests(model) != before
 
 
 def test_report_and_fit_cache(load_tiny, tmp_path, monkeypatch, isolated_fits):
     plugin, options, model, tokenizer = _prepare("aligner", load_tiny)
     ctx = build_context(options, _task(), tmp_path)
-    report = fit(ctx, plugin.adapt(model, options), tokenizer, "aligner", progress=False)
+    report = fit(ctx, plugin.adapt(model, options), tokenizer, "aligner")
     for key in ("trainable_params", "total_params", "train_tokens", "train_seconds", "final_loss"):
         assert ctx.report[key] == report[key]
     assert report["trainable_params"] == 64 + 2 * 4 and report["train_steps"] == 3
@@ -75,10 +75,10 @@ def test_report_and_fit_cache(load_tiny, tmp_path, monkeypatch, isolated_fits):
     def no_training(*args, **kwargs):
         raise AssertionError("a cached fit must not train again")
 
-    monkeypatch.setattr(training, "_train", no_training)
+    monkeypatch.setattr(training.loop, "train", no_training)
     _, _, fresh, _ = _prepare("aligner", load_tiny)
     again = fit(build_context(options, _task(), tmp_path), plugin.adapt(fresh, options),
-                tokenizer, "aligner", progress=False)
+                tokenizer, "aligner")
     assert again["fit_cached"] and again["final_loss"] == report["final_loss"]
     assert torch.equal(fresh.aligner.prefix, model.aligner.prefix)
 
@@ -87,11 +87,11 @@ def test_fingerprint_tracks_data_options_and_seed(tmp_path):
     from harness.methods.aligner.config import AlignerOptions
 
     ctx = build_context(AlignerOptions(), _task(), tmp_path)
-    key = training.fit_fingerprint(ctx, "aligner", AlignerOptions(), "data", "cpu")
-    assert key == training.fit_fingerprint(ctx, "aligner", AlignerOptions(checkpoint_every=7), "data", "cpu")
-    assert key != training.fit_fingerprint(ctx, "aligner", AlignerOptions(num_tokens=2), "data", "cpu")
-    assert key != training.fit_fingerprint(ctx, "aligner", AlignerOptions(), "other data", "cpu")
-    assert key != training.fit_fingerprint(build_context(AlignerOptions(), _task(), tmp_path, seed=1),
+    key = training.cache.fit_fingerprint(ctx, "aligner", AlignerOptions(), "data", "cpu")
+    assert key == training.cache.fit_fingerprint(ctx, "aligner", AlignerOptions(checkpoint_every=7), "data", "cpu")
+    assert key != training.cache.fit_fingerprint(ctx, "aligner", AlignerOptions(num_tokens=2), "data", "cpu")
+    assert key != training.cache.fit_fingerprint(ctx, "aligner", AlignerOptions(), "other data", "cpu")
+    assert key != training.cache.fit_fingerprint(build_context(AlignerOptions(), _task(), tmp_path, seed=1),
                                            "aligner", AlignerOptions(), "data", "cpu")
 
 
@@ -100,12 +100,10 @@ def test_interrupted_fit_resumes_to_the_same_result(load_tiny, tmp_path, monkeyp
     budget = {"max_steps": 6, "checkpoint_every": 2}
     plugin, options, model, tokenizer = _prepare("lora", load_tiny, **budget)
     uninterrupted = plugin.adapt(model, options)
-    reference = fit(build_context(options, _task(), tmp_path), uninterrupted, tokenizer, "lora",
-                    progress=False)
+    reference = fit(build_context(options, _task(), tmp_path), uninterrupted, tokenizer, "lora")
     expected = {n: p.detach().clone() for n, p in uninterrupted.named_parameters() if p.requires_grad}
 
-    monkeypatch.setattr(training, "fits_root", lambda: tmp_path / "other-fits")
-    real_step, calls = training._optimizer_step, []
+    real_step, calls = training.loop._optimizer_step, []
 
     def crash_in_step_five(*args, **kwargs):
         calls.append(1)
@@ -113,17 +111,17 @@ def test_interrupted_fit_resumes_to_the_same_result(load_tiny, tmp_path, monkeyp
             raise KeyboardInterrupt
         return real_step(*args, **kwargs)
 
-    monkeypatch.setattr(training, "_optimizer_step", crash_in_step_five)
+    monkeypatch.setattr(training.loop, "_optimizer_step", crash_in_step_five)
     plugin, options, model, tokenizer = _prepare("lora", load_tiny, **budget)
     adapted = plugin.adapt(model, options)
     with pytest.raises(KeyboardInterrupt):
-        fit(build_context(options, _task(), tmp_path), adapted, tokenizer, "lora", progress=False)
-    [folder] = (tmp_path / "other-fits").iterdir()
+        fit(build_context(options, _task(), tmp_path / "second"), adapted, tokenizer, "lora")
+    [folder] = (tmp_path / "second" / "cache" / "fits").iterdir()
     checkpoint = torch.load(folder / "checkpoint.pt", weights_only=True)
     assert checkpoint["state"]["step"] == 4
     assert set(checkpoint["trainable"]) == set(expected)  # trainable parameters only
 
-    resumed = fit(build_context(options, _task(), tmp_path), adapted, tokenizer, "lora", progress=False)
+    resumed = fit(build_context(options, _task(), tmp_path / "second"), adapted, tokenizer, "lora")
     assert len(calls) == 7  # steps 5 and 6 again, nothing before
     assert resumed["final_loss"] == pytest.approx(reference["final_loss"], rel=1e-6)
     for name, parameter in adapted.named_parameters():
@@ -186,7 +184,7 @@ def test_tasks_supply_training_examples_in_lm_eval_format(task, tmp_path):
     from harness.host import load_host
     from harness.specs import DataSource, TaskContext
 
-    spec = load_host(["no:reporters"]).task(task)
+    spec = load_host().task(task)
     examples = spec.training_examples(TaskContext(spec.options(), DataSource("embedded"),
                                                   tmp_path, None, 0))
     assert examples and all(set(e) == {"prompt", "target"} for e in examples)
@@ -205,7 +203,7 @@ def test_plugins_declare_training_and_import_without_torch():
     from harness.host import load_host
 
     methods = ("aligner", "adalink", "lora", "prompt_tuning", "llama_adapter", "full_ft")
-    host = load_host(["no:reporters", *(f"harness.methods.{m}" for m in methods)])
+    host = load_host([*(f"harness.methods.{m}" for m in methods)])
     for name in methods:
         spec = host.method(name)
         assert spec.training is not None and issubclass(spec.options, TrainingOptions)
@@ -219,7 +217,7 @@ def test_planning_can_tell_which_tasks_a_training_method_cannot_fit_for(tmp_path
     from harness.methods.aligner.config import AlignerOptions
     from harness.specs import Metric, TaskSpec
 
-    host = load_host(["no:reporters", "harness.methods.aligner"])
+    host = load_host(["harness.methods.aligner"])
     aligner = host.method("aligner")
     eval_only = TaskSpec(name="eval-only", description="", headline=Metric("acc", "acc"), lm_eval=print)
     assert training.untrainable_reason(aligner, AlignerOptions(), host.task("gsm8k")) is None

@@ -64,7 +64,7 @@ def test_missing_and_malformed_data_files_fail_their_cell_only(tmp_path: Path) -
     assert "astronomy_test.csv:2: expected 6 columns, got 5" in result.stderr
     assert "GSM8K test.jsonl not found" in result.stderr
     assert "Traceback" not in result.stderr
-    failures = sorted(p.name.rsplit("--", 1)[0] for p in (out / "failed").iterdir())
+    failures = sorted(p.name.rsplit("--", 1)[0] for p in (out / "failed").glob("*.json"))
     assert failures == ["single--gsm8k", "single--mmlu"]
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from harness.records import CellRecord, RowInfo, Score, TaskInfo, row_key
 from harness.reporting import board_json, build_board, html_page, markdown
 from harness.store import Store
 from support import run_cli
@@ -17,23 +18,21 @@ GOLDEN = Path(__file__).parent / "golden"
 
 def _record(label: str, method: str, task: str, status: str, value: float | None = None,
             stderr: float | None = None, reason: str = "", trainable: int = 0,
-            higher_is_better: bool = True) -> dict:
+            higher_is_better: bool = True, limit: int = 10) -> CellRecord:
     metric = {"mmlu": ("acc,none", "accuracy"), "gsm8k": ("exact_match,strict-match", "exact match"),
               "coco": ("CIDEr", "CIDEr")}[task]
-    record = {
-        "status": status, "fingerprint": f"{label}-{task}",
-        "method": {"name": method, "label": label, "models": [{"id": "harness-zoo/tiny-llama"}]},
-        "task": {"name": task, "data": "embedded",
-                 "headline": {"key": metric[0], "label": metric[1],
-                              "higher_is_better": higher_is_better}},
-        "identity": {"versions": {"harness": "0.1.0"}}, "n_samples": 10, "limit": 10, "seed": 1,
-        "git_commit": "abc",
-    }
+    models = [{"id": "harness-zoo/tiny-llama", "revision": "main", "dtype": "auto"}]
+    record = CellRecord(
+        status=status, fingerprint=f"{label}-{task}".ljust(16, "0"),
+        row=RowInfo(key=row_key(method, models, {"label": label}), method=method, label=label,
+                    options={}, models=models),
+        task=TaskInfo(name=task, options={}, headline_key=metric[0], headline_label=metric[1],
+                      higher_is_better=higher_is_better, data="embedded"),
+        identity={"versions": {"harness": "0.2.0"}}, finished_at="2026-01-01T00:00:00+00:00",
+        n_samples=10, limit=limit, seed=1, git_commit="abc", reason=reason)
     if status == "ok":
-        record["headline"] = {"key": metric[0], "value": value, "stderr": stderr}
-        record["method_report"] = {"trainable_params": trainable, "total_params": 1000}
-    else:
-        record["reason"] = reason
+        record.headline = Score(value, stderr)
+        record.method_report = {"trainable_params": trainable, "total_params": 1000}
     return record
 
 
@@ -50,8 +49,7 @@ def results(tmp_path: Path) -> Path:
         _record("vlm (tiny-vlm)", "vlm", "coco", "ok", 0.5, None),
     ]
     for record in records:
-        store.commit_cell(record["method"]["name"], record["task"]["name"],
-                          record["fingerprint"].ljust(16, "0"), record, [])
+        store.commit_cell(record, [])
     return tmp_path
 
 
@@ -72,7 +70,7 @@ def test_lower_is_better_metrics_invert_wins(tmp_path: Path) -> None:
     store = Store(tmp_path)
     for label, value in (("a", 1.0), ("b", 2.0)):
         record = _record(label, label, "mmlu", "ok", value, None, higher_is_better=False)
-        store.commit_cell(label, "mmlu", label.ljust(16, "0"), record, [])
+        store.commit_cell(record, [])
     rates = {row.label: row.mean_win_rate for row in build_board(tmp_path).rows}
     assert rates == {"a": 1.0, "b": 0.0}
 
@@ -105,9 +103,7 @@ def test_output_is_deterministic(results: Path, tmp_path_factory: pytest.TempPat
 
 def test_columns_mixing_data_sources_or_limits_say_so(results: Path) -> None:
     store = Store(results)
-    record = _record("quick (tiny-llama)", "quick", "mmlu", "ok", 0.3, 0.1)
-    record["limit"] = 2
-    store.commit_cell("quick", "mmlu", "quick".ljust(16, "0"), record, [])
+    store.commit_cell(_record("quick (tiny-llama)", "quick", "mmlu", "ok", 0.3, 0.1, limit=2), [])
     assert "mmlu: mixed: embedded (limit 10); embedded (limit 2)" in markdown(build_board(results))
 
 
@@ -115,7 +111,7 @@ def test_failures_of_two_rows_of_one_method_are_both_kept(tmp_path: Path) -> Non
     store = Store(tmp_path)
     for label in ("single (a)", "single (b)"):
         record = _record(label, "single", "mmlu", "failed", reason=f"broken {label}")
-        store.record_failure("single", "mmlu", label.ljust(16, "0"), record)
+        store.record_failure(record)
     board = build_board(tmp_path)
     assert sorted(row.cells["mmlu"].reason for row in board.rows) == [
         "broken single (a)", "broken single (b)"]

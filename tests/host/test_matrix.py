@@ -14,8 +14,8 @@ import pytest
 
 from harness.host import load_host
 from harness.models import ModelRef
-from harness.runner import MethodRow, Settings, TaskColumn, evaluate_cell, plan_cells, row_label
-from harness.specs import DataSource
+from harness.runner import MethodRow, TaskColumn, evaluate_cell, plan_cells, row_label
+from harness.settings import RunSettings
 from harness.store import Store, read_jsonl
 from support import run_cli
 
@@ -37,7 +37,7 @@ def test_full_tiny_matrix_end_to_end_then_resume_recomputes_nothing(tmp_path: Pa
 
     record = json.loads((tmp_path / next(iter(results))).read_text())
     for key in ("fingerprint", "identity", "metrics", "headline", "timings", "hardware", "seed",
-                "git_commit", "method", "task", "n_samples"):
+                "git_commit", "row", "task", "code", "n_samples"):
         assert key in record
     assert record["identity"]["versions"]["lm_eval"]
     for cell_result in results:
@@ -85,7 +85,7 @@ def _cells(tmp_path: Path) -> list:
             for m in ("harness-zoo/tiny-llama", "harness-zoo/tiny-gpt2")]
     mmlu = host.task("mmlu")
     plan = plan_cells(host, rows, [TaskColumn(mmlu, mmlu.options(subjects=("astronomy",)))],
-                      Settings(DataSource("embedded"), limit=2), Store(tmp_path))
+                      RunSettings(data="embedded", limit=2), Store(tmp_path))
     return plan.cells
 
 
@@ -93,8 +93,8 @@ def test_two_methods_on_one_task_never_share_responses(tmp_path: Path) -> None:
     llama, gpt2 = _cells(tmp_path)
     assert llama.fingerprint != gpt2.fingerprint
     store = Store(tmp_path)
-    llama_record, llama_samples = evaluate_cell(llama, store.workdir(llama.fingerprint))
-    gpt2_record, gpt2_samples = evaluate_cell(gpt2, store.workdir(gpt2.fingerprint))
+    llama_record, llama_samples, _ = evaluate_cell(llama, store.workdir(llama.fingerprint))
+    gpt2_record, gpt2_samples, _ = evaluate_cell(gpt2, store.workdir(gpt2.fingerprint))
     assert list(store.workdir(llama.fingerprint).glob("responses*.db"))
     assert list(store.workdir(gpt2.fingerprint).glob("responses*.db"))
     responses = lambda samples: [s["response"] for s in samples]  # noqa: E731
@@ -102,9 +102,9 @@ def test_two_methods_on_one_task_never_share_responses(tmp_path: Path) -> None:
 
     # lm-eval keys its cache by request only (lm-eval #2715): pointing the second model at the
     # first one's cache returns the first model's answers. Scoping by fingerprint prevents it.
-    _, leaked = evaluate_cell(gpt2, store.workdir(llama.fingerprint))
+    _, leaked, _ = evaluate_cell(gpt2, store.workdir(llama.fingerprint))
     assert responses(leaked) == responses(llama_samples)
-    _, replayed = evaluate_cell(gpt2, store.workdir(gpt2.fingerprint))
+    _, replayed, _ = evaluate_cell(gpt2, store.workdir(gpt2.fingerprint))
     assert responses(replayed) == responses(gpt2_samples)
 
 
@@ -120,7 +120,7 @@ def test_shards_partition_the_matrix_and_claims_exclude_each_other(tmp_path: Pat
     with store.claim(cells[0].fingerprint) as first:
         assert first is None
         with store.claim(cells[0].fingerprint) as second:
-            assert second is not None and str(os.getpid()) in second
+            assert second is not None and second.pid == os.getpid()
     with store.claim(cells[0].fingerprint) as again:
         assert again is None  # released
 
@@ -132,5 +132,34 @@ def test_embedded_suite_covers_every_builtin_method_and_task(tmp_path: Path) -> 
     builtin = {name for name in [*host.methods, *host.tasks]
                if host.origin_of(name) == "built-in"}
     suite = load_suite("embedded")
-    listed = {m["method"] for m in suite.methods} | {t["task"] for t in suite.tasks}
+    listed = {m.method for m in suite.methods} | {t.task for t in suite.tasks}
     assert builtin <= listed, f"missing from the embedded suite: {builtin - listed}"
+
+
+def test_a_row_built_once_gives_the_per_cell_results(tmp_path: Path) -> None:
+    """A frozen method's row runs its tasks on one built LM; every record and sample equals
+    what one build per cell gives."""
+    from harness.runner import make_jobs, run_plan
+
+    host = load_host()
+    single, mmlu, gsm8k = host.method("single"), host.task("mmlu"), host.task("gsm8k")
+    rows = [MethodRow(single, (ModelRef("harness-zoo/tiny-llama"),), single.options())]
+    columns = [TaskColumn(mmlu, mmlu.options(subjects=("astronomy",), num_fewshot=1)),
+               TaskColumn(gsm8k, gsm8k.options(num_fewshot=1, max_gen_toks=8))]
+    results = {}
+    for group in (True, False):
+        store = Store(tmp_path / str(group))
+        plan = plan_cells(host, rows, columns, RunSettings(data="embedded", limit=2), store)
+        assert len(make_jobs(plan.cells, group)) == (1 if group else 2)
+        outcomes = run_plan(host, plan, group=group)
+        assert [o.status for o in outcomes] == ["ok", "ok"]
+        results[group] = {r.task.name: (r, read_jsonl(store.cell_dir(r.row.method, r.task.name,
+                                                                     r.fingerprint) / "samples.jsonl"))
+                          for r in store.results()}
+    for task, (grouped, samples) in results[True].items():
+        alone, alone_samples = results[False][task]
+        assert grouped.fingerprint == alone.fingerprint
+        assert grouped.metrics == alone.metrics and samples == alone_samples
+        assert grouped.method_report == alone.method_report
+    assert results[True]["gsm8k"][0].timings["build_shared"] == 1.0  # built for mmlu
+    assert "build_shared" not in results[True]["mmlu"][0].timings

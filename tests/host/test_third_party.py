@@ -44,7 +44,7 @@ def test_third_party_method_and_task_run(installed_example, tmp_path: Path) -> N
     assert cells == ["addition", "mmlu"]
     record = json.loads(next((tmp_path / "cells" / "instructed" / "addition").glob("*/result.json"))
                         .read_text())
-    assert record["status"] == "ok" and record["method"]["options"] == {"instruction": "Be brief."}
+    assert record["status"] == "ok" and record["row"]["options"] == {"instruction": "Be brief."}
 
 
 def test_blocking_a_third_party_plugin(installed_example) -> None:

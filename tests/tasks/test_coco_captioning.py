@@ -10,7 +10,8 @@ import pytest
 from harness.errors import DataError
 from harness.host import load_host
 from harness.models import ModelRef
-from harness.runner import MethodRow, Settings, TaskColumn, plan_cells, run_plan
+from harness.runner import MethodRow, TaskColumn, plan_cells, run_plan
+from harness.settings import RunSettings
 from harness.specs import DataSource, TaskContext
 from harness.store import Store
 from harness.tasks.coco_captioning import (EMBEDDED_ANNOTATIONS, CocoOptions, preflight,
@@ -117,21 +118,21 @@ def test_scores_equal_cocoevalcap(tmp_path, monkeypatch):
 
 @needs_java
 def test_runs_end_to_end_on_tiny_vlm(tmp_path):
-    host = load_host(["no:reporters", "harness.tasks.coco_captioning"])
+    host = load_host(["harness.tasks.coco_captioning"])
     single, task = host.method("single"), host.task("coco_captioning")
     rows = [MethodRow(single, (ModelRef("harness-zoo/tiny-vlm"),), single.options(), "vlm"),
             MethodRow(single, (ModelRef("harness-zoo/tiny-llama"),), single.options(), "text")]
     columns = [TaskColumn(task, CocoOptions(max_gen_toks=4))]
-    plan = plan_cells(host, rows, columns, Settings(DataSource("embedded"), limit=2),
+    plan = plan_cells(host, rows, columns, RunSettings(data="embedded", limit=2),
                       Store(tmp_path / "out"))
     outcomes = run_plan(host, plan)
     assert [o.status for o in outcomes] == ["ok", "n/a"], [o.error for o in outcomes]
     assert plan.cells[1].reason == "needs vision"
     record = json.loads((outcomes[0].path / "result.json").read_text())
-    assert record["headline"]["key"] == "CIDEr"
+    assert record["task"]["headline_key"] == "CIDEr"
     assert record["metrics"]["SPICE"]["value"] is None
     assert record["score_details"]["SPICE"].startswith("unavailable")
-    assert "vision" in record["method"]["capabilities"]
+    assert "vision" in record["row"]["capabilities"]
     assert record["n_samples"] == 2
     samples = [json.loads(line) for line in (outcomes[0].path / "samples.jsonl").open()]
     assert {s["doc"]["image_id"] for s in samples} == {900001, 900002}

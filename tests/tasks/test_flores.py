@@ -12,7 +12,8 @@ from sacrebleu.metrics import BLEU, CHRF
 from harness.errors import DataError, UsageError
 from harness.host import load_host
 from harness.models import ModelRef
-from harness.runner import MethodRow, Settings, TaskColumn, plan_cells, run_plan
+from harness.runner import MethodRow, TaskColumn, plan_cells, run_plan
+from harness.settings import RunSettings
 from harness.specs import DataSource, TaskContext
 from harness.store import Store
 from harness.tasks import flores
@@ -159,15 +160,15 @@ def test_real_flores_devtest_and_dev_files_load_completely(shared_data):
 
 
 def test_end_to_end_with_the_single_method_on_tiny_llama(tmp_path):
-    host = load_host(["no:reporters", "harness.tasks.flores"])
+    host = load_host(["harness.tasks.flores"])
     method, task = host.method("single"), host.task("flores")
     rows = [MethodRow(method, (ModelRef("harness-zoo/tiny-llama"),), method.options(), "single")]
     plan = plan_cells(host, rows, [TaskColumn(task, FloresOptions(max_gen_toks=8))],
-                      Settings(DataSource("embedded"), limit=2), Store(tmp_path))
+                      RunSettings(data="embedded", limit=2), Store(tmp_path))
     [outcome] = run_plan(host, plan)
     assert outcome.status == "ok", outcome.error
     record = json.loads((outcome.path / "result.json").read_text())
-    assert record["headline"]["key"] == "chrf++"
+    assert record["task"]["headline_key"] == "chrf++"
     assert set(record["score_details"]["directions"]) == {"swh_Latn-eng_Latn", "eng_Latn-swh_Latn"}
     # lm-eval's own corpus chrF++ per direction agrees with ours
     for name, result in record["lm_eval"]["task_results"].items():

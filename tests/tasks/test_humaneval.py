@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
+import time
 from fractions import Fraction
 from pathlib import Path
 
@@ -12,11 +14,14 @@ import pytest
 from harness.errors import DataError, UsageError
 from harness.host import load_host
 from harness.models import ModelRef
-from harness.runner import MethodRow, Settings, TaskColumn, plan_cells, run_plan
+from harness.options import build_options
+from harness.runner import MethodRow, TaskColumn, plan_cells, run_plan
+from harness.settings import RunSettings
 from harness.specs import DataSource, MethodSpec, TaskContext
 from harness.store import Store
 from harness.tasks import humaneval
 from harness.tasks.humaneval import HumanEvalOptions, estimate_pass_at_k
+from support import run_cli
 
 
 def _context(data: DataSource, **options) -> TaskContext:
@@ -57,8 +62,32 @@ def test_sampling_options_reach_lm_eval():
     assert config["repeats"] == 5
     assert {"do_sample": True, "temperature": 0.8, "top_p": 0.95}.items() <= \
         config["generation_kwargs"].items()
-    with pytest.raises(UsageError, match="temperature > 0"):
-        humaneval.lm_eval_plan(_context(DataSource("embedded"), samples=5, temperature=0.0))
+
+
+@pytest.mark.parametrize("values, complaint", [
+    ({"samples": 5, "temperature": 0.0}, "temperature > 0"),
+    ({"samples": 0}, "samples must be >= 1"),
+    ({"ks": [0, 1]}, "every k must be >= 1"),
+    ({"timeout_s": 0}, "timeout_s=0.0 is too short"),
+    ({"timeout_s": 0.2}, "timeout_s=0.2 is too short"),
+    ({"memory_mb": 1}, "memory_mb=1 is too small"),
+    ({"workers": 0}, "workers must be 1 to 32"),
+    ({"workers": 1000}, "workers must be 1 to 32")])
+def test_options_that_make_no_sense_are_refused_in_one_line(values, complaint):
+    with pytest.raises(UsageError, match=complaint) as refused:
+        build_options(HumanEvalOptions, values, "task 'humaneval'")
+    assert "\n" not in str(refused.value)
+
+
+def test_the_cli_refuses_a_meaningless_sandbox_before_anything_runs(tmp_path):
+    result = run_cli("run", "-m", "single", "-t", "humaneval", "--data", "embedded",
+                     "-O", "allow_code_execution=true", "-O", "timeout_s=0",
+                     "--out", str(tmp_path))
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "harness: error: task 'humaneval': timeout_s=0.0 is too short: need at least 1 s "
+        "(starting the sandbox takes about 0.2 s)"]
+    assert not (tmp_path / "cells").exists()
 
 
 def test_missing_and_malformed_files_are_named(tmp_path):
@@ -91,11 +120,11 @@ def test_execution_is_refused_without_the_flag_before_any_model_loads(tmp_path):
         raise AssertionError("a model was loaded although code execution was refused")
 
     method = MethodSpec(name="explodes", description="never built", build=build)
-    host = load_host(["no:reporters", "harness.tasks.humaneval"])
+    host = load_host(["harness.tasks.humaneval"])
     task = host.task("humaneval")
     rows = [MethodRow(method, (ModelRef("harness-zoo/tiny-llama"),), method.options(), "x")]
     plan = plan_cells(host, rows, [TaskColumn(task, task.options())],
-                      Settings(DataSource("embedded"), limit=1), Store(tmp_path))
+                      RunSettings(data="embedded", limit=1), Store(tmp_path))
     assert plan.cells[0].state == "error"
     assert "allow_code_execution=true" in plan.cells[0].reason
     [outcome] = run_plan(host, plan)
@@ -104,13 +133,34 @@ def test_execution_is_refused_without_the_flag_before_any_model_loads(tmp_path):
         humaneval.score([], _context(DataSource("embedded")))
 
 
+def test_weak_isolation_is_refused_unless_the_user_opts_in(monkeypatch):
+    import harness.sandbox
+
+    weak = dataclasses.replace(harness.sandbox.isolation(), bwrap=None,
+                               weak_because="bubblewrap is not installed")
+    monkeypatch.setattr(harness.sandbox, "isolation", lambda: weak)
+    refusal = humaneval.preflight(_context(DataSource("embedded"), allow_code_execution=True))
+    assert refusal == ("refusing to run model-written code under weak isolation (bubblewrap is "
+                       "not installed): install bubblewrap (Debian/Ubuntu: apt-get install "
+                       "bubblewrap), or accept the risk with -O allow_weak_isolation=true")
+    context = _context(DataSource("embedded"), allow_code_execution=True,
+                       allow_weak_isolation=True)
+    assert humaneval.preflight(context) is None
+    problems = _problems(humaneval.lm_eval_plan(context))
+    humaneval.score(_samples(problems[:1], [[problems[0]["canonical_solution"]]]), context)
+    sandbox = context.score_details["sandbox"]
+    assert sandbox["isolation"] == "weak: bubblewrap is not installed"
+    assert sandbox["weak_isolation_allowed"] is True
+
+
 def test_score_reports_pass_at_k_and_every_execution():
     problems = _problems(humaneval.lm_eval_plan(_context(DataSource("embedded"))))
     right = [p["canonical_solution"] for p in problems]
     completions = [[right[0]] * 4, [right[1], "    return []\n", "    return values\n",
                                     right[1]], ["    while True: pass\n"] * 4]
+    # allow_weak_isolation: what is tested here is scoring, on machines without bubblewrap too
     context = _context(DataSource("embedded"), allow_code_execution=True, samples=4,
-                       ks=(1, 2, 10), timeout_s=2.0)
+                       ks=(1, 2, 10), timeout_s=2.0, allow_weak_isolation=True)
     metrics = humaneval.score(_samples(problems, completions), context)
     assert set(metrics) == {"pass@1", "pass@2"}  # 10 > 4 samples: not reported
     assert metrics["pass@1"][0] == pytest.approx((1 + 0.5 + 0) / 3)
@@ -119,7 +169,9 @@ def test_score_reports_pass_at_k_and_every_execution():
     assert details["executions"]["Fixture/1"][:2] == ["passed", "failed: AssertionError"]
     assert all(e.startswith("timed out") for e in details["executions"]["Fixture/2"])
     assert details["sampling"]["samples_per_problem"] == 4
-    assert "network" in details["sandbox"]
+    assert {"isolation", "user", "network", "filesystem", "memory", "verdict"} <= set(
+        details["sandbox"])
+    assert details["sandbox"]["weak_isolation_allowed"] is True
     json.dumps(details)  # stored in the cell record as it is
 
 
@@ -127,23 +179,28 @@ def test_real_humaneval_canonical_solutions_pass_and_bare_prompts_fail(shared_da
     plan = humaneval.lm_eval_plan(_context(DataSource("local", shared_data)))
     problems = _problems(plan)
     assert len(problems) == 164 and problems[0]["task_id"] == "HumanEval/0"
-    context = _context(DataSource("local", shared_data), allow_code_execution=True, workers=4)
+    context = _context(DataSource("local", shared_data), allow_code_execution=True, workers=4,
+                       allow_weak_isolation=True)
+    started = time.monotonic()
     canonical = humaneval.score(_samples(problems, [[p["canonical_solution"]] for p in problems]),
                                 context)
     assert canonical["pass@1"][0] == 1.0, context.score_details["executions"]
     bare = humaneval.score(_samples(problems, [[""] for _ in problems]), context)
     assert bare["pass@1"][0] == 0.0
+    print(f"328 HumanEval programs judged in {time.monotonic() - started:.1f} s "
+          f"({context.score_details['sandbox']['isolation']} isolation)")
 
 
 def test_end_to_end_with_the_single_method_on_tiny_llama(tmp_path):
-    host = load_host(["no:reporters", "harness.tasks.humaneval"])
+    host = load_host(["harness.tasks.humaneval"])
     method, task = host.method("single"), host.task("humaneval")
     rows = [MethodRow(method, (ModelRef("harness-zoo/tiny-llama"),), method.options(), "single")]
-    options = HumanEvalOptions(allow_code_execution=True, max_gen_toks=16)
+    options = HumanEvalOptions(allow_code_execution=True, allow_weak_isolation=True,
+                               max_gen_toks=16)
     plan = plan_cells(host, rows, [TaskColumn(task, options)],
-                      Settings(DataSource("embedded"), limit=2), Store(tmp_path))
+                      RunSettings(data="embedded", limit=2), Store(tmp_path))
     [outcome] = run_plan(host, plan)
     assert outcome.status == "ok", outcome.error
     record = json.loads((outcome.path / "result.json").read_text())
-    assert record["headline"]["key"] == "pass@1" and 0.0 <= outcome.headline <= 1.0
+    assert record["task"]["headline_key"] == "pass@1" and 0.0 <= outcome.headline <= 1.0
     assert len(record["score_details"]["executions"]) == 2

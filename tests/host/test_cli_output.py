@@ -1,0 +1,128 @@
+"""What a person reads: `harness list` whole and within 80 columns, the terminal
+leaderboard within 80 columns, a run that keeps library chatter in the cell logs."""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+
+from harness import cli
+from harness.host import load_host
+from harness.records import CellRecord, RowInfo, Score, TaskInfo, row_key
+from harness.reporting import build_board, rich_tables
+from harness.store import Store
+from support import run_cli
+
+PLUGINS = Path(__file__).parent / "fixtures" / "plugins"
+
+
+def _names() -> list[str]:
+    host = load_host()
+    return [*host.methods, *host.tasks]
+
+
+def test_plain_list_keeps_every_name_whole() -> None:
+    result = run_cli("list", env={"COLUMNS": "40"})
+    assert result.returncode == 0, result.stderr
+    first_words = {line.split()[0] for line in result.stdout.splitlines()
+                   if line.startswith("  ")}
+    assert set(_names()) <= first_words
+    assert "…" not in result.stdout
+
+
+def test_terminal_list_fits_80_columns(monkeypatch, capsys) -> None:
+    monkeypatch.setenv("COLUMNS", "80")
+    monkeypatch.setattr("sys.stdout.isatty", lambda: True)
+    assert cli.main(["list"]) == 0
+    text = re.sub(r"\x1b\[[0-9;]*m", "", capsys.readouterr().out)  # colours are not columns
+    assert max(len(line) for line in text.splitlines()) <= 80
+    cells = {cell.strip() for line in text.splitlines() for cell in re.split("[│┃]", line)}
+    assert set(_names()) <= cells  # each name whole in its own cell, never wrapped or cut
+
+
+def test_list_one_plugin_in_full_and_as_json() -> None:
+    shown = run_cli("list", "packllm")
+    assert shown.returncode == 0
+    assert "method packllm (version" in shown.stdout
+    assert "options:" in shown.stdout and "fusion (sim|opt" in shown.stdout
+    task = json.loads(run_cli("list", "lora", "--json").stdout)
+    assert {o["name"] for o in task["options"]} >= {"r", "lr", "max_steps"}
+    assert all(o["help"] for o in task["options"] if o["name"] in ("lr", "max_steps"))
+    unknown = run_cli("list", "packlm")
+    assert unknown.returncode == 2 and "did you mean 'packllm'" in unknown.stderr
+
+
+def _board_with_long_labels(root: Path) -> Path:
+    store = Store(root)
+    tasks = ["coco_captioning", "flores", "gsm8k", "humaneval", "mmlu", "vicuna_bench"]
+    for number, label in enumerate(["packllm[fusion=opt, weights_on=sequence] (tiny-llama + "
+                                    "tiny-gpt2 + tiny-llama-b)", "single (tiny-llama)"]):
+        models = [{"id": "m", "revision": "main", "dtype": "auto"}]
+        for task in tasks:
+            record = CellRecord(
+                status="n/a" if task == "coco_captioning" else "ok",
+                fingerprint=f"{number}{task}".ljust(16, "0")[:16],
+                row=RowInfo(row_key(label, models, {}), label.split("[")[0].split()[0], label,
+                            {}, models),
+                task=TaskInfo(task, {}, "x", "exact match (strict)", True, "embedded"),
+                identity={}, finished_at="2026-01-01T00:00:00", limit=4,
+                reason="needs vision" if task == "coco_captioning" else "")
+            if record.status == "ok":
+                record.headline = Score(0.123456 * (number + 1), 0.01)
+            store.commit_cell(record, [])
+    return root
+
+
+def test_terminal_leaderboard_fits_80_columns_with_markers(tmp_path: Path) -> None:
+    board = build_board(_board_with_long_labels(tmp_path))
+    buffer = io.StringIO()
+    console = Console(file=buffer, width=80, color_system=None)
+    for table in rich_tables(board, 80):
+        console.print(table)
+    text = buffer.getvalue()
+    assert max(len(line) for line in text.splitlines()) <= 80
+    assert "n/a [1]" in text and "[1] n/a: needs vision" in text
+    assert "Smoke numbers" in text
+    for task in ("coco_captioning", "flores", "gsm8k", "humaneval", "mmlu", "vicuna_bench"):
+        assert task in text
+
+
+def test_a_run_keeps_library_output_in_the_cell_log(tmp_path: Path) -> None:
+    plugins = tmp_path / "plugins"
+    shutil.copytree(PLUGINS, plugins)
+    out = tmp_path / "out"
+    result = run_cli("-p", "constant_plugin", "run", "-m", "constant", "-t", "mmlu",
+                     "--data", "embedded", "--limit", "1", "--out", str(out),
+                     env={"PYTHONPATH": str(plugins)})
+    assert result.returncode == 0, result.stderr
+    for noise in ("WARNING", "Warning", "it/s]", "fatal: not a git repository"):
+        assert noise not in result.stderr and noise not in result.stdout
+    [log] = (out / "cells" / "constant" / "mmlu").glob("*/log.txt")
+    assert "WARNING" in log.read_text()  # lm-eval's own warnings went here
+    verbose = run_cli("-p", "constant_plugin", "-v", "run", "-m", "constant", "-t", "mmlu",
+                      "--data", "embedded", "--limit", "1", "--out", str(tmp_path / "v"),
+                      env={"PYTHONPATH": str(plugins)})
+    assert verbose.returncode == 0 and "Custom kwargs can be passed" in verbose.stderr
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["verify", "--out", "{out}"], "every result matches its checksum"),
+    (["status", "--out", "{out}"], "1 done"),
+])
+def test_verify_and_status_on_a_healthy_folder(args, needle, tmp_path: Path) -> None:
+    root = tmp_path / "out"
+    models = [{"id": "m", "revision": "main", "dtype": "auto"}]
+    Store(root).commit_cell(CellRecord(
+        status="ok", fingerprint="f" * 64, row=RowInfo(row_key("single", models, {}), "single",
+                                                       "single (m)", {}, models),
+        task=TaskInfo("mmlu", {}, "acc,none", "accuracy"), identity={},
+        finished_at="2026-01-01T00:00:00", headline=Score(0.5)), [])
+    result = run_cli(*[a.format(out=root) for a in args])
+    assert result.returncode == 0, result.stderr
+    assert needle in result.stdout
