@@ -13,11 +13,14 @@ map m: V_R -> V_E picks an expert token (paper section 3.4, official `find_best_
 Departures from the released code, each a fix of a bug listed in the research notes: the
 marker is read from each vocabulary rather than from a class-name table (which gave Gemma
 the wrong one); the map is an array indexed by reference id, not the insertion order of a
-dict; special tokens with a role (BOS, EOS, UNK, PAD) map to the expert's token of the
-same role, so a reference EOS stays an EOS for every expert. The quadratic edit-distance
-search runs in rapidfuzz's C++ kernels and is pruned by length: |len(a) - len(b)| is a
-lower bound of the distance, so candidates are compared in widening length windows and a
-query is settled once its best distance fits inside the window.
+dict; special tokens with a role (EOS, BOS, PAD, UNK) map to the expert's token of the
+same role, so a reference EOS stays an EOS for every expert. One id often holds several
+roles (GPT-2 and GPT-NeoX use `<|endoftext|>` as EOS, BOS and UNK; many setups pad with
+EOS): it takes the first role in that order that the expert also has, so EOS wins.
+The quadratic edit-distance search runs in rapidfuzz's C++ kernels and is pruned by
+length: |len(a) - len(b)| is a lower bound of the distance, so candidates are compared in
+widening length windows and a query is settled once its best distance fits inside the
+window.
 """
 
 from __future__ import annotations
@@ -34,8 +37,9 @@ from typing import Any, Sequence
 import numpy as np
 
 MARKERS = ("▁", "Ġ")
-SPECIAL_ROLES = ("bos_token_id", "eos_token_id", "unk_token_id", "pad_token_id")
-ALGORITHM_VERSION = 1
+# Priority order: an id holding several roles maps by the first the expert also has.
+SPECIAL_ROLES = ("eos_token_id", "bos_token_id", "pad_token_id", "unk_token_id")
+ALGORITHM_VERSION = 2
 HOW = ("special", "exact", "marker", "edit-distance")
 
 
@@ -120,8 +124,11 @@ def build_map(reference: Sequence[str], expert: Sequence[str],
             expert_ids.setdefault(token, token_id)
     index = np.full(len(reference), -1, dtype=np.int64)
     counts = dict.fromkeys(HOW, 0)
-    for role, token_id in reference_specials.items():
-        if role in expert_specials and 0 <= token_id < len(reference):
+    for role in SPECIAL_ROLES:  # priority order: the first role claiming an id keeps it
+        token_id = reference_specials.get(role)
+        if token_id is None or role not in expert_specials or not 0 <= token_id < len(reference):
+            continue
+        if index[token_id] < 0:
             index[token_id] = expert_specials[role]
     counts["special"] = int((index >= 0).sum())
     unmatched: list[int] = []

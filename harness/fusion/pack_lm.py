@@ -1,10 +1,11 @@
 """An lm-eval `LM` over a pack of causal LMs whose next-token logits are fused per example.
 
-Per request: pick the reference tokenizer (`PackOptions.reference`), tokenize in it,
-translate the ids id-by-id into every member's vocabulary (MinED maps, identity within a
-tokenizer family), run each member once, gather its logits back into the reference
-vocabulary, let the weighting rule choose one weight per member on the prompt, and score
-or decode with sum_k w_k * logits_k. Generation keeps one KV cache per member, so each new
+Per request: pick the reference tokenizer (`PackOptions.reference`, on the text that
+`reference_on` names), tokenize in it, translate the ids id-by-id into every member's
+vocabulary (MinED maps, identity within a tokenizer family), run each member once, gather
+its logits back into the reference vocabulary, let the weighting rule choose one weight per
+member on the prompt (`weights_on`), and score (`option_score`: sum or per-token mean) or
+decode with sum_k w_k * logits_k. Generation keeps one KV cache per member, so each new
 token costs one single-position forward per member whatever the text length.
 
 The weights chosen for every request are appended to a JSONL file in the cell's workdir
@@ -203,6 +204,20 @@ class PackLM(LM):
 
     # ------------------------------------------------------------------ reference choice
 
+    def reference_text(self, request: Any, text: str) -> str:
+        """What 'auto' picks the reference tokenizer on: `text` (the request's context), or
+        with reference_on=question the document's question without demonstrations."""
+        if self.options.reference_on == "context":
+            return text
+        field = self.options.question_field
+        doc = getattr(request, "doc", None)
+        if not isinstance(doc, dict) or not isinstance(doc.get(field), str):
+            fields = sorted(doc) if isinstance(doc, dict) else []
+            raise UsageError(f"reference_on=question reads the document field {field!r}, which "
+                             f"this task's documents lack (fields: {', '.join(fields) or 'none'}); "
+                             f"name one with -o question_field=...")
+        return doc[field]
+
     def reference_family(self, text: str) -> int:
         if self.options.reference != "auto":
             return self.pack.members[int(self.options.reference)].family
@@ -232,9 +247,10 @@ class PackLM(LM):
 
     # ------------------------------------------------------------------ scoring
 
-    def _score(self, family: int, items: Sequence[tuple[list[int], list[int]]], weights_on: str
-               ) -> Iterator[tuple[float, bool, torch.Tensor]]:
-        """(log-likelihood, is_greedy, weights) of each continuation after its context."""
+    def _score(self, family: int, items: Sequence[tuple[list[int], list[int]]], weights_on: str,
+               mean: bool = False) -> Iterator[tuple[float, bool, torch.Tensor]]:
+        """(log-likelihood, is_greedy, weights) of each continuation after its context; with
+        `mean` the log-likelihood is the per-token mean instead of the sum."""
         for start in range(0, len(items), self.batch_size):
             batch = items[start:start + self.batch_size]
             sequences = [(ctx + cont)[-(self.max_length + 1):] for ctx, cont in batch]
@@ -261,7 +277,9 @@ class PackLM(LM):
                                              self.weight_mask(family, targets, length))
                 scored = fuse(member_logits[:, first:], weights).log_softmax(-1)
                 wanted = targets[first:]
-                loglikelihood = scored.gather(-1, wanted[:, None]).sum().item()
+                token_loglikelihoods = scored.gather(-1, wanted[:, None])
+                loglikelihood = (token_loglikelihoods.mean() if mean
+                                 else token_loglikelihoods.sum()).item()
                 greedy = bool((scored.argmax(-1) == wanted).all())
                 yield loglikelihood, greedy, weights
 
@@ -269,14 +287,15 @@ class PackLM(LM):
         prepared = []
         for position, request in enumerate(requests):
             context, continuation = request.args
-            family = self.reference_family(context or continuation)
+            family = self.reference_family(self.reference_text(request, context or continuation))
             prepared.append((family, position, self.encode_pair(family, context, continuation)))
         # longest first within a reference family: padding waste stays small
         prepared.sort(key=lambda p: (p[0], -len(p[2][0]) - len(p[2][1])))
         results: list[Any] = [None] * len(requests)
         for family in sorted({p[0] for p in prepared}):
             group = [p for p in prepared if p[0] == family]
-            scores = self._score(family, [p[2] for p in group], self.options.weights_on)
+            scores = self._score(family, [p[2] for p in group], self.options.weights_on,
+                                 mean=self.options.option_score == "mean")
             for (_, position, _), (loglikelihood, greedy, weights) in zip(group, scores):
                 request = requests[position]
                 results[position] = (loglikelihood, greedy)
@@ -310,7 +329,7 @@ class PackLM(LM):
             settings = dict(settings or {})
             if settings.get("do_sample"):
                 raise UsageError("fusion methods decode greedily; do_sample is not supported")
-            family = self.reference_family(context)
+            family = self.reference_family(self.reference_text(request, context))
             tokenizer = self.tokenizer(family)
             until = settings.get("until") or []
             until = [until] if isinstance(until, str) else list(until)
@@ -392,6 +411,7 @@ class PackLM(LM):
         vectors = torch.tensor([v for e in self.records.values() for v in e["weights"]],
                                dtype=torch.float64)
         summary: dict[str, Any] = {"rule": self.weighting.name, "members": self.pack.names,
+                                   "protocol": self.options.protocol,
                                    "weights_on": self.options.weights_on,
                                    "requests": len(self.records)}
         if len(vectors):

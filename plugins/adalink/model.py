@@ -7,11 +7,19 @@ generation with the KV cache applies each link exactly once per token (each new 
 embedded once). In a VLM the text link also sees the image placeholder tokens' embeddings,
 but the model overwrites those positions with the (image-linked) visual tokens, so each
 position is transformed by its own modality's link only.
+
+A caller may hand embeddings over directly (`inputs_embeds`), skipping the embedding
+module. On a text-only model the text link then applies where they enter the decoder (a
+pre-hook on `get_decoder()`, which receives the caller's embeddings unchanged). A VLM
+builds its own `inputs_embeds` from text and image tokens before its decoder, so there
+the caller's embeddings are refused: the text link needs input ids to tell text
+positions from image placeholders.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import inspect
+from typing import Any, Callable
 
 import torch
 from torch import nn
@@ -70,6 +78,11 @@ def inject_adalink(model: nn.Module, options: AdaLinkOptions) -> AdaLink:
     targets = {"text": model.get_input_embeddings(), "image": projector}
     for modality, link in adalink.links.items():
         adalink._handles.append(targets[modality].register_forward_hook(_apply(link)))
+    multimodal = model.config.get_text_config() is not model.config
+    entry = model if multimodal else model.get_decoder()
+    if "text" in adalink.links and "inputs_embeds" in inspect.signature(entry.forward).parameters:
+        adalink._handles.append(entry.register_forward_pre_hook(
+            _embeddings_entry(entry, adalink.links["text"], refuse=multimodal), with_kwargs=True))
     model.add_module("adalink", adalink)
     return adalink
 
@@ -80,4 +93,24 @@ def _apply(link: AdaLinkLayer) -> Any:
             return link(output)
         raise UsageError(f"adalink: {type(module).__name__} returned {type(output).__name__}, "
                          "expected a tensor of embeddings")
+    return hook
+
+
+def _embeddings_entry(entry: nn.Module, link: AdaLinkLayer, refuse: bool) -> Callable[..., Any]:
+    """A forward pre-hook for `entry` that links (or, with `refuse`, rejects) caller-supplied
+    `inputs_embeds`; calls with input ids pass untouched (the embedding hook links them)."""
+    position = list(inspect.signature(entry.forward).parameters).index("inputs_embeds")
+
+    def hook(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        positional = len(args) > position
+        embeddings = args[position] if positional else kwargs.get("inputs_embeds")
+        if embeddings is None:
+            return None
+        if refuse:
+            raise UsageError(f"adalink: {type(module).__name__} was called with inputs_embeds; "
+                             "on a vision-language model pass input_ids so the text link can "
+                             "tell text positions from image placeholders")
+        if positional:
+            return (*args[:position], link(embeddings), *args[position + 1:]), kwargs
+        return args, {**kwargs, "inputs_embeds": link(embeddings)}
     return hook

@@ -5,14 +5,16 @@ When Aligning LLMs" (arXiv 2312.05503), as in the official code: a LLaMA-Adapter
 side channel (separate softmax over the prefix, no positions) on layers 2 and up, with
 one prefix matrix P for every layer and a zero-initialised gate per layer and head.
 Trainable: N*d + (L-2)*H parameters (5,056 for LLaMA-2-7B with N=1).
+`-o checkpoint=FILE.pth` evaluates a released adapter (the authors' `aligner_weights/`,
+Lit-LLaMA key layout) on its base model instead of fitting one.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
-from harness import hookimpl
-from harness.specs import BuildContext, MethodSpec, Training
+from harness.api import BuildContext, MethodSpec, Training, hookimpl
 
 from .config import AlignerOptions
 
@@ -26,9 +28,29 @@ def adapt(model: Any, options: AlignerOptions) -> Any:
 
 
 def build(ctx: BuildContext) -> Any:
-    from harness.training import fitted_lm
+    from harness.api import fitted_lm
 
+    options: AlignerOptions = ctx.options
+    if options.checkpoint:
+        return published_lm(ctx, Path(options.checkpoint).expanduser())
     return fitted_lm(ctx, "aligner", adapt)
+
+
+def published_lm(ctx: BuildContext, checkpoint: Path) -> Any:
+    """The base model with a released (official-format) Aligner loaded instead of fitted."""
+    import hashlib
+
+    from harness.api import count_parameters, hf_lm, load_causal_lm
+
+    from .checkpoint import load_official
+
+    model, tokenizer = load_causal_lm(ctx.models[0])
+    load_official(model, checkpoint, ctx.options.num_tokens, ctx.options.start_layer)
+    trainable, total = count_parameters(model)
+    ctx.report.update(trainable_params=trainable, total_params=total,
+                      checkpoint=str(checkpoint),
+                      checkpoint_sha256=hashlib.sha256(checkpoint.read_bytes()).hexdigest())
+    return hf_lm(model.eval(), tokenizer, ctx)
 
 
 @hookimpl

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from harness.training import TrainingOptions
+from harness.api import TrainingOptions, option
 
 
 @dataclass(frozen=True)
@@ -22,6 +22,9 @@ class AlignerOptions(TrainingOptions):
 
     num_tokens: int = 1
     start_layer: int = 2
+    checkpoint: str = option("", "an official Aligner checkpoint (a .pth of the authors' "
+                                 "aligner_weights/) to evaluate instead of fitting; num_tokens "
+                                 "and start_layer must match it")
     lr: float = 9e-3
     weight_decay: float = 0.02
     schedule: Literal["linear", "cosine", "constant", "constant_with_warmup"] = "constant_with_warmup"

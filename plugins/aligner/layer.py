@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from harness.errors import UsageError
+from harness.api import UsageError
 
 REQUIRED_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj")
 

@@ -16,18 +16,18 @@ from typing import Any
 import torch
 from torch import nn
 
-from harness.errors import UsageError
-from harness.training import freeze
+from harness.api import UsageError, freeze
 
 from .layer import AlignerLayer
 
 
 class Aligner(nn.Module):
-    """The trainable part: `prefix` (N x d) and `gates[i]` for adapted layer start + i."""
+    """The trainable part: `prefix` (N x d) and `gates[i]` for adapted layer start_layer + i."""
 
     def __init__(self, num_tokens: int, hidden_size: int, num_heads: int, adapted: int,
-                 device: Any = None) -> None:
+                 start_layer: int, device: Any = None) -> None:
         super().__init__()
+        self.start_layer = start_layer
         self.prefix = nn.Parameter(torch.randn(num_tokens, hidden_size, device=device))
         self.gates = nn.ParameterList(
             nn.Parameter(torch.zeros(1, num_heads, 1, 1, device=device)) for _ in range(adapted))
@@ -51,7 +51,8 @@ def inject_aligner(model: Any, num_tokens: int = 1, start_layer: int = 2) -> Ali
     num_heads = config.num_attention_heads
     num_kv_heads = getattr(config, "num_key_value_heads", None) or num_heads
     adapted = decoder_layers[start_layer:]
-    aligner = Aligner(num_tokens, config.hidden_size, num_heads, len(adapted), device)
+    aligner = Aligner(num_tokens, config.hidden_size, num_heads, len(adapted), start_layer,
+                      device)
     aligner.layers = [AlignerLayer(layer.self_attn, aligner.prefix, gate, num_heads, num_kv_heads)
                       for layer, gate in zip(adapted, aligner.gates)]
     model.add_module("aligner", aligner)

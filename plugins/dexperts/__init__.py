@@ -45,4 +45,5 @@ def harness_methods() -> list[MethodSpec]:
         models=ModelSlots("pack", 3, 3),
         options=DExpertsOptions,
         default_models=("harness-zoo/tiny-llama", "harness-zoo/tiny-llama-b", "harness-zoo/tiny-gpt2"),
+        version="2",  # MinED: a reference id holding EOS and other roles maps to EOS
     )]

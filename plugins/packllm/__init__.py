@@ -4,6 +4,9 @@ Each member's logits are weighted by how well it knows the prompt: `fusion=sim` 
 lambda = softmax(-logPPL / tau) (tau = 1 in the official code), `fusion=opt` minimises the
 fused prompt perplexity greedily on a 21-point grid, members added best-perplexity first.
 Logits (not probabilities) are fused; packs with different tokenizers are aligned by MinED.
+`-o protocol=official` reproduces the released pipeline's evaluation (reference tokenizer
+chosen on the question alone, weights fitted on context + option, options ranked by
+per-token mean log-likelihood); the default `harness` protocol follows the paper's text.
 """
 
 from __future__ import annotations
@@ -11,16 +14,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from harness import hookimpl
+from harness.api import MODEL_PACK, BuildContext, MethodSpec, hookimpl, option
 from harness.fusion.options import PackOptions
-from harness.specs import MODEL_PACK, BuildContext, MethodSpec
 
 
 @dataclass(frozen=True)
 class PackLlmOptions(PackOptions):
-    fusion: Literal["sim", "opt"] = "sim"
-    tau: float = 1.0  # sim's temperature
-    grid_steps: int = 20  # opt's grid: lambda in {0, 1/steps, ..., 1}
+    fusion: Literal["sim", "opt"] = option("sim", "sim: softmax(-logPPL / tau); opt: greedy grid "
+                                                  "search minimising the fused prompt NLL")
+    tau: float = option(1.0, "sim's temperature (the released code uses 1)")
+    grid_steps: int = option(20, "opt's grid: lambda in {0, 1/steps, ..., 1}")
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -48,4 +51,5 @@ def harness_methods() -> list[MethodSpec]:
         models=MODEL_PACK,
         options=PackLlmOptions,
         default_models=("harness-zoo/tiny-llama", "harness-zoo/tiny-gpt2"),
+        version="2",  # MinED: a reference id holding EOS and other roles maps to EOS
     )]

@@ -24,4 +24,5 @@ def harness_methods() -> list[MethodSpec]:
         models=MODEL_PACK,
         options=PackOptions,
         default_models=("harness-zoo/tiny-llama", "harness-zoo/tiny-gpt2"),
+        version="2",  # MinED: a reference id holding EOS and other roles maps to EOS
     )]

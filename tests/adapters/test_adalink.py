@@ -71,6 +71,41 @@ def test_cached_and_uncached_greedy_generation_agree(load_tiny):
     assert calls[:10] == [ids.shape[1]] + [1] * 9
 
 
+def _raw_embeddings(model: Any, ids: torch.Tensor) -> torch.Tensor:
+    """The embedding table's rows for `ids`, without passing the hooked module."""
+    return model.get_input_embeddings().weight[ids].detach()
+
+
+def test_caller_supplied_embeddings_are_linked_where_they_enter_the_decoder(load_tiny):
+    model, tokenizer = load_tiny()
+    adalink = inject_adalink(model, AdaLinkOptions(rank=8, activation="gelu"))
+    _perturb(adalink.links["text"], seed=3)
+    ids = tokenizer(PROMPT, return_tensors="pt").input_ids
+    embeddings = _raw_embeddings(model, ids)
+    calls = []
+    adalink.links["text"].register_forward_hook(lambda m, a, out: calls.append(out.shape[1]))
+    with torch.no_grad():
+        from_ids = model(input_ids=ids).logits
+        from_embeddings = model(inputs_embeds=embeddings).logits
+        decoder_from_embeddings = model.get_decoder()(inputs_embeds=embeddings).last_hidden_state
+        decoder_from_ids = model.get_decoder()(input_ids=ids).last_hidden_state
+    assert torch.equal(from_embeddings, from_ids)
+    assert torch.equal(decoder_from_embeddings, decoder_from_ids)
+    assert calls == [ids.shape[1]] * 4  # once per forward, never twice
+
+
+def test_generation_from_embeddings_equals_generation_from_ids(load_tiny):
+    model, tokenizer = load_tiny()
+    adalink = inject_adalink(model, AdaLinkOptions(rank=8))
+    _perturb(adalink.links["text"], seed=4)
+    ids = tokenizer(PROMPT, return_tensors="pt").input_ids
+    with torch.no_grad():
+        from_ids = model.generate(ids, max_new_tokens=8, do_sample=False)
+        from_embeddings = model.generate(inputs_embeds=_raw_embeddings(model, ids),
+                                         max_new_tokens=8, do_sample=False)
+    assert torch.equal(from_embeddings, from_ids[:, ids.shape[1]:])
+
+
 # ----------------------------------------------------------------------------- modalities
 
 PATCHES = 16  # tiny-vlm: 32 px images in 8 px patches, CLS dropped
@@ -133,3 +168,34 @@ def test_image_only_on_a_text_model_is_refused(load_tiny):
     model, _ = load_tiny()
     with pytest.raises(UsageError, match="no image projector"):
         inject_adalink(model, AdaLinkOptions(modalities=("image",)))
+
+
+def test_vlm_refuses_caller_supplied_embeddings_with_a_text_link():
+    from harness.errors import UsageError
+
+    model = _tiny_vlm()
+    inject_adalink(model, AdaLinkOptions(rank=4))
+    inputs = _vlm_inputs(model)
+    embeddings = _raw_embeddings(model, inputs.pop("input_ids"))
+    with pytest.raises(UsageError, match="pass input_ids"):
+        model(inputs_embeds=embeddings, **inputs)
+
+
+def test_vlm_cached_generation_equals_uncached_and_links_each_token_once():
+    model = _tiny_vlm()
+    adalink = inject_adalink(model, AdaLinkOptions(rank=4))
+    _perturb(adalink.links["text"], seed=5)
+    _perturb(adalink.links["image"], seed=6)
+    inputs = _vlm_inputs(model)
+    calls: dict[str, list[int]] = {"text": [], "image": []}
+    for modality, link in adalink.links.items():
+        link.register_forward_hook(lambda m, a, out, name=modality: calls[name].append(out.shape[1]))
+    with torch.no_grad():
+        cached = model.generate(**inputs, max_new_tokens=6, do_sample=False, use_cache=True)
+    text_calls, image_calls = list(calls["text"]), list(calls["image"])
+    with torch.no_grad():
+        uncached = model.generate(**inputs, max_new_tokens=6, do_sample=False, use_cache=False)
+    assert torch.equal(cached, uncached)
+    prompt = inputs["input_ids"].shape[1]
+    assert text_calls == [prompt] + [1] * 5  # the prompt once, then each new token once
+    assert image_calls == [PATCHES]  # the image is encoded once, at the prompt step

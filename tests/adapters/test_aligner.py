@@ -45,11 +45,21 @@ def test_zero_gates_give_the_base_logits_exactly(load_tiny):
         assert torch.equal(adapted(ids).logits, base(ids).logits)
 
 
+def _rotated_by_hand(q: torch.Tensor, theta: float) -> torch.Tensor:
+    """RoPE in the half-split layout of Hugging Face Llama weights, from its definition:
+    pair (i, i + d/2) of position t turns by the angle t * theta^(-2i/d)."""
+    length, half = q.shape[-2], q.shape[-1] // 2
+    frequencies = theta ** (-torch.arange(half, dtype=torch.float64) * 2 / (2 * half))
+    angles = torch.arange(length, dtype=torch.float64)[:, None] * frequencies[None, :]
+    cos, sin = angles.cos().to(q.dtype), angles.sin().to(q.dtype)
+    first, second = q[..., :half], q[..., half:]
+    return torch.cat([first * cos - second * sin, second * cos + first * sin], dim=-1)
+
+
 def test_matches_the_equation_with_gqa(load_tiny):
     """Layer 2's added term equals W_O(g * softmax(RoPE(q) (P W_K)^T / sqrt(d_h)) P W_V),
-    written out with explicit softmax and transformers' own `repeat_kv`."""
-    from transformers.models.llama.modeling_llama import apply_rotary_pos_emb, repeat_kv
-
+    written out with explicit softmax, a hand-written rotation (not the rotary helper the
+    implementation calls) and key/value heads repeated by hand."""
     model, tokenizer = load_tiny()
     aligner = inject_aligner(model, num_tokens=3)
     ids = _ids(tokenizer)
@@ -60,13 +70,15 @@ def test_matches_the_equation_with_gqa(load_tiny):
     adapted = _attention_outputs(model, ids)
 
     attention = model.model.layers[2].self_attn
-    hidden, (cos, sin) = adapted[2][1]["hidden_states"], adapted[2][1]["position_embeddings"]
+    hidden = adapted[2][1]["hidden_states"]
+    theta = model.config.rope_parameters["rope_theta"]
     heads, kv_heads, head_dim = 4, 2, attention.head_dim
     with torch.no_grad():
         q = attention.q_proj(hidden).view(1, -1, heads, head_dim).transpose(1, 2)
-        q, _ = apply_rotary_pos_emb(q, q, cos, sin)
-        k = repeat_kv(attention.k_proj(aligner.prefix).view(1, 3, kv_heads, head_dim).transpose(1, 2), 2)
-        v = repeat_kv(attention.v_proj(aligner.prefix).view(1, 3, kv_heads, head_dim).transpose(1, 2), 2)
+        q = _rotated_by_hand(q, theta)
+        k = attention.k_proj(aligner.prefix).view(1, 3, kv_heads, head_dim).transpose(1, 2)
+        v = attention.v_proj(aligner.prefix).view(1, 3, kv_heads, head_dim).transpose(1, 2)
+        k, v = (t.repeat_interleave(heads // kv_heads, dim=1) for t in (k, v))  # GQA
         weights = torch.softmax(q @ k.transpose(2, 3) / head_dim ** 0.5, dim=-1)
         mixed = (aligner.gates[0] * (weights @ v)).transpose(1, 2).reshape(1, -1, heads * head_dim)
         expected = mixed @ attention.o_proj.weight.T
@@ -128,6 +140,23 @@ def test_one_prefix_shared_by_every_layer(load_tiny):
     assert aligner.prefix.grad is not None and aligner.prefix.grad.abs().sum() > 0
     names = {n for n, p in model.named_parameters() if p.requires_grad}
     assert names == {"aligner.prefix", "aligner.gates.0", "aligner.gates.1"}
+
+
+def test_prefix_gradient_is_the_sum_over_every_adapted_layer(load_tiny):
+    """Give each adapted layer its own leaf copy of P (same values, so the same forward):
+    the shared P's gradient must equal the sum of the copies' gradients, each non-zero."""
+    model, tokenizer = load_tiny()
+    aligner = inject_aligner(model, num_tokens=2)
+    _randomise(aligner)
+    ids = _ids(tokenizer)
+    model(ids).logits.square().mean().backward()
+    shared = aligner.prefix.grad.clone()
+    copies = [aligner.prefix.detach().clone().requires_grad_() for _ in aligner.layers]
+    for layer, copy in zip(aligner.layers, copies):
+        layer.prefix = copy
+    model(ids).logits.square().mean().backward()
+    assert all(copy.grad.abs().sum() > 0 for copy in copies)
+    torch.testing.assert_close(shared, sum(copy.grad for copy in copies), atol=1e-7, rtol=1e-5)
 
 
 @pytest.mark.parametrize("shape, tokens, expected", [

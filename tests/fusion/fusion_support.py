@@ -11,6 +11,7 @@ class Request:
     """The part of lm-eval's Instance the LM reads."""
 
     args: tuple[Any, ...]
+    doc: dict[str, Any] | None = None
 
 
 class RecordingHook:

@@ -92,3 +92,42 @@ def test_nearest_token_beyond_every_search_window_is_still_the_nearest() -> None
 
     choices = ["vwxyzvwx", "uuuuuuuu", "abxxxxxx", "zzzzzzzzz"]
     assert list(nearest_tokens(["abcde"], choices)) == [2]
+
+
+LLAMA_SPECIALS = {"unk_token_id": 0, "bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 3}
+LLAMA_STYLE = ["<unk>", "<s>", "</s>", "<pad>", "▁a"]
+
+
+@pytest.mark.parametrize("roles", [("bos_token_id", "eos_token_id", "unk_token_id"),
+                                   ("eos_token_id", "unk_token_id", "bos_token_id"),
+                                   ("pad_token_id", "eos_token_id")])
+def test_an_id_holding_several_roles_maps_to_the_experts_eos(roles):
+    reference = ["<|endoftext|>", "Ġa"]  # GPT-2 style: one id is EOS, BOS and UNK (or PAD)
+    mapping = build_map(reference, LLAMA_STYLE, dict.fromkeys(roles, 0), LLAMA_SPECIALS)
+    assert mapping.index[0] == 2 and mapping.counts["special"] == 1
+
+
+def test_eos_used_as_pad_maps_to_the_experts_eos_not_its_pad():
+    mapping = build_map(LLAMA_STYLE, ["x", "</s>", "<pad>", "<s>", "▁a"],
+                        {**LLAMA_SPECIALS, "pad_token_id": 2},
+                        {"eos_token_id": 1, "pad_token_id": 2, "bos_token_id": 3})
+    assert mapping.index[2] == 1 and mapping.index[1] == 3
+
+
+def test_zoo_gpt2_reference_maps_endoftext_to_the_llama_eos(zoo_tokenizers, tmp_path):
+    llama, gpt2 = zoo_tokenizers
+    assert gpt2.bos_token_id == gpt2.eos_token_id == gpt2.unk_token_id  # the case at stake
+    mapping = cached_map(gpt2, llama, tmp_path)
+    assert mapping.index[gpt2.eos_token_id] == llama.eos_token_id
+    assert cached_map(llama, gpt2, tmp_path).index[llama.eos_token_id] == gpt2.eos_token_id
+
+
+def test_zoo_reference_padding_with_eos_keeps_eos(zoo_tokenizers, tmp_path):
+    import copy
+
+    llama, _ = zoo_tokenizers
+    padded_with_eos = copy.deepcopy(llama)
+    padded_with_eos.pad_token = padded_with_eos.eos_token
+    mapping = cached_map(padded_with_eos, llama, tmp_path)  # same vocabulary, other roles
+    assert mapping.index[llama.eos_token_id] == llama.eos_token_id
+    assert mapping.index[llama.pad_token_id] == llama.pad_token_id  # "<pad>": exact match

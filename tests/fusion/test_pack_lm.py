@@ -3,6 +3,8 @@ and the weight records (response-cache hook, per-sample annotations, report, res
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import pytest
 import torch
 
@@ -98,3 +100,80 @@ def test_fixed_reference_uses_that_members_tokenizer(zoo):
     lm.loglikelihood([Request(REQUESTS[0])])
     assert lm.report["fusion"]["reference"] == {"tiny-gpt2": 1}
     assert lm.report["fusion"]["vocabulary_maps"]["tiny-gpt2 -> tiny-llama"]["exact"] > 0
+
+
+def test_protocols_preset_three_settings_and_official_refuses_contradictions():
+    from harness.errors import UsageError
+    from harness.options import build_options
+
+    def resolved(**values):
+        options = build_options(PackOptions, values, "packllm")
+        return options.reference_on, options.weights_on, options.option_score
+
+    assert resolved() == ("context", "context", "sum")
+    assert resolved(protocol="official") == ("question", "sequence", "mean")
+    assert resolved(weights_on="sequence") == ("context", "sequence", "sum")
+    assert resolved(protocol="official", option_score="mean") == ("question", "sequence", "mean")
+    with pytest.raises(UsageError, match="protocol=official sets weights_on=sequence"):
+        resolved(protocol="official", weights_on="context")
+
+
+def test_official_protocol_picks_the_reference_on_the_question_alone(zoo, monkeypatch):
+    lm = make_lm(zoo, ["tiny-llama", "tiny-gpt2"], protocol="official")
+    seen = []
+    chooser = lm._lowest_perplexity_family
+    monkeypatch.setattr(lm, "_lowest_perplexity_family", lambda text: seen.append(text) or chooser(text))
+    doc = {"question": "Which colour is the sky?", "choices": ["blue", "green"]}
+    context = "Q: What is two plus two?\nA: four\n\nQ: Which colour is the sky?\nA:"
+    lm.loglikelihood([Request((context, " blue"), doc), Request((context, " green"), doc)])
+    lm.generate_until([Request((context, {"until": ["\n"], "max_gen_toks": 2}), doc)])
+    assert seen == ["Which colour is the sky?"]  # chosen once, cached for the doc's requests
+
+
+def test_official_protocol_without_the_question_field_names_the_fix(zoo):
+    from harness.errors import UsageError
+
+    lm = make_lm(zoo, ["tiny-llama", "tiny-gpt2"], protocol="official")
+    with pytest.raises(UsageError, match=r"\(fields: input, target\); name one with -o question_field"):
+        lm.loglikelihood([Request(("Say:", " hi"), {"input": "Say:", "target": "hi"})])
+
+
+def test_official_protocol_scores_the_per_token_mean_with_sequence_weights(zoo):
+    doc = {"question": "The sky is"}
+    requests = [Request(("The sky is", c), doc) for c in (" blue", " green and wide")]
+    official = make_lm(zoo, ["tiny-llama", "tiny-gpt2"], protocol="official", reference="0")
+    summed = make_lm(zoo, ["tiny-llama", "tiny-gpt2"], weights_on="sequence", reference="0")
+    for request, (mean, _), (total, _) in zip(requests, official.loglikelihood(requests),
+                                              summed.loglikelihood(requests)):
+        _, continuation = summed.encode_pair(0, *request.args)
+        assert len(continuation) > 1 and mean == pytest.approx(total / len(continuation), abs=1e-6)
+    assert official.report["fusion"]["protocol"] == "official"
+
+
+@dataclass(frozen=True)
+class RecordingWeighting(Weighting):
+    """Uniform weights, remembering what the pack LM handed to the rule."""
+
+    calls: list = field(default_factory=list)
+
+    def __call__(self, logits, targets, mask):
+        self.calls.append((logits.clone(), targets.clone(), mask.clone()))
+        return super().__call__(logits, targets, mask)
+
+
+def test_weights_see_logits_before_each_target_and_skip_eos_targets(zoo):
+    rule = RecordingWeighting()
+    lm = make_lm(zoo, ["tiny-llama", "tiny-llama-b"], rule, weights_on="sequence", reference="0")
+    tokenizer = lm.tokenizer(0)
+    context, continuation = "the cat sat</s> on the", " mat</s> and"
+    lm.loglikelihood([Request((context, continuation))])
+    [(logits, targets, mask)] = rule.calls
+    ids = tokenizer.encode(context + continuation)
+    eos = tokenizer.eos_token_id
+    assert ids.count(eos) == 2 and ids[-1] != eos  # two EOS targets inside the sequence
+    assert targets.tolist() == ids[1:]  # position i predicts ids[i + 1]
+    assert mask.tolist() == [t != eos for t in ids[1:]]
+    with torch.no_grad():
+        for k, name in enumerate(["tiny-llama", "tiny-llama-b"]):
+            member = zoo[name][0](torch.tensor([ids])).logits[0]
+            torch.testing.assert_close(logits[k], member[:-1], atol=1e-5, rtol=0)  # logits[:-1]

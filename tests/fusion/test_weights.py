@@ -85,16 +85,35 @@ def test_no_scored_position_gives_uniform_weights():
         assert torch.equal(rule(logits, targets, empty), torch.full((K,), 1.0 / K))
 
 
-def test_weights_ignore_a_constant_added_to_a_members_logits_but_not_a_scale():
-    logits, targets, mask = random_case(7)
+@pytest.mark.parametrize("rule", [PerplexitySoftmax(), GreedyGrid(), TopOne()])
+@pytest.mark.parametrize("seed", range(4))
+def test_weights_ignore_a_constant_added_to_a_members_logits(rule, seed):
+    """Per-position constants leave every member's softmax (so its perplexity) unchanged,
+    and leave the fused softmax unchanged for any weights (so opt's grid losses)."""
+    logits, targets, mask = random_case(seed)
     shifted = logits.clone()
-    shifted[1] += torch.randn(T, 1) * 5  # a constant per position: softmax unchanged
-    assert torch.allclose(PerplexitySoftmax()(logits, targets, mask),
-                          PerplexitySoftmax()(shifted, targets, mask), atol=1e-5)
+    shifted[1] += torch.randn(T, 1, generator=torch.Generator().manual_seed(seed)) * 5
+    shifted[3] -= 7.0
+    torch.testing.assert_close(rule(shifted, targets, mask), rule(logits, targets, mask),
+                               atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("rule", [PerplexitySoftmax(), GreedyGrid(), TopOne()])
+@pytest.mark.parametrize("seed", range(4))
+def test_weights_follow_a_members_logit_scale(rule, seed):
+    """Fusion is in logit space, so scale matters: dividing the worst member's logits by 20
+    flattens it to nearly uniform (NLL -> log V), better than the other random members
+    here, and its weight must rise (to 1 for top-1)."""
+    logits, targets, mask = random_case(seed)
+    worst = int(torch.argmax(log_perplexities(logits, targets, mask)))
     scaled = logits.clone()
-    scaled[1] *= 3
-    assert not torch.allclose(PerplexitySoftmax()(logits, targets, mask),
-                              PerplexitySoftmax()(scaled, targets, mask))
+    scaled[worst] /= 20
+    flattened = log_perplexities(scaled, targets, mask)
+    assert int(torch.argmin(flattened)) == worst  # the premise: it now knows the prompt best
+    before, after = rule(logits, targets, mask), rule(scaled, targets, mask)
+    assert float(after[worst]) > float(before[worst]) + 0.5
+    if isinstance(rule, TopOne):
+        assert float(after[worst]) == 1.0
 
 
 @pytest.mark.parametrize("alpha", [1.0, 0.37, None])
