@@ -115,6 +115,9 @@ class CellRecord:
     limit: int | None = None
     git_commit: str | None = None
     code: dict[str, CodeInfo] = field(default_factory=dict)  # "method", "task"
+    # What the numbers were computed with (scores can drift with these; lm-eval #1645):
+    # batch size asked for and used, model dtypes, attention implementations, device.
+    numerics: dict[str, Any] = field(default_factory=dict)
 
     @property
     def has_score(self) -> bool:
@@ -171,7 +174,8 @@ def _build(data: dict[str, Any]) -> CellRecord:
         lm_eval=dict(data.get("lm_eval") or {}), method_report=dict(data.get("method_report") or {}),
         timings=dict(data.get("timings") or {}), hardware=dict(data.get("hardware") or {}),
         seed=data.get("seed"), limit=data.get("limit"), git_commit=data.get("git_commit"),
-        code={k: CodeInfo(**v) for k, v in (data.get("code") or {}).items()})
+        code={k: CodeInfo(**v) for k, v in (data.get("code") or {}).items()},
+        numerics=dict(data.get("numerics") or {}))
 
 
 def _migrate_v1(old: dict[str, Any]) -> dict[str, Any]:

@@ -557,7 +557,7 @@ def evaluate_cell(cell: Cell, workdir: Path, store: Store | None = None,
     with _timed(timings, "score_s"):
         progress.current().phase("score")
         metrics = score_samples(cell, samples, task_ctx)
-    record = make_record(cell, metrics, samples, output, context, task_ctx, timings)
+    record = make_record(cell, metrics, samples, output, context, task_ctx, timings, lm)
     return record, samples, built if keep else None
 
 
@@ -646,7 +646,7 @@ def score_samples(cell: Cell, samples: list[dict[str, Any]], ctx: TaskContext) -
 
 def make_record(cell: Cell, metrics: MetricValues, samples: list[dict[str, Any]],
                 output: dict[str, Any], context: BuildContext, task_ctx: TaskContext,
-                timings: dict[str, float]) -> CellRecord:
+                timings: dict[str, float], lm: Any = None) -> CellRecord:
     """Step 5: the cell's record, with its provenance."""
     record = _base_record(cell, "ok")
     value, stderr = metrics[cell.column.spec.headline.key]
@@ -659,8 +659,38 @@ def make_record(cell: Cell, metrics: MetricValues, samples: list[dict[str, Any]]
     record.method_report = context.report
     record.timings = timings
     record.hardware = hardware(cell.settings.device or "cpu")
+    record.numerics = numerics(cell, lm)
     record.git_commit = git_commit()
     return record
+
+
+def numerics(cell: Cell, lm: Any) -> dict[str, Any]:
+    """The settings a cell's numbers depend on beyond its identity: the batch size asked
+    for and the one used, the models' dtypes and attention implementations."""
+    models = list(_transformers_models(lm)) if lm is not None else []
+    return {"batch_size": cell.settings.batch_size,
+            "batch_size_used": (getattr(lm, "batch_sizes", None) or getattr(lm, "batch_size", None)
+                                if lm is not None else None),
+            "dtypes": sorted({str(m.dtype).removeprefix("torch.") for m in models}),
+            "attention": sorted({str(getattr(m.config, "_attn_implementation", None))
+                                 for m in models}),
+            "device": cell.settings.device}
+
+
+def _transformers_models(value: Any, depth: int = 0) -> Any:
+    """The transformers models an LM holds (its own attributes, members of a pack)."""
+    if depth > 5 or value is None:
+        return
+    if hasattr(value, "config") and hasattr(value, "dtype") and hasattr(value, "parameters"):
+        yield value
+        return
+    if isinstance(value, (list, tuple)):
+        for item in value:
+            yield from _transformers_models(item, depth + 1)
+        return
+    for name, item in vars(value).items() if hasattr(value, "__dict__") else ():
+        if not name.startswith("__") and not isinstance(item, (str, int, float, bool, dict)):
+            yield from _transformers_models(item, depth + 1)
 
 
 def _number(value: Any) -> float | None:

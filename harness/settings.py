@@ -37,7 +37,8 @@ class RunSettings:
     device: str | None = option(None, "cpu, cuda, cuda:1 ... (default: cuda when available)")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = option(
         "auto", "model dtype; auto: bfloat16 on a GPU, float32 on the CPU")
-    batch_size: int = option(1, "requests per forward pass (lm-eval batch size)")
+    batch_size: int | Literal["auto"] = option(
+        1, "requests per forward pass; auto: the largest that fits, halved on out-of-memory")
     doc_shards: int = option(1, "split each cell's documents over this many jobs, merged "
                                 "before scoring (results do not change)")
     out: str = option(DEFAULT_OUT, "results root")
@@ -45,7 +46,7 @@ class RunSettings:
     def __post_init__(self) -> None:
         if self.limit is not None and self.limit < 1:
             raise ValueError(f"limit must be a positive integer, got {self.limit}")
-        if self.batch_size < 1:
+        if self.batch_size != "auto" and self.batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, got {self.batch_size}")
         if self.doc_shards < 1:
             raise ValueError(f"doc_shards must be a positive integer, got {self.doc_shards}")

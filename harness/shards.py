@@ -20,8 +20,8 @@ from typing import Any
 from harness import progress
 from harness.errors import HarnessError, first_line
 from harness.runner import (Cell, CellOutcome, Host, Job, Plan, build_context, build_lm,
-                            collect_samples, make_record, record_failure, run_lm_eval,
-                            score_samples, task_context)
+                            collect_samples, make_record, numerics, record_failure,
+                            run_lm_eval, score_samples, task_context)
 from harness.store import atomic_write_text
 
 PLACEHOLDERS = {"loglikelihood": (0.0, False), "loglikelihood_rolling": 0.0, "generate_until": ""}
@@ -125,6 +125,7 @@ def _evaluate_shard(cell: Cell, path: Path, index: int, count: int, store: Any) 
         "samples": samples, "report": context.report,
         "lm_eval": {"tasks": sorted(output["samples"]), "n-shot": output.get("n-shot"),
                     "versions": output.get("versions")},
+        "numerics": numerics(cell, lm),
         "timings": {"build_s": round(built - started, 3),
                     "evaluate_s": round(time.perf_counter() - built, 3)}}, default=str))
 
@@ -164,6 +165,7 @@ def _merge(plan: Plan, cell: Cell, paths: list[Path], capture_logs: bool) -> Cel
     timings = {key: round(sum(s["timings"][key] for s in shards), 3)
                for key in ("build_s", "evaluate_s")}
     record = make_record(cell, metrics, samples, output, context, task_ctx, timings)
+    record.numerics = shards[0]["numerics"]
     if not record.has_score:
         record.status = "failed"
         record.reason = "no score: " + str(record.score_details.get("headline_unavailable", "NaN"))

@@ -119,7 +119,7 @@ class BuildContext:
     task_options: Any
     seed: int
     device: str
-    batch_size: int
+    batch_size: int | str  # a number, or "auto" (see harness.lm.batch_backoff)
     workdir: Path
     data: "DataSource"
     method_code: dict[str, str] = field(default_factory=dict)

@@ -28,12 +28,15 @@ import torch.nn.functional as F
 from lm_eval.api.model import LM, hash_args
 from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
 
+from harness import progress
 from harness.errors import ModelLoadError, UsageError
 from harness.fusion.alignment import cached_map, special_ids, vocabulary
 from harness.fusion.options import PackOptions
 from harness.fusion.weights import Weighting, fuse
+from harness.lm import batch_backoff, initial_batch_size
 
 DEFAULT_MAX_LENGTH = 2048
+RECORD_FILE = "fusion-weights.jsonl"
 
 
 @dataclass
@@ -139,7 +142,7 @@ class PackLM(LM):
     """lm-eval's three request types answered by a weighted logit fusion of a pack."""
 
     def __init__(self, pack: Pack, weighting: Weighting, options: PackOptions,
-                 batch_size: int = 1, record_path: Path | None = None,
+                 batch_size: int | str = 1, record_path: Path | None = None,
                  report: dict[str, Any] | None = None) -> None:
         super().__init__()
         weighting.check_members(len(pack))
@@ -148,19 +151,36 @@ class PackLM(LM):
         self.pack = pack
         self.weighting = weighting
         self.options = options
-        self.batch_size = max(1, int(batch_size))
+        self.batch_setting = batch_size
+        self.batch_size = initial_batch_size(batch_size)
         limits = [n for n in (position_limit(m.model) for m in pack.members) if n]
         self.max_length = options.max_length or (min(limits) if limits else DEFAULT_MAX_LENGTH)
-        self.record_path = record_path
-        self.report = report if report is not None else {}
-        self.records: dict[str, dict[str, Any]] = {}
         self._reference_cache: dict[str, int] = {}
         self._weights_cache: dict[tuple[int, tuple[int, ...]], torch.Tensor] = {}
+        self.begin(record_path, report if report is not None else {})
+
+    def begin(self, record_path: Path | None, report: dict[str, Any]) -> None:
+        """Keep this cell's weight records in `record_path` and its summary in `report`.
+        Records an interrupted run left there are read back, so a resumed cell whose answers
+        come from lm-eval's response cache still reports its weights and maps."""
+        self.record_path, self.report = record_path, report
+        self.records: dict[str, dict[str, Any]] = {}
         if record_path is not None and record_path.exists():
             for line in record_path.read_text(encoding="utf-8").splitlines():
                 if line.strip():
                     entry = json.loads(line)
                     self.records[entry.pop("key")] = entry
+        if self.records:
+            names = {e["reference"] for e in self.records.values()}
+            for member in self.pack.members:  # the maps those references used
+                if member.name in names:
+                    for k in range(len(self.pack)):
+                        self.pack.index(member.family, k)
+            self._update_report()
+
+    def begin_cell(self, ctx: Any) -> None:
+        """The host reuses this LM for a row's next task: records and report start afresh."""
+        self.begin(Path(ctx.workdir) / RECORD_FILE, ctx.report)
 
     @property
     def device(self) -> torch.device:
@@ -284,6 +304,9 @@ class PackLM(LM):
                 yield loglikelihood, greedy, weights
 
     def loglikelihood(self, requests: list[Any], disable_tqdm: bool = False) -> list[tuple[float, bool]]:
+        return batch_backoff(self, self.batch_setting, lambda: self._loglikelihood(requests))
+
+    def _loglikelihood(self, requests: list[Any]) -> list[tuple[float, bool]]:
         prepared = []
         for position, request in enumerate(requests):
             context, continuation = request.args
@@ -305,6 +328,9 @@ class PackLM(LM):
         return results
 
     def loglikelihood_rolling(self, requests: list[Any], disable_tqdm: bool = False) -> list[float]:
+        return batch_backoff(self, self.batch_setting, lambda: self._loglikelihood_rolling(requests))
+
+    def _loglikelihood_rolling(self, requests: list[Any]) -> list[float]:
         results = []
         for request in requests:
             (text,) = request.args
@@ -323,64 +349,120 @@ class PackLM(LM):
     # ------------------------------------------------------------------ generation
 
     def generate_until(self, requests: list[Any], disable_tqdm: bool = False) -> list[str]:
-        results = []
-        for request in requests:
+        """Greedy fused decoding in batches of `batch_size` requests sharing a reference
+        tokenizer and generation settings, longest prompt first (as lm-eval's HFLM)."""
+        return batch_backoff(self, self.batch_setting, lambda: self._generate_until(requests))
+
+    def _generate_until(self, requests: list[Any]) -> list[str]:
+        groups: dict[tuple[int, int, tuple[str, ...]], list[tuple[int, list[int]]]] = {}
+        for position, request in enumerate(requests):
             context, settings = request.args
             settings = dict(settings or {})
             if settings.get("do_sample"):
                 raise UsageError("fusion methods decode greedily; do_sample is not supported")
             family = self.reference_family(self.reference_text(request, context))
-            tokenizer = self.tokenizer(family)
             until = settings.get("until") or []
-            until = [until] if isinstance(until, str) else list(until)
+            until = (until,) if isinstance(until, str) else tuple(until)
             budget = int(settings.get("max_gen_toks", 256))
             prompt = self.encode(family, context)[-max(1, self.max_length - budget):]
-            tokens, weights = self.generate_tokens(family, prompt, budget, until)
-            text = tokenizer.decode(tokens, skip_special_tokens=True)
-            for stop in until:
-                text = text.split(stop)[0]
-            results.append(text)
-            self._record(request.args, family, [weights])
-            self.cache_hook.add_partial("generate_until", request.args, text)
+            groups.setdefault((family, budget, until), []).append((position, prompt))
+        results: list[str] = [""] * len(requests)
+        progress.current().phase("requests (generate_until)", len(requests))
+        for (family, budget, until), items in groups.items():
+            items.sort(key=lambda item: -len(item[1]))
+            for start in range(0, len(items), self.batch_size):
+                batch = items[start:start + self.batch_size]
+                decoded = self.generate_batch(family, [p for _, p in batch], budget, until)
+                for (position, _), (tokens, weights) in zip(batch, decoded):
+                    text = self.tokenizer(family).decode(tokens, skip_special_tokens=True)
+                    for stop in until:
+                        text = text.split(stop)[0]
+                    results[position] = text
+                    self._record(requests[position].args, family, [weights])
+                    self.cache_hook.add_partial("generate_until", requests[position].args, text)
+                progress.current().advance(len(batch))
         self._update_report()
         return results
 
-    @torch.no_grad()
     def generate_tokens(self, family: int, prompt: list[int], budget: int,
                         until: Sequence[str] = ()) -> tuple[list[int], torch.Tensor]:
-        """Greedy fused decoding with a KV cache per member; weights fitted on the prompt."""
+        """One prompt's greedy fused tokens and weights (a batch of one)."""
+        [(tokens, weights)] = self.generate_batch(family, [prompt], budget, tuple(until))
+        return tokens, weights
+
+    @torch.no_grad()
+    def generate_batch(self, family: int, prompts: list[list[int]], budget: int,
+                       until: Sequence[str] = (), return_logits: bool = False
+                       ) -> list[tuple[list[int], torch.Tensor]]:
+        """Greedy fused decoding of several prompts at once: left padding, one KV cache per
+        member, position ids counted over each row's own tokens, weights fitted on each
+        row's own prompt. A row stops at EOS, at a stop string (tested on the tail of its
+        text, not the whole) or at `budget`; the batch stops when every row has.
+
+        With `return_logits`, each row's fused next-token logits per step come back as a
+        third element (tests compare them with a batch of one)."""
         tokenizer = self.tokenizer(family)
-        eos = tokenizer.eos_token_id
-        ids = torch.tensor([prompt], device=self.device)
+        eos, pad = tokenizer.eos_token_id, self.prefix_id(family)
+        rows, width = len(prompts), max(len(p) for p in prompts)
+        ids = torch.full((rows, width), pad, dtype=torch.long, device=self.device)
+        mask = torch.zeros_like(ids)
+        for row, prompt in enumerate(prompts):
+            ids[row, width - len(prompt):] = torch.tensor(prompt)
+            mask[row, width - len(prompt):] = 1
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
         caches, aligned = [], []
         for k, member in enumerate(self.pack.members):
-            out = member.model(input_ids=self.pack.translate(family, k, ids), use_cache=True)
-            caches.append(out.past_key_values)
-            aligned.append(self.pack.align(family, k, out.logits[0]))
-        prompt_logits = torch.stack(aligned)
-        targets = ids[0, 1:]
-        weights = self.weighting(prompt_logits[:, :-1], targets,
-                                 self.weight_mask(family, targets, len(targets)))
-        next_logits = fuse(prompt_logits[:, -1], weights)
+            out = member.model(input_ids=self.pack.translate(family, k, ids), attention_mask=mask,
+                               position_ids=positions, use_cache=True)
+            caches.append(out.cache)
+            aligned.append(self.pack.align(family, k, out.logits))
+        prompt_logits = torch.stack(aligned)  # [K, rows, width, V]
+        weights = []
+        for row, prompt in enumerate(prompts):
+            own = prompt_logits[:, row, width - len(prompt):]
+            targets = ids[row, width - len(prompt) + 1:]
+            weights.append(self.weighting(own[:, :-1], targets,
+                                          self.weight_mask(family, targets, len(targets))))
+        next_logits = [fuse(prompt_logits[:, row, -1], weights[row]) for row in range(rows)]
         del prompt_logits, aligned
-        generated: list[int] = []
-        while len(generated) < budget:
-            token = int(next_logits.argmax())
-            if token == eos:
+        longest_stop = max((len(stop) for stop in until), default=0)
+        generated: list[list[int]] = [[] for _ in prompts]
+        steps: list[list[torch.Tensor]] = [[] for _ in prompts]
+        done = [False] * rows
+        last_position = positions[:, -1]
+        while not all(done):
+            step = torch.full((rows, 1), pad, dtype=torch.long, device=self.device)
+            for row in range(rows):
+                if done[row]:
+                    continue
+                if return_logits:
+                    steps[row].append(next_logits[row])
+                token = int(next_logits[row].argmax())
+                if token == eos:
+                    done[row] = True
+                    continue
+                generated[row].append(token)
+                step[row, 0] = token
+                tail = tokenizer.decode(generated[row][-(2 * longest_stop + 4):],
+                                        skip_special_tokens=True) if until else ""
+                if len(generated[row]) >= budget or any(stop in tail for stop in until):
+                    done[row] = True
+            if all(done):
                 break
-            generated.append(token)
-            if len(generated) == budget or (until and any(
-                    stop in tokenizer.decode(generated, skip_special_tokens=True) for stop in until)):
-                break
-            step = torch.tensor([[token]], device=self.device)
+            mask = torch.cat([mask, torch.ones((rows, 1), dtype=mask.dtype, device=mask.device)], 1)
+            last_position = last_position + 1
             aligned = []
             for k, member in enumerate(self.pack.members):
                 out = member.model(input_ids=self.pack.translate(family, k, step),
-                                   past_key_values=caches[k], use_cache=True)
-                caches[k] = out.past_key_values
-                aligned.append(self.pack.align(family, k, out.logits[0, -1]))
-            next_logits = fuse(torch.stack(aligned), weights)
-        return generated, weights
+                                   attention_mask=mask, position_ids=last_position[:, None],
+                                   cache=caches[k], use_cache=True)
+                caches[k] = out.cache
+                aligned.append(self.pack.align(family, k, out.logits[:, -1]))
+            stacked = torch.stack(aligned)  # [K, rows, V]
+            next_logits = [fuse(stacked[:, row], weights[row]) for row in range(rows)]
+        if return_logits:
+            return [(g, w, torch.stack(s)) for g, w, s in zip(generated, weights, steps)]  # type: ignore[misc]
+        return list(zip(generated, weights))
 
     # ------------------------------------------------------------------ weight records
 
@@ -448,4 +530,4 @@ def build_pack_lm(ctx: Any, weighting: Weighting) -> PackLM:
     total = sum(p.numel() for m in pack.members for p in m.model.parameters())
     ctx.report.update(trainable_params=0, total_params=total)
     return PackLM(pack, weighting, ctx.options, batch_size=ctx.batch_size,
-                  record_path=Path(ctx.workdir) / "fusion-weights.jsonl", report=ctx.report)
+                  record_path=Path(ctx.workdir) / RECORD_FILE, report=ctx.report)

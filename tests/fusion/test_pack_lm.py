@@ -177,3 +177,81 @@ def test_weights_see_logits_before_each_target_and_skip_eos_targets(zoo):
         for k, name in enumerate(["tiny-llama", "tiny-llama-b"]):
             member = zoo[name][0](torch.tensor([ids])).logits[0]
             torch.testing.assert_close(logits[k], member[:-1], atol=1e-5, rtol=0)  # logits[:-1]
+
+
+@pytest.mark.parametrize("names", [["tiny-llama", "tiny-llama-b"], ["tiny-llama", "tiny-gpt2"]])
+def test_batched_generation_equals_one_prompt_at_a_time(zoo, names):
+    """Left padding, one cache per member and per-row positions: in fp32 every row decodes
+    the tokens it decodes alone, with next-token logits within 1e-5."""
+    lm = make_lm(zoo, names)
+    texts = ["Once upon a time", "The planet", "Question: which colour is the sky?\nAnswer:",
+             "Two plus two is"]
+    family = lm.reference_family(texts[0])
+    prompts = [lm.encode(family, t) for t in texts]
+    batched = lm.generate_batch(family, prompts, budget=10, return_logits=True)
+    for prompt, (tokens, weights, logits) in zip(prompts, batched):
+        [(alone, alone_weights, alone_logits)] = lm.generate_batch(family, [prompt], budget=10,
+                                                                   return_logits=True)
+        assert tokens == alone
+        torch.testing.assert_close(weights, alone_weights, atol=1e-6, rtol=0)
+        torch.testing.assert_close(logits, alone_logits, atol=1e-5, rtol=0)
+
+
+def test_batched_requests_answer_like_single_requests_and_stop_at_stop_strings(zoo):
+    requests = [Request((text, {"until": ["\n", " the"], "max_gen_toks": 12}))
+                for text in ("Once upon a time", "The planet Mars", "Hello", "A B C D E F")]
+    one = make_lm(zoo, ["tiny-llama", "tiny-gpt2"])
+    four = make_lm(zoo, ["tiny-llama", "tiny-gpt2"])
+    four.batch_size = 4
+    one.set_cache_hook(RecordingHook())
+    four.set_cache_hook(RecordingHook())
+    texts = four.generate_until(requests)
+    assert texts == one.generate_until(requests)
+    assert all(" the" not in t and "\n" not in t for t in texts)
+
+
+def test_reuse_for_another_cell_starts_records_and_report_afresh(zoo, tmp_path):
+    from types import SimpleNamespace
+
+    lm = make_lm(zoo, ["tiny-llama", "tiny-gpt2"], tmp_path=tmp_path / "first")
+    lm.set_cache_hook(RecordingHook())
+    lm.loglikelihood([Request(REQUESTS[0])])
+    first_report = lm.report
+    second = SimpleNamespace(workdir=tmp_path / "second", report={})
+    lm.begin_cell(second)
+    assert lm.records == {} and lm.report is second.report
+    lm.loglikelihood([Request(REQUESTS[1])])
+    assert second.report["fusion"]["requests"] == 1 and first_report["fusion"]["requests"] == 1
+    # a resumed cell whose answers all come from lm-eval's response cache keeps its report
+    resumed = make_lm(zoo, ["tiny-llama", "tiny-gpt2"], tmp_path=tmp_path / "first")
+    assert resumed.report["fusion"]["requests"] == 1
+    assert resumed.report["fusion"]["weights"] == first_report["fusion"]["weights"]
+    assert resumed.report["fusion"].get("vocabulary_maps") == first_report["fusion"].get(
+        "vocabulary_maps")
+
+
+def test_auto_batch_size_halves_on_out_of_memory(zoo, monkeypatch):
+    """--batch-size auto: a batch that does not fit is retried at half the size; the
+    answers are those of a small fixed batch."""
+    fixed = make_lm(zoo, ["tiny-llama", "tiny-gpt2"])
+    fixed.set_cache_hook(RecordingHook())
+    expected = fixed.loglikelihood([Request(r) for r in REQUESTS])
+    members = [Member(n, *zoo[n]) for n in ("tiny-llama", "tiny-gpt2")]
+    auto = PackLM(Pack(members, "cpu"), PerplexitySoftmax(), PackOptions(), batch_size="auto")
+    auto.set_cache_hook(RecordingHook())
+    real_logits = auto.pack.logits
+
+    def small_memory(family, ids, attention_mask=None):
+        if ids.shape[0] > 2:
+            raise torch.OutOfMemoryError("simulated")
+        return real_logits(family, ids, attention_mask)
+
+    monkeypatch.setattr(auto.pack, "logits", small_memory)
+    answers = auto.loglikelihood([Request(r) for r in REQUESTS])
+    assert auto.batch_size == 2
+    for (a, greedy_a), (b, greedy_b) in zip(answers, expected):
+        assert a == pytest.approx(b, abs=1e-5) and greedy_a == greedy_b
+    fixed_big = PackLM(Pack(members, "cpu"), PerplexitySoftmax(), PackOptions(), batch_size=4)
+    monkeypatch.setattr(fixed_big.pack, "logits", small_memory)
+    with pytest.raises(torch.OutOfMemoryError):
+        fixed_big.loglikelihood([Request(r) for r in REQUESTS])
