@@ -11,8 +11,10 @@ import functools
 import hashlib
 import importlib
 import importlib.metadata as md
+import importlib.util
 import os
 import sys
+import sysconfig
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -149,12 +151,30 @@ def _register(host: Host, name: str, origin: str, load: Callable[[], Any], targe
 def _distribution_of_module(module_name: str) -> str:
     """"name version" of the installed distribution providing a `-p` module, else "local"."""
     top = module_name.split(".")[0]
-    for dist_name in md.packages_distributions().get(top, []):
+    if not _installed(top):  # mapping every distribution's files takes over a second
+        return "local"
+    for dist_name in _packages_distributions().get(top, []):
         try:
             return f"{dist_name} {md.version(dist_name)}"
         except md.PackageNotFoundError:
             continue
     return "local"
+
+
+def _installed(top_level: str) -> bool:
+    """Whether a module is found under an installation's site-packages."""
+    spec = importlib.util.find_spec(top_level)
+    origin = spec.origin if spec and spec.origin else None
+    locations = spec.submodule_search_locations if spec else None
+    paths = [Path(origin)] if origin and origin != "built-in" else []
+    paths += [Path(p) for p in locations or []]
+    sites = {Path(p) for p in (sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"])}
+    return any(site in path.parents for path in paths for site in sites)
+
+
+@functools.lru_cache(maxsize=1)
+def _packages_distributions() -> dict[str, list[str]]:
+    return md.packages_distributions()
 
 
 @functools.lru_cache(maxsize=None)

@@ -13,6 +13,7 @@ collect the per-sample log, score, and record.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import datetime
@@ -25,7 +26,7 @@ import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import Any, Callable, Iterator, Literal
 
 from harness import progress
 from harness.errors import DataError, HarnessError, UsageError, first_line
@@ -602,7 +603,7 @@ def run_lm_eval(cell: Cell, lm: Any, workdir: Path) -> dict[str, Any]:
     settings, plan = cell.settings, cell.lm_eval_plan
     assert plan is not None
     manager = task_manager(tuple(str(p) for p in plan.include_path), plan.uses_stock_tasks)
-    with progress.lm_eval_progress():
+    with progress.lm_eval_progress(), _without_environment_probe():
         output = lm_eval.simple_evaluate(
             model=lm, tasks=resolve_task_specs(manager, plan.tasks),
             num_fewshot=plan.num_fewshot, limit=settings.limit,
@@ -617,6 +618,21 @@ def run_lm_eval(cell: Cell, lm: Any, workdir: Path) -> dict[str, Any]:
     if not output or "samples" not in output:
         raise HarnessError(f"lm-eval returned no results for task {cell.task!r}")
     return output
+
+
+@contextlib.contextmanager
+def _without_environment_probe() -> Iterator[None]:
+    """lm-eval describes the environment after every evaluation through torch's
+    `collect_env`, which shells out to pip (over a second per cell); the harness records
+    versions in each cell's provenance, and nothing reads lm-eval's copy."""
+    import lm_eval.evaluator
+
+    probe = lm_eval.evaluator.add_env_info
+    lm_eval.evaluator.add_env_info = lambda storage: None
+    try:
+        yield
+    finally:
+        lm_eval.evaluator.add_env_info = probe
 
 
 def collect_samples(output: dict[str, Any], lm: Any) -> list[dict[str, Any]]:
