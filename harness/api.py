@@ -20,7 +20,7 @@ A method plugin::
 from harness import hookimpl
 from harness.data import (dataset_dict, first_existing, first_response, read_csv_rows,
                           read_jsonl_rows)
-from harness.errors import DataError, HarnessError, ModelLoadError, UsageError
+from harness.errors import DataError, HarnessError, ModelLoadError, UsageError, did_you_mean
 from harness.lm import count_parameters, hf_lm, hf_multimodal_lm
 from harness.models import (ModelRef, is_vision_language, load_causal_lm, load_processor,
                             load_tokenizer, load_vision_lm)
@@ -28,7 +28,9 @@ from harness.specs import (ANCHOR_AUGMENTING, MODEL_PACK, ONE_MODEL, TEXT_CAPABI
                            BuildContext, Capability, DataSource, LmEvalPlan, MethodSpec, Metric,
                            MetricValues, ModelSlots, NoOptions, Samples, TaskContext, TaskSpec,
                            Training, at_least, option)
+from harness.stats import mean_and_stderr
 from harness.training import TrainingOptions, fit, fitted_lm, freeze, trainable_parameters
+from harness.zoo import cache_root
 
 __all__ = [
     # registration
@@ -40,11 +42,12 @@ __all__ = [
     "MetricValues",
     # helpers for tasks: original-format readers with line-precise errors
     "dataset_dict", "first_existing", "first_response", "read_csv_rows", "read_jsonl_rows",
+    "mean_and_stderr", "cache_root",
     # helpers for methods
     "load_causal_lm", "load_tokenizer", "load_vision_lm", "load_processor", "is_vision_language", "hf_lm",
     "hf_multimodal_lm", "count_parameters",
     # the shared training path
     "TrainingOptions", "fit", "fitted_lm", "freeze", "trainable_parameters",
     # errors that become one line and an exit status
-    "HarnessError", "UsageError", "DataError", "ModelLoadError",
+    "HarnessError", "UsageError", "DataError", "ModelLoadError", "did_you_mean",
 ]

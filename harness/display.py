@@ -30,7 +30,7 @@ def terminal_console(stderr: bool = True) -> Console:
     runner points file descriptors 1 and 2 at a cell's log."""
     stream: IO[str] = sys.stderr if stderr else sys.stdout
     try:
-        duplicate = os.fdopen(os.dup(stream.fileno()), "w", buffering=1, encoding="utf-8",
+        duplicate: IO[str] = os.fdopen(os.dup(stream.fileno()), "w", buffering=1, encoding="utf-8",
                               errors="replace")
     except (OSError, ValueError, AttributeError):  # no real file descriptor (tests)
         duplicate = stream

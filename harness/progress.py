@@ -103,20 +103,20 @@ def lm_eval_progress() -> Iterator[None]:
     `current()` for the duration."""
     import importlib
 
-    patched = []
+    patched: list[tuple[Any, Any]] = []
     for name in ("lm_eval.models.huggingface", "lm_eval.models.hf_vlms"):
         try:
             module = importlib.import_module(name)
         except ImportError:
             continue
         if hasattr(module, "tqdm"):
-            patched.append((module, module.tqdm))
-            module.tqdm = _ProgressBar
+            patched.append((module, getattr(module, "tqdm")))
+            setattr(module, "tqdm", _ProgressBar)
     try:
         yield
     finally:
         for module, original in patched:
-            module.tqdm = original
+            setattr(module, "tqdm", original)
 
 
 @contextlib.contextmanager

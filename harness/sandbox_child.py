@@ -27,6 +27,7 @@ import os
 import resource
 import sys
 import types
+from typing import Any, Callable
 
 MESSAGE_LIMIT = 64 * 1024 * 1024  # bytes of one encoded call or reply
 
@@ -60,7 +61,7 @@ def encode(value):
     raise TypeError(f"a {type(value).__name__}, which is not plain data")
 
 
-DECODERS = {
+DECODERS: dict[str, Callable[[Any], Any]] = {
     "int": lambda payload: int(payload, 16),
     "float": float.fromhex,
     "complex": lambda payload: complex(*map(float.fromhex, payload)),

@@ -175,7 +175,8 @@ def cgroup_parents() -> Cgroups | None:
     root = Path("/sys/fs/cgroup")
     if "pids" in v1 and "memory" in v1:
         parents = Cgroups(1, root / "pids" / v1["pids"], root / "memory" / v1["memory"])
-        limit_files = (("pids.max",), ("memory.limit_in_bytes",))
+        limit_files: tuple[tuple[str, ...], tuple[str, ...]] = (("pids.max",),
+                                                               ("memory.limit_in_bytes",))
     elif "" in v1 and (root / "cgroup.controllers").is_file():
         folder = root / v1[""]
         try:

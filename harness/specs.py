@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Literal, Mapping, Sequence
 
+from harness.errors import UsageError
+
 if TYPE_CHECKING:  # heavy types only for annotations
     from lm_eval.api.model import LM
 
@@ -187,6 +189,13 @@ class DataSource:
     def describe(self) -> str:
         return self.kind if self.path is None else f"{self.kind}:{self.path}"
 
+    @property
+    def folder(self) -> Path:
+        """The root of the original files (for kind "local")."""
+        if self.path is None:
+            raise UsageError(f"data {self.kind!r} has no folder: pass --data-dir")
+        return self.path
+
 
 @dataclass
 class TaskContext:
@@ -267,4 +276,6 @@ class TaskSpec:
 
 
 def options_to_dict(options: Any) -> dict[str, Any]:
-    return dataclasses.asdict(options) if dataclasses.is_dataclass(options) else {}
+    if dataclasses.is_dataclass(options) and not isinstance(options, type):
+        return dataclasses.asdict(options)
+    return {}

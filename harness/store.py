@@ -309,7 +309,8 @@ class Store:
         """
         lock = self.lock_path(fp, part)
         lock.parent.mkdir(parents=True, exist_ok=True)
-        me = {"host": socket.gethostname(), "pid": os.getpid(), "started": time.time()}
+        host = socket.gethostname()
+        me = {"host": host, "pid": os.getpid(), "started": time.time()}
         fd, draft = tempfile.mkstemp(prefix=".draft-", dir=lock.parent)
         with os.fdopen(fd, "w") as handle:
             json.dump(me, handle)
@@ -319,7 +320,7 @@ class Store:
                     os.link(draft, lock)
                     break
                 except FileExistsError:
-                    holder = self._live_holder(lock, me["host"])
+                    holder = self._live_holder(lock, host)
                     if holder is not None:
                         yield holder
                         return

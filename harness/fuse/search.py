@@ -115,6 +115,7 @@ def _scores(objective: Objective, config: SearchConfig, generator: torch.Generat
     elif config.guidance == "none":
         scores = logits
     else:
+        assert guided is not None, "the FUSE score is computed when guidance is fuse"
         scores = guided
     return scores.masked_fill(~objective.allowed, float("-inf"))
 

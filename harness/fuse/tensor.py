@@ -40,7 +40,8 @@ def t_product_circular(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """The t-product by its definition, the circular convolution of frontal slices (k^2
     matrix products): the reference the FFT form is tested against."""
     k = _depth(x, y)
-    slices = [sum(x[..., a] @ y[..., (r - a) % k] for a in range(k)) for r in range(k)]
+    slices = [torch.stack([x[..., a] @ y[..., (r - a) % k] for a in range(k)]).sum(dim=0)
+              for r in range(k)]
     return torch.stack(slices, dim=-1)
 
 

@@ -96,7 +96,7 @@ def nearest_tokens(queries: Sequence[str], choices: Sequence[str]) -> np.ndarray
         while pending.size:
             candidates = np.flatnonzero(gap <= window)  # ascending ids keep the tie rule
             if candidates.size:
-                distances = process.cdist([queries[q] for q in pending],
+                distances = process.cdist([queries[int(q)] for q in pending],
                                           [choices[c] for c in candidates],
                                           scorer=Levenshtein.distance, dtype=np.int32,
                                           workers=-1,
@@ -125,11 +125,11 @@ def build_map(reference: Sequence[str], expert: Sequence[str],
     index = np.full(len(reference), -1, dtype=np.int64)
     counts = dict.fromkeys(HOW, 0)
     for role in SPECIAL_ROLES:  # priority order: the first role claiming an id keeps it
-        token_id = reference_specials.get(role)
-        if token_id is None or role not in expert_specials or not 0 <= token_id < len(reference):
+        claimed = reference_specials.get(role)
+        if claimed is None or role not in expert_specials or not 0 <= claimed < len(reference):
             continue
-        if index[token_id] < 0:
-            index[token_id] = expert_specials[role]
+        if index[claimed] < 0:
+            index[claimed] = expert_specials[role]
     counts["special"] = int((index >= 0).sum())
     unmatched: list[int] = []
     queries: list[str] = []

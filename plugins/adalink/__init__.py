@@ -15,9 +15,8 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-from harness import hookimpl
-from harness.models import ModelRef, is_vision_language
-from harness.specs import BuildContext, Capability, MethodSpec, Training
+from harness.api import (BuildContext, Capability, MethodSpec, ModelRef, Training, fitted_lm,
+                         hookimpl, is_vision_language)
 
 from .config import AdaLinkOptions
 
@@ -31,8 +30,6 @@ def adapt(model: Any, options: AdaLinkOptions) -> Any:
 
 
 def build(ctx: BuildContext) -> Any:
-    from harness.training import fitted_lm
-
     return fitted_lm(ctx, "adalink", adapt)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from harness.training import TrainingOptions
+from harness.api import TrainingOptions
 
 MODALITIES = ("text", "image")
 

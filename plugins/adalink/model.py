@@ -19,13 +19,15 @@ positions from image placeholders.
 from __future__ import annotations
 
 import inspect
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import torch
 from torch import nn
 
-from harness.errors import UsageError
-from harness.training import freeze
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
+
+from harness.api import UsageError, freeze
 
 from .config import AdaLinkOptions
 from .layer import AdaLinkLayer
@@ -61,7 +63,7 @@ def find_image_projector(model: nn.Module, name: str = "") -> nn.Module | None:
     return None
 
 
-def inject_adalink(model: nn.Module, options: AdaLinkOptions) -> AdaLink:
+def inject_adalink(model: PreTrainedModel, options: AdaLinkOptions) -> AdaLink:
     """Freeze `model`, hook a link per available modality, register it as `adalink`."""
     hidden_size = model.config.get_text_config().hidden_size
     projector = (find_image_projector(model, options.image_projector)
@@ -72,17 +74,20 @@ def inject_adalink(model: nn.Module, options: AdaLinkOptions) -> AdaLink:
                          "image projector")
     freeze(model)
     device = next(model.parameters()).device
-    adalink = AdaLink({m: AdaLinkLayer(hidden_size, options.rank, options.activation, options.bias,
-                                       options.up_init_std, options.down_init_std, device)
-                       for m in modalities})
+    links = {m: AdaLinkLayer(hidden_size, options.rank, options.activation, options.bias,
+                             options.up_init_std, options.down_init_std, device)
+             for m in modalities}
+    adalink = AdaLink(links)
     targets = {"text": model.get_input_embeddings(), "image": projector}
-    for modality, link in adalink.links.items():
-        adalink._handles.append(targets[modality].register_forward_hook(_apply(link)))
+    for modality, link in links.items():
+        target = targets[modality]
+        assert target is not None  # modalities without a target were dropped above
+        adalink._handles.append(target.register_forward_hook(_apply(link)))
     multimodal = model.config.get_text_config() is not model.config
     entry = model if multimodal else model.get_decoder()
-    if "text" in adalink.links and "inputs_embeds" in inspect.signature(entry.forward).parameters:
+    if "text" in links and "inputs_embeds" in inspect.signature(entry.forward).parameters:
         adalink._handles.append(entry.register_forward_pre_hook(
-            _embeddings_entry(entry, adalink.links["text"], refuse=multimodal), with_kwargs=True))
+            _embeddings_entry(entry, links["text"], refuse=multimodal), with_kwargs=True))
     model.add_module("adalink", adalink)
     return adalink
 

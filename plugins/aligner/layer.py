@@ -30,7 +30,9 @@ class AlignerLayer:
     a second time under the adapter.
     """
 
-    def __init__(self, attention: nn.Module, prefix: nn.Parameter, gate: nn.Parameter,
+    # `attention` is a transformers attention module (q/k/v/o projections, head_dim,
+    # scaling); typed Any because nn.Module's attribute lookup is untyped.
+    def __init__(self, attention: Any, prefix: nn.Parameter, gate: nn.Parameter,
                  num_heads: int, num_kv_heads: int) -> None:
         missing = [p for p in REQUIRED_PROJECTIONS if not hasattr(attention, p)]
         if missing or not hasattr(attention, "head_dim"):
@@ -72,7 +74,7 @@ class AlignerLayer:
     def prefix_term(self, projected_query: torch.Tensor,
                     position_embeddings: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
         """W_O(g * softmax(q K_p^T * scaling) V_p) for queries from `q_proj`, (B, T, d)."""
-        attention = self.attention
+        attention: Any = self.attention
         batch, length, _ = projected_query.shape
         head_dim = attention.head_dim
         query = projected_query.view(batch, length, self.num_heads, head_dim)

@@ -30,10 +30,11 @@ def mergekit_config(names: Sequence[str], options: MergeOptions, out_dtype: str)
         weights = _weights(options, len(names), "one per model")
         return {**common, "models": [{"model": name, "parameters": {"weight": weight}}
                                      for name, weight in zip(names, weights)]}
-    if not 0 <= options.base < len(names):
-        raise UsageError(f"merge: base={options.base} is not a model index (0..{len(names) - 1})")
-    base = names[options.base]
-    others = [name for index, name in enumerate(names) if index != options.base]
+    base_index = options.base
+    if base_index is None or not 0 <= base_index < len(names):
+        raise UsageError(f"merge: base={base_index} is not a model index (0..{len(names) - 1})")
+    base = names[base_index]
+    others = [name for index, name in enumerate(names) if index != base_index]
     if method == "slerp":
         if len(others) != 1:
             raise UsageError(f"merge_method=slerp merges exactly 2 models, got {len(names)}")

@@ -113,7 +113,7 @@ def data_location(ctx: TaskContext) -> tuple[Path, Path]:
     if ctx.data.kind == "hf":
         raise DataError("coco_captioning reads local files only: pass --data-dir with "
                         "coco_karpathy/captions_test5k.json and -O image_dir=<COCO val2014 images>")
-    base = Path(ctx.data.path)
+    base = ctx.data.folder
     folder = first_existing([base / "coco_karpathy", base], "COCO Karpathy folder").resolve()
     annotations = first_existing([folder / options.annotations], "COCO captions file")
     image_dir = Path(options.image_dir).expanduser() if options.image_dir else folder / "images"

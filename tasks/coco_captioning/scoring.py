@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import importlib.machinery
 import importlib.metadata as md
 import importlib.util
 import io
@@ -21,7 +22,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, Mapping
 
-from harness.errors import DataError
+from harness.api import DataError, cache_root
 
 log = logging.getLogger(__name__)
 
@@ -97,16 +98,17 @@ def _load(name: str, folder: Path, module: str) -> ModuleType:
     init = folder / "__init__.py"
     if not init.exists():
         init.write_text("")
-    package_spec = importlib.util.spec_from_file_location(
-        name, init, submodule_search_locations=[str(folder)])
-    package = importlib.util.module_from_spec(package_spec)
-    sys.modules[name] = package
-    package_spec.loader.exec_module(package)
-    spec = importlib.util.spec_from_file_location(qualified, folder / f"{module}.py")
-    loaded = importlib.util.module_from_spec(spec)
-    sys.modules[qualified] = loaded
-    spec.loader.exec_module(loaded)
-    return loaded
+    _exec(importlib.util.spec_from_file_location(
+        name, init, submodule_search_locations=[str(folder)]))
+    return _exec(importlib.util.spec_from_file_location(qualified, folder / f"{module}.py"))
+
+
+def _exec(spec: importlib.machinery.ModuleSpec | None) -> ModuleType:
+    assert spec is not None and spec.loader is not None, "a file location always has a spec"
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
 
 
 def ptb_tokenizer_class(cache: Path) -> type:
@@ -179,13 +181,12 @@ def _spice_score(gts: dict, res: dict, cache: Path,
         return None, (f"Stanford CoreNLP 3.6.0 jars ({', '.join(CORENLP_JARS)}) not found; "
                       f"put them in a folder and pass -O corenlp_dir=<folder>")
     try:
-        return float(_spice(cache, jars).compute_score(gts, res)[0]), None
+        spice: Any = _spice(cache, jars)
+        return float(spice.compute_score(gts, res)[0]), None
     except Exception as exc:  # SPICE's Java side breaks on some JDKs; other metrics stand
         return None, f"SPICE failed ({type(exc).__name__}: {exc})"
 
 
 def cache_dir() -> Path:
-    from harness.zoo import cache_root
-
     return cache_root() / "pycocoevalcap"
 

@@ -187,7 +187,7 @@ def lm_eval_plan(ctx: TaskContext) -> LmEvalPlan:
         raise UsageError("flores: num_fewshot must be >= 0 and max_gen_toks >= 1")
     if ctx.data.kind == "hf":
         raise DataError(HF_UNAVAILABLE)
-    root = FIXTURES / "flores200" if ctx.data.kind == "embedded" else local_root(ctx.data.path)
+    root = FIXTURES / "flores200" if ctx.data.kind == "embedded" else local_root(ctx.data.folder)
     pairs = directions(options, available_languages(root))
     files = sorted({root / "devtest" / f"{code}.devtest" for pair in pairs for code in pair})
     if options.num_fewshot > 0:

@@ -46,7 +46,7 @@ def lm_eval_plan(ctx: TaskContext) -> LmEvalPlan:
         return LmEvalPlan(tasks=["gsm8k"], num_fewshot=options.num_fewshot, gen_kwargs=gen_kwargs)
     folder = FIXTURES if ctx.data.kind == "embedded" else None
     test, train = ((folder / "test.jsonl", folder / "train.jsonl") if folder
-                   else local_files(ctx.data.path))
+                   else local_files(ctx.data.folder))
     task = {"task": "gsm8k", "custom_dataset": partial(load_split_files, test, train)}
     return LmEvalPlan(tasks=[task], num_fewshot=options.num_fewshot, gen_kwargs=gen_kwargs,
                       data_files=[test, train])
@@ -60,7 +60,7 @@ def training_examples(ctx: TaskContext) -> list[dict[str, str]]:
         rows = list(datasets.load_dataset("openai/gsm8k", "main", split="train"))
     else:
         train = (FIXTURES / "train.jsonl" if ctx.data.kind == "embedded"
-                 else local_files(ctx.data.path)[1])
+                 else local_files(ctx.data.folder)[1])
         rows = read_jsonl_rows(train, FIELDS)
     return [{"prompt": f"Question: {row['question']}\nAnswer:", "target": f" {row['answer']}"}
             for row in rows]

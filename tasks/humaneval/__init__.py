@@ -32,7 +32,7 @@ from typing import Any
 
 from harness.api import (Capability, HarnessError, LmEvalPlan, Metric, MetricValues, Samples,
                          TaskContext, TaskSpec, UsageError, dataset_dict, first_existing, hookimpl,
-                         option, read_jsonl_rows)
+                         mean_and_stderr, option, read_jsonl_rows)
 from harness.sandbox import MAX_WORKERS, Limits, Program
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -116,7 +116,7 @@ def lm_eval_plan(ctx: TaskContext) -> LmEvalPlan:
         return LmEvalPlan(tasks=[config | {"dataset_path": "openai/openai_humaneval"}],
                           num_fewshot=0, uses_stock_tasks=False)
     path = (FIXTURES / "HumanEval.jsonl" if ctx.data.kind == "embedded"
-            else local_file(ctx.data.path))
+            else local_file(ctx.data.folder))
     return LmEvalPlan(tasks=[config | {"custom_dataset": partial(load_problems, path)}],
                       num_fewshot=0, data_files=[path], uses_stock_tasks=False)
 
@@ -162,7 +162,6 @@ def completions(sample: dict[str, Any]) -> list[str]:
 
 def score(samples: Samples, ctx: TaskContext) -> MetricValues:
     from harness.sandbox import isolation, run_programs
-    from harness.stats import mean_and_stderr
 
     options: HumanEvalOptions = ctx.options
     if not options.allow_code_execution:  # preflight refuses first; never execute regardless

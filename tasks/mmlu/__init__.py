@@ -16,7 +16,7 @@ from typing import Any
 from harness.api import (Capability, DataError, LmEvalPlan, Metric, TaskContext, TaskSpec,
                          UsageError, at_least, dataset_dict, first_existing, hookimpl, option,
                          read_csv_rows)
-from harness.errors import did_you_mean
+from harness.api import did_you_mean
 
 SUBJECTS = (
     "abstract_algebra anatomy astronomy business_ethics clinical_knowledge college_biology "
@@ -86,7 +86,7 @@ def lm_eval_plan(ctx: TaskContext) -> LmEvalPlan:
     if ctx.data.kind == "hf":
         subjects = list(options.subjects) or list(SUBJECTS)
         return LmEvalPlan(tasks=[f"mmlu_{s}" for s in subjects], num_fewshot=options.num_fewshot)
-    root = FIXTURES / "data" if ctx.data.kind == "embedded" else local_root(ctx.data.path)
+    root = FIXTURES / "data" if ctx.data.kind == "embedded" else local_root(ctx.data.folder)
     available = _local_subjects(root)
     subjects = list(options.subjects) or available
     missing = [s for s in subjects if s not in available]
@@ -123,7 +123,7 @@ def training_examples(ctx: TaskContext) -> list[dict[str, str]]:
                  "target": " " + LETTERS[row["answer"]]}
                 for s in subjects
                 for row in datasets.load_dataset("cais/mmlu", s, split="dev")]
-    root = FIXTURES / "data" if ctx.data.kind == "embedded" else local_root(ctx.data.path)
+    root = FIXTURES / "data" if ctx.data.kind == "embedded" else local_root(ctx.data.folder)
     auxiliary = sorted((root / "auxiliary_train").glob("*.csv"))
     if auxiliary:  # no subject: these questions come from other multiple-choice sets
         return [{"prompt": _prompt(r[0], r[1:5]), "target": " " + r[5].strip()}

@@ -35,8 +35,7 @@ from typing import Any, Literal
 
 from harness.api import (Capability, DataError, HarnessError, LmEvalPlan, Metric, MetricValues,
                          Samples, TaskContext, TaskSpec, at_least, dataset_dict, first_existing,
-                         first_response, hookimpl, option, read_jsonl_rows)
-from harness.stats import mean_and_stderr
+                         first_response, hookimpl, mean_and_stderr, option, read_jsonl_rows)
 
 HERE = Path(__file__).parent
 FIXTURES = HERE / "fixtures"
@@ -89,7 +88,7 @@ def data_files(ctx: TaskContext) -> Files:
         raise DataError("vicuna_bench reads FastChat's files: pass --data-dir with "
                         "vicuna_bench/question.jsonl")
     else:
-        base = Path(ctx.data.path)
+        base = ctx.data.folder
         folder = first_existing([base / "vicuna_bench", base], "Vicuna-bench folder").resolve()
         first_existing([folder / "question.jsonl"], "Vicuna-bench question.jsonl")
         references = folder / "reference_answer" / "gpt-4.jsonl"

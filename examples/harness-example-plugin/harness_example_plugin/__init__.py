@@ -11,26 +11,24 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness import hookimpl
-from harness.specs import Capability, LmEvalPlan, MethodSpec, Metric, TaskContext, TaskSpec
+from harness.api import (BuildContext, Capability, LmEvalPlan, MethodSpec, Metric, TaskContext,
+                         TaskSpec, count_parameters, hf_lm, hookimpl, load_causal_lm, option)
 
 HERE = Path(__file__).parent
 
 
 @dataclass(frozen=True)
 class InstructedOptions:
-    instruction: str = "Answer the question."
+    instruction: str = option("Answer the question.", "text put before every prompt")
 
 
-def build_instructed(ctx: Any) -> Any:
-    # Heavy imports stay inside build so `harness list` never loads torch.
-    from harness.lm import hf_lm
-    from harness.models import load_causal_lm
-
+def build_instructed(ctx: BuildContext) -> Any:
+    # lm-eval (and torch with it) is imported here, so `harness list` stays fast.
     from harness_example_plugin.instructed import InstructedLM
 
     model, tokenizer = load_causal_lm(ctx.models[0])
-    ctx.report.update(trainable_params=0, total_params=sum(p.numel() for p in model.parameters()))
+    trainable, total = count_parameters(model)
+    ctx.report.update(trainable_params=trainable, total_params=total)
     return InstructedLM(hf_lm(model, tokenizer, ctx), ctx.options.instruction)
 
 
@@ -45,7 +43,7 @@ def addition_plan(ctx: TaskContext) -> LmEvalPlan:
 def harness_methods() -> list[MethodSpec]:
     return [MethodSpec(name="instructed",
                        description="One frozen model with a fixed instruction before every prompt.",
-                       build=build_instructed, options=InstructedOptions)]
+                       build=build_instructed, options=InstructedOptions, version="1")]
 
 
 @hookimpl
@@ -53,4 +51,5 @@ def harness_tasks() -> list[TaskSpec]:
     return [TaskSpec(name="addition", description="Two-digit addition, exact match of the sum.",
                      headline=Metric("exact_match,none", "exact match"), lm_eval=addition_plan,
                      requires=frozenset({Capability.GENERATION}),
-                     local_format="JSONL {question, answer}", embedded_data=HERE / "data")]
+                     local_format="JSONL {question, answer}", embedded_data=HERE / "data",
+                     version="1")]
