@@ -208,10 +208,10 @@ def resolve(host: Host, request: RunRequest) -> tuple[list[Any], list[Any], RunS
             host.task(name)  # unknown names fail here, with a suggestion
         rows.append(MethodRow(spec, models, options, entry.label, tuple(entry.tasks)))
     columns = []
-    for entry in request.tasks:
-        spec = host.task(entry.task)
-        columns.append(TaskColumn(spec, build_options(spec.options, entry.options,
-                                                      f"task {spec.name!r}")))
+    for task_entry in request.tasks:
+        task_spec = host.task(task_entry.task)
+        columns.append(TaskColumn(task_spec, build_options(task_spec.options, task_entry.options,
+                                                           f"task {task_spec.name!r}")))
     return rows, columns, settings
 
 
@@ -284,7 +284,7 @@ def _with_origin(entry: dict[str, Any]) -> str:
     return entry["description"] + origin
 
 
-def _print_tables(tables: list[tuple[str, tuple[str, ...], list[tuple[str, ...]]]]) -> None:
+def _print_tables(tables: list[tuple[str, tuple[str, ...], list[tuple[Any, ...]]]]) -> None:
     from rich.console import Console
     from rich.table import Table
 

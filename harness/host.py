@@ -17,7 +17,7 @@ import sys
 import sysconfig
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Mapping
 
 import pluggy
 
@@ -103,15 +103,15 @@ def load_host(switches: Iterable[str] = ()) -> Host:
     host = Host(pm)
 
     for module in HOST_PLUGINS:
-        _register(host, module, "built-in", lambda m=module: importlib.import_module(m), module,
-                  f"{BUILTIN_DISTRIBUTION} {__version__}")
+        _register(host, module, "built-in", functools.partial(importlib.import_module, module),
+                  module, f"{BUILTIN_DISTRIBUTION} {__version__}")
     if not os.environ.get(AUTOLOAD_OFF):
         for entry_point in sorted(md.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
             if pm.is_blocked(entry_point.name) or pm.has_plugin(entry_point.name):
                 continue
             dist = entry_point.dist
             builtin = dist is None or dist.name == BUILTIN_DISTRIBUTION
-            distribution = (f"{BUILTIN_DISTRIBUTION} {__version__}" if builtin
+            distribution = (f"{BUILTIN_DISTRIBUTION} {__version__}" if dist is None or builtin
                             else f"{dist.name} {dist.version}")
             _register(host, entry_point.name, "built-in" if builtin else distribution,
                       entry_point.load, entry_point.value, distribution)
@@ -119,7 +119,7 @@ def load_host(switches: Iterable[str] = ()) -> Host:
         if pm.is_blocked(module_name) or pm.has_plugin(module_name):
             continue
         _register(host, module_name, f"-p {module_name}",
-                  lambda m=module_name: importlib.import_module(m), module_name,
+                  functools.partial(importlib.import_module, module_name), module_name,
                   _distribution_of_module(module_name))
 
     try:
@@ -173,7 +173,7 @@ def _installed(top_level: str) -> bool:
 
 
 @functools.lru_cache(maxsize=1)
-def _packages_distributions() -> dict[str, list[str]]:
+def _packages_distributions() -> Mapping[str, list[str]]:
     return md.packages_distributions()
 
 
@@ -227,7 +227,7 @@ def _spec_problem(spec: Any, spec_type: type) -> str | None:
     its name instead of deep inside a run."""
     import dataclasses
 
-    if not isinstance(spec, spec_type):
+    if not isinstance(spec, (MethodSpec, TaskSpec)) or not isinstance(spec, spec_type):
         return f"expected a {spec_type.__name__}, got {type(spec).__name__}"
     if not isinstance(spec.name, str) or not spec.name.isidentifier():
         return "the name must be an identifier (letters, digits, underscores)"

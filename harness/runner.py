@@ -731,10 +731,10 @@ def resolve_task_specs(manager: Any, specs: list[str | dict[str, Any]]) -> list[
     """
     from lm_eval.tasks._yaml_loader import load_yaml
 
-    resolved = []
+    resolved: list[str | dict[str, Any]] = []
     for spec in specs:
         entry = manager.task_index.get(spec.get("task")) if isinstance(spec, dict) else None
-        if entry is not None and entry.yaml_path:
+        if isinstance(spec, dict) and entry is not None and entry.yaml_path:
             spec = {**load_yaml(entry.yaml_path, resolve_func=True), **spec}
         resolved.append(spec)
     return resolved
@@ -751,8 +751,8 @@ def _compact_sample(task_name: str, record: dict[str, Any]) -> dict[str, Any]:
 
 def _first_argument(arguments: Any) -> Any:
     if isinstance(arguments, dict):  # lm-eval >= 0.4.5 logs {"gen_args_0": {"arg_0": ...}}
-        first = next(iter(arguments.values()), {})
-        return first.get("arg_0") if isinstance(first, dict) else first
+        generation: Any = next(iter(arguments.values()), {})
+        return generation.get("arg_0") if isinstance(generation, dict) else generation
     if isinstance(arguments, (list, tuple)) and arguments:
         first = arguments[0]
         return first[0] if isinstance(first, (list, tuple)) else first

@@ -97,7 +97,7 @@ def nearest_tokens(queries: Sequence[str], choices: Sequence[str]) -> np.ndarray
             candidates = np.flatnonzero(gap <= window)  # ascending ids keep the tie rule
             if candidates.size:
                 distances = process.cdist([queries[int(q)] for q in pending],
-                                          [choices[c] for c in candidates],
+                                          [choices[int(c)] for c in candidates],
                                           scorer=Levenshtein.distance, dtype=np.int32,
                                           workers=-1,
                                           score_cutoff=None if window >= widest else window)

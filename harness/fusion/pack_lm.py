@@ -77,7 +77,7 @@ class Pack:
         self.members = list(members)
         self.device = torch.device(device)
         self.map_cache = map_cache
-        self.family_tokenizer = {}
+        self.family_tokenizer: dict[int, Any] = {}
         for member in self.members:
             self.family_tokenizer.setdefault(member.family, member.tokenizer)
         self.map_counts: dict[str, dict[str, int]] = {}
@@ -267,8 +267,8 @@ class PackLM(LM):
 
     # ------------------------------------------------------------------ scoring
 
-    def _score(self, family: int, items: Sequence[tuple[list[int], list[int]]], weights_on: str,
-               mean: bool = False) -> Iterator[tuple[float, bool, torch.Tensor]]:
+    def _score(self, family: int, items: Sequence[tuple[list[int], list[int]]],
+               weights_on: str | None, mean: bool = False) -> Iterator[tuple[float, bool, torch.Tensor]]:
         """(log-likelihood, is_greedy, weights) of each continuation after its context; with
         `mean` the log-likelihood is the per-token mean instead of the sum."""
         for start in range(0, len(items), self.batch_size):
@@ -478,8 +478,8 @@ class PackLM(LM):
 
     def sample_annotations(self, sample: dict[str, Any]) -> dict[str, Any]:
         """The weights behind one logged lm-eval sample (one entry per request of the doc)."""
-        entries = [self.records.get(request_key(args)) for args in sample.get("arguments") or []]
-        entries = [e for e in entries if e is not None]
+        found = [self.records.get(request_key(args)) for args in sample.get("arguments") or []]
+        entries = [e for e in found if e is not None]
         if not entries:
             return {}
         vectors = [v for e in entries for v in e["weights"]]

@@ -94,8 +94,8 @@ def lm_eval_plan(ctx: TaskContext) -> LmEvalPlan:
         raise DataError(f"{root}: no test file for subject(s) {', '.join(missing)}")
     files = [root / split / f"{s}_{split}.csv" for s in subjects for split in ("test", "dev")]
     files += sorted((root / "auxiliary_train").glob("*.csv"))  # what training methods fit on
-    tasks = [{"task": f"mmlu_{s}", "custom_dataset": partial(load_subject, root, s)}
-             for s in subjects]
+    tasks: list[str | dict[str, Any]] = [
+        {"task": f"mmlu_{s}", "custom_dataset": partial(load_subject, root, s)} for s in subjects]
     return LmEvalPlan(tasks=tasks, num_fewshot=options.num_fewshot, data_files=files)
 
 
