@@ -27,8 +27,7 @@ def build_instructed(ctx: BuildContext) -> Any:
     from harness_example_plugin.instructed import InstructedLM
 
     model, tokenizer = load_causal_lm(ctx.models[0])
-    trainable, total = count_parameters(model)
-    ctx.report.update(trainable_params=trainable, total_params=total)
+    ctx.report.update(trainable_params=0, total_params=count_parameters(model)[1])  # frozen
     return InstructedLM(hf_lm(model, tokenizer, ctx), ctx.options.instruction)
 
 
