@@ -15,6 +15,11 @@ A method plugin::
 
 `build(ctx: BuildContext)` returns an lm-eval `LM`; a task plugin returns `TaskSpec`s whose
 `lm_eval(ctx: TaskContext)` returns an `LmEvalPlan`.
+
+Methods of one family share toolkits that are public as well: `harness.fusion` (logit
+fusion of packs with different tokenizers), `harness.fuse` (gradients across tokenizers),
+`harness.sandbox` (running generated code) and `harness.judge` (LLM judges).
+`tests/host/test_public_surface.py` keeps the built-in plugins to these.
 """
 
 from harness import hookimpl
@@ -22,8 +27,8 @@ from harness.data import (dataset_dict, first_existing, first_response, read_csv
                           read_jsonl_rows)
 from harness.errors import DataError, HarnessError, ModelLoadError, UsageError, did_you_mean
 from harness.lm import count_parameters, hf_lm, hf_multimodal_lm
-from harness.models import (ModelRef, is_vision_language, load_causal_lm, load_processor,
-                            load_tokenizer, load_vision_lm)
+from harness.models import (ModelRef, default_device, is_vision_language, load_causal_lm,
+                            load_clip, load_processor, load_tokenizer, load_vision_lm)
 from harness.specs import (ANCHOR_AUGMENTING, MODEL_PACK, ONE_MODEL, TEXT_CAPABILITIES,
                            BuildContext, Capability, DataSource, LmEvalPlan, MethodSpec, Metric,
                            MetricValues, ModelSlots, NoOptions, Samples, TaskContext, TaskSpec,
@@ -44,8 +49,8 @@ __all__ = [
     "dataset_dict", "first_existing", "first_response", "read_csv_rows", "read_jsonl_rows",
     "mean_and_stderr", "cache_root",
     # helpers for methods
-    "load_causal_lm", "load_tokenizer", "load_vision_lm", "load_processor", "is_vision_language", "hf_lm",
-    "hf_multimodal_lm", "count_parameters",
+    "load_causal_lm", "load_tokenizer", "load_vision_lm", "load_processor", "load_clip",
+    "is_vision_language", "default_device", "hf_lm", "hf_multimodal_lm", "count_parameters",
     # the shared training path
     "TrainingOptions", "fit", "fitted_lm", "freeze", "trainable_parameters",
     # errors that become one line and an exit status

@@ -33,7 +33,7 @@ def build(ctx: BuildContext) -> Any:
     from harness.api import freeze, load_causal_lm
     from harness.fuse.bridge import Side
     from harness.fuse.caption import CaptionWeights, ClipText, PrimaryLM
-    from harness.models import load_clip
+    from harness.api import load_clip
 
     from .lm import FuseCaptioner
 

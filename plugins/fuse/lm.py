@@ -8,7 +8,7 @@ from typing import Any
 from lm_eval.api.model import LM
 from tqdm.auto import tqdm
 
-from harness.errors import HarnessError
+from harness.api import HarnessError
 from harness.fuse.bridge import Bridge
 from harness.fuse.caption import CaptionObjective, CaptionWeights, ClipText, PrimaryLM
 from harness.fuse.search import SearchConfig, search
