@@ -108,7 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
     verify = commands.add_parser("verify", help="check every result file of a results folder")
     verify.add_argument("--out", type=Path, default=Path(DEFAULT_OUT), help="results root")
 
-    worker = commands.add_parser("_job", help=argparse.SUPPRESS)  # an executor's worker
+    worker = commands.add_parser("_job")  # an executor's worker, not for users
     worker.add_argument("spec", type=Path)
     return parser
 
