@@ -199,8 +199,9 @@ def _board_cell(record: CellRecord) -> BoardCell:
                       or "no score could be computed (NaN)")
             return BoardCell("failed", reason=reason, provenance=provenance)
         assert record.headline is not None
+        caveats = [str(c) for c in record.score_details.get("caveats", [])]
         return BoardCell("ok", record.headline.value, record.headline.stderr,
-                         provenance=provenance)
+                         provenance=provenance, flags=caveats)
     return BoardCell(record.status, reason=record.reason, provenance=provenance)
 
 

@@ -212,6 +212,7 @@ class TaskContext:
     score_details: filled by `score`: facts stored beside the metrics in the cell's record
         (sacrebleu signatures, metrics that could not be computed and why, sandbox layers).
         "headline_unavailable" explains a NaN headline; the cell is then reported failed.
+        "caveats" (a list of sentences) are shown on the cell in every leaderboard.
     """
 
     options: Any

@@ -183,9 +183,13 @@ def score(samples: Samples, ctx: TaskContext) -> MetricValues:
             metrics[f"pass@{k}"] = mean_and_stderr(
                 [estimate_pass_at_k(len(v), sum(o == "passed" for o in v), k)
                  for v in outcomes.values()])
+    layers = isolation()
+    if not layers.strong:
+        ctx.score_details.setdefault("caveats", []).append(
+            f"generated code ran with weak isolation ({layers.weak_because}), allowed by "
+            "allow_weak_isolation=true")
     ctx.score_details.update(
-        sandbox=isolation().describe() | {
-            "weak_isolation_allowed": options.allow_weak_isolation},
+        sandbox=layers.describe() | {"weak_isolation_allowed": options.allow_weak_isolation},
         limits=dataclasses.asdict(limits),
         sampling=generation_kwargs(options) | {"samples_per_problem": n},
         executions=outcomes)

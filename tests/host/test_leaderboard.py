@@ -115,3 +115,14 @@ def test_failures_of_two_rows_of_one_method_are_both_kept(tmp_path: Path) -> Non
     board = build_board(tmp_path)
     assert sorted(row.cells["mmlu"].reason for row in board.rows) == [
         "broken single (a)", "broken single (b)"]
+
+
+def test_a_cells_caveats_are_shown_on_it(tmp_path: Path) -> None:
+    record = _record("single (tiny-llama)", "single", "mmlu", "ok", 0.25, 0.05)
+    record.score_details["caveats"] = ["generated code ran with weak isolation (no bubblewrap)"]
+    Store(tmp_path).commit_cell(record, [])
+    board = build_board(tmp_path)
+    text = markdown(board)
+    assert "0.250 ± 0.050 [1]" in text
+    assert "[1] generated code ran with weak isolation (no bubblewrap)" in text
+    assert "weak isolation" in html_page(board)
