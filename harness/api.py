@@ -24,7 +24,7 @@ fusion of packs with different tokenizers), `harness.fuse` (gradients across tok
 
 from harness import hookimpl
 from harness.data import (dataset_dict, first_existing, first_response, read_csv_rows,
-                          read_jsonl_rows)
+                          read_json_file, read_jsonl_rows)
 from harness.errors import DataError, HarnessError, ModelLoadError, UsageError, did_you_mean
 from harness.lm import count_parameters, hf_lm, hf_multimodal_lm
 from harness.models import (ModelRef, default_device, is_vision_language, load_causal_lm,
@@ -34,7 +34,8 @@ from harness.specs import (ANCHOR_AUGMENTING, MODEL_PACK, ONE_MODEL, TEXT_CAPABI
                            MetricValues, ModelSlots, NoOptions, Samples, TaskContext, TaskSpec,
                            Training, at_least, option)
 from harness.stats import mean_and_stderr
-from harness.training import TrainingOptions, fit, fitted_lm, freeze, trainable_parameters
+from harness.training import (TrainingOptions, fit, fitted_lm, freeze, peft_model,
+                              trainable_parameters)
 from harness.zoo import cache_root
 
 __all__ = [
@@ -46,13 +47,14 @@ __all__ = [
     "BuildContext", "TaskContext", "DataSource", "LmEvalPlan", "ModelRef", "Samples",
     "MetricValues",
     # helpers for tasks: original-format readers with line-precise errors
-    "dataset_dict", "first_existing", "first_response", "read_csv_rows", "read_jsonl_rows",
+    "dataset_dict", "first_existing", "first_response", "read_csv_rows", "read_json_file",
+    "read_jsonl_rows",
     "mean_and_stderr", "cache_root",
     # helpers for methods
     "load_causal_lm", "load_tokenizer", "load_vision_lm", "load_processor", "load_clip",
     "is_vision_language", "default_device", "hf_lm", "hf_multimodal_lm", "count_parameters",
     # the shared training path
-    "TrainingOptions", "fit", "fitted_lm", "freeze", "trainable_parameters",
+    "TrainingOptions", "fit", "fitted_lm", "freeze", "trainable_parameters", "peft_model",
     # errors that become one line and an exit status
     "HarnessError", "UsageError", "DataError", "ModelLoadError", "did_you_mean",
 ]

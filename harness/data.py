@@ -27,6 +27,17 @@ def first_existing(candidates: Iterable[Path], what: str) -> Path:
     raise DataError(f"{what} not found; looked in: {', '.join(str(p) for p in candidates)}")
 
 
+def read_json_file(path: Path, what: str) -> Any:
+    """The parsed content of a JSON file, or a DataError naming the file."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise DataError(f"{what} {path} not found")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path}: not valid JSON ({exc})") from None
+
+
 def read_jsonl_rows(path: Path, required: Sequence[str] = ()) -> list[Row]:
     """Rows of a .jsonl or .jsonl.gz file; every row must be an object with `required` keys."""
     path = Path(path)

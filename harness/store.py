@@ -36,7 +36,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 from harness.errors import DataError, redact
 from harness.records import CellRecord
@@ -153,6 +153,19 @@ class Problem:
         return f"{self.path}: {self.reason}"
 
 
+def _readable(paths: Iterable[Path], read: Callable[[Path], CellRecord],
+              problems: list[Problem] | None) -> list[CellRecord]:
+    """The records `read` gets from `paths`; each one that cannot be read goes to `problems`."""
+    records = []
+    for path in paths:
+        try:
+            records.append(read(path))
+        except DataError as exc:
+            if problems is not None:
+                problems.append(Problem(path, str(exc)))
+    return records
+
+
 @dataclass(frozen=True)
 class LockHolder:
     host: str
@@ -247,24 +260,10 @@ class Store:
 
     def results(self, problems: list[Problem] | None = None) -> list[CellRecord]:
         """Every trustworthy finished cell, in a stable order; the others go to `problems`."""
-        records = []
-        for directory in self.cell_dirs():
-            try:
-                records.append(self.load_cell(directory))
-            except DataError as exc:
-                if problems is not None:
-                    problems.append(Problem(directory, str(exc)))
-        return records
+        return _readable(self.cell_dirs(), self.load_cell, problems)
 
     def failures(self, problems: list[Problem] | None = None) -> list[CellRecord]:
-        records = []
-        for path in sorted((self.root / "failed").glob("*.json")):
-            try:
-                records.append(self._parse(path))
-            except DataError as exc:
-                if problems is not None:
-                    problems.append(Problem(path, str(exc)))
-        return records
+        return _readable(sorted((self.root / "failed").glob("*.json")), self._parse, problems)
 
     def verify(self) -> list[Problem]:
         """Everything in the tree that a run would not trust (and would recompute)."""

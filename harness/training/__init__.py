@@ -41,6 +41,20 @@ def freeze(model: Any) -> None:
         parameter.requires_grad_(False)
 
 
+def peft_model(model: Any, config: Any) -> Any:
+    """peft's `get_peft_model`. peft 0.21 reads transformers' deprecated
+    `is_gradient_checkpointing` on every wrap; that one FutureWarning, which only peft can
+    fix, is silenced here."""
+    import warnings
+
+    from peft import get_peft_model
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated",
+                                category=FutureWarning)
+        return get_peft_model(model, config)
+
+
 def trainable_parameters(model: Any) -> dict[str, "torch.nn.Parameter"]:
     return {name: p for name, p in model.named_parameters() if p.requires_grad}
 

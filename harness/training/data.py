@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from harness.data import read_json_file
 from harness.errors import DataError, HarnessError, UsageError
 from harness.specs import BuildContext, MethodSpec, TaskContext, TaskSpec
 from harness.training.options import TrainingOptions
@@ -25,13 +26,7 @@ ALPACA_PROMPT_WITH_INPUT = (
 
 def read_alpaca_json(path: Path) -> list[dict[str, str]]:
     """Prompt/target pairs from an Alpaca-format JSON list of {instruction, input, output}."""
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise DataError(f"training data {path} not found")
-    try:
-        rows = json.loads(path.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise DataError(f"{path}: not valid JSON ({exc})") from None
+    rows = read_json_file(path, "training data")
     if not isinstance(rows, list) or not rows:
         raise DataError(f"{path}: expected a non-empty JSON list of Alpaca records")
     examples = []

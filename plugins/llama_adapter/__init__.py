@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from harness.api import (BuildContext, MethodSpec, Training, TrainingOptions, UsageError, hookimpl,
-                         option)
+                         option, peft_model)
 
 
 @dataclass(frozen=True)
@@ -31,7 +31,7 @@ class LlamaAdapterOptions(TrainingOptions):
 
 def adapt(model: Any, options: LlamaAdapterOptions) -> Any:
     """peft's adaption-prompt model around `model` (base frozen by peft)."""
-    from peft import AdaptionPromptConfig, get_peft_model
+    from peft import AdaptionPromptConfig
 
     depth = model.config.get_text_config().num_hidden_layers
     layers = options.adapter_layers if options.adapter_layers is not None else max(1, depth - 2)
@@ -40,7 +40,7 @@ def adapt(model: Any, options: LlamaAdapterOptions) -> Any:
     config = AdaptionPromptConfig(adapter_len=options.adapter_len, adapter_layers=layers,
                                   task_type="CAUSAL_LM")
     try:
-        return get_peft_model(model, config)
+        return peft_model(model, config)
     except ValueError as exc:  # peft names the unsupported architecture
         raise UsageError(f"llama_adapter: {exc}") from None
 

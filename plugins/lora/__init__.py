@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from harness.api import (BuildContext, MethodSpec, Training, TrainingOptions, at_least, hookimpl,
-                         option)
+                         option, peft_model)
 
 
 @dataclass(frozen=True)
@@ -38,11 +38,11 @@ class LoraOptions(TrainingOptions):
 
 def adapt(model: Any, options: LoraOptions) -> Any:
     """peft's LoRA model around `model` (base frozen by peft)."""
-    from peft import LoraConfig, get_peft_model
+    from peft import LoraConfig
 
     config = LoraConfig(r=options.r, lora_alpha=options.alpha, lora_dropout=options.dropout,
                         target_modules=list(options.target_modules), task_type="CAUSAL_LM")
-    return get_peft_model(model, config)
+    return peft_model(model, config)
 
 
 def build(ctx: BuildContext) -> Any:

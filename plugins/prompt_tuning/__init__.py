@@ -11,7 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from harness.api import BuildContext, MethodSpec, Training, TrainingOptions, hookimpl, option
+from harness.api import (BuildContext, MethodSpec, Training, TrainingOptions, hookimpl, option,
+                         peft_model)
 
 
 @dataclass(frozen=True)
@@ -40,16 +41,16 @@ def _drop_virtual_token_logits(num_virtual_tokens: int) -> Any:
 
 def adapt(model: Any, options: PromptTuningOptions) -> Any:
     """peft's prompt-tuning model around `model`, returning logits for the input positions only."""
-    from peft import PromptTuningConfig, PromptTuningInit, get_peft_model
+    from peft import PromptTuningConfig, PromptTuningInit
 
     config = PromptTuningConfig(
         task_type="CAUSAL_LM", num_virtual_tokens=options.num_virtual_tokens,
         prompt_tuning_init=(PromptTuningInit.SAMPLE_VOCAB if options.init == "sample_vocab"
                             else PromptTuningInit.RANDOM))
-    peft_model = get_peft_model(model, config)
-    peft_model.register_forward_hook(_drop_virtual_token_logits(options.num_virtual_tokens),
-                                     with_kwargs=True)
-    return peft_model
+    tuned = peft_model(model, config)
+    tuned.register_forward_hook(_drop_virtual_token_logits(options.num_virtual_tokens),
+                                with_kwargs=True)
+    return tuned
 
 
 def build(ctx: BuildContext) -> Any:

@@ -22,7 +22,7 @@ from typing import Any
 
 from harness.api import (Capability, DataError, LmEvalPlan, Metric, MetricValues, Samples,
                          TaskContext, TaskSpec, at_least, dataset_dict, first_existing,
-                         first_response, hookimpl, option)
+                         first_response, hookimpl, option, read_json_file)
 
 FIXTURES = Path(__file__).parent / "fixtures"
 EMBEDDED_ANNOTATIONS = FIXTURES / "captions.json"
@@ -49,15 +49,7 @@ class CocoOptions:
 
 def read_coco_captions(path: Path) -> list[dict[str, Any]]:
     """Images of a COCO captions file with their reference captions, in the file's order."""
-    import json
-
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"missing COCO captions file {path}")
-    try:
-        coco = json.loads(path.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise DataError(f"{path}: not a JSON file ({exc})") from None
+    coco = read_json_file(path, "COCO captions file")
     if not isinstance(coco, dict) or not {"images", "annotations"} <= coco.keys():
         raise DataError(f"{path}: not a COCO captions file (needs 'images' and 'annotations')")
     images: dict[int, dict[str, Any]] = {}

@@ -25,11 +25,8 @@ from harness.store import Store, read_jsonl
 
 PLUGINS = Path(__file__).parent / "fixtures" / "plugins"
 SUITE = """
-methods:
-  - {method: constant, options: {score: -3, answer: "42"}}
-tasks:
-  - {task: mmlu, options: {num_fewshot: 0}}
-  - {task: gsm8k, options: {num_fewshot: 0}}
+methods: [{method: constant, options: {score: -3, answer: "42"}}]
+tasks: [{task: mmlu, options: {num_fewshot: 0}}, {task: gsm8k, options: {num_fewshot: 0}}]
 data: embedded
 limit: 1
 """
