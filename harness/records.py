@@ -248,9 +248,10 @@ def phase_cost(data: Mapping[str, Any]) -> PhaseCost:
 
 def cell_cost(data: Mapping[str, Any]) -> CellCost:
     """A `CellCost` from its JSON form."""
-    phases = {name: phase_cost(data.get(name) or {}) for name in ("inference", "build", "scoring")}
-    rest = {k: v for k, v in data.items() if k not in phases}
-    return CellCost(**phases, **rest)
+    rest = {k: v for k, v in data.items() if k not in ("inference", "build", "scoring")}
+    return CellCost(inference=phase_cost(data.get("inference") or {}),
+                    build=phase_cost(data.get("build") or {}),
+                    scoring=phase_cost(data.get("scoring") or {}), **rest)
 
 
 def _migrate_v1(old: dict[str, Any]) -> dict[str, Any]:
