@@ -240,7 +240,8 @@ class OpenAIJudge:
     def complete(self, messages: Messages, scale: tuple[int, int] | None = None) -> Judgment:
         attempts = self.settings.retries + 1
         probabilities = scale is not None and self.settings.rating == "probabilities"
-        extra = {"logprobs": True, "top_logprobs": TOP_LOGPROBS} if probabilities else {}
+        extra: dict[str, Any] = ({"logprobs": True, "top_logprobs": TOP_LOGPROBS}
+                                 if probabilities else {})
         for attempt in range(attempts):
             try:
                 response = self._client.chat.completions.create(

@@ -268,7 +268,8 @@ def score(samples: Samples, ctx: TaskContext) -> MetricValues:
     verdicts: dict[int, dict[str, str | None]] = {}  # doc_id -> order -> winner
     for (sample, kind), outcome in zip(slots, outcomes):
         judgment = sample.setdefault("judgment", {})
-        entry = {"prompt": outcome.request.prompt, "text": outcome.text, "cache_key": outcome.key}
+        entry: dict[str, Any] = {"prompt": outcome.request.prompt, "text": outcome.text,
+                                 "cache_key": outcome.key}
         if kind == "single":
             entry.update(read_rating(outcome))
             methods[entry["rating_method"]] += 1
