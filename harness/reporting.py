@@ -160,7 +160,9 @@ def build_board(results_root: Path) -> Board:
         if row.trainable_params is None and report.get("trainable_params") is not None:
             row.trainable_params = report["trainable_params"]
             row.total_params = report.get("total_params")
-        row.cells[task_name] = _board_cell(record)
+        row.cells[task_name] = cell = _board_cell(record)
+        if cell.status == "ok" and record.cost is not None:
+            cell.cost = dataclasses.asdict(record.cost)
     for key, row in rows.items():
         row.label = newest_label[key][1]
     _disambiguate_labels(list(rows.values()))
@@ -212,7 +214,6 @@ def _board_cell(record: CellRecord) -> BoardCell:
                   "versions": record.identity.get("versions"),
                   "code": {k: {"version": v.version, "distribution": v.distribution,
                                "source_sha256": v.source_sha256} for k, v in record.code.items()}}
-    cost = dataclasses.asdict(record.cost) if record.cost else None
     if record.status == "ok":
         if not record.has_score:
             reason = (record.score_details.get("headline_unavailable")
@@ -220,7 +221,7 @@ def _board_cell(record: CellRecord) -> BoardCell:
             return BoardCell("failed", reason=reason, provenance=provenance)
         assert record.headline is not None
         return BoardCell("ok", record.headline.value, record.headline.stderr,
-                         provenance=provenance, cost=cost)
+                         provenance=provenance)
     return BoardCell(record.status, reason=record.reason, provenance=provenance)
 
 

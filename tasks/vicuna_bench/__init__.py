@@ -47,6 +47,7 @@ OUR_JUDGE_PROMPTS = HERE / "judge_prompts.jsonl"
 # FastChat's NEED_REF_CATS restricted to the categories Vicuna-bench has.
 REFERENCE_CATEGORIES = frozenset({"math", "coding"})
 PROMPT = "USER: {question}\nASSISTANT:"
+RATINGS = (1, 10)  # FastChat's single-grading scale
 
 
 @dataclass(frozen=True)
@@ -215,8 +216,8 @@ def baseline_answers(ctx: TaskContext) -> tuple[dict[Any, str], str] | None:
 
 def score(samples: Samples, ctx: TaskContext) -> MetricValues:
     """Judge every answer; annotate each sample with its judgments; return the metrics."""
-    from harness.judge import (RATING_SCALE, JudgeRequest, JudgeSettings, JudgmentCache,
-                               parse_preference, run_judgments)
+    from harness.judge import (JudgeRequest, JudgeSettings, JudgmentCache, parse_preference,
+                               parse_rating, run_judgments)
     from harness.models import default_device
 
     options: VicunaBenchOptions = ctx.options
@@ -243,7 +244,7 @@ def score(samples: Samples, ctx: TaskContext) -> MetricValues:
         single = prompts["single-math-v1" if needs_reference else "single-v1"]
         requests.append(JudgeRequest(f"question {qid} single", single.name,
                                      single.messages(question=question, answer=answer, **reference),
-                                     scale=RATING_SCALE))
+                                     scale=RATINGS))
         slots.append((sample, "single"))
         if baseline is not None:
             if qid not in baseline[0]:
@@ -271,7 +272,7 @@ def score(samples: Samples, ctx: TaskContext) -> MetricValues:
         entry: dict[str, Any] = {"prompt": outcome.request.prompt, "text": outcome.text,
                                  "cache_key": outcome.key}
         if kind == "single":
-            entry.update(read_rating(outcome))
+            entry.update(read_rating(outcome.probabilities, parse_rating(outcome.text)))
             methods[entry["rating_method"]] += 1
             if entry["rating"] is not None:
                 ratings.append(entry["rating"])
@@ -300,16 +301,18 @@ def score(samples: Samples, ctx: TaskContext) -> MetricValues:
     return metrics
 
 
-def read_rating(outcome: Any) -> dict[str, Any]:
+def read_rating(probabilities: dict[int, float] | None, text_rating: float | None
+                ) -> dict[str, Any]:
     """A single judgment's rating and how it was read: the expected rating under the
-    judge's probabilities, else the `[[rating]]` of its text, else none ("failed")."""
-    from harness.judge import expected_rating, parse_rating
+    judge's probabilities, else the `[[rating]]` of its text, else none ("failed"). The
+    text's rating is kept beside the expected one."""
+    from harness.judge import expected_rating
 
-    if outcome.probabilities:
-        return {"rating": expected_rating(outcome.probabilities), "rating_method": "probabilities",
-                "rating_probabilities": {str(k): v for k, v in outcome.probabilities.items()}}
-    rating = parse_rating(outcome.text)
-    return {"rating": rating, "rating_method": "text" if rating is not None else "failed"}
+    if probabilities:
+        return {"rating": expected_rating(probabilities), "rating_method": "probabilities",
+                "rating_probabilities": {str(k): v for k, v in probabilities.items()},
+                "text_rating": text_rating}
+    return {"rating": text_rating, "rating_method": "text" if text_rating is not None else "failed"}
 
 
 def pairwise_metrics(verdicts: list[dict[str, str | None]]) -> dict[str, tuple[float, None]]:
