@@ -402,7 +402,10 @@ def plot_cost_png(board: Board, path: Path) -> None:
         return float(value) if value else None
 
     def axis_style(axis: Any) -> None:
+        from matplotlib.ticker import NullFormatter
+
         axis.set_xscale("log")
+        axis.xaxis.set_minor_formatter(NullFormatter())  # labelled minor ticks collide
 
     _score_panels(board, path, flops, "inference FLOPs per document", axis_style, pareto=True)
 
