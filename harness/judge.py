@@ -6,6 +6,14 @@ Both judge greedily (temperature 0 by default) and are identified by what change
 output (backend, model, endpoint, temperature, token limit), never by the API key, which is
 read from an environment variable at call time and appears in no result, cache or log.
 
+A rating is read, by default, from the judge's probabilities rather than its text (G-Eval,
+Liu et al. 2023): at the position where the judge writes the number inside `[[...]]`, the
+probability of each rating 1..10, renormalised over the ratings, gives the expected rating.
+A small judge that never writes a well-formed `[[rating]]` still yields a number. A local
+judge is asked for these probabilities directly; an API judge through `logprobs` /
+`top_logprobs`. Where none are available (an endpoint without logprobs, no `[[` in an API
+answer), the `[[rating]]` parsed from the text is the fallback; the method used is recorded.
+
 Every judgment is stored on disk under a key hashing that identity together with the exact
 messages sent (judge prompt template, question, answers in their order, reference), one
 small JSON file per judgment written atomically: a rerun or a crash loses nothing and no
@@ -17,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 import re
 import threading
@@ -24,7 +33,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Sequence
+from typing import Any, Literal, Mapping, Sequence
 
 from harness.data import read_jsonl_rows
 from harness.errors import DataError, HarnessError, UsageError
@@ -93,7 +102,91 @@ def parse_preference(judgment: str) -> Literal["A", "B", "tie"] | None:
     return None
 
 
+RATING_SCALE = (1, 10)
+TOP_LOGPROBS = 20  # the most an OpenAI endpoint returns per position
+RatingMode = Literal["probabilities", "text"]
+
+
+def rating_distribution(log_scores: Mapping[int, float]) -> dict[int, float]:
+    """Softmax over the ratings' log-scores (logits or log-probabilities: renormalising over
+    the ratings makes the two the same)."""
+    top = max(log_scores.values())
+    weights = {rating: math.exp(score - top) for rating, score in log_scores.items()}
+    total = sum(weights.values())
+    return {rating: weight / total for rating, weight in sorted(weights.items())}
+
+
+def expected_rating(probabilities: Mapping[int, float]) -> float:
+    return sum(rating * probability for rating, probability in probabilities.items())
+
+
+def rating_prefix(judgment: str) -> str:
+    """The judge's text up to its rating position: through its first `[[`, or, when it
+    wrote none, the whole text followed by a rating cue."""
+    opening = judgment.find("[[")
+    if opening >= 0:
+        return judgment[:opening + 2]
+    return judgment.rstrip() + "\nRating: [["
+
+
+def candidate_log_scores(model: Any, prefix: list[int], candidates: Mapping[int, list[int]]
+                         ) -> dict[int, float]:
+    """log P(candidate tokens | prefix) for each rating, in one right-padded batch."""
+    import torch
+
+    rows = [prefix + tokens for tokens in candidates.values()]
+    width = max(len(row) for row in rows)
+    ids = torch.zeros((len(rows), width), dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for index, row in enumerate(rows):
+        ids[index, :len(row)] = torch.tensor(row)
+        mask[index, :len(row)] = 1
+    device = next(model.parameters()).device
+    with torch.no_grad():
+        logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
+    log_probs = logits.float().log_softmax(-1).cpu()
+    scores = {}
+    for index, (rating, tokens) in enumerate(candidates.items()):
+        positions = range(len(prefix) - 1, len(prefix) - 1 + len(tokens))
+        scores[rating] = float(sum(log_probs[index, p, t] for p, t in zip(positions, tokens)))
+    return scores
+
+
+def rating_from_top_logprobs(content: Sequence[Any], scale: tuple[int, int] = RATING_SCALE
+                             ) -> dict[int, float] | None:
+    """The rating distribution from an API answer's per-token `top_logprobs`, read at the
+    token where the number after its first `[[` begins; None when there is no such
+    position or none of its alternatives is a rating."""
+    text = "".join(entry.token for entry in content)
+    match = re.search(r"\[\[\s*(\d)", text)
+    if match is None:
+        return None
+    start = 0
+    for entry in content:
+        end = start + len(entry.token)
+        if start <= match.start(1) < end:
+            scores: dict[int, float] = {}
+            for alternative in entry.top_logprobs or []:
+                value = alternative.token.strip().lstrip("[").strip()
+                if value.isdigit() and scale[0] <= int(value) <= scale[1]:
+                    rating = int(value)  # the same rating under two spellings adds up
+                    scores[rating] = math.log(math.exp(scores.get(rating, -math.inf))
+                                              + math.exp(alternative.logprob))
+            return rating_distribution(scores) if scores else None
+        start = end
+    return None
+
+
 # ----------------------------------------------------------------------------- backends
+
+
+@dataclass(frozen=True)
+class Judgment:
+    """A judge's text and, for a rating request where it could be read, the probability
+    of each rating."""
+
+    text: str
+    probabilities: dict[int, float] | None = None
 
 
 @dataclass(frozen=True)
@@ -108,13 +201,15 @@ class JudgeSettings:
     retries: int = 6
     backoff_s: float = 2.0
     parallel: int = 4
+    rating: RatingMode = "probabilities"  # how a rating request's number is read
 
     def identity(self) -> dict[str, Any]:
         """What determines a judgment, for cache keys and results (no key, no retry policy)."""
         base_url = self.base_url or (os.environ.get("OPENAI_BASE_URL", "")
                                      if self.backend == "openai" else "")
         return {"backend": self.backend, "model": self.model, "base_url": base_url,
-                "temperature": self.temperature, "max_tokens": self.max_tokens}
+                "temperature": self.temperature, "max_tokens": self.max_tokens,
+                "rating": self.rating}
 
 
 class OpenAIJudge:
@@ -142,17 +237,24 @@ class OpenAIJudge:
             return True
         return isinstance(exc, openai.APIStatusError) and exc.status_code in (408, 409)
 
-    def complete(self, messages: Messages) -> str:
+    def complete(self, messages: Messages, scale: tuple[int, int] | None = None) -> Judgment:
         attempts = self.settings.retries + 1
+        probabilities = scale is not None and self.settings.rating == "probabilities"
+        extra: dict[str, Any] = ({"logprobs": True, "top_logprobs": TOP_LOGPROBS}
+                                 if probabilities else {})
         for attempt in range(attempts):
             try:
                 response = self._client.chat.completions.create(
                     model=self.settings.model, messages=messages,
-                    temperature=self.settings.temperature, max_tokens=self.settings.max_tokens)
-                content = response.choices[0].message.content
-                if content is None:
+                    temperature=self.settings.temperature, max_tokens=self.settings.max_tokens,
+                    **extra)
+                choice = response.choices[0]
+                if choice.message.content is None:
                     raise ValueError("response without message content")
-                return content
+                logprobs = getattr(choice.logprobs, "content", None)
+                return Judgment(choice.message.content,
+                                rating_from_top_logprobs(logprobs, scale)
+                                if probabilities and logprobs and scale else None)
             except Exception as exc:
                 reason = _describe(exc)
                 if not self._retryable(exc):
@@ -189,7 +291,7 @@ class LocalJudge:
         text = "\n\n".join(m["content"] for m in messages) + "\n\n"
         return self.tokenizer(text, return_tensors="pt")
 
-    def complete(self, messages: Messages) -> str:
+    def complete(self, messages: Messages, scale: tuple[int, int] | None = None) -> Judgment:
         import torch
 
         with self._lock, torch.no_grad():
@@ -205,7 +307,23 @@ class LocalJudge:
                                          pad_token_id=self.tokenizer.pad_token_id
                                          if self.tokenizer.pad_token_id is not None
                                          else self.tokenizer.eos_token_id, **sampling)
-        return self.tokenizer.decode(output[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
+            prompt = inputs["input_ids"][0].tolist()
+            text = self.tokenizer.decode(output[0, len(prompt):], skip_special_tokens=True)
+            if scale is None or self.settings.rating != "probabilities":
+                return Judgment(text)
+            return Judgment(text, rating_distribution(self._rating_scores(prompt, text, scale)))
+
+    def _rating_scores(self, prompt: list[int], text: str, scale: tuple[int, int]
+                       ) -> dict[int, float]:
+        """log P("r]]") at the judge's rating position for every rating r: the closing
+        brackets tell "1" from the start of "10"."""
+        def encode(piece: str) -> list[int]:
+            return self.tokenizer(piece, add_special_tokens=False)["input_ids"]
+
+        prefix = (prompt + encode(rating_prefix(text)))
+        limit = self.model.config.max_position_embeddings - 4  # room for "10]]"
+        candidates = {r: encode(f"{r}]]") for r in range(scale[0], scale[1] + 1)}
+        return candidate_log_scores(self.model, prefix[-limit:], candidates)
 
 
 def make_judge(settings: JudgeSettings, device: str = "cpu") -> OpenAIJudge | LocalJudge:
@@ -224,6 +342,7 @@ class JudgeRequest:
     label: str
     prompt: str  # judge prompt name
     messages: Messages
+    scale: tuple[int, int] | None = None  # a rating request: the ratings it allows
 
 
 @dataclass
@@ -233,6 +352,7 @@ class JudgeOutcome:
     text: str | None = None
     error: str | None = None
     cached: bool = False
+    probabilities: dict[int, float] | None = None  # of each rating, where they were read
 
 
 CACHE_ENV = "HARNESS_JUDGE_CACHE"
@@ -258,15 +378,22 @@ class JudgmentCache:
     def _path(self, key: str) -> Path:
         return self.root / key[:2] / f"{key}.json"
 
-    def get(self, key: str) -> str | None:
+    def get(self, key: str) -> Judgment | None:
         try:
-            return json.loads(self._path(key).read_text(encoding="utf-8"))["judgment"]
-        except (OSError, ValueError, KeyError):
+            record = json.loads(self._path(key).read_text(encoding="utf-8"))
+            probabilities = record.get("rating_probabilities")
+            return Judgment(record["judgment"], None if probabilities is None else
+                            {int(k): float(v) for k, v in probabilities.items()})
+        except (OSError, ValueError, KeyError, AttributeError):
             return None
 
-    def put(self, key: str, judge: dict[str, Any], request: JudgeRequest, judgment: str) -> None:
+    def put(self, key: str, judge: dict[str, Any], request: JudgeRequest, judgment: Judgment
+            ) -> None:
+        probabilities = (None if judgment.probabilities is None
+                         else {str(k): v for k, v in judgment.probabilities.items()})
         record = {"key": key, "judge": judge, "prompt": request.prompt, "label": request.label,
-                  "messages": request.messages, "judgment": judgment, "created": time.time()}
+                  "messages": request.messages, "judgment": judgment.text,
+                  "rating_probabilities": probabilities, "created": time.time()}
         atomic_write_text(self._path(key), json.dumps(record, ensure_ascii=False, indent=1))
 
 
@@ -279,18 +406,21 @@ def run_judgments(settings: JudgeSettings, cache: JudgmentCache, requests: Seque
     outcomes = [JudgeOutcome(r, JudgmentCache.key(identity, r.messages)) for r in requests]
     pending = []
     for outcome in outcomes:
-        outcome.text = cache.get(outcome.key)
-        outcome.cached = outcome.text is not None
-        if not outcome.cached:
+        cached = cache.get(outcome.key)
+        if cached is None:
             pending.append(outcome)
+        else:
+            outcome.text, outcome.probabilities, outcome.cached = (
+                cached.text, cached.probabilities, True)
 
     def obtain(outcome: JudgeOutcome) -> None:
         try:
-            outcome.text = judge.complete(outcome.request.messages)
+            judgment = judge.complete(outcome.request.messages, outcome.request.scale)
         except JudgeError as exc:
             outcome.error = str(exc)
             return
-        cache.put(outcome.key, identity, outcome.request, outcome.text)
+        outcome.text, outcome.probabilities = judgment.text, judgment.probabilities
+        cache.put(outcome.key, identity, outcome.request, judgment)
 
     if pending:
         log.info("judging %d request(s) (%d cached)", len(pending), len(outcomes) - len(pending))

@@ -183,11 +183,14 @@ def load_clip(ref: ModelRef) -> tuple[Any, Any, Any]:
 
 
 def _load_weights(auto_class: Any, ref: ModelRef, what: str, **kwargs: Any) -> Any:
-    """`auto_class.from_pretrained` in the reference's dtype, in eval mode on its device."""
+    """`auto_class.from_pretrained` in the reference's dtype, in eval mode on its device,
+    its forward calls counted into the running cell's cost (harness.cost)."""
+    from harness.cost import watch
+
     model = _from_pretrained(auto_class, ref, what, dtype=torch_dtype(ref.resolved_dtype),
                              **kwargs)
     model.to(ref.device).eval()
-    return model
+    return watch(model, ref.id)
 
 
 def default_device() -> str:

@@ -92,6 +92,66 @@ class CodeInfo:
     source_sha256: str
 
 
+@dataclass(frozen=True)
+class ModelCost:
+    """What one model computed in one phase of a cell. `parameters` counts the weights that
+    enter a matrix product at every position (all but the input-embedding lookup; a tied
+    output head counts once), so `flops` = 2 * parameters * (prompt + generated tokens)."""
+
+    model: str
+    parameters: int
+    prompt_tokens: int  # positions computed without a KV cache: prompts, scored texts
+    generated_tokens: int  # positions computed on top of a KV cache: one per decoding step
+    forward_passes: int
+    flops: int
+
+    @property
+    def tokens(self) -> int:
+        return self.prompt_tokens + self.generated_tokens
+
+
+@dataclass(frozen=True)
+class PhaseCost:
+    """The models' work in one phase (inference, build, scoring) plus the method's extra
+    work outside the models (e.g. {"fusion": FLOPs of PackLLM's weighted logit sums})."""
+
+    models: list[ModelCost] = field(default_factory=list)
+    extra_flops: dict[str, int] = field(default_factory=dict)
+    flops: int = 0
+
+    @property
+    def forward_passes(self) -> int:
+        return sum(m.forward_passes for m in self.models)
+
+    @property
+    def tokens(self) -> int:
+        return sum(m.tokens for m in self.models)
+
+
+@dataclass(frozen=True)
+class CellCost:
+    """What a cell cost: FLOPs by phase and model, wall times, peak memory, training budget.
+
+    `inference` is lm-eval's evaluation (what a reader of the leaderboard pays per
+    document), `build` every model call while the method was built (training steps, a
+    teacher's logits), `scoring` the task's scorer (a local judge). Training FLOPs are
+    estimated by `harness.cost.training_flops`."""
+
+    inference: PhaseCost
+    build: PhaseCost
+    scoring: PhaseCost
+    documents: int
+    inference_flops_per_document: int | None
+    wall_s: dict[str, float]  # build (fit included), fit, evaluate, score
+    peak_memory_bytes: int | None
+    peak_memory_kind: str  # "cuda_max_allocated" or "process_max_rss" (whole process so far)
+    trainable_parameters: int | None = None
+    total_parameters: int | None = None
+    training_tokens: int | None = None
+    training_flops: int | None = None
+    fit_cached: bool | None = None
+
+
 @dataclass
 class CellRecord:
     status: Status
@@ -118,6 +178,7 @@ class CellRecord:
     # What the numbers were computed with (scores can drift with these; lm-eval #1645):
     # batch size asked for and used, model dtypes, attention implementations, device.
     numerics: dict[str, Any] = field(default_factory=dict)
+    cost: CellCost | None = None  # absent in records written before costs were counted
 
     @property
     def has_score(self) -> bool:
@@ -175,7 +236,22 @@ def _build(data: dict[str, Any]) -> CellRecord:
         timings=dict(data.get("timings") or {}), hardware=dict(data.get("hardware") or {}),
         seed=data.get("seed"), limit=data.get("limit"), git_commit=data.get("git_commit"),
         code={k: CodeInfo(**v) for k, v in (data.get("code") or {}).items()},
-        numerics=dict(data.get("numerics") or {}))
+        numerics=dict(data.get("numerics") or {}),
+        cost=cell_cost(data["cost"]) if data.get("cost") else None)
+
+
+def phase_cost(data: Mapping[str, Any]) -> PhaseCost:
+    return PhaseCost(models=[ModelCost(**m) for m in data.get("models") or []],
+                     extra_flops={str(k): int(v) for k, v in (data.get("extra_flops") or {}).items()},
+                     flops=int(data.get("flops") or 0))
+
+
+def cell_cost(data: Mapping[str, Any]) -> CellCost:
+    """A `CellCost` from its JSON form."""
+    rest = {k: v for k, v in data.items() if k not in ("inference", "build", "scoring")}
+    return CellCost(inference=phase_cost(data.get("inference") or {}),
+                    build=phase_cost(data.get("build") or {}),
+                    scoring=phase_cost(data.get("scoring") or {}), **rest)
 
 
 def _migrate_v1(old: dict[str, Any]) -> dict[str, Any]:

@@ -10,6 +10,7 @@ same results gives the same bytes, which is what `harness leaderboard --check` r
 
 from __future__ import annotations
 
+import dataclasses
 import html
 import json
 import math
@@ -23,6 +24,10 @@ from harness.hookspecs import ReportWriter
 from harness.records import CellRecord
 from harness.store import Problem, Store, atomic_write_text
 
+COST_HEADER = "inference FLOPs/doc"
+COST_NOTE = ("Inference FLOPs/doc: 2 × parameters × tokens of every model the method ran, plus its "
+             "own extra work (logit fusion), per evaluated document, over the row's scored cells "
+             "(— where the records predate cost counting).")
 SMOKE_WARNING = ("Smoke numbers from {what}: they show that the pipeline runs and are "
                  "not comparable with published results.")
 
@@ -35,6 +40,11 @@ class BoardCell:
     reason: str = ""
     provenance: dict[str, Any] = field(default_factory=dict)
     flags: list[str] = field(default_factory=list)  # e.g. computed by other code
+    cost: dict[str, Any] | None = None  # the record's CellCost, when it was counted
+
+    @property
+    def flops_per_document(self) -> int | None:
+        return self.cost.get("inference_flops_per_document") if self.cost else None
 
     def text(self, digits: int = 3, with_stderr: bool = True) -> str:
         if self.status == "ok" and self.value is not None:
@@ -73,6 +83,15 @@ class BoardRow:
     total_params: int | None
     cells: dict[str, BoardCell]
     mean_win_rate: float | None = None
+
+    @property
+    def flops_per_document(self) -> int | None:
+        """Inference FLOPs per document over the row's scored cells that counted them."""
+        counted = [c.cost for c in self.cells.values() if c.status == "ok" and c.cost
+                   and c.cost.get("documents")]
+        if not counted:
+            return None
+        return sum(c["inference"]["flops"] for c in counted) // sum(c["documents"] for c in counted)
 
 
 @dataclass
@@ -141,7 +160,9 @@ def build_board(results_root: Path) -> Board:
         if row.trainable_params is None and report.get("trainable_params") is not None:
             row.trainable_params = report["trainable_params"]
             row.total_params = report.get("total_params")
-        row.cells[task_name] = _board_cell(record)
+        row.cells[task_name] = cell = _board_cell(record)
+        if cell.status == "ok" and record.cost is not None:
+            cell.cost = dataclasses.asdict(record.cost)
     for key, row in rows.items():
         row.label = newest_label[key][1]
     _disambiguate_labels(list(rows.values()))
@@ -229,9 +250,17 @@ def _add_mean_win_rates(board: Board) -> None:
 
 
 def _format_params(count: int | None) -> str:
+    return _format_count(count, (("B", 1e9), ("M", 1e6), ("K", 1e3)))
+
+
+def _format_flops(count: int | None) -> str:
+    return _format_count(count, (("P", 1e15), ("T", 1e12), ("G", 1e9), ("M", 1e6), ("K", 1e3)))
+
+
+def _format_count(count: int | None, units: tuple[tuple[str, float], ...]) -> str:
     if count is None:
         return "—"
-    for unit, size in (("B", 1e9), ("M", 1e6), ("K", 1e3)):
+    for unit, size in units:
         if count >= size:
             return f"{count / size:.3g}{unit}"
     return str(count)
@@ -248,7 +277,8 @@ def _marked(board: Board, cell: BoardCell, text: str) -> str:
 
 def markdown(board: Board) -> str:
     notes = board.reasons()
-    header = ["method", *(t.header for t in board.tasks), "mean win rate", "trainable params"]
+    header = ["method", *(t.header for t in board.tasks), "mean win rate", "trainable params",
+              COST_HEADER]
     lines = ["# Leaderboard", ""]
     warning = board.smoke_warning()
     if warning:
@@ -258,9 +288,10 @@ def markdown(board: Board) -> str:
     for row in board.rows:
         cells = [_marked(board, row.cells[t.name], row.cells[t.name].text()) for t in board.tasks]
         lines.append("| " + " | ".join([row.label, *cells, _win_rate_text(row),
-                                        _format_params(row.trainable_params)]) + " |")
+                                        _format_params(row.trainable_params),
+                                        _format_flops(row.flops_per_document)]) + " |")
     lines += ["", "Cells show the headline metric ± its standard error. Mean win rate: the share of "
-              "other methods a method beats on a task, averaged over tasks.", ""]
+              "other methods a method beats on a task, averaged over tasks. " + COST_NOTE, ""]
     lines += ["Data: " + "; ".join(f"{t.name}: {t.data}" for t in board.tasks) + ".", ""]
     lines += [f"[{i}] {note}" + "  " for i, note in enumerate(notes, 1)]
     return "\n".join(lines).rstrip() + "\n"
@@ -274,9 +305,10 @@ def board_json(board: Board) -> str:
         "rows": [{"key": r.key, "label": r.label, "method": r.method, "models": r.models,
                   "trainable_params": r.trainable_params, "total_params": r.total_params,
                   "mean_win_rate": r.mean_win_rate,
+                  "inference_flops_per_document": r.flops_per_document,
                   "cells": {name: {"status": c.status, "value": c.value, "stderr": c.stderr,
                                    "reason": c.reason, "flags": c.flags,
-                                   "provenance": c.provenance}
+                                   "provenance": c.provenance, "cost": c.cost}
                             for name, c in r.cells.items()}}
                  for r in board.rows],
     }
@@ -319,7 +351,8 @@ document.querySelectorAll("#board th").forEach((th, col) => th.addEventListener(
 def html_page(board: Board) -> str:
     notes = board.reasons()
     head = "".join(f"<th>{html.escape(h)}</th>" for h in
-                   ["method", *(t.header for t in board.tasks), "mean win rate", "trainable params"])
+                   ["method", *(t.header for t in board.tasks), "mean win rate", "trainable params",
+                    COST_HEADER])
     body = []
     for row in board.rows:
         tds = [f"<td>{html.escape(row.label)}</td>"]
@@ -335,6 +368,9 @@ def html_page(board: Board) -> str:
         params = f' data-sort="{row.trainable_params}"' if row.trainable_params is not None else ""
         tds.append(f"<td{rate}>{_win_rate_text(row)}</td>")
         tds.append(f"<td{params}>{_format_params(row.trainable_params)}</td>")
+        flops = row.flops_per_document
+        sort_flops = f' data-sort="{flops}"' if flops is not None else ""
+        tds.append(f"<td{sort_flops}>{_format_flops(flops)}</td>")
         body.append("<tr>" + "".join(tds) + "</tr>")
     notes_html = "<br>".join(f"<sup>{i}</sup> {html.escape(n)}" for i, n in enumerate(notes, 1))
     warning = board.smoke_warning()
@@ -347,6 +383,50 @@ def html_page(board: Board) -> str:
 def plot_png(board: Board, path: Path) -> None:
     """Score vs trainable parameters, one panel per task, one colour per method row (shared
     legend); symlog x so frozen methods sit at 0 beside adapters with thousands of params."""
+    widest = max([row.trainable_params or 0 for row in board.rows] + [10])
+
+    def trainable(row: BoardRow, cell: BoardCell) -> float:
+        return row.trainable_params or 0
+
+    def axis_style(axis: Any) -> None:
+        axis.set_xscale("symlog", linthresh=1)
+        axis.set_xlim(-0.5, widest * 5)
+
+    _score_panels(board, path, trainable, "trainable parameters", axis_style, pareto=False)
+
+
+def plot_cost_png(board: Board, path: Path) -> None:
+    """Score vs inference FLOPs per document (log x), one panel per task, the Pareto front
+    (no other row is as cheap and at least as good) joined by a step line and ringed."""
+    def flops(row: BoardRow, cell: BoardCell) -> float | None:
+        value = cell.flops_per_document
+        return float(value) if value else None
+
+    def axis_style(axis: Any) -> None:
+        from matplotlib.ticker import NullFormatter
+
+        axis.set_xscale("log")
+        axis.xaxis.set_minor_formatter(NullFormatter())  # labelled minor ticks collide
+
+    _score_panels(board, path, flops, "inference FLOPs per document", axis_style, pareto=True)
+
+
+def pareto_front(points: list[tuple[float, float]], higher_is_better: bool = True) -> list[int]:
+    """Indices of the points no other point dominates (as cheap or cheaper, at least as
+    good, better in one), ordered by cost; of equal points the first is kept."""
+    sign = 1 if higher_is_better else -1
+    order = sorted(range(len(points)), key=lambda i: (points[i][0], -sign * points[i][1], i))
+    front: list[int] = []
+    for index in order:
+        if not front or sign * points[index][1] > sign * points[front[-1]][1]:
+            front.append(index)
+    return front
+
+
+def _score_panels(board: Board, path: Path, x_of: Any, x_label: str, axis_style: Any,
+                  pareto: bool) -> None:
+    """One panel per task of each scored cell's headline against `x_of(row, cell)` (cells
+    where it is None are left out), one colour per row with a shared legend."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -359,28 +439,43 @@ def plot_png(board: Board, path: Path) -> None:
                                 squeeze=False)
     palette = plt.get_cmap("tab20")
     colours = {row.key: palette(i % 20) for i, row in enumerate(board.rows)}
-    widest = max([row.trainable_params or 0 for row in board.rows] + [10])
     for index, axis in enumerate(axes.flat):
         if index >= len(tasks):
             axis.set_visible(False)
             continue
         task = tasks[index]
+        points = []
         for row in board.rows:
             cell = row.cells[task.name]
-            if cell.status != "ok":
+            x = x_of(row, cell) if cell.status == "ok" else None
+            if x is None or cell.value is None:
                 continue
-            axis.errorbar([row.trainable_params or 0], [cell.value], yerr=[cell.stderr or 0],
+            points.append((x, cell.value))
+            axis.errorbar([x], [cell.value], yerr=[cell.stderr or 0],
                           fmt="o", capsize=3, color=colours[row.key], label=row.label)
-        axis.set_xscale("symlog", linthresh=1)
-        axis.set_xlim(-0.5, widest * 5)
-        axis.set_xlabel("trainable parameters")
+        if pareto and points:
+            front = [points[i] for i in pareto_front(points, task.higher_is_better)]
+            axis.step([p[0] for p in front], [p[1] for p in front], where="post", color="0.3",
+                      linewidth=1, linestyle="--", label="Pareto front")
+            axis.scatter([p[0] for p in front], [p[1] for p in front], s=140,
+                         facecolors="none", edgecolors="0.3")
+        elif pareto:
+            axis.text(0.5, 0.5, "no cost recorded", ha="center", va="center",
+                      transform=axis.transAxes, color="0.5")
+        if points or not pareto:
+            axis_style(axis)
+        axis.set_xlabel(x_label)
         axis.set_ylabel(task.metric_label)
         axis.set_title(task.name)
         axis.grid(alpha=0.3)
     handles = [plt.Line2D([], [], marker="o", linestyle="", color=colours[row.key])
                for row in board.rows]
-    figure.legend(handles, [row.label for row in board.rows], loc="center right", fontsize=7,
-                  frameon=False)
+    labels = [row.label for row in board.rows]
+    if pareto:
+        handles.append(plt.Line2D([], [], marker="o", markersize=10, markerfacecolor="none",
+                                  color="0.3", linestyle="--"))
+        labels.append("Pareto front")
+    figure.legend(handles, labels, loc="center right", fontsize=7, frameon=False)
     figure.tight_layout(rect=(0, 0, 1 - 3.2 / (4.6 * columns + 3.2), 1))
     figure.savefig(path, dpi=110, metadata={"Software": None})
     plt.close(figure)
@@ -395,10 +490,14 @@ def _text_writer(name: str, filename: str, render: Any) -> ReportWriter:
     return ReportWriter(name, write, checked=True)
 
 
+PNG_FILES = ("leaderboard.png", "leaderboard-cost.png")
+
+
 def _png_writer(board: Board, out_dir: Path) -> list[Path]:
-    target = Path(out_dir) / "leaderboard.png"
-    plot_png(board, target)
-    return [target]
+    targets = [Path(out_dir) / name for name in PNG_FILES]
+    plot_png(board, targets[0])
+    plot_cost_png(board, targets[1])
+    return targets
 
 
 @hookimpl
@@ -406,7 +505,7 @@ def harness_report_writers() -> list[ReportWriter]:
     return [_text_writer("markdown", "leaderboard.md", markdown),
             _text_writer("html", "leaderboard.html", html_page),
             _text_writer("json", "leaderboard.json", board_json),
-            ReportWriter("png", _png_writer, checked=False, outputs=("leaderboard.png",))]
+            ReportWriter("png", _png_writer, checked=False, outputs=PNG_FILES)]
 
 
 def rich_tables(board: Board, width: int = 80) -> list[Any]:
@@ -425,7 +524,7 @@ def rich_tables(board: Board, width: int = 80) -> list[Any]:
         (task.header, task.name, max([len(task.name) + 2] + [len(texts[r.key, task.name])
                                                             for r in board.rows]))
         for task in board.tasks]
-    columns += [("win rate", "__win", 8), ("trainable", "__params", 9)]
+    columns += [("win rate", "__win", 8), ("trainable", "__params", 9), ("FLOPs/doc", "__flops", 9)]
     chunks: list[list[tuple[str, Any, int]]] = [[]]
     used = label_width + 4
     for column in columns:
@@ -452,6 +551,8 @@ def rich_tables(board: Board, width: int = 80) -> list[Any]:
                     values.append(_win_rate_text(row))
                 elif name == "__params":
                     values.append(_format_params(row.trainable_params))
+                elif name == "__flops":
+                    values.append(_format_flops(row.flops_per_document))
                 else:
                     cell = row.cells[name]
                     style = {"n/a": "dim", "failed": "red"}.get(cell.status, "")

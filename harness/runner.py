@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Literal
 
-from harness import progress
+from harness import cost, progress
 from harness.errors import DataError, HarnessError, UsageError, first_line
 from harness.host import Host
 from harness.models import ModelRef
@@ -534,10 +534,19 @@ def evaluate_cell(cell: Cell, workdir: Path, store: Store | None = None,
     samples, score, record. Returns the record, the samples and, with `keep`, the LM for
     the job's next cell."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    with cost.metering(cost.CostMeter()) as meter:
+        record, samples, built = _evaluate_metered(cell, workdir, store, built)
+        record.cost = cost.cell_cost(meter, None, record.n_samples or 0, record.timings,
+                                     record.method_report, cell.settings.device or "cpu")
+    return record, samples, built if keep else None
+
+
+def _evaluate_metered(cell: Cell, workdir: Path, store: Store | None, built: BuiltLM | None
+                      ) -> tuple[CellRecord, list[dict[str, Any]], BuiltLM]:
     timings: dict[str, float] = {}
     context = build_context(cell, workdir)
     if built is None:
-        with _timed(timings, "build_s"):
+        with _timed(timings, "build_s"), cost.phase("build"):
             progress.current().phase("load")
             try:
                 lm = build_lm(cell, context)
@@ -551,15 +560,15 @@ def evaluate_cell(cell: Cell, workdir: Path, store: Store | None = None,
         begin = getattr(lm, "begin_cell", None)
         if callable(begin):  # the LM's per-cell state (records, report) starts afresh
             begin(context)
-    with _timed(timings, "evaluate_s"):
+    with _timed(timings, "evaluate_s"), cost.phase("inference"):
         output = run_lm_eval(cell, lm, workdir)
     samples = collect_samples(output, lm)
     task_ctx = task_context(cell, workdir, store)
-    with _timed(timings, "score_s"):
+    with _timed(timings, "score_s"), cost.phase("scoring"):
         progress.current().phase("score")
         metrics = score_samples(cell, samples, task_ctx)
     record = make_record(cell, metrics, samples, output, context, task_ctx, timings, lm)
-    return record, samples, built if keep else None
+    return record, samples, built
 
 
 class _timed:

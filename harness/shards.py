@@ -11,14 +11,16 @@ never averaged over shards.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 import traceback
 from pathlib import Path
 from typing import Any
 
-from harness import progress
+from harness import cost, progress
 from harness.errors import HarnessError, first_line
+from harness.records import phase_cost
 from harness.runner import (Cell, CellOutcome, Host, Job, Plan, build_context, build_lm,
                             collect_samples, make_record, numerics, record_failure,
                             run_lm_eval, score_samples, task_context)
@@ -116,16 +118,20 @@ def _evaluate_shard(cell: Cell, path: Path, index: int, count: int, store: Any) 
     workdir = path.parent / f"{index}-of-{count}"
     context = build_context(cell, workdir)
     started = time.perf_counter()
-    progress.current().phase("load")
-    lm = build_lm(cell, context)
-    built = time.perf_counter()
-    output = run_lm_eval(cell, document_shard_lm(lm, index, count), workdir)
+    with cost.metering(cost.CostMeter()) as meter:
+        with cost.phase("build"):
+            progress.current().phase("load")
+            lm = build_lm(cell, context)
+        built = time.perf_counter()
+        with cost.phase("inference"):
+            output = run_lm_eval(cell, document_shard_lm(lm, index, count), workdir)
     samples = [s for s in collect_samples(output, lm) if (s.get("doc_id") or 0) % count == index]
     atomic_write_text(path, json.dumps({
         "samples": samples, "report": context.report,
         "lm_eval": {"tasks": sorted(output["samples"]), "n-shot": output.get("n-shot"),
                     "versions": output.get("versions")},
         "numerics": numerics(cell, lm),
+        "cost": {name: dataclasses.asdict(meter.phase_cost(name)) for name in ("build", "inference")},
         "timings": {"build_s": round(built - started, 3),
                     "evaluate_s": round(time.perf_counter() - built, 3)}}, default=str))
 
@@ -153,8 +159,12 @@ def _merge(plan: Plan, cell: Cell, paths: list[Path], capture_logs: bool) -> Cel
     context.report.update(shards[0]["report"])
     context.report["doc_shards"] = len(paths)
     task_ctx = task_context(cell, workdir, plan.store)
+    meter = cost.CostMeter()
     try:
-        metrics = score_samples(cell, samples, task_ctx)
+        started = time.perf_counter()
+        with cost.metering(meter), cost.phase("scoring"):
+            metrics = score_samples(cell, samples, task_ctx)
+        score_s = round(time.perf_counter() - started, 3)
     except Exception as exc:
         message = (str(exc) if isinstance(exc, HarnessError)
                    else f"{type(exc).__name__}: {first_line(exc)}")
@@ -163,8 +173,13 @@ def _merge(plan: Plan, cell: Cell, paths: list[Path], capture_logs: bool) -> Cel
               "n-shot": shards[0]["lm_eval"]["n-shot"],
               "versions": shards[0]["lm_eval"]["versions"], "results": None}
     timings = {key: round(sum(s["timings"][key] for s in shards), 3)
-               for key in ("build_s", "evaluate_s")}
+               for key in ("build_s", "evaluate_s")} | {"score_s": score_s}
     record = make_record(cell, metrics, samples, output, context, task_ctx, timings)
+    # every shard built the method and evaluated its share: the cell cost their sum
+    phases = {name: cost.combined([phase_cost(s["cost"][name]) for s in shards if "cost" in s])
+              for name in ("build", "inference")} | {"scoring": meter.phase_cost("scoring")}
+    record.cost = cost.cell_cost(None, phases, record.n_samples or 0, timings,
+                                 record.method_report, cell.settings.device or "cpu")
     record.numerics = shards[0]["numerics"]
     if not record.has_score:
         record.status = "failed"

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from harness.cost import add_extra_flops
 from harness.errors import UsageError
 
 IGNORED = -100  # a target index no vocabulary uses
@@ -28,7 +29,10 @@ def log_perplexities(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Te
 
 
 def fuse(logits: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-    """sum_k weights[k] * logits[k], accumulated in member order (exact for cancelling terms)."""
+    """sum_k weights[k] * logits[k], accumulated in member order (exact for cancelling terms).
+
+    Counted as the method's extra work: a multiply and an add per member logit."""
+    add_extra_flops("fusion", 2 * logits.numel())
     weights = weights.to(device=logits.device, dtype=torch.float32)
     fused = weights[0] * logits[0].float()
     for weight, member in zip(weights[1:], logits[1:]):

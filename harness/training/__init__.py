@@ -106,10 +106,12 @@ def fit(ctx: BuildContext, model: Any, tokenizer: Any, method: str,
         atomic_write_text(folder.record, json.dumps(report, indent=2, sort_keys=True))
         folder.checkpoint.unlink(missing_ok=True)
         report |= {"fit_cached": False}
+    from harness.cost import training_flops
     from harness.lm import count_parameters
 
     trainable, total = count_parameters(model)
-    report |= {"trainable_params": trainable, "total_params": total}
+    report |= {"trainable_params": trainable, "total_params": total,
+               "train_flops": training_flops(model, trainable, report["train_tokens"])}
     model.eval()
     ctx.report.update(report)
     return report

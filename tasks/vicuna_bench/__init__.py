@@ -5,15 +5,17 @@ predict-only, greedy); a judge then grades each answer from 1 to 10 (`[[rating]]
 and coding questions with their reference answer) and, when a baseline is given, compares
 each answer with the baseline's in both orders (`[[A]]`/`[[B]]`/`[[C]]`), a win counting
 only when both orders agree and anything inconsistent counting as a tie. Reported: mean
-score (headline), rating parse failures, and against a baseline win/tie/loss, win rate,
+score (headline), unrated answers, and against a baseline win/tie/loss, win rate,
 adjusted win rate (ties half), pairwise parse failures and the position-flip rate.
 
 Data: FastChat's files under `<data-dir>/vicuna_bench/`: question.jsonl,
 reference_answer/gpt-4.jsonl and, when present, judge_prompts.jsonl (FastChat's own
 prompts, used as they are); otherwise the judge prompts shipped here, written for this
-harness in FastChat's schema. The judge is a local transformers model by default (offline;
-a tiny zoo judge yields parse failures, which is fine for smoke runs) or any
-OpenAI-compatible endpoint: `-O judge_backend=openai -O judge_model=gpt-4-0613
+harness in FastChat's schema. A rating is, by default, the expected rating under the
+judge's probability of each rating 1-10 at its rating position (G-Eval; `judge_rating`,
+harness.judge), so even a tiny zoo judge yields a number; FastChat's parsed `[[rating]]`
+is the fallback and, with `judge_rating=text`, the only reading. The judge is a local
+transformers model by default (offline) or any OpenAI-compatible endpoint: `-O judge_backend=openai -O judge_model=gpt-4-0613
 [-O judge_base_url=...]`, key from $OPENAI_API_KEY (or the variable `judge_api_key_env`
 names). Judgments are cached on disk by content under `$HARNESS_CACHE/judgments/`
 (or $HARNESS_JUDGE_CACHE).
@@ -28,6 +30,7 @@ in this run's results store, on the same data. Run the baseline row first.
 from __future__ import annotations
 
 import math
+from collections import Counter
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -43,6 +46,7 @@ OUR_JUDGE_PROMPTS = HERE / "judge_prompts.jsonl"
 # FastChat's NEED_REF_CATS restricted to the categories Vicuna-bench has.
 REFERENCE_CATEGORIES = frozenset({"math", "coding"})
 PROMPT = "USER: {question}\nASSISTANT:"
+RATINGS = (1, 10)  # FastChat's single-grading scale
 
 
 @dataclass(frozen=True)
@@ -63,6 +67,10 @@ class VicunaBenchOptions:
     judge_retries: int = option(6, 'retries of a failed judge request')
     judge_backoff_s: float = option(2.0, 'first wait between retries (doubles each time)')
     judge_parallel: int = option(4, 'judge requests in flight at once')
+    judge_rating: Literal["probabilities", "text"] = option(
+        "probabilities", "probabilities: the expected rating from the judge's probability of "
+        "each rating 1-10 (G-Eval), the [[rating]] text where none are available; text: "
+        "FastChat's parsed [[rating]] only")
     judge_prompts: str = option(
         "", "FastChat judge_prompts.jsonl; empty: the data's own, else ours")
     baseline: str = option(
@@ -221,7 +229,7 @@ def score(samples: Samples, ctx: TaskContext) -> MetricValues:
         api_key_env=options.judge_api_key_env, temperature=options.judge_temperature,
         max_tokens=options.judge_max_tokens, timeout_s=options.judge_timeout_s,
         retries=options.judge_retries, backoff_s=options.judge_backoff_s,
-        parallel=options.judge_parallel)
+        parallel=options.judge_parallel, rating=options.judge_rating)
 
     requests, slots = [], []  # slots[i] = (sample, kind) for requests[i]
     for sample in samples:
@@ -234,7 +242,8 @@ def score(samples: Samples, ctx: TaskContext) -> MetricValues:
         reference = {"ref_answer_1": references[qid]} if needs_reference else {}
         single = prompts["single-math-v1" if needs_reference else "single-v1"]
         requests.append(JudgeRequest(f"question {qid} single", single.name,
-                                     single.messages(question=question, answer=answer, **reference)))
+                                     single.messages(question=question, answer=answer, **reference),
+                                     scale=RATINGS))
         slots.append((sample, "single"))
         if baseline is not None:
             if qid not in baseline[0]:
@@ -255,12 +264,15 @@ def score(samples: Samples, ctx: TaskContext) -> MetricValues:
                            f"rerun to retry them, finished judgments are cached")
 
     ratings: list[float] = []
+    methods: Counter[str] = Counter()
     verdicts: dict[int, dict[str, str | None]] = {}  # doc_id -> order -> winner
     for (sample, kind), outcome in zip(slots, outcomes):
         judgment = sample.setdefault("judgment", {})
-        entry = {"prompt": outcome.request.prompt, "text": outcome.text, "cache_key": outcome.key}
+        entry: dict[str, Any] = {"prompt": outcome.request.prompt, "text": outcome.text,
+                                 "cache_key": outcome.key}
         if kind == "single":
-            entry["rating"] = parse_rating(outcome.text)
+            entry.update(read_rating(outcome.probabilities, parse_rating(outcome.text)))
+            methods[entry["rating_method"]] += 1
             if entry["rating"] is not None:
                 ratings.append(entry["rating"])
         else:
@@ -283,8 +295,23 @@ def score(samples: Samples, ctx: TaskContext) -> MetricValues:
     ctx.score_details.update({
         "judge": settings.identity(), "judge_prompts": str(files.judge_prompts),
         "baseline": baseline[1] if baseline else None,
-        "judgments": {"total": len(outcomes), "cached": sum(o.cached for o in outcomes)}})
+        "judgments": {"total": len(outcomes), "cached": sum(o.cached for o in outcomes)},
+        "rating_methods": dict(sorted(methods.items()))})
     return metrics
+
+
+def read_rating(probabilities: dict[int, float] | None, text_rating: float | None
+                ) -> dict[str, Any]:
+    """A single judgment's rating and how it was read: the expected rating under the
+    judge's probabilities, else the `[[rating]]` of its text, else none ("failed"). The
+    text's rating is kept beside the expected one."""
+    from harness.judge import expected_rating
+
+    if probabilities:
+        return {"rating": expected_rating(probabilities), "rating_method": "probabilities",
+                "rating_probabilities": {str(k): v for k, v in probabilities.items()},
+                "text_rating": text_rating}
+    return {"rating": text_rating, "rating_method": "text" if text_rating is not None else "failed"}
 
 
 def pairwise_metrics(verdicts: list[dict[str, str | None]]) -> dict[str, tuple[float, None]]:

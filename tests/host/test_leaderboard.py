@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.records import CellRecord, RowInfo, Score, TaskInfo, row_key
+from harness.records import (CellCost, CellRecord, ModelCost, PhaseCost, RowInfo, Score, TaskInfo,
+                             row_key)
 from harness.reporting import board_json, build_board, html_page, markdown
 from harness.store import Store
 from support import run_cli
@@ -18,7 +19,8 @@ GOLDEN = Path(__file__).parent / "golden"
 
 def _record(label: str, method: str, task: str, status: str, value: float | None = None,
             stderr: float | None = None, reason: str = "", trainable: int = 0,
-            higher_is_better: bool = True, limit: int = 10) -> CellRecord:
+            higher_is_better: bool = True, limit: int = 10, flops: int | None = None
+            ) -> CellRecord:
     metric = {"mmlu": ("acc,none", "accuracy"), "gsm8k": ("exact_match,strict-match", "exact match"),
               "coco": ("CIDEr", "CIDEr")}[task]
     models = [{"id": "harness-zoo/tiny-llama", "revision": "main", "dtype": "auto"}]
@@ -33,6 +35,13 @@ def _record(label: str, method: str, task: str, status: str, value: float | None
     if status == "ok":
         record.headline = Score(value, stderr)
         record.method_report = {"trainable_params": trainable, "total_params": 1000}
+    if flops is not None:
+        inference = PhaseCost([ModelCost("harness-zoo/tiny-llama", 1000, flops // 2000, 0, 10,
+                                         flops)], {}, flops)
+        record.cost = CellCost(inference=inference, build=PhaseCost(), scoring=PhaseCost(),
+                               documents=10, inference_flops_per_document=flops // 10,
+                               wall_s={"evaluate": 1.0}, peak_memory_bytes=None,
+                               peak_memory_kind="process_max_rss")
     return record
 
 
@@ -40,8 +49,8 @@ def _record(label: str, method: str, task: str, status: str, value: float | None
 def results(tmp_path: Path) -> Path:
     store = Store(tmp_path)
     records = [
-        _record("single (tiny-llama)", "single", "mmlu", "ok", 0.25, 0.05),
-        _record("single (tiny-llama)", "single", "gsm8k", "ok", 0.10, 0.03),
+        _record("single (tiny-llama)", "single", "mmlu", "ok", 0.25, 0.05, flops=2_000_000),
+        _record("single (tiny-llama)", "single", "gsm8k", "ok", 0.10, 0.03, flops=6_000_000),
         _record("single (tiny-llama)", "single", "coco", "n/a", reason="needs vision"),
         _record("lora (tiny-llama)", "lora", "mmlu", "ok", 0.40, 0.05, trainable=4096),
         _record("lora (tiny-llama)", "lora", "gsm8k", "ok", 0.10, 0.03, trainable=4096),

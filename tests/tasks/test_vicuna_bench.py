@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -12,8 +13,9 @@ from typing import Callable
 import pytest
 
 from harness.host import load_host
-from harness.judge import (JudgeRequest, JudgeSettings, JudgmentCache, parse_preference,
-                           parse_rating, run_judgments)
+from harness.judge import (JudgeRequest, JudgeSettings, JudgmentCache, candidate_log_scores,
+                           expected_rating, parse_preference, parse_rating, rating_distribution,
+                           run_judgments)
 from harness.models import ModelRef
 from harness.runner import MethodRow, TaskColumn, plan_cells, run_plan
 from harness.settings import RunSettings
@@ -251,6 +253,10 @@ def test_end_to_end_with_endpoint_judge_single_and_pairwise(server, judge_cache,
                        "pairwise_parse_failures": 0.0, "position_flip_rate": 1.0}
     assert record["score_details"]["judge"]["model"] == "judge-x"
     assert record["score_details"]["judge"]["temperature"] == 0.0
+    # the endpoint returns no logprobs: ratings fall back to the text, pairwise never asks
+    assert record["score_details"]["rating_methods"] == {"text": 2}
+    asked_logprobs = [("logprobs" in body) for body in server.requests]
+    assert asked_logprobs.count(True) == 4 and asked_logprobs.count(False) == 4  # 4 pairwise
     assert record["score_details"]["baseline"] == str(base.path)
     samples = [json.loads(line) for line in (outcome.path / "samples.jsonl").open()]
     assert {"single", "AB", "BA"} <= set(samples[0]["judgment"])
@@ -283,9 +289,29 @@ def test_judge_outage_fails_the_cell_naming_questions_then_resumes(server, judge
     assert len(server.requests) == 1  # question 2's judgment was kept from the failed run
 
 
-def test_end_to_end_with_local_zoo_judge(judge_cache, tmp_path):
+def test_local_zoo_judge_always_answers_by_rating_probabilities(judge_cache, tmp_path):
     host = load_host(["harness.tasks.vicuna_bench"])
     options = VicunaBenchOptions(max_gen_toks=8, judge_max_tokens=8)
+    outcome = _run(host, "m", "harness-zoo/tiny-llama", options, Store(tmp_path / "out"))
+    assert outcome.status == "ok", outcome.error
+    assert 1.0 <= outcome.headline <= 10.0
+    record = json.loads((outcome.path / "result.json").read_text())
+    assert record["score_details"]["rating_methods"] == {"probabilities": 2}
+    assert record["metrics"]["score_parse_failures"]["value"] == 0.0
+    for sample in (json.loads(line) for line in (outcome.path / "samples.jsonl").open()):
+        single = sample["judgment"]["single"]
+        probabilities = {int(k): v for k, v in single["rating_probabilities"].items()}
+        assert sorted(probabilities) == list(range(1, 11))
+        assert sum(probabilities.values()) == pytest.approx(1.0)
+        assert single["rating"] == pytest.approx(sum(r * p for r, p in probabilities.items()))
+    # the judge's work is counted in the cell's scoring cost
+    [judge] = record["cost"]["scoring"]["models"]
+    assert judge["model"] == "harness-zoo/tiny-llama" and judge["forward_passes"] > 0
+
+
+def test_end_to_end_with_local_zoo_judge_reading_text_only(judge_cache, tmp_path):
+    host = load_host(["harness.tasks.vicuna_bench"])
+    options = VicunaBenchOptions(max_gen_toks=8, judge_max_tokens=8, judge_rating="text")
     store = Store(tmp_path / "out")
     outcome = _run(host, "m", "harness-zoo/tiny-llama", options, store)
     # a random tiny judge writes no [[rating]]: no score, a failed cell, never a fake number;
@@ -296,7 +322,9 @@ def test_end_to_end_with_local_zoo_judge(judge_cache, tmp_path):
     assert failure.with_suffix(".samples.jsonl").exists()
     assert record["metrics"]["score_parse_failures"]["value"] == 2.0
     assert record["score_details"]["judge"] == {"backend": "local", "model": "harness-zoo/tiny-llama",
-                                                "base_url": "", "temperature": 0.0, "max_tokens": 8}
+                                                "base_url": "", "temperature": 0.0, "max_tokens": 8,
+                                                "rating": "text"}
+    assert record["score_details"]["rating_methods"] == {"failed": 2}
 
 
 def test_an_echoed_api_key_never_reaches_a_file_or_a_stream(server, judge_cache, tmp_path):
@@ -321,3 +349,75 @@ def test_an_echoed_api_key_never_reaches_a_file_or_a_stream(server, judge_cache,
         p.suffix == ".json" for p in written)
     for path in written:
         assert SECRET.encode() not in path.read_bytes(), path
+
+
+# ----------------------------------------------------------------------------- rating probabilities
+
+
+def test_rating_distribution_is_the_softmax_over_the_rating_logits():
+    logits = {1: -1.0, 2: 0.5, 3: 2.0, 10: 1.0}
+    exps = {r: math.exp(v) for r, v in logits.items()}
+    hand = {r: e / sum(exps.values()) for r, e in exps.items()}
+    assert rating_distribution(logits) == pytest.approx(hand)
+    assert expected_rating(rating_distribution(logits)) == pytest.approx(
+        sum(r * p for r, p in hand.items()))
+    shifted = {r: v - 30.0 for r, v in logits.items()}  # log-probabilities: the same result
+    assert rating_distribution(shifted) == pytest.approx(hand)
+
+
+def test_candidate_scores_equal_a_hand_computation_on_fixed_logits():
+    import torch
+
+    table = torch.tensor([[0.0, 1.0, 2.0, 3.0], [3.0, 0.0, 1.0, -1.0], [0.5, 0.5, 2.0, 0.0],
+                          [1.0, 2.0, 0.0, 0.0]])
+
+    class FixedLogits(torch.nn.Module):
+        """Logits that depend on the position only."""
+
+        def __init__(self):
+            super().__init__()
+            self.anchor = torch.nn.Parameter(torch.zeros(1))
+
+        def forward(self, input_ids, attention_mask):
+            return type("Out", (), {"logits": table[: input_ids.shape[1]].expand(
+                input_ids.shape[0], -1, -1)})()
+
+    prefix = [0, 1]  # the rating is read at position 1, its second token at position 2
+    candidates = {1: [2], 2: [3, 1], 3: [0]}
+    scores = candidate_log_scores(FixedLogits(), prefix, candidates)
+    log_probs = table.log_softmax(-1)
+    hand = {1: log_probs[1, 2], 2: log_probs[1, 3] + log_probs[2, 1], 3: log_probs[1, 0]}
+    assert scores == pytest.approx({r: float(v) for r, v in hand.items()})
+
+
+def logprob_reply(body: dict) -> tuple[int, bytes]:
+    """Grades "7" in its text, with its probabilities over 6, 7, 8 (and a non-rating token)
+    at the rating position, when asked for logprobs."""
+    tokens = ["Decent", ".", " Rating", ":", " [[", "7", "]]"]
+    alternatives = {"7": 0.6, "8": 0.3, "6": 0.05, "the": 0.05}
+    content = [{"token": t, "logprob": -0.1, "bytes": None,
+                "top_logprobs": ([{"token": a, "logprob": math.log(p), "bytes": None}
+                                  for a, p in alternatives.items()] if t == "7" else [])}
+               for t in tokens]
+    status, payload = chat_reply("".join(tokens), body["model"])
+    reply = json.loads(payload)
+    if body.get("logprobs"):
+        reply["choices"][0]["logprobs"] = {"content": content}
+    return status, json.dumps(reply).encode()
+
+
+def test_endpoint_judge_with_logprobs_scores_the_expected_rating(server, judge_cache, tmp_path):
+    server.reply = logprob_reply
+    host = load_host(["harness.tasks.vicuna_bench"])
+    options = VicunaBenchOptions(max_gen_toks=8, judge_backend="openai", judge_base_url=server.url,
+                                 judge_api_key_env=KEY_ENV, judge_backoff_s=0.001)
+    outcome = _run(host, "m", "harness-zoo/tiny-llama", options, Store(tmp_path / "out"))
+    assert outcome.status == "ok", outcome.error
+    hand = (6 * 0.05 + 7 * 0.6 + 8 * 0.3) / (0.05 + 0.6 + 0.3)
+    assert outcome.headline == pytest.approx(hand)
+    assert all(body["logprobs"] is True and body["top_logprobs"] == 20 for body in server.requests)
+    record = json.loads((outcome.path / "result.json").read_text())
+    assert record["score_details"]["rating_methods"] == {"probabilities": 2}
+    sample = json.loads((outcome.path / "samples.jsonl").open().readline())
+    assert sample["judgment"]["single"]["rating_method"] == "probabilities"
+    assert sample["judgment"]["single"]["text"] == "Decent. Rating: [[7]]"

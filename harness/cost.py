@@ -1,0 +1,226 @@
+"""Counting what a cell computes: tokens, forward passes and FLOPs per model, by phase.
+
+Every model the host loads (`harness.models`) is watched: a forward pre-hook counts the
+positions of each call into the meter of the cell running now, under that cell's current
+phase ("build", "inference", "scoring"). One mechanism in the host covers every method:
+a pack of K members is K watched models, so its K-fold cost shows without the plugin
+doing anything. Work outside the models (PackLLM's weighted sum of K logit vectors) is
+added with `add_extra_flops`.
+
+FLOPs are estimated as 2 * parameters * positions (a multiply and an add per weight per
+position, Kaplan et al. 2020); the attention's quadratic term is left out, which
+understates long contexts. Positions are what the model computed, padding included.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import resource
+import sys
+from dataclasses import dataclass, field
+from typing import Any, Iterator, Mapping
+
+from harness.records import CellCost, ModelCost, PhaseCost
+
+PHASES = ("build", "inference", "scoring")
+_WATCHED = "_harness_cost_name"
+
+
+@dataclass
+class _Usage:
+    name: str
+    parameters: int
+    prompt_tokens: int = 0
+    generated_tokens: int = 0
+    forward_passes: int = 0
+
+
+@dataclass
+class CostMeter:
+    """The counts of one cell. Models are told apart by object, so a pack holding the same
+    checkpoint twice counts it twice."""
+
+    phase: str = "build"
+    usage: dict[str, dict[int, _Usage]] = field(
+        default_factory=lambda: {phase: {} for phase in PHASES})
+    extras: dict[str, dict[str, int]] = field(
+        default_factory=lambda: {phase: {} for phase in PHASES})
+
+    def count(self, model: Any, prompt_tokens: int, generated_tokens: int) -> None:
+        entries = self.usage[self.phase]
+        entry = entries.get(id(model))
+        if entry is None:
+            entry = entries[id(model)] = _Usage(getattr(model, _WATCHED), matmul_parameters(model))
+        entry.prompt_tokens += prompt_tokens
+        entry.generated_tokens += generated_tokens
+        entry.forward_passes += 1
+
+    def add_extra(self, kind: str, flops: int) -> None:
+        extras = self.extras[self.phase]
+        extras[kind] = extras.get(kind, 0) + int(flops)
+
+    def phase_cost(self, phase: str) -> PhaseCost:
+        names = _unique([u.name for u in self.usage[phase].values()])
+        models = [ModelCost(model=name, parameters=u.parameters, prompt_tokens=u.prompt_tokens,
+                            generated_tokens=u.generated_tokens, forward_passes=u.forward_passes,
+                            flops=2 * u.parameters * (u.prompt_tokens + u.generated_tokens))
+                  for name, u in zip(names, self.usage[phase].values())]
+        return combined([PhaseCost(models, dict(sorted(self.extras[phase].items())))])
+
+
+def _unique(names: list[str]) -> list[str]:
+    """Names with repeats numbered ("m", "m#2"), in first-use order."""
+    seen: dict[str, int] = {}
+    unique = []
+    for name in names:
+        seen[name] = seen.get(name, 0) + 1
+        unique.append(name if seen[name] == 1 else f"{name}#{seen[name]}")
+    return unique
+
+
+def combined(parts: list[PhaseCost]) -> PhaseCost:
+    """The sum of phase costs (document shards of one cell), model by model."""
+    models: dict[str, ModelCost] = {}
+    extras: dict[str, int] = {}
+    for part in parts:
+        for m in part.models:
+            old = models.get(m.model)
+            models[m.model] = m if old is None else ModelCost(
+                m.model, m.parameters, old.prompt_tokens + m.prompt_tokens,
+                old.generated_tokens + m.generated_tokens,
+                old.forward_passes + m.forward_passes, old.flops + m.flops)
+        for kind, flops in part.extra_flops.items():
+            extras[kind] = extras.get(kind, 0) + flops
+    total = sum(m.flops for m in models.values()) + sum(extras.values())
+    return PhaseCost(list(models.values()), dict(sorted(extras.items())), total)
+
+
+_active: CostMeter | None = None
+
+
+@contextlib.contextmanager
+def metering(meter: CostMeter) -> Iterator[CostMeter]:
+    """Count into `meter` while the block runs (one cell at a time per process)."""
+    global _active
+    previous, _active = _active, meter
+    reset_peak_memory()
+    try:
+        yield meter
+    finally:
+        _active = previous
+
+
+@contextlib.contextmanager
+def phase(name: str) -> Iterator[None]:
+    """Count the block's model calls under phase `name` of the active meter."""
+    meter = _active
+    if meter is None:
+        yield
+        return
+    previous, meter.phase = meter.phase, name
+    try:
+        yield
+    finally:
+        meter.phase = previous
+
+
+def add_extra_flops(kind: str, flops: int) -> None:
+    """Work a method does outside its models, counted into the running cell."""
+    if _active is not None:
+        _active.add_extra(kind, flops)
+
+
+def watch(model: Any, name: str) -> Any:
+    """Count `model`'s forward calls into whichever cell is running when they happen."""
+    if getattr(model, _WATCHED, None) is None:
+        setattr(model, _WATCHED, name)
+        model.register_forward_pre_hook(_count_call, with_kwargs=True)
+    return model
+
+
+def _count_call(model: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    if _active is None:
+        return
+    inputs = kwargs.get("input_ids")
+    if inputs is None:
+        inputs = args[0] if args else kwargs.get("inputs_embeds")
+    if inputs is None or getattr(inputs, "ndim", 0) < 2:
+        return
+    positions = int(inputs.shape[0]) * int(inputs.shape[1])
+    # transformers 5 names the KV cache `cache`; older code paths `past_key_values`
+    cache = kwargs.get("cache", kwargs.get("past_key_values"))
+    cached = cache is not None and _cache_length(cache) > 0
+    _active.count(model, 0 if cached else positions, positions if cached else 0)
+
+
+def _cache_length(cache: Any) -> int:
+    length = getattr(cache, "get_seq_length", None)
+    if callable(length):
+        return int(length())
+    return 1  # a legacy tuple cache is only ever passed once it holds something
+
+
+def training_flops(model: Any, trainable: int, tokens: int) -> int:
+    """A fit's FLOPs: (4 * parameters + 2 * trainable) * tokens, i.e. the forward pass, the
+    activation gradients through every weight, and weight gradients of the trainable
+    parameters only (6 * parameters * tokens for full fine-tuning, Kaplan et al. 2020)."""
+    return (4 * matmul_parameters(model) + 2 * trainable) * tokens
+
+
+def matmul_parameters(model: Any) -> int:
+    """Weights used in a matrix product at every position: all parameters but the input
+    embedding table (a lookup), the output head counted once even when tied to it."""
+    seen: set[int] = set()
+    total = 0
+    for parameter in model.parameters():
+        if id(parameter) not in seen:
+            seen.add(id(parameter))
+            total += parameter.numel()
+    embeddings = getattr(model, "get_input_embeddings", lambda: None)()
+    head = getattr(model, "get_output_embeddings", lambda: None)()
+    if embeddings is not None and getattr(embeddings, "weight", None) is not None:
+        tied = head is not None and getattr(head, "weight", None) is embeddings.weight
+        if not tied:
+            total -= embeddings.weight.numel()
+    return total
+
+
+def reset_peak_memory() -> None:
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+
+
+def peak_memory(device: str) -> tuple[int | None, str]:
+    """(bytes, kind): the accelerator's peak allocation since the cell began on a GPU,
+    else the process's peak resident set so far (Linux reports KiB; it cannot be reset)."""
+    torch = sys.modules.get("torch")
+    if device.startswith("cuda") and torch is not None and torch.cuda.is_available():
+        return int(torch.cuda.max_memory_allocated()), "cuda_max_allocated"
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(peak if sys.platform == "darwin" else peak * 1024), "process_max_rss"
+
+
+def cell_cost(meter: CostMeter | None, phases: Mapping[str, PhaseCost] | None,
+              documents: int, timings: Mapping[str, float], report: Mapping[str, Any],
+              device: str) -> CellCost:
+    """The cell's `CellCost` from its meter (or already summed phases, for document
+    shards), its timings and the method's report (the shared training path reports
+    trainable parameters, training tokens, their FLOPs and the fit's seconds)."""
+    if phases is None:
+        assert meter is not None
+        phases = {name: meter.phase_cost(name) for name in PHASES}
+    inference = phases["inference"]
+    memory, kind = peak_memory(device)
+    trainable, total = report.get("trainable_params"), report.get("total_params")
+    wall = {"build": timings.get("build_s"), "fit": report.get("train_seconds"),
+            "evaluate": timings.get("evaluate_s"), "score": timings.get("score_s")}
+    return CellCost(
+        inference=inference, build=phases["build"], scoring=phases["scoring"],
+        documents=documents,
+        inference_flops_per_document=inference.flops // documents if documents else None,
+        wall_s={k: float(v) for k, v in wall.items() if v is not None},
+        peak_memory_bytes=memory, peak_memory_kind=kind, trainable_parameters=trainable,
+        total_parameters=total, training_tokens=report.get("train_tokens"),
+        training_flops=report.get("train_flops"),
+        fit_cached=report.get("fit_cached"))
