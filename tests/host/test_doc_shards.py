@@ -19,6 +19,8 @@ TASKS = {
     "humaneval": ("harness-zoo/tiny-llama", {"allow_code_execution": True, "max_gen_toks": 16,
                                              "allow_weak_isolation": True}),
     "coco_captioning": ("harness-zoo/tiny-vlm", {"max_gen_toks": 6}),
+    # judged by a local zoo model: the judge's aggregate is computed on the merged answers
+    "vicuna_bench": ("harness-zoo/tiny-llama", {"max_gen_toks": 8, "judge_max_tokens": 8}),
 }
 
 
