@@ -20,6 +20,7 @@ language pair can be asked for with `directions`.
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import re
 from dataclasses import dataclass
@@ -27,9 +28,9 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
-from harness.api import (Capability, DataError, HarnessError, LmEvalPlan, Metric, MetricValues,
-                         Samples, TaskContext, TaskSpec, UsageError, at_least, dataset_dict,
-                         first_existing, first_response, hookimpl, option)
+from harness.api import (Capability, CorpusMetric, DataError, HarnessError, LmEvalPlan, Metric,
+                         MetricValues, Samples, TaskContext, TaskSpec, UsageError, at_least,
+                         dataset_dict, first_existing, first_response, hookimpl, option)
 
 FIXTURES = Path(__file__).parent / "fixtures"
 # Low-resource languages present in the shared 30-language FLORES-200 copy: East, West and
@@ -253,6 +254,42 @@ def score(samples: Samples, ctx: TaskContext) -> MetricValues:
     return metrics
 
 
+@functools.lru_cache(maxsize=None)
+def _sacrebleu_metric(key: str) -> Any:
+    from sacrebleu.metrics import BLEU, CHRF
+
+    return {"chrf++": CHRF(word_order=2), "bleu": BLEU()}[key]
+
+
+def sentence_statistics(key: str, samples: Samples, _details: Any) -> dict[tuple[str, Any], Any]:
+    """Each translation's sacrebleu sufficient statistics (character / word n-gram
+    matches and totals) with its direction: summed per direction they give that
+    direction's corpus score exactly."""
+    metric = _sacrebleu_metric(key)
+    stats = metric._extract_corpus_statistics([first_response(s) for s in samples],
+                                              [[s["doc"]["target"] for s in samples]])
+    return {(s["task"], s["doc_id"]): (s["task"], tuple(row)) for s, row in zip(samples, stats)}
+
+
+def corpus_from_statistics(key: str, statistics: Any) -> float:
+    """`score`'s aggregate from sentence statistics: each direction's corpus score from its
+    summed statistics (sacrebleu's own paired bootstrap sums them the same way), then the
+    mean over directions."""
+    metric = _sacrebleu_metric(key)
+    totals: dict[str, list[int]] = {}
+    for direction, row in statistics:
+        total = totals.setdefault(direction, [0] * len(row))
+        for index, count in enumerate(row):
+            total[index] += count
+    scores = [metric._compute_score_from_stats(total).score for total in totals.values()]
+    return sum(scores) / len(scores)
+
+
+CORPUS_METRICS = tuple(CorpusMetric(key, partial(sentence_statistics, key),
+                                    partial(corpus_from_statistics, key))
+                       for key in ("chrf++", "bleu"))
+
+
 @hookimpl
 def harness_tasks() -> list[TaskSpec]:
     return [TaskSpec(
@@ -268,4 +305,5 @@ def harness_tasks() -> list[TaskSpec]:
         embedded_data=FIXTURES,
         options=FloresOptions,
         score=score,
+        corpus_metrics=CORPUS_METRICS,
     )]

@@ -28,11 +28,11 @@ import math
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
-from harness.api import (Capability, HarnessError, LmEvalPlan, Metric, MetricValues, Samples,
-                         TaskContext, TaskSpec, UsageError, dataset_dict, first_existing, hookimpl,
-                         option, read_jsonl_rows)
+from harness.api import (Capability, CorpusMetric, HarnessError, LmEvalPlan, Metric,
+                         MetricValues, Samples, TaskContext, TaskSpec, UsageError, dataset_dict,
+                         first_existing, hookimpl, option, read_jsonl_rows)
 from harness.sandbox import MAX_WORKERS, Limits, Program
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -193,6 +193,14 @@ def score(samples: Samples, ctx: TaskContext) -> MetricValues:
     return metrics
 
 
+def problem_pass_at_1(samples: Samples, details: Mapping[str, Any]) -> dict[tuple[str, Any], float]:
+    """Each problem's pass@1 (its share of passing completions: 0 or 1 under greedy
+    decoding) from the sandbox verdicts `score` stored in the cell's details."""
+    executions = details.get("executions") or {}
+    return {(s["task"], s["doc_id"]): estimate_pass_at_k(len(runs), runs.count("passed"), 1)
+            for s in samples if (runs := executions.get(s["doc"]["task_id"]))}
+
+
 @hookimpl
 def harness_tasks() -> list[TaskSpec]:
     return [TaskSpec(
@@ -208,6 +216,7 @@ def harness_tasks() -> list[TaskSpec]:
         embedded_data=FIXTURES,
         options=HumanEvalOptions,
         score=score,
+        corpus_metrics=(CorpusMetric("pass@1", problem_pass_at_1),),
         preflight=preflight,
         version="2",  # verdicts from a separate checker process with the prompt's own helpers
     )]
