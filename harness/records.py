@@ -118,6 +118,9 @@ class CellRecord:
     # What the numbers were computed with (scores can drift with these; lm-eval #1645):
     # batch size asked for and used, model dtypes, attention implementations, device.
     numerics: dict[str, Any] = field(default_factory=dict)
+    # Set by `harness rescore`: the cell whose stored samples these metrics were recomputed
+    # from (its fingerprint, results root, finish time, task options and task code).
+    rescored_from: dict[str, Any] = field(default_factory=dict)
 
     @property
     def has_score(self) -> bool:
@@ -175,7 +178,8 @@ def _build(data: dict[str, Any]) -> CellRecord:
         timings=dict(data.get("timings") or {}), hardware=dict(data.get("hardware") or {}),
         seed=data.get("seed"), limit=data.get("limit"), git_commit=data.get("git_commit"),
         code={k: CodeInfo(**v) for k, v in (data.get("code") or {}).items()},
-        numerics=dict(data.get("numerics") or {}))
+        numerics=dict(data.get("numerics") or {}),
+        rescored_from=dict(data.get("rescored_from") or {}))
 
 
 def _migrate_v1(old: dict[str, Any]) -> dict[str, Any]:

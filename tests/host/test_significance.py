@@ -4,6 +4,8 @@ reproduce their own corpus scores."""
 
 from __future__ import annotations
 
+import json
+
 import numpy
 import pytest
 from scipy.stats import binomtest
@@ -130,3 +132,86 @@ def test_flores_sentence_statistics_reproduce_its_corpus_scores() -> None:
             expected.append(scorer.corpus_score([s["response"][0][0] for s in group],
                                                 [[s["doc"]["target"] for s in group]]).score)
         assert metric.value(list(stats.values())) == pytest.approx(sum(expected) / 2)
+
+
+# ----------------------------------------------------------------------------- leaderboard
+
+
+def _cell(store, label: str, method: str, models: list[str], correct: list[int],
+          task: str = "mmlu") -> None:
+    from harness.records import CellRecord, RowInfo, Score, TaskInfo, row_key
+
+    refs = [{"id": f"harness-zoo/{m}", "revision": "main", "dtype": "auto"} for m in models]
+    key = row_key(method, refs, {"label": label})
+    record = CellRecord(
+        status="ok", fingerprint=f"{key}{task}".ljust(32, "0"),
+        row=RowInfo(key=key, method=method, label=label, options={}, models=refs),
+        task=TaskInfo(name=task, options={}, headline_key="acc,none", headline_label="accuracy",
+                      data="embedded"),
+        identity={}, finished_at="2026-01-01T00:00:00+00:00", n_samples=len(correct),
+        headline=Score(sum(correct) / len(correct), 0.01))
+    samples = [{"task": task, "doc_id": i, "doc_hash": f"h{i}", "filter": "none",
+                "metrics": ["acc"], "acc": float(c), "prompt": f"question {i}?",
+                "target": "B", "response": [[["-1.0", "False"]]],
+                "fusion": {"weights": [0.25, 0.75]}} for i, c in enumerate(correct)]
+    store.commit_cell(record, samples)
+
+
+@pytest.fixture
+def scored_results(tmp_path):
+    from harness.store import Store
+
+    store = Store(tmp_path / "results")
+    base = [1] * 5 + [0] * 25
+    _cell(store, "single (tiny-llama)", "single", ["tiny-llama"], base)
+    _cell(store, "single (tiny-gpt2)", "single", ["tiny-gpt2"], [0] * 30)
+    _cell(store, "packllm (tiny-llama + tiny-gpt2)", "packllm", ["tiny-llama", "tiny-gpt2"],
+          [1] * 25 + [0] * 5)
+    _cell(store, "ensemble (tiny-llama + tiny-gpt2)", "ensemble", ["tiny-llama", "tiny-gpt2"],
+          base)
+    return store.root
+
+
+def test_leaderboard_marks_rows_against_their_best_member(scored_results) -> None:
+    from harness.reporting import board_json, build_board, markdown
+
+    board = build_board(scored_results)
+    cells = {row.label: row.cells["mmlu"] for row in board.rows}
+    packllm, ensemble = cells["packllm (tiny-llama + tiny-gpt2)"], cells[
+        "ensemble (tiny-llama + tiny-gpt2)"]
+    assert packllm.comparison["reference"] == "single (tiny-llama)"  # the better member
+    assert packllm.significant and packllm.comparison["test"] == MCNEMAR
+    assert packllm.comparison["p_value"] == pytest.approx(binomtest(20, 20, 0.5).pvalue, abs=1e-6)
+    # identical to its reference: never significant
+    assert not ensemble.significant and ensemble.comparison["p_value"] == 1.0
+    assert ensemble.comparison["ci95"] == [0.0, 0.0]
+    assert cells["single (tiny-llama)"].comparison is None  # its own reference
+    tested = [c.comparison for c in cells.values() if c.comparison and "p_value" in c.comparison]
+    assert [c["p_holm"] for c in tested] == pytest.approx(
+        list(multipletests([c["p_value"] for c in tested], method="holm")[1]), abs=1e-6)
+    text = markdown(board)
+    assert "0.833 ± 0.010 †" in text and "† : " not in text and "†: differs" in text
+    payload = json.loads(board_json(board))
+    row = next(r for r in payload["rows"] if r["label"].startswith("packllm"))
+    assert set(row["cells"]["mmlu"]["comparison"]) >= {"difference", "ci95", "p_value", "p_holm"}
+    assert payload["significance"]["comparisons"] == len(tested)
+
+
+def test_significance_is_deterministic_and_resamples_are_an_option(scored_results) -> None:
+    from harness.reporting import BoardOptions, board_json, build_board
+
+    assert board_json(build_board(scored_results)) == board_json(build_board(scored_results))
+    few = json.loads(board_json(build_board(scored_results, BoardOptions(resamples=20))))
+    assert few["significance"]["resamples"] == 20
+
+
+def test_differing_document_sets_are_paired_on_the_shared_ones_and_said(tmp_path) -> None:
+    from harness.reporting import build_board
+    from harness.store import Store
+
+    store = Store(tmp_path)
+    _cell(store, "single (tiny-llama)", "single", ["tiny-llama"], [1, 0, 1, 0])
+    _cell(store, "lora (tiny-llama)", "lora", ["tiny-llama"], [1, 1, 1, 1, 1, 1])
+    lora = next(r for r in build_board(tmp_path).rows if r.method == "lora").cells["mmlu"]
+    assert lora.comparison["n"] == 4 and lora.comparison["only_this_row"] == 2
+    assert any("4 documents both evaluated" in flag for flag in lora.flags)
