@@ -177,6 +177,8 @@ def score(samples: Samples, ctx: TaskContext) -> MetricValues:
     outcomes: dict[str, list[str]] = {}
     for (task_id, _), result in zip(jobs, results):
         outcomes.setdefault(task_id, []).append(result.describe())
+    for sample in samples:  # stored with the samples: the HTML explorer shows each verdict
+        sample["sandbox"] = outcomes.get(sample["doc"]["task_id"], [])
     n = min(len(v) for v in outcomes.values())
     metrics = {}
     for k in sorted(set(options.ks) | {1}):

@@ -11,6 +11,8 @@ import pytest
 from scipy.stats import binomtest
 from statsmodels.stats.multitest import multipletests
 
+from support import commit_binary_cell
+
 from harness.significance import (BOOTSTRAP, MCNEMAR, DocumentScores, bootstrap_differences,
                                   bootstrap_summary, compare, holm, mcnemar_p, pair_seed)
 
@@ -137,37 +139,17 @@ def test_flores_sentence_statistics_reproduce_its_corpus_scores() -> None:
 # ----------------------------------------------------------------------------- leaderboard
 
 
-def _cell(store, label: str, method: str, models: list[str], correct: list[int],
-          task: str = "mmlu") -> None:
-    from harness.records import CellRecord, RowInfo, Score, TaskInfo, row_key
-
-    refs = [{"id": f"harness-zoo/{m}", "revision": "main", "dtype": "auto"} for m in models]
-    key = row_key(method, refs, {"label": label})
-    record = CellRecord(
-        status="ok", fingerprint=f"{key}{task}".ljust(32, "0"),
-        row=RowInfo(key=key, method=method, label=label, options={}, models=refs),
-        task=TaskInfo(name=task, options={}, headline_key="acc,none", headline_label="accuracy",
-                      data="embedded"),
-        identity={}, finished_at="2026-01-01T00:00:00+00:00", n_samples=len(correct),
-        headline=Score(sum(correct) / len(correct), 0.01))
-    samples = [{"task": task, "doc_id": i, "doc_hash": f"h{i}", "filter": "none",
-                "metrics": ["acc"], "acc": float(c), "prompt": f"question {i}?",
-                "target": "B", "response": [[["-1.0", "False"]]],
-                "fusion": {"weights": [0.25, 0.75]}} for i, c in enumerate(correct)]
-    store.commit_cell(record, samples)
-
-
 @pytest.fixture
 def scored_results(tmp_path):
     from harness.store import Store
 
     store = Store(tmp_path / "results")
     base = [1] * 5 + [0] * 25
-    _cell(store, "single (tiny-llama)", "single", ["tiny-llama"], base)
-    _cell(store, "single (tiny-gpt2)", "single", ["tiny-gpt2"], [0] * 30)
-    _cell(store, "packllm (tiny-llama + tiny-gpt2)", "packllm", ["tiny-llama", "tiny-gpt2"],
+    commit_binary_cell(store, "single (tiny-llama)", "single", ["tiny-llama"], base)
+    commit_binary_cell(store, "single (tiny-gpt2)", "single", ["tiny-gpt2"], [0] * 30)
+    commit_binary_cell(store, "packllm (tiny-llama + tiny-gpt2)", "packllm", ["tiny-llama", "tiny-gpt2"],
           [1] * 25 + [0] * 5)
-    _cell(store, "ensemble (tiny-llama + tiny-gpt2)", "ensemble", ["tiny-llama", "tiny-gpt2"],
+    commit_binary_cell(store, "ensemble (tiny-llama + tiny-gpt2)", "ensemble", ["tiny-llama", "tiny-gpt2"],
           base)
     return store.root
 
@@ -210,8 +192,8 @@ def test_differing_document_sets_are_paired_on_the_shared_ones_and_said(tmp_path
     from harness.store import Store
 
     store = Store(tmp_path)
-    _cell(store, "single (tiny-llama)", "single", ["tiny-llama"], [1, 0, 1, 0])
-    _cell(store, "lora (tiny-llama)", "lora", ["tiny-llama"], [1, 1, 1, 1, 1, 1])
+    commit_binary_cell(store, "single (tiny-llama)", "single", ["tiny-llama"], [1, 0, 1, 0])
+    commit_binary_cell(store, "lora (tiny-llama)", "lora", ["tiny-llama"], [1, 1, 1, 1, 1, 1])
     lora = next(r for r in build_board(tmp_path).rows if r.method == "lora").cells["mmlu"]
     assert lora.comparison["n"] == 4 and lora.comparison["only_this_row"] == 2
     assert any("4 documents both evaluated" in flag for flag in lora.flags)
