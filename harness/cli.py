@@ -127,7 +127,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="fail if the committed leaderboard files differ from regenerated ones")
     _board_arguments(board)
 
-    compare = commands.add_parser("compare", help="paired tests of two rows on every task they share")
+    compare = commands.add_parser("compare",
+                                  help="paired tests of two rows on every task they share")
     compare.add_argument("a", metavar="A", help="a row label or row key")
     compare.add_argument("b", metavar="B", help="another row label or row key")
     compare.add_argument("--results", type=Path, default=Path(DEFAULT_OUT), help="results root")

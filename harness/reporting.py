@@ -4,8 +4,14 @@
 arranges them as method rows x task columns. Writers turn a board into Markdown, a static
 HTML page, JSON with per-cell provenance and a PNG plot; they are contributed through the
 `harness_report_writers` hook (this module is itself a plugin), so a third-party package can
-add LaTeX or CSV the same way. Every text output is deterministic: regenerating it from the
-same results gives the same bytes, which is what `harness leaderboard --check` relies on.
+add LaTeX or CSV the same way.
+
+Each scored cell also carries its paired test against its row's reference row
+(harness.significance; Holm-corrected over the board), and the HTML page embeds up to
+`max_samples` documents per cell for its explorer.
+
+Every text output is deterministic (the bootstrap is seeded): regenerating it from the same
+results gives the same bytes, which is what `harness leaderboard --check` relies on.
 """
 
 from __future__ import annotations
@@ -571,7 +577,7 @@ td.cell{cursor:pointer}td.cell:hover{background:#eef4ff}td.open{outline:2px soli
 .notes{color:#555;font-size:.9rem}.warning{background:#fff3cd;border:1px solid #e0c36c;padding:.6rem .9rem}
 #details{margin-top:1.5rem;border-top:2px solid #4a7fd6;padding-top:.8rem}
 #details pre{background:#f7f7f7;padding:.5rem;max-height:16rem;overflow:auto;font-size:.8rem}
-#samples td{text-align:left;font-size:.85rem}#samples td.text{white-space:pre-wrap;max-width:28rem;max-height:12rem;overflow:auto}
+#samples td,#samples th{text-align:left;font-size:.85rem}#samples td.text{white-space:pre-wrap;overflow-wrap:anywhere;max-width:28rem}
 #samples td.text>div{max-height:12rem;overflow:auto}.controls label{margin-right:1rem}
 </style></head><body>
 <h1>Leaderboard</h1>

@@ -231,7 +231,8 @@ class Store:
         """The per-document samples stored with a finished cell, or with a failure that ran
         far enough to produce them (empty when there are none)."""
         if record.status == "ok":
-            path = self.cell_dir(record.row.method, record.task.name, record.fingerprint) / SAMPLES_FILE
+            path = self.cell_dir(record.row.method, record.task.name,
+                                 record.fingerprint) / SAMPLES_FILE
         else:
             path = self.failure_path(record.row.method, record.task.name,
                                      record.fingerprint).with_suffix(".samples.jsonl")
