@@ -197,3 +197,19 @@ def test_differing_document_sets_are_paired_on_the_shared_ones_and_said(tmp_path
     lora = next(r for r in build_board(tmp_path).rows if r.method == "lora").cells["mmlu"]
     assert lora.comparison["n"] == 4 and lora.comparison["only_this_row"] == 2
     assert any("4 documents both evaluated" in flag for flag in lora.flags)
+
+
+def test_task_plugins_per_document_statistics() -> None:
+    from harness.tasks.coco_captioning import image_cider
+    from harness.tasks.humaneval import problem_pass_at_1
+    from harness.tasks.vicuna_bench import judge_ratings
+
+    problems = [{"task": "humaneval", "doc_id": i, "doc": {"task_id": f"P/{i}"}} for i in range(3)]
+    executions = {"P/0": ["passed"], "P/1": ["failed: AssertionError"], "P/2": ["passed", "timed out"]}
+    assert problem_pass_at_1(problems, {"executions": executions}) == {
+        ("humaneval", 0): 1.0, ("humaneval", 1): 0.0, ("humaneval", 2): 0.5}
+    answers = [{"task": "vicuna_bench", "doc_id": i, "judgment": {"single": {"rating": r}}}
+               for i, r in enumerate([7, None, 3])]
+    assert judge_ratings(answers, {}) == {("vicuna_bench", 0): 7.0, ("vicuna_bench", 2): 3.0}
+    captions = [{"task": "coco", "doc_id": 0, "cider": 1.25}, {"task": "coco", "doc_id": 1}]
+    assert image_cider(captions, {}) == {("coco", 0): 1.25}
