@@ -55,7 +55,8 @@ def _open(browser, results: Path, tmp_path: Path, options: BoardOptions | None =
 
 
 def _labels(page) -> list[str]:
-    return page.eval_on_selector_all("#board tbody tr", "rows => rows.map(r => r.cells[0].textContent)")
+    return page.eval_on_selector_all("#board tbody tr",
+                                     "rows => rows.map(r => r.cells[0].textContent)")
 
 
 def test_sorting_opening_a_cell_and_the_disagreement_filter(browser, results: Path,

@@ -147,10 +147,10 @@ def scored_results(tmp_path):
     base = [1] * 5 + [0] * 25
     commit_binary_cell(store, "single (tiny-llama)", "single", ["tiny-llama"], base)
     commit_binary_cell(store, "single (tiny-gpt2)", "single", ["tiny-gpt2"], [0] * 30)
-    commit_binary_cell(store, "packllm (tiny-llama + tiny-gpt2)", "packllm", ["tiny-llama", "tiny-gpt2"],
-          [1] * 25 + [0] * 5)
-    commit_binary_cell(store, "ensemble (tiny-llama + tiny-gpt2)", "ensemble", ["tiny-llama", "tiny-gpt2"],
-          base)
+    pack = ["tiny-llama", "tiny-gpt2"]
+    commit_binary_cell(store, "packllm (tiny-llama + tiny-gpt2)", "packllm", pack,
+                       [1] * 25 + [0] * 5)
+    commit_binary_cell(store, "ensemble (tiny-llama + tiny-gpt2)", "ensemble", pack, base)
     return store.root
 
 
@@ -204,8 +204,10 @@ def test_task_plugins_per_document_statistics() -> None:
     from harness.tasks.humaneval import problem_pass_at_1
     from harness.tasks.vicuna_bench import judge_ratings
 
-    problems = [{"task": "humaneval", "doc_id": i, "doc": {"task_id": f"P/{i}"}} for i in range(3)]
-    executions = {"P/0": ["passed"], "P/1": ["failed: AssertionError"], "P/2": ["passed", "timed out"]}
+    problems = [{"task": "humaneval", "doc_id": i, "doc": {"task_id": f"P/{i}"}}
+                for i in range(3)]
+    executions = {"P/0": ["passed"], "P/1": ["failed: AssertionError"],
+                  "P/2": ["passed", "timed out"]}
     assert problem_pass_at_1(problems, {"executions": executions}) == {
         ("humaneval", 0): 1.0, ("humaneval", 1): 0.0, ("humaneval", 2): 0.5}
     answers = [{"task": "vicuna_bench", "doc_id": i, "judgment": {"single": {"rating": r}}}
