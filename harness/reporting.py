@@ -383,8 +383,7 @@ def _add_samples(board: Board, cells: _CellData) -> None:
                 continue
             scores = cells.scores(row.key, task.name)
             per_doc = {} if isinstance(scores, str) else {
-                f"{task_}/{doc}": (stat if scores.value is None else scores.metric([stat]))
-                for (task_, doc, _), stat in scores.stats.items()}
+                f"{task_}/{doc}": value for (task_, doc, _), value in scores.per_document.items()}
             headline = [s for s in samples if s.get("filter", "none") == _filter_of(task)]
             by_doc = {_document_id(s): s for s in headline or samples}
             chosen = sorted(by_doc.items(), key=lambda item: (

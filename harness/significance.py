@@ -21,6 +21,7 @@ bytes. `holm` corrects a family of p-values (statsmodels' Holm step-down).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 from dataclasses import dataclass
@@ -45,11 +46,23 @@ class DocumentScores:
 
     stats: dict[DocKey, Any]
     value: Reducer | None = None
+    summed: bool = False  # CorpusMetric.summed: `value` takes per-group sums of the rows
 
     def metric(self, statistics: Sequence[Any]) -> float:
+        if self.summed:
+            assert self.value is not None
+            return float(self.value(GroupedRows(statistics).totals()))
         if self.value is not None:
             return float(self.value(statistics))
         return math.fsum(statistics) / len(statistics) if statistics else math.nan
+
+    @functools.cached_property
+    def per_document(self) -> dict[DocKey, float]:
+        """Each document's own metric (a sentence-level chrF, a problem's pass@1): what
+        wins, losses and ties count and the explorer shows. Computed once per cell."""
+        if self.value is None:
+            return {key: float(stat) for key, stat in self.stats.items()}
+        return {key: self.metric([stat]) for key, stat in self.stats.items()}
 
 
 @dataclass(frozen=True)
@@ -108,11 +121,39 @@ def mcnemar_p(a: Sequence[float], b: Sequence[float]) -> float:
     return float(binomtest(only_a, only_a + only_b, 0.5).pvalue)
 
 
+class GroupedRows:
+    """Numeric rows `[group, *counts]` (CorpusMetric.summed) and their per-group sums,
+    weighted by how often a resample drew each row: one multiply and one `reduceat` per
+    resample instead of copying 20,000 rows."""
+
+    def __init__(self, rows: Sequence[Any]) -> None:
+        import numpy
+
+        matrix = numpy.asarray(rows, dtype=numpy.int64).reshape(len(rows), -1)
+        self.order = numpy.argsort(matrix[:, 0], kind="stable")
+        ordered = matrix[self.order]
+        self.counts = ordered[:, 1:]
+        self.starts = numpy.flatnonzero(numpy.r_[True, ordered[1:, 0] != ordered[:-1, 0]])
+
+    def totals(self, weights: Any = None) -> Any:
+        """Each group's summed counts (rows drawn `weights` times; groups drawn at least
+        once), groups in ascending order."""
+        import numpy
+
+        if weights is None:
+            return numpy.add.reduceat(self.counts, self.starts, axis=0)
+        drawn = numpy.asarray(weights)[self.order]
+        sums = numpy.add.reduceat(self.counts * drawn[:, None], self.starts, axis=0)
+        return sums[numpy.add.reduceat(drawn, self.starts) > 0]
+
+
 def bootstrap_differences(a: Sequence[Any], b: Sequence[Any], value: Reducer | None,
-                          resamples: int, seed: Sequence[int] | int) -> list[float]:
+                          resamples: int, seed: Sequence[int] | int,
+                          summed: bool = False) -> list[float]:
     """value(A) - value(B) on `resamples` draws of the paired documents with replacement
     (the same draw for both rows), each draw `rng.integers(0, n, n)` from
-    `numpy.random.default_rng(seed)`; `value` None: the mean of numbers."""
+    `numpy.random.default_rng(seed)`; `value` None: the mean of numbers; `summed`: `value`
+    of the drawn rows' per-group sums (GroupedRows)."""
     import numpy
 
     rng = numpy.random.default_rng(seed)
@@ -123,6 +164,13 @@ def bootstrap_differences(a: Sequence[Any], b: Sequence[Any], value: Reducer | N
         for _ in range(resamples):
             draw = rng.integers(0, n, n)
             differences.append(float(array_a[draw].mean() - array_b[draw].mean()))
+        return differences
+    if summed:
+        grouped_a, grouped_b = GroupedRows(a), GroupedRows(b)
+        for _ in range(resamples):
+            drawn = numpy.bincount(rng.integers(0, n, n), minlength=n)
+            differences.append(float(value(grouped_a.totals(drawn)))
+                               - float(value(grouped_b.totals(drawn))))
         return differences
     for _ in range(resamples):
         draw = rng.integers(0, n, n)
@@ -184,12 +232,12 @@ def compare(task: str, metric: str, a: DocumentScores, b: DocumentScores,
     stats_a, stats_b = [a.stats[k] for k in shared], [b.stats[k] for k in shared]
     score_a, score_b = a.metric(stats_a), b.metric(stats_b)
     observed = score_a - score_b
-    per_doc_a = stats_a if a.value is None else [a.metric([s]) for s in stats_a]
-    per_doc_b = stats_b if b.value is None else [b.metric([s]) for s in stats_b]
+    per_doc_a = [a.per_document[k] for k in shared]
+    per_doc_b = [b.per_document[k] for k in shared]
     sign = 1 if higher_is_better else -1
     wins = sum(sign * (x - y) > 0 for x, y in zip(per_doc_a, per_doc_b))
     losses = sum(sign * (x - y) < 0 for x, y in zip(per_doc_a, per_doc_b))
-    differences = bootstrap_differences(stats_a, stats_b, a.value, resamples, seed)
+    differences = bootstrap_differences(stats_a, stats_b, a.value, resamples, seed, a.summed)
     low, high, p = bootstrap_summary(observed, differences)
     binary = a.value is None and all(v in (0, 1) for v in (*stats_a, *stats_b))
     if binary:
@@ -213,7 +261,8 @@ def document_scores(record: CellRecord, samples: list[dict[str, Any]],
         stats = metric.statistics(samples, record.score_details)
         hashes = {(s.get("task"), s.get("doc_id")): s.get("doc_hash", "") for s in samples}
         return DocumentScores({(task, doc, hashes.get((task, doc), "")): value
-                               for (task, doc), value in stats.items()}, metric.value)
+                               for (task, doc), value in stats.items()}, metric.value,
+                              metric.summed)
     name, _, filter_name = key.partition(",")
     stats = {}
     for sample in samples:

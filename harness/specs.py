@@ -251,11 +251,16 @@ class CorpusMetric:
     value(statistics): the metric of a corpus made of these documents' statistics
         (repeats included, as a bootstrap resample draws them); None: the mean of the
         statistics, which must then be numbers (0/1 ones get an exact McNemar test).
+    summed: the statistics are integer rows `[group, *counts]` (sacrebleu's n-gram counts,
+        group = the translation direction) and `value` receives the per-group sums of the
+        counts as a (groups x counts) array: resampling then weights rows instead of
+        copying them, fast enough for 20,000 sentences.
     """
 
     key: str
     statistics: Callable[[Samples, Mapping[str, Any]], Mapping[tuple[str, Any], Any]]
     value: Callable[[Sequence[Any]], float] | None = None
+    summed: bool = False
 
 
 @dataclass(frozen=True)

@@ -262,31 +262,28 @@ def _sacrebleu_metric(key: str) -> Any:
 
 
 def sentence_statistics(key: str, samples: Samples, _details: Any) -> dict[tuple[str, Any], Any]:
-    """Each translation's sacrebleu sufficient statistics (character / word n-gram
-    matches and totals) with its direction: summed per direction they give that
-    direction's corpus score exactly."""
+    """Each translation's sacrebleu sufficient statistics (character / word n-gram matches
+    and totals) after its direction's number: summed per direction they give that
+    direction's corpus score exactly (sacrebleu's own paired bootstrap sums them too)."""
     metric = _sacrebleu_metric(key)
     stats = metric._extract_corpus_statistics([first_response(s) for s in samples],
                                               [[s["doc"]["target"] for s in samples]])
-    return {(s["task"], s["doc_id"]): (s["task"], tuple(row)) for s, row in zip(samples, stats)}
+    directions = {name: code for code, name in enumerate(sorted({s["task"] for s in samples}))}
+    return {(s["task"], s["doc_id"]): [directions[s["task"]], *row]
+            for s, row in zip(samples, stats)}
 
 
-def corpus_from_statistics(key: str, statistics: Any) -> float:
-    """`score`'s aggregate from sentence statistics: each direction's corpus score from its
-    summed statistics (sacrebleu's own paired bootstrap sums them the same way), then the
-    mean over directions."""
+def corpus_from_totals(key: str, totals: Any) -> float:
+    """`score`'s aggregate from each direction's summed sentence statistics: the mean over
+    directions of their corpus scores."""
     metric = _sacrebleu_metric(key)
-    totals: dict[str, list[int]] = {}
-    for direction, row in statistics:
-        total = totals.setdefault(direction, [0] * len(row))
-        for index, count in enumerate(row):
-            total[index] += count
-    scores = [metric._compute_score_from_stats(total).score for total in totals.values()]
+    scores = [metric._compute_score_from_stats([int(count) for count in row]).score
+              for row in totals]
     return sum(scores) / len(scores)
 
 
 CORPUS_METRICS = tuple(CorpusMetric(key, partial(sentence_statistics, key),
-                                    partial(corpus_from_statistics, key))
+                                    partial(corpus_from_totals, key), summed=True)
                        for key in ("chrf++", "bleu"))
 
 

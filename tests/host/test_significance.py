@@ -133,7 +133,8 @@ def test_flores_sentence_statistics_reproduce_its_corpus_scores() -> None:
             group = [s for s in samples if s["task"] == direction]
             expected.append(scorer.corpus_score([s["response"][0][0] for s in group],
                                                 [[s["doc"]["target"] for s in group]]).score)
-        assert metric.value(list(stats.values())) == pytest.approx(sum(expected) / 2)
+        scores = DocumentScores({(*k, ""): v for k, v in stats.items()}, metric.value, True)
+        assert scores.metric(list(stats.values())) == pytest.approx(sum(expected) / 2)
 
 
 # ----------------------------------------------------------------------------- leaderboard
@@ -215,3 +216,27 @@ def test_task_plugins_per_document_statistics() -> None:
     assert judge_ratings(answers, {}) == {("vicuna_bench", 0): 7.0, ("vicuna_bench", 2): 3.0}
     captions = [{"task": "coco", "doc_id": 0, "cider": 1.25}, {"task": "coco", "doc_id": 1}]
     assert image_cider(captions, {}) == {("coco", 0): 1.25}
+
+
+def test_summed_statistics_resample_like_recomputing_each_draw() -> None:
+    """Weighting grouped rows by how often a draw took them gives the same differences as
+    summing the drawn rows one by one (groups never drawn left out)."""
+    def value(totals):  # a corpus metric per group, averaged over groups
+        return float(numpy.mean([row[0] / row[1] for row in totals]))
+
+    rows_a = [[0, 3, 4], [0, 1, 5], [1, 2, 2], [2, 0, 3], [1, 4, 6]]
+    rows_b = [[0, 2, 4], [0, 1, 5], [1, 1, 2], [2, 0, 3], [1, 3, 6]]
+    fast = bootstrap_differences(rows_a, rows_b, value, 40, seed=2, summed=True)
+
+    def naive(rows):
+        totals = {}
+        for group, *counts in rows:
+            totals[group] = [x + y for x, y in zip(totals.get(group, [0, 0]), counts)]
+        return value([totals[g] for g in sorted(totals)])
+
+    rng = numpy.random.default_rng(2)
+    expected = []
+    for _ in range(40):
+        draw = rng.integers(0, 5, 5)
+        expected.append(naive([rows_a[i] for i in draw]) - naive([rows_b[i] for i in draw]))
+    assert fast == pytest.approx(expected)
