@@ -27,7 +27,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
-from harness.errors import DataError
+from harness.errors import DataError, HarnessError
 from harness.records import CellRecord
 
 DEFAULT_RESAMPLES = 1000
@@ -258,7 +258,13 @@ def document_scores(record: CellRecord, samples: list[dict[str, Any]],
     key = record.task.headline_key
     metric = next((m for m in corpus_metrics if m.key == key), None)
     if metric is not None:
-        stats = metric.statistics(samples, record.score_details)
+        try:
+            stats = metric.statistics(samples, record.score_details)
+        except HarnessError as exc:
+            return f"per-document statistics of {key} unavailable: {exc}"
+        if not stats:
+            return (f"no per-document statistics of {key} in the stored samples (scored "
+                    f"before the task stored them; `harness rescore` adds them)")
         hashes = {(s.get("task"), s.get("doc_id")): s.get("doc_hash", "") for s in samples}
         return DocumentScores({(task, doc, hashes.get((task, doc), "")): value
                                for (task, doc), value in stats.items()}, metric.value,
@@ -274,25 +280,4 @@ def document_scores(record: CellRecord, samples: list[dict[str, Any]],
     if not stats:
         return f"no per-document values of {key} in the samples (the task has no paired test)"
     return DocumentScores(stats)
-
-
-def paired_comparison(task: str, a: tuple[CellRecord, list[dict[str, Any]]],
-                      b: tuple[CellRecord, list[dict[str, Any]]],
-                      corpus_metrics: Sequence[Any] = (), resamples: int = DEFAULT_RESAMPLES,
-                      seed: int = 0) -> Comparison | str:
-    """Row A's cell against row B's on `task` (each a record and its samples), or why
-    they cannot be compared."""
-    (record_a, samples_a), (record_b, samples_b) = a, b
-    scores = []
-    for record, samples in ((record_a, samples_a), (record_b, samples_b)):
-        found = document_scores(record, samples, corpus_metrics)
-        if isinstance(found, str):
-            return found
-        scores.append(found)
-    try:
-        return compare(task, record_a.task.headline_key, scores[0], scores[1],
-                       record_a.task.higher_is_better, resamples,
-                       pair_seed(seed, task, record_a.row.key, record_b.row.key))
-    except DataError as exc:
-        return str(exc)
 

@@ -119,3 +119,18 @@ def test_an_option_that_changes_the_prompts_is_refused(results: Path, tmp_path: 
     assert main(["-p", "scaled_task", "rescore", "--results", str(results), "--out",
                  str(tmp_path / "x"), "--task", "scaled", "-O", "prefix=Question"]) == 2
     assert "change what the model is asked" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("args, message", [
+    (["leaderboard", "--resamples", "0"], "--resamples must be at least 1"),
+    (["leaderboard", "--max-samples", "-1"], "--max-samples must be at least 0"),
+    (["compare", "lora (tiny-llama)", "single (tiny-llama)", "--task", "nope"], "no task nope"),
+    (["rescore", "--out", "{results}"], "--out must name another results root"),
+    (["rescore", "--out", "{tmp}/x", "--task", "mmlx"], "did you mean 'mmlu'"),
+])
+def test_bad_values_are_one_line_errors(results: Path, tmp_path: Path, args: list[str],
+                                        message: str, capsys: pytest.CaptureFixture) -> None:
+    args = [a.format(results=results, tmp=tmp_path) for a in args]
+    assert main([*args[:1], "--results", str(results), *args[1:]]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err
