@@ -30,7 +30,8 @@ from harness.lm import count_parameters, hf_lm, hf_multimodal_lm
 from harness.models import (ModelRef, default_device, is_vision_language, load_causal_lm,
                             load_clip, load_processor, load_tokenizer, load_vision_lm)
 from harness.specs import (ANCHOR_AUGMENTING, MODEL_PACK, ONE_MODEL, TEXT_CAPABILITIES,
-                           BuildContext, Capability, DataSource, LmEvalPlan, MethodSpec, Metric,
+                           BuildContext, Capability, CorpusMetric, DataSource, LmEvalPlan,
+                           MethodSpec, Metric,
                            MetricValues, ModelSlots, NoOptions, Samples, TaskContext, TaskSpec,
                            Training, at_least, option)
 from harness.stats import mean_and_stderr
@@ -40,7 +41,8 @@ from harness.zoo import cache_root
 
 __all__ = [
     # registration
-    "hookimpl", "MethodSpec", "TaskSpec", "Metric", "Capability", "TEXT_CAPABILITIES",
+    "hookimpl", "MethodSpec", "TaskSpec", "Metric", "CorpusMetric", "Capability",
+    "TEXT_CAPABILITIES",
     "ModelSlots", "ONE_MODEL", "MODEL_PACK", "ANCHOR_AUGMENTING", "Training", "NoOptions",
     "option", "at_least",
     # what the host hands to plugins

@@ -22,6 +22,8 @@ from harness import __version__
 from harness.errors import HarnessError, UsageError, did_you_mean, first_line, redact
 from harness.host import Host, load_host
 from harness.options import build_options, option_infos, parse_pairs
+from harness.reporting import DEFAULT_MAX_SAMPLES
+from harness.significance import DEFAULT_RESAMPLES
 from harness.settings import (DEFAULT_OUT, SETTING_NAMES, RunRequest, RunSettings, SuiteMethod,
                               SuiteTask)
 
@@ -37,6 +39,29 @@ class OneLineParser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"harness: error: {message} (see `{self.prog} --help`)\n")
+
+
+def _board_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--resamples", type=int, default=DEFAULT_RESAMPLES, metavar="N",
+                        help="paired bootstrap resamples of the significance marks "
+                             f"(default {DEFAULT_RESAMPLES})")
+    parser.add_argument("--max-samples", type=int, default=DEFAULT_MAX_SAMPLES, metavar="N",
+                        help="documents per cell the HTML explorer embeds "
+                             f"(default {DEFAULT_MAX_SAMPLES})")
+
+
+def board_options(host: Host, resamples: int = DEFAULT_RESAMPLES,
+                  max_samples: int = DEFAULT_MAX_SAMPLES) -> Any:
+    """The leaderboard's options with the loaded tasks' corpus metrics."""
+    from harness.reporting import BoardOptions
+
+    if resamples < 1:
+        raise UsageError(f"--resamples must be at least 1, got {resamples}")
+    if max_samples < 0:
+        raise UsageError(f"--max-samples must be at least 0, got {max_samples}")
+    return BoardOptions(resamples=resamples, max_samples=max_samples,
+                        corpus_metrics={name: spec.corpus_metrics
+                                        for name, spec in host.tasks.items()})
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -100,6 +125,30 @@ def build_parser() -> argparse.ArgumentParser:
     board.add_argument("--out", type=Path, help="where to write (default: the results root)")
     board.add_argument("--check", action="store_true",
                        help="fail if the committed leaderboard files differ from regenerated ones")
+    _board_arguments(board)
+
+    compare = commands.add_parser("compare",
+                                  help="paired tests of two rows on every task they share")
+    compare.add_argument("a", metavar="A", help="a row label or row key")
+    compare.add_argument("b", metavar="B", help="another row label or row key")
+    compare.add_argument("--results", type=Path, default=Path(DEFAULT_OUT), help="results root")
+    compare.add_argument("--task", "-t", action="append", metavar="NAME",
+                         help="only these tasks (repeatable or comma-separated)")
+    compare.add_argument("--resamples", type=int, default=DEFAULT_RESAMPLES, metavar="N",
+                         help=f"paired bootstrap resamples (default {DEFAULT_RESAMPLES})")
+    compare.add_argument("--json", action="store_true", help="machine-readable output")
+
+    rescore = commands.add_parser(
+        "rescore", help="recompute metrics from stored samples (no model is loaded)")
+    rescore.add_argument("--results", type=Path, default=Path(DEFAULT_OUT),
+                         help="results root to read")
+    rescore.add_argument("--out", type=Path, required=True,
+                         help="results root to write the rescored cells into")
+    rescore.add_argument("--task", "-t", action="append", metavar="NAME",
+                         help="only these tasks (repeatable or comma-separated)")
+    rescore.add_argument("-O", "--task-option", action="append", default=[], metavar="KEY=VALUE",
+                         help="task option to score with (e.g. a new judge); it must not "
+                              "change what the model was asked")
 
     status = commands.add_parser("status", help="a matrix's state from its files alone")
     status.add_argument("--out", type=Path, default=Path(DEFAULT_OUT), help="results root")
@@ -438,10 +487,11 @@ def _print_plan(plan: Any, out: Path) -> None:
 # ----------------------------------------------------------------------------- leaderboards
 
 
-def write_leaderboards(host: Host, results: Path, out: Path, console: Any = None) -> list[Path]:
+def write_leaderboards(host: Host, results: Path, out: Path, console: Any = None,
+                       options: Any = None) -> list[Path]:
     from harness.reporting import build_board, rich_tables
 
-    board = build_board(results)
+    board = build_board(results, options or board_options(host))
     written = [path for writer in host.report_writers() for path in writer.write(board, out)]
     if console is not None:
         for table in rich_tables(board, console.width):
@@ -457,11 +507,12 @@ def cmd_leaderboard(host: Host, args: argparse.Namespace) -> int:
         raise UsageError(f"{args.results}: no results (expected a cells/ folder)")
     out = args.out or args.results
     console = terminal_console(stderr=False)
+    options = board_options(host, args.resamples, args.max_samples)
     if not args.check:
-        for path in write_leaderboards(host, args.results, out, console):
+        for path in write_leaderboards(host, args.results, out, console, options):
             console.print(f"wrote {path}")
         return 0
-    board = build_board(args.results)
+    board = build_board(args.results, options)
     checked = [w for w in host.report_writers() if w.checked]
     if not checked:
         raise HarnessError("leaderboard --check: no checked leaderboard writer is loaded")
@@ -485,6 +536,77 @@ def cmd_leaderboard(host: Host, args: argparse.Namespace) -> int:
         console.print(table)
     console.print("leaderboard files match the results")
     return 0
+
+
+# ----------------------------------------------------------------------------- compare
+
+
+def cmd_compare(host: Host, args: argparse.Namespace) -> int:
+    from harness.reporting import compare_rows
+
+    if not (args.results / "cells").is_dir():
+        raise UsageError(f"{args.results}: no results (expected a cells/ folder)")
+    options = dataclasses.replace(board_options(host, args.resamples), max_samples=0)
+    row_a, row_b, comparisons = compare_rows(args.results, args.a, args.b, _split(args.task),
+                                             options)
+    if args.json:
+        print(json.dumps({"a": {"key": row_a.key, "label": row_a.label},
+                          "b": {"key": row_b.key, "label": row_b.label},
+                          "tasks": {c.task.name: c.result.to_dict() if c.result
+                                    else {"unavailable": c.unavailable} for c in comparisons}},
+                         indent=2, sort_keys=True))
+        return 0
+    headers = ("task", "metric", "docs", "A", "B", "A-B", "95% CI", "test", "p", "p Holm",
+               "A wins/losses/ties")
+    lines, notes = [headers], []
+    for comparison in comparisons:
+        result = comparison.result
+        if result is None:
+            notes.append(f"{comparison.task.name}: no test ({comparison.unavailable})")
+            continue
+        docs = str(result.n) + (f" (+{result.only_a}/+{result.only_b} unpaired)"
+                                if result.docs_differ else "")
+        lines.append((comparison.task.name, comparison.task.metric_label, docs,
+                      f"{result.score_a:.4g}", f"{result.score_b:.4g}",
+                      f"{result.difference:+.4g}",
+                      f"[{result.ci_low:+.4g}, {result.ci_high:+.4g}]", result.test,
+                      f"{result.p_value:.3g}",
+                      f"{result.p_holm:.3g}" + (" *" if result.significant() else ""),
+                      f"{result.wins}/{result.losses}/{result.ties}"))
+    print(f"A = {row_a.label}\nB = {row_b.label}")
+    widths = [max(len(line[i]) for line in lines) for i in range(len(headers))]
+    for line in lines:
+        print("  ".join(cell.ljust(width) for cell, width in zip(line, widths)).rstrip())
+    tested = len(lines) - 1
+    print(f"* Holm-corrected p < 0.05 over the {tested} task(s) tested; paired bootstrap of "
+          f"{args.resamples} resamples for the intervals (and the p of non-0/1 metrics); "
+          f"documents paired by id.")
+    for note in notes:
+        print(note)
+    return 0
+
+
+# ----------------------------------------------------------------------------- rescore
+
+
+def cmd_rescore(host: Host, args: argparse.Namespace) -> int:
+    from harness.rescore import rescore
+
+    if not (args.results / "cells").is_dir():
+        raise UsageError(f"{args.results}: no results (expected a cells/ folder)")
+    done = rescore(host, args.results, args.out, _split(args.task),
+                   parse_pairs(args.task_option, "-O"))
+    for item in done:
+        record = item.record
+        change = ", ".join(f"{k} {_number_text(a)} -> {_number_text(b)}"
+                           for k, (a, b) in item.changed.items()) or "metrics unchanged"
+        print(f"{record.row.label} × {record.task.name}: {change}")
+    print(f"rescored {len(done)} cell(s) from {args.results} into {args.out}")
+    return 0
+
+
+def _number_text(value: float | None) -> str:
+    return "—" if value is None else f"{value:.4g}"
 
 
 # ----------------------------------------------------------------------------- status, verify
@@ -517,6 +639,7 @@ def cmd_verify(host: Host, args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"list": cmd_list, "run": cmd_run, "leaderboard": cmd_leaderboard,
+            "compare": cmd_compare, "rescore": cmd_rescore,
             "status": cmd_status, "verify": cmd_verify, "_job": cmd_job}
 
 

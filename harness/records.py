@@ -179,6 +179,9 @@ class CellRecord:
     # batch size asked for and used, model dtypes, attention implementations, device.
     numerics: dict[str, Any] = field(default_factory=dict)
     cost: CellCost | None = None  # absent in records written before costs were counted
+    # Set by `harness rescore`: the cell whose stored samples these metrics were recomputed
+    # from (its fingerprint, results root, finish time, task options and task code).
+    rescored_from: dict[str, Any] = field(default_factory=dict)
 
     @property
     def has_score(self) -> bool:
@@ -237,7 +240,8 @@ def _build(data: dict[str, Any]) -> CellRecord:
         seed=data.get("seed"), limit=data.get("limit"), git_commit=data.get("git_commit"),
         code={k: CodeInfo(**v) for k, v in (data.get("code") or {}).items()},
         numerics=dict(data.get("numerics") or {}),
-        cost=cell_cost(data["cost"]) if data.get("cost") else None)
+        cost=cell_cost(data["cost"]) if data.get("cost") else None,
+        rescored_from=dict(data.get("rescored_from") or {}))
 
 
 def phase_cost(data: Mapping[str, Any]) -> PhaseCost:

@@ -4,8 +4,14 @@
 arranges them as method rows x task columns. Writers turn a board into Markdown, a static
 HTML page, JSON with per-cell provenance and a PNG plot; they are contributed through the
 `harness_report_writers` hook (this module is itself a plugin), so a third-party package can
-add LaTeX or CSV the same way. Every text output is deterministic: regenerating it from the
-same results gives the same bytes, which is what `harness leaderboard --check` relies on.
+add LaTeX or CSV the same way.
+
+Each scored cell also carries its paired test against its row's reference row
+(harness.significance; Holm-corrected over the board), and the HTML page embeds up to
+`max_samples` documents per cell for its explorer.
+
+Every text output is deterministic (the bootstrap is seeded): regenerating it from the same
+results gives the same bytes, which is what `harness leaderboard --check` relies on.
 """
 
 from __future__ import annotations
@@ -16,18 +22,52 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping, Sequence
 
 from harness import hookimpl
-from harness.errors import redact
+from harness.errors import DataError, redact
 from harness.hookspecs import ReportWriter
 from harness.records import CellRecord
+from harness.significance import (BOOTSTRAP, DEFAULT_ALPHA, DEFAULT_RESAMPLES, MCNEMAR,
+                                  Comparison, DocumentScores, compare, document_scores, holm,
+                                  pair_seed)
 from harness.store import Problem, Store, atomic_write_text
 
 COST_HEADER = "inference FLOPs/doc"
 COST_NOTE = ("Inference FLOPs/doc: 2 × parameters × tokens of every model the method ran, plus its "
              "own extra work (logit fusion), per evaluated document, over the row's scored cells "
              "(— where the records predate cost counting).")
+DEFAULT_MAX_SAMPLES = 50
+SIGNIFICANCE_SEED = 0  # fixed, so committed leaderboards regenerate to the same bytes
+SIGNIFICANT = "†"
+TEXT_CAP = 1500  # characters of a prompt, response or reference the explorer keeps
+# Fields of lm-eval's sample logs that the explorer shows in their own columns (or not at
+# all); any other field is a method's or task's per-sample fact (PackLLM's weights, a
+# judge's verdict, a sandbox outcome).
+SAMPLE_FIELDS = frozenset({"doc", "doc_id", "doc_hash", "prompt_hash", "target_hash", "filter",
+                           "filtered_resps", "metrics", "prompt", "response", "target", "task",
+                           "arguments", "resps"})
+
+
+@dataclass(frozen=True)
+class BoardOptions:
+    """What a board computes beyond its records: the paired tests against each row's
+    reference row (`resamples` bootstrap draws from `seed`, Holm at `alpha`, the tasks'
+    `CorpusMetric`s by task name) and the samples per cell the HTML explorer embeds."""
+
+    resamples: int = DEFAULT_RESAMPLES
+    max_samples: int = DEFAULT_MAX_SAMPLES
+    seed: int = SIGNIFICANCE_SEED
+    alpha: float = DEFAULT_ALPHA
+    corpus_metrics: Mapping[str, Sequence[Any]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.resamples < 1:
+            raise ValueError(f"resamples must be at least 1, got {self.resamples}")
+        if self.max_samples < 0:
+            raise ValueError(f"max_samples must be at least 0, got {self.max_samples}")
+
+
 SMOKE_WARNING = ("Smoke numbers from {what}: they show that the pipeline runs and are "
                  "not comparable with published results.")
 
@@ -45,6 +85,11 @@ class BoardCell:
     @property
     def flops_per_document(self) -> int | None:
         return self.cost.get("inference_flops_per_document") if self.cost else None
+    # The paired test against the row's reference row (None: the row is its own reference
+    # or the cell has no score); "unavailable" says why a cell could not be tested.
+    comparison: dict[str, Any] | None = None
+    significant: bool = False
+    samples: list[dict[str, Any]] = field(default_factory=list)  # the explorer's, capped
 
     def text(self, digits: int = 3, with_stderr: bool = True) -> str:
         if self.status == "ok" and self.value is not None:
@@ -99,6 +144,15 @@ class Board:
     tasks: list[BoardTask]
     rows: list[BoardRow]
     problems: list[Problem] = field(default_factory=list)  # result files not trusted
+    options: BoardOptions = field(default_factory=BoardOptions)
+    # task -> document -> {"prompt", "reference"}: shared by the explorer's cells
+    documents: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
+
+    @property
+    def comparisons(self) -> int:
+        """How many paired tests the board shows (the Holm family)."""
+        return sum(1 for row in self.rows for cell in row.cells.values()
+                   if cell.comparison and "p_value" in cell.comparison)
 
     def reasons(self) -> list[str]:
         """Distinct footnote texts, in first-seen order (footnote numbering)."""
@@ -135,8 +189,10 @@ def _latest_per_cell(records: list[CellRecord]) -> dict[tuple[str, str], CellRec
     return chosen
 
 
-def build_board(results_root: Path) -> Board:
-    """The newest record (result or failure) of every row x task, arranged as a board."""
+def build_board(results_root: Path, options: BoardOptions | None = None) -> Board:
+    """The newest record (result or failure) of every row x task, arranged as a board,
+    with each cell's paired test against its row's reference row and its samples."""
+    options = options or BoardOptions()
     store = Store(results_root)
     problems: list[Problem] = []
     chosen = _latest_per_cell([*store.results(problems), *store.failures(problems)])
@@ -172,11 +228,216 @@ def build_board(results_root: Path) -> Board:
     for row in rows.values():
         for task in ordered_tasks:
             row.cells.setdefault(task.name, BoardCell("missing", reason="not run"))
-    board = Board(ordered_tasks, list(rows.values()), problems)
+    board = Board(ordered_tasks, list(rows.values()), problems, options)
     _add_mean_win_rates(board)
     board.rows.sort(key=lambda r: (-(r.mean_win_rate if r.mean_win_rate is not None else -1),
                                    r.label, r.key))
+    cells = _CellData(store, chosen, options)
+    _add_comparisons(board, cells)
+    _add_samples(board, cells)
     return board
+
+
+class _CellData:
+    """Each chosen cell's samples and per-document scores, read once when first needed."""
+
+    def __init__(self, store: Store, chosen: dict[tuple[str, str], CellRecord],
+                 options: BoardOptions) -> None:
+        self.store, self.chosen, self.options = store, chosen, options
+        self._samples: dict[tuple[str, str], list[dict[str, Any]]] = {}
+        self._scores: dict[tuple[str, str], DocumentScores | str] = {}
+
+    def samples(self, key: str, task: str) -> list[dict[str, Any]]:
+        if (key, task) not in self._samples:
+            record = self.chosen.get((key, task))
+            try:
+                found = self.store.samples_of(record) if record else []
+            except DataError:
+                found = []
+            self._samples[key, task] = found
+        return self._samples[key, task]
+
+    def scores(self, key: str, task: str) -> DocumentScores | str:
+        if (key, task) not in self._scores:
+            record = self.chosen.get((key, task))
+            samples = self.samples(key, task)
+            if record is None or not samples:
+                found: DocumentScores | str = "no stored samples"
+            else:
+                found = document_scores(record, samples,
+                                        self.options.corpus_metrics.get(task, ()))
+            self._scores[key, task] = found
+        return self._scores[key, task]
+
+
+@dataclass(frozen=True)
+class RowComparison:
+    """Two rows' paired test on one task, or why there is none (`unavailable`)."""
+
+    task: BoardTask
+    result: Comparison | None
+    unavailable: str = ""
+
+
+def compare_rows(results_root: Path, a: str, b: str, tasks: Sequence[str] = (),
+                 options: BoardOptions | None = None
+                 ) -> tuple[BoardRow, BoardRow, list[RowComparison]]:
+    """Row `a` against row `b` (labels or row keys) on every task (or `tasks`) of the
+    results, Holm-corrected over the tasks tested. Unknown names raise UsageError."""
+    from harness.errors import UsageError
+
+    options = options or BoardOptions(max_samples=0)
+    store = Store(results_root)
+    chosen = _latest_per_cell([*store.results(), *store.failures()])
+    board = build_board(results_root, dataclasses.replace(options, max_samples=0))
+    rows = []
+    for name in (a, b):
+        found = [r for r in board.rows if name in (r.label, r.key)]
+        if not found:
+            raise UsageError(f"no row {name!r} in {results_root}; rows: "
+                             f"{', '.join(r.label for r in board.rows) or 'none'}")
+        rows.append(found[0])
+    unknown = sorted(set(tasks) - {t.name for t in board.tasks})
+    if unknown:
+        raise UsageError(f"no task {', '.join(unknown)} in {results_root}; tasks: "
+                         f"{', '.join(t.name for t in board.tasks)}")
+    cells = _CellData(store, chosen, options)
+    found_comparisons: list[RowComparison] = []
+    for task in board.tasks:
+        if tasks and task.name not in tasks:
+            continue
+        statuses = [r.cells[task.name].status for r in rows]
+        if statuses != ["ok", "ok"]:
+            found_comparisons.append(RowComparison(task, None, "not scored in both rows ("
+                                                   + " / ".join(statuses) + ")"))
+            continue
+        result = _paired(cells, task, rows[0], rows[1], options)
+        found_comparisons.append(RowComparison(task, None, result) if isinstance(result, str)
+                                 else RowComparison(task, result))
+    tested = [c for c in found_comparisons if c.result is not None]
+    corrected = holm([c.result.p_value for c in tested if c.result is not None])
+    by_task = {c.task.name: p for c, p in zip(tested, corrected)}
+    return rows[0], rows[1], [
+        dataclasses.replace(c, result=dataclasses.replace(c.result, p_holm=by_task[c.task.name]))
+        if c.result is not None else c for c in found_comparisons]
+
+
+def _paired(cells: "_CellData", task: BoardTask, row: BoardRow, other: BoardRow,
+            options: BoardOptions) -> Comparison | str:
+    """The paired test of `row` against `other` on `task`, or why there is none."""
+    mine, theirs = cells.scores(row.key, task.name), cells.scores(other.key, task.name)
+    for scores in (mine, theirs):
+        if isinstance(scores, str):
+            return scores
+    assert isinstance(mine, DocumentScores) and isinstance(theirs, DocumentScores)
+    try:
+        return compare(task.name, task.metric_key, mine, theirs, task.higher_is_better,
+                       options.resamples, pair_seed(options.seed, task.name, row.key, other.key))
+    except DataError as exc:
+        return str(exc)
+
+
+def reference_row(board: Board, row: BoardRow, task: BoardTask) -> BoardRow | None:
+    """The row `row` is tested against on `task`: the best `single` row among its own
+    models, else the board's first row with a score there."""
+    scored = [r for r in board.rows if r.cells[task.name].status == "ok"]
+    members = [r for r in scored if r.method == "single" and set(r.models) <= set(row.models)]
+    if members:
+        sign = 1 if task.higher_is_better else -1
+        return max(members, key=lambda r: sign * (r.cells[task.name].value or 0.0))
+    return scored[0] if scored else None
+
+
+def _add_comparisons(board: Board, cells: _CellData) -> None:
+    """Every scored cell against its row's reference row on the same task, Holm-corrected
+    over all the comparisons of the board."""
+    tested = []
+    for task in board.tasks:
+        for row in board.rows:
+            cell = row.cells[task.name]
+            reference = reference_row(board, row, task) if cell.status == "ok" else None
+            if reference is None or reference is row:
+                continue
+            base = {"reference": reference.label, "reference_key": reference.key}
+            result = _paired(cells, task, row, reference, board.options)
+            if isinstance(result, str):
+                cell.comparison = base | {"unavailable": result}
+                continue
+            cell.comparison = base
+            tested.append((cell, result))
+            if result.docs_differ:
+                cell.flags.append(
+                    f"tested against {reference.label} on the {result.n} documents both "
+                    f"evaluated ({result.only_a} only here, {result.only_b} only there)")
+    for (cell, result), p_holm in zip(tested, holm([r.p_value for _, r in tested])):
+        result = dataclasses.replace(result, p_holm=p_holm)
+        cell.significant = result.significant(board.options.alpha)
+        assert cell.comparison is not None
+        cell.comparison.update(result.to_dict(), significant=cell.significant,
+                               alpha=board.options.alpha)
+
+
+def _clip(text: Any, keep_tail: bool = False) -> str:
+    text = "" if text is None else text if isinstance(text, str) else json.dumps(text, default=str)
+    if len(text) <= TEXT_CAP:
+        return text
+    return "…" + text[-TEXT_CAP:] if keep_tail else text[:TEXT_CAP] + "…"
+
+
+def _document_id(sample: dict[str, Any]) -> str:
+    return f"{sample.get('task')}/{sample.get('doc_id')}"
+
+
+def _add_samples(board: Board, cells: _CellData) -> None:
+    """The first `max_samples` documents of every cell (in document order, so every row
+    shows the same documents): response, per-document metric and the per-sample facts;
+    prompts and references once per document."""
+    from harness.data import first_response
+
+    cap = board.options.max_samples
+    for task in board.tasks:
+        documents = board.documents.setdefault(task.name, {})
+        for row in board.rows:
+            samples = cells.samples(row.key, task.name)
+            if not samples or cap == 0:
+                continue
+            scores = cells.scores(row.key, task.name)
+            per_doc = {} if isinstance(scores, str) else {
+                f"{task_}/{doc}": value for (task_, doc, _), value in scores.per_document.items()}
+            headline = [s for s in samples if s.get("filter", "none") == _filter_of(task)]
+            by_doc = {_document_id(s): s for s in headline or samples}
+            chosen = sorted(by_doc.items(), key=lambda item: (
+                str(item[1].get("task")), _doc_number(item[1].get("doc_id"))))[:cap]
+            for doc, sample in chosen:
+                shared = documents.setdefault(doc, {"prompt": _clip(sample.get("prompt"), True),
+                                                    "reference": _clip(sample.get("target"))})
+                entry: dict[str, Any] = {"doc": doc, "response": _clip(first_response(sample)),
+                                         "metric": _rounded(per_doc.get(doc))}
+                prompt = _clip(sample.get("prompt"), True)
+                if prompt != shared["prompt"]:
+                    entry["prompt"] = prompt
+                facts = {k: v for k, v in sample.items()
+                         if k not in SAMPLE_FIELDS and k not in sample.get("metrics", ())}
+                facts.update({f"metric {k}": sample[k] for k in sample.get("metrics", ())
+                              if isinstance(sample.get(k), (int, float))})
+                if facts:
+                    entry["facts"] = {k: v if len(json.dumps(v, default=str)) <= TEXT_CAP
+                                      else _clip(v) for k, v in sorted(facts.items())}
+                row.cells[task.name].samples.append(entry)
+
+
+def _filter_of(task: BoardTask) -> str:
+    """The lm-eval filter whose samples carry the headline (`exact_match,strict-match`)."""
+    return task.metric_key.partition(",")[2] or "none"
+
+
+def _doc_number(doc_id: Any) -> tuple[int, str]:
+    return (doc_id if isinstance(doc_id, int) else -1), str(doc_id)
+
+
+def _rounded(value: Any) -> float | None:
+    return round(float(value), 6) if isinstance(value, (int, float)) and not (
+        isinstance(value, float) and math.isnan(value)) else None
 
 
 def _disambiguate_labels(rows: list[BoardRow]) -> None:
@@ -272,7 +533,22 @@ def _win_rate_text(row: BoardRow) -> str:
 
 def _marked(board: Board, cell: BoardCell, text: str) -> str:
     markers = board.markers(cell)
-    return text + "".join(f" [{m}]" for m in markers)
+    return text + (f" {SIGNIFICANT}" if cell.significant else "") + "".join(
+        f" [{m}]" for m in markers)
+
+
+def significance_note(board: Board) -> str:
+    """What the significance mark means, for the board's footer ("" when nothing was
+    tested)."""
+    if not board.comparisons:
+        return ""
+    return (f"{SIGNIFICANT}: differs from the row's reference row on that task (the best "
+            f"`single` row of the row's own models, else the top row) by a paired test over "
+            f"the documents both evaluated ({MCNEMAR} for 0/1 metrics, {BOOTSTRAP} of "
+            f"{board.options.resamples} resamples otherwise), Holm-corrected p < "
+            f"{board.options.alpha:g} over the {board.comparisons} comparisons shown; "
+            f"differences, 95% intervals and p-values are in leaderboard.json and the HTML "
+            f"cell details.")
 
 
 def markdown(board: Board) -> str:
@@ -292,6 +568,9 @@ def markdown(board: Board) -> str:
                                         _format_flops(row.flops_per_document)]) + " |")
     lines += ["", "Cells show the headline metric ± its standard error. Mean win rate: the share of "
               "other methods a method beats on a task, averaged over tasks. " + COST_NOTE, ""]
+    note = significance_note(board)
+    if note:
+        lines += [note, ""]
     lines += ["Data: " + "; ".join(f"{t.name}: {t.data}" for t in board.tasks) + ".", ""]
     lines += [f"[{i}] {note}" + "  " for i, note in enumerate(notes, 1)]
     return "\n".join(lines).rstrip() + "\n"
@@ -300,6 +579,9 @@ def markdown(board: Board) -> str:
 def board_json(board: Board) -> str:
     payload = {
         "warning": board.smoke_warning() or None,
+        "significance": {"resamples": board.options.resamples, "seed": board.options.seed,
+                         "alpha": board.options.alpha, "correction": "holm",
+                         "comparisons": board.comparisons},
         "tasks": [{"name": t.name, "metric": t.metric_key, "label": t.metric_label,
                    "higher_is_better": t.higher_is_better, "data": t.data} for t in board.tasks],
         "rows": [{"key": r.key, "label": r.label, "method": r.method, "models": r.models,
@@ -308,7 +590,8 @@ def board_json(board: Board) -> str:
                   "inference_flops_per_document": r.flops_per_document,
                   "cells": {name: {"status": c.status, "value": c.value, "stderr": c.stderr,
                                    "reason": c.reason, "flags": c.flags,
-                                   "provenance": c.provenance, "cost": c.cost}
+                                   "provenance": c.provenance, "cost": c.cost,
+                                   "comparison": c.comparison}
                             for name, c in r.cells.items()}}
                  for r in board.rows],
     }
@@ -318,37 +601,123 @@ def board_json(board: Board) -> str:
 PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>harness leaderboard</title>
 <style>
-body{{font-family:system-ui,sans-serif;margin:2rem;color:#222}}
-table{{border-collapse:collapse}}th,td{{padding:.35rem .7rem;border-bottom:1px solid #ddd;text-align:right}}
-th{{cursor:pointer;background:#f4f4f4;position:sticky;top:0}}th:after{{content:" ⇅";color:#aaa}}
-td:first-child,th:first-child{{text-align:left}}td.na{{color:#888}}td.failed{{color:#b00}}
-.notes{{color:#555;font-size:.9rem}}.warning{{background:#fff3cd;border:1px solid #e0c36c;padding:.6rem .9rem}}
+body{font-family:system-ui,sans-serif;margin:2rem;color:#222}
+table{border-collapse:collapse}th,td{padding:.35rem .7rem;border-bottom:1px solid #ddd;text-align:right;vertical-align:top}
+#board th{cursor:pointer;background:#f4f4f4;position:sticky;top:0}#board th:after{content:" ⇅";color:#aaa}
+td:first-child,th:first-child{text-align:left}td.na{color:#888}td.failed{color:#b00}
+td.cell{cursor:pointer}td.cell:hover{background:#eef4ff}td.open{outline:2px solid #4a7fd6}
+.notes{color:#555;font-size:.9rem}.warning{background:#fff3cd;border:1px solid #e0c36c;padding:.6rem .9rem}
+#details{margin-top:1.5rem;border-top:2px solid #4a7fd6;padding-top:.8rem}
+#details pre{background:#f7f7f7;padding:.5rem;max-height:16rem;overflow:auto;font-size:.8rem}
+#samples td,#samples th{text-align:left;font-size:.85rem}#samples td.text{white-space:pre-wrap;overflow-wrap:anywhere;max-width:28rem}
+#samples td.text>div{max-height:12rem;overflow:auto}.controls label{margin-right:1rem}
 </style></head><body>
 <h1>Leaderboard</h1>
-{warning}<p>Headline metric ± standard error per task; click a column to sort. Hover a cell for its provenance.</p>
-<table id="board"><thead><tr>{head}</tr></thead><tbody>
-{body}
+@WARNING@<p>Headline metric ± standard error per task; click a column header to sort, a cell to see its documents. @SIGNIFICANCE@</p>
+<table id="board"><thead><tr>@HEAD@</tr></thead><tbody>
+@BODY@
 </tbody></table>
-<div class="notes">{notes}</div>
-<script type="application/json" id="data">{data}</script>
+<div class="notes">@NOTES@</div>
+<section id="details" hidden>
+<h2 id="details-title"></h2>
+<pre id="cell-facts"></pre>
+<p class="controls"><label>row X <select id="row-x"></select></label><label>row Y <select id="row-y"></select></label>
+<label><input type="checkbox" id="disagree"> only documents where X and Y disagree</label>
+<span id="sample-count"></span></p>
+<table id="samples"><thead><tr><th>document</th><th>prompt</th><th>reference</th><th>X response</th><th>X metric</th><th>X facts</th><th>Y response</th><th>Y metric</th></tr></thead><tbody></tbody></table>
+</section>
+<script type="application/json" id="data">@DATA@</script>
+<script type="application/json" id="explorer">@EXPLORER@</script>
 <script>
-document.querySelectorAll("#board th").forEach((th, col) => th.addEventListener("click", () => {{
+const board = JSON.parse(document.getElementById("data").textContent);
+const explorer = JSON.parse(document.getElementById("explorer").textContent);
+const labels = Object.fromEntries(board.rows.map(r => [r.key, r.label]));
+document.querySelectorAll("#board th").forEach((th, col) => th.addEventListener("click", () => {
   const body = document.querySelector("#board tbody");
   const rows = [...body.rows];
   const dir = th.dataset.dir === "desc" ? 1 : -1;
   th.dataset.dir = dir === 1 ? "asc" : "desc";
-  const key = r => {{ const v = r.cells[col].dataset.sort; return v === undefined ? r.cells[col].textContent : parseFloat(v); }};
-  rows.sort((a, b) => {{ const x = key(a), y = key(b);
+  const key = r => { const v = r.cells[col].dataset.sort; return v === undefined ? r.cells[col].textContent : parseFloat(v); };
+  rows.sort((a, b) => { const x = key(a), y = key(b);
     if (typeof x === "number" && typeof y === "number") return dir * (x - y);
     if (typeof x === "number") return -1; if (typeof y === "number") return 1;
-    return dir * String(x).localeCompare(String(y)); }});
+    return dir * String(x).localeCompare(String(y)); });
   rows.forEach(r => body.appendChild(r));
-}}));
+}));
+const details = document.getElementById("details");
+const rowX = document.getElementById("row-x"), rowY = document.getElementById("row-y");
+const disagree = document.getElementById("disagree");
+const samplesOf = (row, task) => (explorer.cells[row] || {})[task] || [];
+function td(text, cls) {
+  const cell = document.createElement("td");
+  if (cls) { cell.className = cls; const inner = document.createElement("div"); inner.textContent = text; cell.appendChild(inner); }
+  else cell.textContent = text;
+  return cell;
+}
+const metricText = s => s === undefined ? "—" : (s.metric === null ? "—" : String(s.metric));
+function differ(a, b) {
+  if (!b) return false;
+  if (a.metric !== null || b.metric !== null) return a.metric !== b.metric;
+  return a.response !== b.response;
+}
+function render() {
+  const task = details.dataset.task, docs = explorer.documents[task] || {};
+  const other = Object.fromEntries(samplesOf(rowY.value, task).map(s => [s.doc, s]));
+  const body = document.querySelector("#samples tbody");
+  body.replaceChildren();
+  let shown = 0;
+  for (const s of samplesOf(rowX.value, task)) {
+    const y = other[s.doc];
+    if (disagree.checked && !differ(s, y)) continue;
+    const doc = docs[s.doc] || {};
+    const tr = document.createElement("tr");
+    tr.dataset.doc = s.doc;
+    tr.append(td(s.doc), td(s.prompt || doc.prompt || "", "text"), td(doc.reference || "", "text"),
+              td(s.response, "text"), td(metricText(s)),
+              td(s.facts ? JSON.stringify(s.facts, null, 1) : "", "text"),
+              td(y ? y.response : "—", "text"), td(metricText(y)));
+    body.appendChild(tr);
+    shown += 1;
+  }
+  document.getElementById("sample-count").textContent = shown + " document(s) shown (at most " + explorer.max_samples + " per cell)";
+}
+function fill(select, task, chosen) {
+  select.replaceChildren();
+  for (const r of board.rows) {
+    if (!samplesOf(r.key, task).length) continue;
+    const option = document.createElement("option");
+    option.value = r.key; option.textContent = r.label; select.appendChild(option);
+  }
+  if (chosen) select.value = chosen;
+}
+function open(td) {
+  const row = td.dataset.row, task = td.dataset.task;
+  document.querySelectorAll("td.open").forEach(c => c.classList.remove("open"));
+  td.classList.add("open");
+  const cell = board.rows.find(r => r.key === row).cells[task];
+  details.hidden = false;
+  details.dataset.task = task;
+  document.getElementById("details-title").textContent = labels[row] + " × " + task;
+  document.getElementById("cell-facts").textContent = JSON.stringify(
+    {status: cell.status, value: cell.value, stderr: cell.stderr, reason: cell.reason || undefined,
+     flags: cell.flags.length ? cell.flags : undefined, comparison: cell.comparison || undefined,
+     provenance: cell.provenance}, null, 2);
+  fill(rowX, task, row);
+  const reference = cell.comparison && cell.comparison.reference_key;
+  const fallback = board.rows.map(r => r.key).find(k => k !== row && samplesOf(k, task).length);
+  fill(rowY, task, reference && samplesOf(reference, task).length ? reference : fallback);
+  render();
+}
+document.querySelectorAll("#board td.cell").forEach(c => c.addEventListener("click", () => open(c)));
+[rowX, rowY, disagree].forEach(c => c.addEventListener("change", render));
 </script></body></html>
 """
 
 
 def html_page(board: Board) -> str:
+    """One self-contained page (no network, no build step): the sortable table, and per
+    cell its provenance, paired test and up to `max_samples` documents, with a filter to
+    the documents where two chosen rows disagree."""
     notes = board.reasons()
     head = "".join(f"<th>{html.escape(h)}</th>" for h in
                    ["method", *(t.header for t in board.tasks), "mean win rate", "trainable params",
@@ -358,12 +727,14 @@ def html_page(board: Board) -> str:
         tds = [f"<td>{html.escape(row.label)}</td>"]
         for task in board.tasks:
             cell = row.cells[task.name]
-            title = html.escape(json.dumps(cell.provenance, sort_keys=True) if cell.status == "ok"
-                                else "; ".join(cell.notes()) or cell.reason, quote=True)
+            title = html.escape("; ".join(cell.notes()) or "click for details", quote=True)
             sort = f' data-sort="{cell.value!r}"' if cell.value is not None else ""
-            css = {"n/a": ' class="na"', "failed": ' class="failed"'}.get(cell.status, "")
-            markers = "".join(f"<sup>{m}</sup>" for m in board.markers(cell))
-            tds.append(f'<td{css}{sort} title="{title}">{html.escape(cell.text())}{markers}</td>')
+            css = "cell" + {"n/a": " na", "failed": " failed"}.get(cell.status, "")
+            markers = (f"<sup>{SIGNIFICANT}</sup>" if cell.significant else "") + "".join(
+                f"<sup>{m}</sup>" for m in board.markers(cell))
+            tds.append(f'<td class="{css}"{sort} data-row="{html.escape(row.key)}" '
+                       f'data-task="{html.escape(task.name)}" title="{title}">'
+                       f'{html.escape(cell.text())}{markers}</td>')
         rate = f' data-sort="{row.mean_win_rate!r}"' if row.mean_win_rate is not None else ""
         params = f' data-sort="{row.trainable_params}"' if row.trainable_params is not None else ""
         tds.append(f"<td{rate}>{_win_rate_text(row)}</td>")
@@ -375,9 +746,24 @@ def html_page(board: Board) -> str:
     notes_html = "<br>".join(f"<sup>{i}</sup> {html.escape(n)}" for i, n in enumerate(notes, 1))
     warning = board.smoke_warning()
     warning_html = f'<p class="warning"><strong>{html.escape(warning)}</strong></p>\n' if warning else ""
-    data = board_json(board).replace("</", "<\\/")
-    return PAGE.format(head=head, body="\n".join(body), notes=notes_html, data=data,
-                       warning=warning_html)
+    explorer = {"max_samples": board.options.max_samples, "documents": board.documents,
+                "cells": {row.key: {task: cell.samples for task, cell in row.cells.items()
+                                    if cell.samples} for row in board.rows}}
+    parts = {"@HEAD@": head, "@BODY@": "\n".join(body), "@NOTES@": notes_html,
+             "@WARNING@": warning_html,
+             "@SIGNIFICANCE@": html.escape(significance_note(board)),
+             "@DATA@": _script_json(board_json(board)),
+             "@EXPLORER@": _script_json(json.dumps(explorer, sort_keys=True, ensure_ascii=False,
+                                                   default=str))}
+    page = PAGE
+    for token, text in parts.items():
+        page = page.replace(token, text)
+    return page
+
+
+def _script_json(text: str) -> str:
+    """JSON safe inside a <script> element (no "</script>" can end it early)."""
+    return text.replace("</", "<\\/").replace("<!--", "<\\u0021--")
 
 
 def plot_png(board: Board, path: Path) -> None:
@@ -560,8 +946,9 @@ def rich_tables(board: Board, width: int = 80) -> list[Any]:
                     values.append(f"[{style}]{text}[/{style}]" if style else text)
             table.add_row(escape(row.label), *values)
         tables.append(table)
-    notes = board.reasons()
+    notes = [significance_note(board)] if any(
+        cell.significant for row in board.rows for cell in row.cells.values()) else []
+    notes += [f"[{i}] {note}" for i, note in enumerate(board.reasons(), 1)]
     if notes:
-        tables.append(Text("\n".join(f"[{i}] {note}" for i, note in enumerate(notes, 1)),
-                           style="dim"))
+        tables.append(Text("\n".join(notes), style="dim"))
     return tables

@@ -249,12 +249,41 @@ MetricValues = Mapping[str, tuple[float, float | None]]  # key -> (value, stderr
 
 
 @dataclass(frozen=True)
+class CorpusMetric:
+    """How a metric that `TaskSpec.score` computes is recomputed on any multiset of the
+    cell's documents, without a model, judge or sandbox: what paired bootstrap tests
+    (harness.significance) resample.
+
+    statistics(samples, score_details): one entry per document, keyed by the sample's
+        `(task, doc_id)`, read from the stored samples and the cell's `score_details`
+        (sufficient statistics such as n-gram counts, a judge's rating, sandbox verdicts);
+        a document without a usable statistic is left out.
+    value(statistics): the metric of a corpus made of these documents' statistics
+        (repeats included, as a bootstrap resample draws them); None: the mean of the
+        statistics, which must then be numbers (0/1 ones get an exact McNemar test).
+    summed: the statistics are integer rows `[group, *counts]` (sacrebleu's n-gram counts,
+        group = the translation direction) and `value` receives the per-group sums of the
+        counts as a (groups x counts) array: resampling then weights rows instead of
+        copying them, fast enough for 20,000 sentences.
+    """
+
+    key: str
+    statistics: Callable[[Samples, Mapping[str, Any]], Mapping[tuple[str, Any], Any]]
+    value: Callable[[Sequence[Any]], float] | None = None
+    summed: bool = False
+
+
+@dataclass(frozen=True)
 class TaskSpec:
     """A task plugin: data, how lm-eval evaluates it, and which number leads.
 
     `lm_eval` returns the lm-eval plan for one run. `score`, when given, computes corpus
     metrics from the merged per-sample logs (BLEU, CIDEr, pass@k, judge scores); without
     it the host averages lm-eval's per-sample metrics.
+
+    `corpus_metrics` recompute `score`'s metrics on resampled documents for paired
+    significance tests (see `CorpusMetric`); a metric of `score` without one is shown
+    without a test. Per-sample metrics averaged by the host need none.
     """
 
     name: str
@@ -268,6 +297,7 @@ class TaskSpec:
     options: type = NoOptions
     metrics: tuple[Metric, ...] = ()
     score: Callable[[Samples, TaskContext], MetricValues] | None = None
+    corpus_metrics: tuple[CorpusMetric, ...] = ()
     training_examples: Callable[[TaskContext], list[dict[str, str]]] | None = None
     # A check run at planning time, before any model loads; returns a reason to refuse.
     preflight: Callable[[TaskContext], str | None] | None = None

@@ -240,6 +240,22 @@ class Store:
             raise DataError(f"{path}: unreadable ({type(exc).__name__}: {exc})") from None
         return CellRecord.from_dict(data, str(path))
 
+    def samples_of(self, record: CellRecord) -> list[dict[str, Any]]:
+        """The per-document samples stored with a finished cell, or with a failure that ran
+        far enough to produce them (empty when there are none)."""
+        if record.status == "ok":
+            path = self.cell_dir(record.row.method, record.task.name,
+                                 record.fingerprint) / SAMPLES_FILE
+        else:
+            path = self.failure_path(record.row.method, record.task.name,
+                                     record.fingerprint).with_suffix(".samples.jsonl")
+        if not path.is_file():
+            return []
+        try:
+            return read_jsonl(path)
+        except (OSError, UnicodeDecodeError, ValueError) as exc:
+            raise DataError(f"{path}: unreadable samples ({type(exc).__name__}: {exc})") from None
+
     def done_record(self, method: str, task: str, fp: str) -> CellRecord | None:
         """The finished cell's record, or None when it is absent or cannot be trusted."""
         directory = self.cell_dir(method, task, fp)

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
@@ -16,3 +17,25 @@ def run_cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = No
     """`harness ARGS` in a subprocess, as a user would type it."""
     return subprocess.run([sys.executable, "-m", "harness.cli", *args], capture_output=True,
                           text=True, env={**os.environ, **(env or {})}, cwd=cwd, timeout=timeout)
+
+
+def commit_binary_cell(store: Any, label: str, method: str, models: list[str],
+                       correct: list[int], task: str = "mmlu") -> None:
+    """A finished cell of a 0/1 metric (accuracy) whose samples say which documents were
+    right, with a method fact per sample (leaderboard significance and explorer tests)."""
+    from harness.records import CellRecord, RowInfo, Score, TaskInfo, row_key
+
+    refs = [{"id": f"harness-zoo/{m}", "revision": "main", "dtype": "auto"} for m in models]
+    key = row_key(method, refs, {"label": label})
+    record = CellRecord(
+        status="ok", fingerprint=f"{key}{task}".ljust(32, "0"),
+        row=RowInfo(key=key, method=method, label=label, options={}, models=refs),
+        task=TaskInfo(name=task, options={}, headline_key="acc,none", headline_label="accuracy",
+                      data="embedded"),
+        identity={}, finished_at="2026-01-01T00:00:00+00:00", n_samples=len(correct),
+        headline=Score(sum(correct) / len(correct), 0.01))
+    samples = [{"task": task, "doc_id": i, "doc_hash": f"h{i}", "filter": "none",
+                "metrics": ["acc"], "acc": float(c), "prompt": f"question {i}?",
+                "target": "B", "response": [[["-1.0", "False"]]],
+                "fusion": {"weights": [0.25, 0.75]}} for i, c in enumerate(correct)]
+    store.commit_cell(record, samples)

@@ -20,9 +20,10 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from harness.api import (Capability, DataError, LmEvalPlan, Metric, MetricValues, Samples,
-                         TaskContext, TaskSpec, at_least, dataset_dict, first_existing,
-                         first_response, hookimpl, option, read_json_file)
+from harness.api import (Capability, CorpusMetric, DataError, LmEvalPlan, Metric,
+                         MetricValues, Samples, TaskContext, TaskSpec, at_least, dataset_dict,
+                         first_existing, first_response, hookimpl, option,
+                         read_json_file)
 
 FIXTURES = Path(__file__).parent / "fixtures"
 EMBEDDED_ANNOTATIONS = FIXTURES / "captions.json"
@@ -182,9 +183,19 @@ def score(samples: Samples, ctx: TaskContext) -> MetricValues:
     predictions = {s["doc"]["image_id"]: first_response(s) for s in samples}
     options: CocoOptions = ctx.options
     corenlp = Path(options.corenlp_dir).expanduser() if options.corenlp_dir else None
-    scores, notes = caption_scores(references, predictions, cache_dir(), corenlp)
+    scores, notes, cider_per_image = caption_scores(references, predictions, cache_dir(),
+                                                    corenlp)
+    for sample in samples:  # stored with the samples: paired tests resample them
+        sample["cider"] = cider_per_image[sample["doc"]["image_id"]]
     ctx.score_details.update(notes, images=len(predictions), pycocoevalcap=pycocoevalcap_version())
     return {key: (value, None) for key, value in scores.items()}
+
+
+def image_cider(samples: Samples, _details: Any) -> dict[tuple[str, Any], float]:
+    """Each image's CIDEr as `score` stored it (the IDF of the whole scored set held
+    fixed): their mean is the corpus CIDEr."""
+    return {(s["task"], s["doc_id"]): float(s["cider"]) for s in samples
+            if isinstance(s.get("cider"), (int, float))}
 
 
 @hookimpl
@@ -203,6 +214,7 @@ def harness_tasks() -> list[TaskSpec]:
         embedded_data=FIXTURES,
         options=CocoOptions,
         score=score,
+        corpus_metrics=(CorpusMetric("CIDEr", image_cider),),
         preflight=preflight,
         training_examples=training_examples,
     )]

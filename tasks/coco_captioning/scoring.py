@@ -20,7 +20,7 @@ import shutil
 import sys
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Mapping
+from typing import Any, Mapping, NamedTuple
 
 from harness.api import DataError, cache_root
 
@@ -135,11 +135,18 @@ def shared_meteor() -> Any:
     return Meteor()
 
 
+class CaptionScores(NamedTuple):
+    scores: dict[str, float | None]
+    notes: dict[str, str]
+    # Each image's CIDEr under the IDF of the whole scored set: the corpus CIDEr is their
+    # mean, and paired bootstrap tests resample them.
+    cider_per_image: dict[int, float]
+
+
 def caption_scores(references: Mapping[int, list[str]], predictions: Mapping[int, str],
-                   cache: Path, corenlp: Path | None = None
-                   ) -> tuple[dict[str, float | None], dict[str, str]]:
-    """(scores, notes): BLEU-1..4, METEOR, ROUGE-L, CIDEr, and SPICE when CoreNLP is
-    available, else None with the reason in notes.
+                   cache: Path, corenlp: Path | None = None) -> CaptionScores:
+    """(scores, notes, cider_per_image): BLEU-1..4, METEOR, ROUGE-L, CIDEr, and SPICE when
+    CoreNLP is available, else None with the reason in notes.
 
     references and predictions are keyed by image id; both sets of captions go through the
     PTB tokenizer in a single Java call.
@@ -167,12 +174,14 @@ def caption_scores(references: Mapping[int, list[str]], predictions: Mapping[int
     scores.update(zip(BLEU_KEYS, map(float, bleu)))
     scores["METEOR"] = float(shared_meteor().compute_score(gts, res)[0])
     scores["ROUGE_L"] = float(Rouge().compute_score(gts, res)[0])
-    scores["CIDEr"] = float(Cider().compute_score(gts, res)[0])
+    cider, per_image = Cider().compute_score(gts, res)
+    scores["CIDEr"] = float(cider)
     scores["SPICE"], problem = _spice_score(gts, res, cache, corenlp_dir(corenlp))
     notes = {"SPICE": f"unavailable: {problem}"} if problem else {}
     if problem:
         log.warning("SPICE %s", notes["SPICE"])
-    return scores, notes
+    # pycocoevalcap's Cider lists per-image scores in its gts's key order
+    return CaptionScores(scores, notes, {i: float(s) for i, s in zip(gts, per_image)})
 
 
 def _spice_score(gts: dict, res: dict, cache: Path,

@@ -20,6 +20,7 @@ language pair can be asked for with `directions`.
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import re
 from dataclasses import dataclass
@@ -27,9 +28,9 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
-from harness.api import (Capability, DataError, HarnessError, LmEvalPlan, Metric, MetricValues,
-                         Samples, TaskContext, TaskSpec, UsageError, at_least, dataset_dict,
-                         first_existing, first_response, hookimpl, option)
+from harness.api import (Capability, CorpusMetric, DataError, HarnessError, LmEvalPlan, Metric,
+                         MetricValues, Samples, TaskContext, TaskSpec, UsageError, at_least,
+                         dataset_dict, first_existing, first_response, hookimpl, option)
 
 FIXTURES = Path(__file__).parent / "fixtures"
 # Low-resource languages present in the shared 30-language FLORES-200 copy: East, West and
@@ -253,6 +254,39 @@ def score(samples: Samples, ctx: TaskContext) -> MetricValues:
     return metrics
 
 
+@functools.lru_cache(maxsize=None)
+def _sacrebleu_metric(key: str) -> Any:
+    from sacrebleu.metrics import BLEU, CHRF
+
+    return {"chrf++": CHRF(word_order=2), "bleu": BLEU()}[key]
+
+
+def sentence_statistics(key: str, samples: Samples, _details: Any) -> dict[tuple[str, Any], Any]:
+    """Each translation's sacrebleu sufficient statistics (character / word n-gram matches
+    and totals) after its direction's number: summed per direction they give that
+    direction's corpus score exactly (sacrebleu's own paired bootstrap sums them too)."""
+    metric = _sacrebleu_metric(key)
+    stats = metric._extract_corpus_statistics([first_response(s) for s in samples],
+                                              [[s["doc"]["target"] for s in samples]])
+    directions = {name: code for code, name in enumerate(sorted({s["task"] for s in samples}))}
+    return {(s["task"], s["doc_id"]): [directions[s["task"]], *row]
+            for s, row in zip(samples, stats)}
+
+
+def corpus_from_totals(key: str, totals: Any) -> float:
+    """`score`'s aggregate from each direction's summed sentence statistics: the mean over
+    directions of their corpus scores."""
+    metric = _sacrebleu_metric(key)
+    scores = [metric._compute_score_from_stats([int(count) for count in row]).score
+              for row in totals]
+    return sum(scores) / len(scores)
+
+
+CORPUS_METRICS = tuple(CorpusMetric(key, partial(sentence_statistics, key),
+                                    partial(corpus_from_totals, key), summed=True)
+                       for key in ("chrf++", "bleu"))
+
+
 @hookimpl
 def harness_tasks() -> list[TaskSpec]:
     return [TaskSpec(
@@ -268,4 +302,5 @@ def harness_tasks() -> list[TaskSpec]:
         embedded_data=FIXTURES,
         options=FloresOptions,
         score=score,
+        corpus_metrics=CORPUS_METRICS,
     )]

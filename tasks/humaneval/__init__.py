@@ -28,11 +28,12 @@ import math
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
-from harness.api import (Capability, HarnessError, LmEvalPlan, Metric, MetricValues, Samples,
-                         TaskContext, TaskSpec, UsageError, dataset_dict, first_existing, hookimpl,
-                         mean_and_stderr, option, read_jsonl_rows)
+from harness.api import (Capability, CorpusMetric, HarnessError, LmEvalPlan, Metric,
+                         MetricValues, Samples, TaskContext, TaskSpec, UsageError, dataset_dict,
+                         first_existing, hookimpl, mean_and_stderr, option,
+                         read_jsonl_rows)
 from harness.sandbox import MAX_WORKERS, Limits, Program
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -176,6 +177,8 @@ def score(samples: Samples, ctx: TaskContext) -> MetricValues:
     outcomes: dict[str, list[str]] = {}
     for (task_id, _), result in zip(jobs, results):
         outcomes.setdefault(task_id, []).append(result.describe())
+    for sample in samples:  # stored with the samples: the HTML explorer shows each verdict
+        sample["sandbox"] = outcomes.get(sample["doc"]["task_id"], [])
     n = min(len(v) for v in outcomes.values())
     metrics = {}
     for k in sorted(set(options.ks) | {1}):
@@ -196,6 +199,14 @@ def score(samples: Samples, ctx: TaskContext) -> MetricValues:
     return metrics
 
 
+def problem_pass_at_1(samples: Samples, details: Mapping[str, Any]) -> dict[tuple[str, Any], float]:
+    """Each problem's pass@1 (its share of passing completions: 0 or 1 under greedy
+    decoding) from the sandbox verdicts `score` stored in the cell's details."""
+    executions = details.get("executions") or {}
+    return {(s["task"], s["doc_id"]): estimate_pass_at_k(len(runs), runs.count("passed"), 1)
+            for s in samples if (runs := executions.get(s["doc"]["task_id"]))}
+
+
 @hookimpl
 def harness_tasks() -> list[TaskSpec]:
     return [TaskSpec(
@@ -211,6 +222,7 @@ def harness_tasks() -> list[TaskSpec]:
         embedded_data=FIXTURES,
         options=HumanEvalOptions,
         score=score,
+        corpus_metrics=(CorpusMetric("pass@1", problem_pass_at_1),),
         preflight=preflight,
         version="2",  # verdicts from a separate checker process with the prompt's own helpers
     )]

@@ -36,9 +36,10 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
-from harness.api import (Capability, DataError, HarnessError, LmEvalPlan, Metric, MetricValues,
-                         Samples, TaskContext, TaskSpec, at_least, dataset_dict, first_existing,
-                         first_response, hookimpl, mean_and_stderr, option, read_jsonl_rows)
+from harness.api import (Capability, CorpusMetric, DataError, HarnessError, LmEvalPlan, Metric,
+                         MetricValues, Samples, TaskContext, TaskSpec, at_least, dataset_dict,
+                         first_existing, first_response, hookimpl, mean_and_stderr, option,
+                         read_jsonl_rows)
 
 HERE = Path(__file__).parent
 FIXTURES = HERE / "fixtures"
@@ -332,6 +333,14 @@ def pairwise_metrics(verdicts: list[dict[str, str | None]]) -> dict[str, tuple[f
             "position_flip_rate": (share(flips), None)}
 
 
+def judge_ratings(samples: Samples, _details: Any) -> dict[tuple[str, Any], float]:
+    """Each answer's single-answer rating, as `score` stored it in the sample's judgment
+    (an unparsed rating is left out, as `score` leaves it out of the mean)."""
+    return {(s["task"], s["doc_id"]): float(rating) for s in samples
+            if (rating := ((s.get("judgment") or {}).get("single") or {}).get("rating"))
+            is not None}
+
+
 @hookimpl
 def harness_tasks() -> list[TaskSpec]:
     return [TaskSpec(
@@ -348,4 +357,5 @@ def harness_tasks() -> list[TaskSpec]:
         embedded_data=FIXTURES,
         options=VicunaBenchOptions,
         score=score,
+        corpus_metrics=(CorpusMetric("score", judge_ratings),),
     )]

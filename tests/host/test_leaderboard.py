@@ -91,7 +91,8 @@ def test_json_and_html_carry_provenance_and_are_self_contained(results: Path) ->
     assert cell["provenance"]["fingerprint"] and cell["status"] == "ok"
     page = html_page(board)
     assert "<script>" in page and "http" not in page.split("<body>")[1].split("<script type")[0]
-    assert page.count("<tr>") == 1 + len(board.rows)
+    table = page.split('<table id="board">')[1].split("</table>")[0]
+    assert table.count("<tr>") == 1 + len(board.rows)
 
 
 def test_check_mode_detects_stale_tables(results: Path) -> None:

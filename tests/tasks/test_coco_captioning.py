@@ -89,7 +89,7 @@ def test_scores_equal_cocoevalcap(tmp_path, monkeypatch):
     references = {image["image_id"]: image["references"] for image in images}
     package_files = sorted(p for p in scoring.package_dir().rglob("*") if "__pycache__" not in p.parts)
 
-    ours, notes = scoring.caption_scores(references, predictions, tmp_path / "cache")
+    ours, notes, per_image = scoring.caption_scores(references, predictions, tmp_path / "cache")
 
     class NoSpice:  # CoreNLP for SPICE is not available offline; COCOEvalCap always runs it
         def compute_score(self, gts, res):
@@ -110,6 +110,7 @@ def test_scores_equal_cocoevalcap(tmp_path, monkeypatch):
     for key in ("Bleu_1", "Bleu_2", "Bleu_3", "Bleu_4", "METEOR", "ROUGE_L", "CIDEr"):
         assert ours[key] == pytest.approx(reference.eval[key], rel=1e-12, abs=1e-15), key
     assert ours["CIDEr"] > 0.5
+    assert sum(per_image.values()) / len(per_image) == pytest.approx(ours["CIDEr"])
     assert ours["SPICE"] is None  # unavailable, never 0
     assert notes["SPICE"].startswith("unavailable: Stanford CoreNLP 3.6.0 jars")
     after = sorted(p for p in scoring.package_dir().rglob("*") if "__pycache__" not in p.parts)
