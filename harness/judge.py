@@ -245,7 +245,7 @@ class OpenAIJudge:
         for attempt in range(attempts):
             try:
                 response = self._client.chat.completions.create(
-                    model=self.settings.model, messages=messages,
+                    model=self.settings.model, messages=messages,  # type: ignore[arg-type]
                     temperature=self.settings.temperature, max_tokens=self.settings.max_tokens,
                     **extra)
                 choice = response.choices[0]

@@ -119,7 +119,7 @@ def train(model: Any, parameters: dict[str, Any], encoded: list[EncodedExample],
     scheduler = get_scheduler(options.schedule, optimizer,
                               num_warmup_steps=round(options.warmup_ratio * steps),
                               num_training_steps=steps)
-    state = {"step": 0, "train_tokens": 0, "train_seconds": 0.0, "first_loss": None,
+    state: dict[str, Any] = {"step": 0, "train_tokens": 0, "train_seconds": 0.0, "first_loss": None,
              "final_loss": None}
     if folder.checkpoint.is_file():
         saved = torch.load(folder.checkpoint, map_location="cpu", weights_only=True)

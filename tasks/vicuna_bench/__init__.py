@@ -197,6 +197,7 @@ def baseline_answers(ctx: TaskContext) -> tuple[dict[Any, str], str] | None:
         return None
     if not options.baseline.startswith("cell:"):
         path = _baseline_path(options.baseline)
+        assert path is not None  # a non-empty baseline that is not a cell label
         return read_answers(path), str(path)
     row = options.baseline.removeprefix("cell:").strip()
     if ctx.store is None:
@@ -272,12 +273,12 @@ def score(samples: Samples, ctx: TaskContext) -> MetricValues:
         entry: dict[str, Any] = {"prompt": outcome.request.prompt, "text": outcome.text,
                                  "cache_key": outcome.key}
         if kind == "single":
-            entry.update(read_rating(outcome.probabilities, parse_rating(outcome.text)))
+            entry.update(read_rating(outcome.probabilities, parse_rating(outcome.text or "")))
             methods[entry["rating_method"]] += 1
             if entry["rating"] is not None:
                 ratings.append(entry["rating"])
         else:
-            raw = parse_preference(outcome.text)
+            raw = parse_preference(outcome.text or "")
             # back to the method's point of view: in order BA the method is assistant B
             mine, theirs = ("A", "B") if kind == "AB" else ("B", "A")
             entry["winner"] = {mine: "method", theirs: "baseline", "tie": "tie", None: None}[raw]
