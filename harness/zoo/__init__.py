@@ -68,11 +68,13 @@ RECIPES: dict[str, ZooRecipe] = {
 }
 
 # The vision tower of "llava" recipes; 32 px images in 8 px patches give 16 image tokens.
-VISION_TOWER = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
-                "num_attention_heads": 2, "image_size": 32, "patch_size": 8}
+VISION_TOWER: dict[str, Any] = {"hidden_size": 32, "intermediate_size": 64,
+                                "num_hidden_layers": 2, "num_attention_heads": 2,
+                                "image_size": 32, "patch_size": 8}
 IMAGE_TOKEN = "<image>"
 # The towers of "clip" recipes besides the recipe's text width; CLIP's 77-token context.
-CLIP_TOWERS = {"vision": VISION_TOWER, "projection_dim": 32, "max_text_positions": 77}
+CLIP_TOWERS: dict[str, Any] = {"vision": VISION_TOWER, "projection_dim": 32,
+                               "max_text_positions": 77}
 
 MAX_POSITIONS = 4096
 
