@@ -65,9 +65,22 @@ def pretraining_fingerprint(name: str) -> dict[str, Any] | None:
 def pretrain(name: str, folder: Path) -> None:
     """Pretrain the freshly built zoo model in `folder` on its domain, in place."""
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     plan = PRETRAINING[name]
+    threads = torch.get_num_threads()
+    # A 64-wide model gains nothing from intra-op threads, and on a busy machine their
+    # synchronisation costs more than the arithmetic.
+    torch.set_num_threads(1)
+    try:
+        _pretrain(plan, folder)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _pretrain(plan: DomainPretraining, folder: Path) -> None:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
     tokenizer = AutoTokenizer.from_pretrained(folder)
     model = AutoModelForCausalLM.from_pretrained(folder)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
@@ -81,7 +94,9 @@ def pretrain(name: str, folder: Path) -> None:
                  for _ in range(plan.batch_size)]
         batch = _right_padded(tokenizer, texts, pad)
         labels = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
-        loss = model(**batch, labels=labels).loss
+        logits = model(**batch).logits[:, :-1]
+        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]),
+                                                 labels[:, 1:].reshape(-1), ignore_index=-100)
         loss.backward()
         optimizer.step()
         optimizer.zero_grad()
