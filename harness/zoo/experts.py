@@ -49,7 +49,9 @@ PRETRAINING: dict[str, DomainPretraining] = {
 
 def letter_run(domain: str, start: int, length: int) -> list[str]:
     """`length` letters of the alphabet from index `start`, forwards for "ascending" and
-    backwards for "descending", wrapping around."""
+    backwards for "descending", wrapping around. (The task plugin draws its documents on its
+    own: plugins do not import the zoo, and a benchmark should not share code with a
+    pretraining corpus.)"""
     if domain not in DOMAINS:
         raise ValueError(f"unknown domain {domain!r}; domains: {', '.join(DOMAINS)}")
     step = 1 if domain == "ascending" else -1

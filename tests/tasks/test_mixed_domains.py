@@ -50,9 +50,10 @@ def test_data_is_deterministic_and_well_formed() -> None:
 def test_training_examples_interleave_the_domains_in_the_eval_format() -> None:
     examples = mixed_domains.training_examples(_context())
     assert len(examples) == 2 * (26 * 6 - 60)
-    first, second = examples[:2]
-    assert first["prompt"].split()[0] < first["prompt"].split()[1] or first["prompt"].startswith("z")
-    assert second["target"].startswith(" ") and len(second["target"]) == 2
+    for example, step in zip(examples[:4], (1, -1, 1, -1)):  # ascending, descending, ...
+        letters = example["prompt"].split()
+        assert (ord(letters[1]) - ord(letters[0])) % 26 == step % 26
+        assert example["target"] == " " + chr((ord(letters[-1]) - ord("a") + step) % 26 + ord("a"))
     only = mixed_domains.training_examples(_context(domains=("descending",)))
     assert len(only) == 26 * 6 - 60
 
