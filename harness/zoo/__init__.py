@@ -17,6 +17,10 @@ tower, Llava's projector and a tiny Llama, saved with its `LlavaProcessor` so th
 projections) with a third tokenizer family, CLIP's: lower-cased, split on whitespace and
 punctuation, BPE words ending in "</w>". It is saved with its image processor, so
 `AutoModel` / `AutoTokenizer` / `AutoImageProcessor` load it like openai/clip-vit-base-patch32.
+
+`expert-ascending` / `expert-descending` are tiny-llama / tiny-gpt2 recipes pretrained for
+a few seconds on one synthetic domain each (harness.zoo.experts): models that know
+something, for the `mixed_domains` task and the quick-start suite.
 """
 
 from __future__ import annotations
@@ -30,6 +34,8 @@ import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
+
+from harness.zoo import experts
 
 ZOO_PREFIX = "harness-zoo/"
 RECIPE_VERSION = 1
@@ -64,6 +70,11 @@ RECIPES: dict[str, ZooRecipe] = {
         ZooRecipe("tiny-clip", "clip", "clip", 512, 48, 2, 2, 2, 0,
                   "CLIP dual encoder: text tower (CLIP tokenizer) + vision tower (32 px), "
                   "32-d projections"),
+        # Pretrained on one synthetic domain each (harness.zoo.experts), two tokenizer families.
+        ZooRecipe("expert-ascending", "llama", "metaspace", 640, 64, 4, 4, 2, 0,
+                  "tiny-llama pretrained on the alphabet forwards (the mixed_domains task)"),
+        ZooRecipe("expert-descending", "gpt2", "bytelevel", 768, 64, 4, 4, 4, 0,
+                  "tiny-gpt2 pretrained on the alphabet backwards (the mixed_domains task)"),
     )
 }
 
@@ -112,6 +123,9 @@ def recipe_fingerprint(recipe: ZooRecipe) -> str:
         content["vision_tower"] = VISION_TOWER
     if is_clip(recipe):
         content["clip_towers"] = CLIP_TOWERS
+    pretraining = experts.pretraining_fingerprint(recipe.name)
+    if pretraining is not None:
+        content["pretraining"] = pretraining
     payload = json.dumps(content, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()
 
@@ -254,6 +268,8 @@ def _build(recipe: ZooRecipe, out: Path) -> None:
         model, preprocessing = AutoModelForCausalLM.from_config(config), tokenizer
     model.save_pretrained(out)
     preprocessing.save_pretrained(out)
+    if recipe.name in experts.PRETRAINING:
+        experts.pretrain(recipe.name, out)
     (out / "zoo_recipe.json").write_text(json.dumps(asdict(recipe), indent=2, sort_keys=True))
 
 
