@@ -468,7 +468,8 @@ def _base_record(cell: Cell, status: Literal["ok", "n/a", "failed"], reason: str
         task=TaskInfo(name=cell.task, options=options_to_dict(cell.column.options),
                       headline_key=spec.headline.key, headline_label=spec.headline.label,
                       higher_is_better=spec.headline.higher_is_better,
-                      data=cell.settings.data_source.describe()),
+                      data=("generated" if spec.generated_data
+                            else cell.settings.data_source.describe())),
         identity=cell.identity, code=dict(cell.code),
         finished_at=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         seed=cell.settings.seed, limit=cell.settings.limit)

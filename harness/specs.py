@@ -304,6 +304,9 @@ class TaskSpec:
     # Bump when a code change can change this task's numbers (prompts, scoring, data
     # handling): it enters every cell fingerprint.
     version: str = "1"
+    # The documents are generated from the task's options and seed, the same in every data
+    # mode: results record the data as "generated", not as a smoke-test sample.
+    generated_data: bool = False
 
 
 def options_to_dict(options: Any) -> dict[str, Any]:

@@ -131,4 +131,5 @@ def harness_tasks() -> list[TaskSpec]:
         local_format="none: the documents are generated from the seed in every data mode",
         options=MixedDomainsOptions,
         training_examples=training_examples,
+        generated_data=True,
     )]
