@@ -29,6 +29,8 @@ from harness.specs import (ANCHOR_AUGMENTING, MODEL_PACK, ONE_MODEL, TEXT_CAPABI
                            MetricValues, ModelSlots, NoOptions, Samples, TaskContext, TaskSpec,
                            Training, at_least, option)
 from harness.training import TrainingOptions, fit, fitted_lm, freeze, trainable_parameters
+from harness.zoo.kv import DATASETS as KV_DATASETS
+from harness.zoo.kv import examples as kv_examples
 
 __all__ = [
     # registration
@@ -40,6 +42,8 @@ __all__ = [
     "MetricValues",
     # helpers for tasks: original-format readers with line-precise errors
     "dataset_dict", "first_existing", "first_response", "read_csv_rows", "read_jsonl_rows",
+    # the key-value arithmetic world the kv zoo models were trained in (CALM's Table 1)
+    "KV_DATASETS", "kv_examples",
     # helpers for methods
     "load_causal_lm", "load_tokenizer", "load_vision_lm", "load_processor", "is_vision_language", "hf_lm",
     "hf_multimodal_lm", "count_parameters",

@@ -17,6 +17,11 @@ tower, Llava's projector and a tiny Llama, saved with its `LlavaProcessor` so th
 projections) with a third tokenizer family, CLIP's: lower-cased, split on whitespace and
 punctuation, BPE words ending in "</w>". It is saved with its image processor, so
 `AutoModel` / `AutoTokenizer` / `AutoImageProcessor` load it like openai/clip-vit-base-patch32.
+
+`kv-anchor` and `kv-augmenting` are not random: they are trained on first use in the
+key-value arithmetic world of CALM's first experiment (`harness.zoo.kv`), the anchor on
+numeric arithmetic, the augmenting model on key-value substitution; both use a
+character-level tokenizer (family "chars").
 """
 
 from __future__ import annotations
@@ -40,7 +45,7 @@ CORPUS = Path(__file__).with_name("corpus.txt")
 class ZooRecipe:
     name: str
     architecture: str  # "llama", "gpt2", "llava" (vision tower + projector + llama) or "clip"
-    tokenizer: str  # "metaspace", "bytelevel" or "clip"
+    tokenizer: str  # "metaspace", "bytelevel", "clip" or "chars" (trained key-value models)
     vocab_size: int
     hidden_size: int
     layers: int
@@ -64,6 +69,10 @@ RECIPES: dict[str, ZooRecipe] = {
         ZooRecipe("tiny-clip", "clip", "clip", 512, 48, 2, 2, 2, 0,
                   "CLIP dual encoder: text tower (CLIP tokenizer) + vision tower (32 px), "
                   "32-d projections"),
+        ZooRecipe("kv-augmenting", "llama", "chars", 45, 64, 8, 4, 4, 0,
+                  "trained to memorise key-value substitution over every key (CALM's m_A)"),
+        ZooRecipe("kv-anchor", "llama", "chars", 45, 128, 4, 4, 4, 0,
+                  "trained on numeric arithmetic only (CALM's anchor m_B)"),
     )
 }
 
@@ -103,6 +112,11 @@ def is_clip(recipe: ZooRecipe) -> bool:
     return recipe.architecture == "clip"
 
 
+def is_trained(recipe: ZooRecipe) -> bool:
+    """A key-value model, trained on first use (harness.zoo.kv) instead of left random."""
+    return recipe.tokenizer == "chars"
+
+
 def recipe_fingerprint(recipe: ZooRecipe) -> str:
     content: dict[str, Any] = {"recipe": asdict(recipe), "version": RECIPE_VERSION,
                                "corpus": hashlib.sha256(CORPUS.read_bytes()).hexdigest()}
@@ -110,6 +124,10 @@ def recipe_fingerprint(recipe: ZooRecipe) -> str:
         content["vision_tower"] = VISION_TOWER
     if is_clip(recipe):
         content["clip_towers"] = CLIP_TOWERS
+    if is_trained(recipe):
+        from harness.zoo import kv
+
+        content["training"] = kv.training_identity(recipe.name)
     payload = json.dumps(content, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()
 
@@ -240,6 +258,12 @@ def _build(recipe: ZooRecipe, out: Path) -> None:
     import torch
     from transformers import AutoModel, AutoModelForCausalLM, AutoModelForImageTextToText
 
+    if is_trained(recipe):
+        from harness.zoo import kv
+
+        kv.build(recipe.name, recipe.hidden_size, recipe.layers, recipe.heads, recipe.seed, out)
+        (out / "zoo_recipe.json").write_text(json.dumps(asdict(recipe), indent=2, sort_keys=True))
+        return
     tokenizer = _wrap_tokenizer(recipe)
     config = _config(recipe, tokenizer)
     torch.manual_seed(recipe.seed)
