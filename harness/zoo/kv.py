@@ -5,9 +5,11 @@ A seeded world of `N_KEYS` short letter strings (keys), each with a small intege
 Three datasets share one expression generator (3-4 operands joined by + - *, evaluated
 with the usual precedence), with the paper's formats:
 
-- kv_substitution: "cab + qe * fo =" -> " 7 + 3 * 5"   (the augmenting model's skill)
-- numeric_arithmetic: "7 + 3 * 5 =" -> " 22"            (the anchor's skill)
-- kv_arithmetic: "cab + qe * fo =" -> " 22"              (the composition, learnt by neither)
+- kv_substitution: "cab+qe*fo=" -> "7+3*5"   (the augmenting model's skill)
+- numeric_arithmetic: "7+3*5=" -> "22"       (the anchor's skill)
+- kv_arithmetic: "cab+qe*fo=" -> "22"         (the composition, learnt by neither)
+
+(no spaces: one token per character, and the shortest sequences to train on two CPU cores)
 
 `COMPOSITION_SHARE` of the keys form the composition set: CALM's training examples are KV
 arithmetic over those keys only; every evaluation of a dataset with keys uses the other
@@ -40,7 +42,7 @@ OPERATORS = "+-*"
 COMPOSITION_SHARE = 0.2
 EVAL_BUCKET = 5  # expressions whose text hashes to 0 mod this are evaluation-only
 DATASETS = ("kv_substitution", "numeric_arithmetic", "kv_arithmetic")
-CHARACTERS = "abcdefghijklmnopqrstuvwxyz0123456789 +-*="
+CHARACTERS = "abcdefghijklmnopqrstuvwxyz0123456789+-*="
 SPECIALS = ("<unk>", "<s>", "</s>", "<pad>")
 
 Dataset = Literal["kv_substitution", "numeric_arithmetic", "kv_arithmetic"]
@@ -75,11 +77,11 @@ def _example(dataset: Dataset, operands: list[str], operators: list[str],
              kv: KeyValueWorld) -> dict[str, str]:
     keyed = dataset != "numeric_arithmetic"
     numbers = [str(kv.values[o]) if keyed else o for o in operands]
-    expression = " ".join(sum(([op, n] for op, n in zip(operators, operands[1:])), [operands[0]]))
-    numeric = " ".join(sum(([op, n] for op, n in zip(operators, numbers[1:])), [numbers[0]]))
+    expression = "".join(sum(([op, n] for op, n in zip(operators, operands[1:])), [operands[0]]))
+    numeric = "".join(sum(([op, n] for op, n in zip(operators, numbers[1:])), [numbers[0]]))
     answer = str(eval(numeric))  # digits and + - * only: built above, never user input
     target = numeric if dataset == "kv_substitution" else answer
-    return {"prompt": f"{expression} =", "target": f" {target}"}
+    return {"prompt": f"{expression}=", "target": target}
 
 
 def examples(dataset: Dataset, split: Literal["train", "composition", "test"], count: int,
@@ -124,10 +126,10 @@ class Curriculum:
 
 
 CURRICULA = {
-    "kv-augmenting": Curriculum("kv_substitution", examples=40_000, steps=1500, batch_size=64,
+    "kv-augmenting": Curriculum("kv_substitution", examples=20_000, steps=500, batch_size=32,
                                 lr=3e-3),
-    "kv-anchor": Curriculum("numeric_arithmetic", examples=40_000, steps=1500, batch_size=64,
-                            lr=3e-3),
+    "kv-anchor": Curriculum("numeric_arithmetic", examples=30_000, steps=800, batch_size=32,
+                            lr=2e-3),
 }
 
 

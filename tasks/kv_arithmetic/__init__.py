@@ -2,8 +2,8 @@
 tiny scale, generated offline from a fixed seed (harness.zoo.kv).
 
 Three datasets over one world of keys (short letter strings) with small integer values:
-kv_substitution ("cab + qe * fo =" -> "7 + 3 * 5"), numeric_arithmetic ("7 + 3 * 5 =" ->
-"22") and kv_arithmetic ("cab + qe * fo =" -> "22"). Task `kv_arithmetic` evaluates the
+kv_substitution ("cab+qe*fo=" -> "7+3*5"), numeric_arithmetic ("7+3*5=" ->
+"22") and kv_arithmetic ("cab+qe*fo=" -> "22"). Task `kv_arithmetic` evaluates the
 last by default and any with `-O dataset=`; tasks `kv_substitution` and
 `numeric_arithmetic` are the same task with that default changed, so a suite's table has a
 column per dataset (leaderboard columns are keyed by task name). Greedy generation up to the end of the line, scored by lm-eval's
@@ -48,10 +48,10 @@ class NumericArithmeticOptions(KvArithmeticOptions):
 
 
 DESCRIPTIONS = {
-    "kv_arithmetic": "arithmetic over keys, e.g. 'cab + qe * fo =' -> '22' (neither zoo model "
+    "kv_arithmetic": "arithmetic over keys, e.g. 'cab+qe*fo=' -> '22' (neither zoo model "
                      "alone can)",
-    "kv_substitution": "substitute keys by their values, e.g. 'cab + qe * fo =' -> '7 + 3 * 5'",
-    "numeric_arithmetic": "arithmetic on small integers, e.g. '7 + 3 * 5 =' -> '22'",
+    "kv_substitution": "substitute keys by their values, e.g. 'cab+qe*fo=' -> '7+3*5'",
+    "numeric_arithmetic": "arithmetic on small integers, e.g. '7+3*5=' -> '22'",
 }
 OPTIONS = {"kv_arithmetic": KvArithmeticOptions, "kv_substitution": KvSubstitutionOptions,
            "numeric_arithmetic": NumericArithmeticOptions}
