@@ -69,9 +69,9 @@ RECIPES: dict[str, ZooRecipe] = {
         ZooRecipe("tiny-clip", "clip", "clip", 512, 48, 2, 2, 2, 0,
                   "CLIP dual encoder: text tower (CLIP tokenizer) + vision tower (32 px), "
                   "32-d projections"),
-        ZooRecipe("kv-augmenting", "llama", "chars", 44, 64, 8, 4, 4, 0,
+        ZooRecipe("kv-augmenting", "llama", "chars", 44, 48, 8, 4, 4, 0,
                   "trained to memorise key-value substitution over every key (CALM's m_A)"),
-        ZooRecipe("kv-anchor", "llama", "chars", 44, 96, 4, 4, 4, 0,
+        ZooRecipe("kv-anchor", "llama", "chars", 44, 64, 4, 4, 4, 0,
                   "trained on numeric arithmetic only (CALM's anchor m_B)"),
     )
 }

@@ -19,8 +19,10 @@ text, so no evaluated expression was trained on by a zoo model or by CALM.
 `harness-zoo/kv-augmenting` is trained on kv_substitution over every key (it memorises the
 mapping); `harness-zoo/kv-anchor` on numeric_arithmetic only. Both are small Llamas with a
 character-level tokenizer (one token per character, so numbers are digit strings), trained
-deterministically on first use (seeded data order and initialisation, single process) and
-cached like every zoo model.
+deterministically on first use (seeded initialisation and data order) and
+cached like every zoo model. The sizes and budgets are the smallest we found that still
+learn their skill in a couple of minutes on two CPU cores; the models are far from
+perfect at it, like the paper's (m_B solves 73.7% of numeric arithmetic).
 """
 
 from __future__ import annotations
@@ -34,9 +36,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 WORLD_SEED = 9
-N_KEYS = 200
-KEY_LENGTHS = (2, 3, 4)
-VALUES = range(1, 10)
+N_KEYS = 100
+KEY_LENGTHS = (2, 3)
+VALUES = range(1, 6)
 OPERANDS = (3, 4)
 OPERATORS = "+-*"
 COMPOSITION_SHARE = 0.2
@@ -126,10 +128,10 @@ class Curriculum:
 
 
 CURRICULA = {
-    "kv-augmenting": Curriculum("kv_substitution", examples=20_000, steps=500, batch_size=32,
-                                lr=3e-3),
-    "kv-anchor": Curriculum("numeric_arithmetic", examples=30_000, steps=800, batch_size=32,
-                            lr=2e-3),
+    "kv-augmenting": Curriculum("kv_substitution", examples=20_000, steps=300, batch_size=256,
+                                lr=5e-3),
+    "kv-anchor": Curriculum("numeric_arithmetic", examples=12_000, steps=300, batch_size=256,
+                            lr=3e-3),
 }
 
 
@@ -157,17 +159,18 @@ def build(name: str, hidden_size: int, layers: int, heads: int, seed: int, out: 
     import torch
 
     curriculum = CURRICULA[name]
-    # one thread: the same result on every machine, and no slower on two shared cores
+    # one thread: tiny matrices gain nothing from more, and spinning threads lose a lot
+    # on shared cores; one fixed thread count also keeps the result reproducible
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        _train_and_save(name, curriculum, hidden_size, layers, heads, seed, out)
+        _train(name, curriculum, hidden_size, layers, heads, seed, out)
     finally:
         torch.set_num_threads(threads)
 
 
-def _train_and_save(name: str, curriculum: Curriculum, hidden_size: int, layers: int,
-                    heads: int, seed: int, out: Path) -> None:
+def _train(name: str, curriculum: Curriculum, hidden_size: int, layers: int, heads: int,
+           seed: int, out: Path) -> None:
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM, get_scheduler
 
@@ -201,7 +204,7 @@ def _train_and_save(name: str, curriculum: Curriculum, hidden_size: int, layers:
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
     (out / "zoo_training.json").write_text(json.dumps(
-        training_identity(name) | {"final_loss": float(loss)}, indent=2, sort_keys=True))
+        training_identity(name) | {"final_loss": float(loss.detach())}, indent=2, sort_keys=True))
 
 
 def _encode(tokenizer: Any, rows: list[dict[str, str]]) -> tuple[Any, Any]:
