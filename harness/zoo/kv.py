@@ -1,13 +1,13 @@
 """The key-value arithmetic world of CALM's first experiment (Bansal et al. 2024, Table 1)
 at tiny scale, and the two zoo models trained in it.
 
-A seeded world of `N_KEYS` short letter strings (keys), each with a small integer value.
+A seeded world of `N_KEYS` two-letter keys, each with a small integer value (1-5).
 Three datasets share one expression generator (3-4 operands joined by + - *, evaluated
 with the usual precedence), with the paper's formats:
 
-- kv_substitution: "cab+qe*fo=" -> "7+3*5"   (the augmenting model's skill)
-- numeric_arithmetic: "7+3*5=" -> "22"       (the anchor's skill)
-- kv_arithmetic: "cab+qe*fo=" -> "22"         (the composition, learnt by neither)
+- kv_substitution: "ca+qe*fo=" -> "2+3*5"   (the augmenting model's skill)
+- numeric_arithmetic: "2+3*5=" -> "17"       (the anchor's skill)
+- kv_arithmetic: "ca+qe*fo=" -> "17"         (the composition, learnt by neither)
 
 (no spaces: one token per character, and the shortest sequences to train on two CPU cores)
 
@@ -37,7 +37,7 @@ from typing import Any, Literal
 
 WORLD_SEED = 9
 N_KEYS = 100
-KEY_LENGTHS = (2, 3)
+KEY_LENGTHS = (2,)
 VALUES = range(1, 6)
 OPERANDS = (3, 4)
 OPERATORS = "+-*"
@@ -128,7 +128,7 @@ class Curriculum:
 
 
 CURRICULA = {
-    "kv-augmenting": Curriculum("kv_substitution", examples=20_000, steps=300, batch_size=256,
+    "kv-augmenting": Curriculum("kv_substitution", examples=20_000, steps=800, batch_size=256,
                                 lr=5e-3),
     "kv-anchor": Curriculum("numeric_arithmetic", examples=12_000, steps=300, batch_size=256,
                             lr=3e-3),

@@ -1,14 +1,14 @@
 """`kv_arithmetic`: CALM's key-value arithmetic experiment (Bansal et al. 2024, Table 1) at
 tiny scale, generated offline from a fixed seed (harness.zoo.kv).
 
-Three datasets over one world of keys (short letter strings) with small integer values:
-kv_substitution ("cab+qe*fo=" -> "7+3*5"), numeric_arithmetic ("7+3*5=" ->
-"22") and kv_arithmetic ("cab+qe*fo=" -> "22"). Task `kv_arithmetic` evaluates the
-last by default and any with `-O dataset=`; tasks `kv_substitution` and
-`numeric_arithmetic` are the same task with that default changed, so a suite's table has a
-column per dataset (leaderboard columns are keyed by task name). Greedy generation up to the end of the line, scored by lm-eval's
-`exact_match` after stripping whitespace. Evaluated keys are held out of the composition
-set; the training split (`training_examples`) is KV arithmetic over the other 20% of the
+Three datasets over one world of two-letter keys with small integer values:
+kv_substitution ("ca+qe*fo=" -> "2+3*5"), numeric_arithmetic ("2+3*5=" -> "17") and
+kv_arithmetic ("ca+qe*fo=" -> "17"). Task `kv_arithmetic` evaluates the last by default
+and any with `-O dataset=`; tasks `kv_substitution` and `numeric_arithmetic` are the same
+task with that default changed, so a suite's table has a column per dataset (leaderboard
+columns are keyed by task name). Greedy generation up to the end of the line, scored by
+lm-eval's `exact_match` after stripping whitespace. Evaluated keys are held out of the
+composition set; the training split (`training_examples`) is KV arithmetic over the other 20% of the
 keys, so the same fit serves all three datasets. Needs no data files: every data mode
 (embedded, hf, local) reads the same generated documents.
 """
@@ -48,10 +48,10 @@ class NumericArithmeticOptions(KvArithmeticOptions):
 
 
 DESCRIPTIONS = {
-    "kv_arithmetic": "arithmetic over keys, e.g. 'cab+qe*fo=' -> '22' (neither zoo model "
+    "kv_arithmetic": "arithmetic over keys, e.g. 'ca+qe*fo=' -> '17' (neither zoo model "
                      "alone can)",
-    "kv_substitution": "substitute keys by their values, e.g. 'cab+qe*fo=' -> '7+3*5'",
-    "numeric_arithmetic": "arithmetic on small integers, e.g. '7+3*5=' -> '22'",
+    "kv_substitution": "substitute keys by their values, e.g. 'ca+qe*fo=' -> '2+3*5'",
+    "numeric_arithmetic": "arithmetic on small integers, e.g. '2+3*5=' -> '17'",
 }
 OPTIONS = {"kv_arithmetic": KvArithmeticOptions, "kv_substitution": KvSubstitutionOptions,
            "numeric_arithmetic": NumericArithmeticOptions}
