@@ -31,7 +31,7 @@ import hashlib
 import json
 import random
 from dataclasses import asdict, dataclass
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 from typing import Any, Literal
 
@@ -58,7 +58,7 @@ class KeyValueWorld:
     held_out_keys: tuple[str, ...]
 
 
-@lru_cache(maxsize=None)
+@cache
 def world(seed: int = WORLD_SEED) -> KeyValueWorld:
     rng = random.Random(seed)
     keys: list[str] = []
@@ -67,7 +67,7 @@ def world(seed: int = WORLD_SEED) -> KeyValueWorld:
         if key not in keys:
             keys.append(key)
     values = {key: rng.choice(VALUES) for key in keys}
-    composition = int(round(COMPOSITION_SHARE * N_KEYS))
+    composition = round(COMPOSITION_SHARE * N_KEYS)
     return KeyValueWorld(tuple(keys), values, tuple(keys[:composition]), tuple(keys[composition:]))
 
 

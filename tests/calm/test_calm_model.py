@@ -118,7 +118,7 @@ def test_cached_and_uncached_greedy_generation_agree(layout):
     randomise_outputs(calm)
     tokenizer.padding_side = "left"
     batch = tokenizer([PROMPT, "A dog"], return_tensors="pt", padding=True)
-    settings = dict(max_new_tokens=12, do_sample=False, pad_token_id=tokenizer.pad_token_id)
+    settings = {"max_new_tokens": 12, "do_sample": False, "pad_token_id": tokenizer.pad_token_id}
     with torch.no_grad():
         cached = anchor.generate(**batch, use_cache=True, **settings)
         uncached = anchor.generate(**batch, use_cache=False, **settings)
