@@ -38,6 +38,8 @@ from harness.stats import mean_and_stderr
 from harness.training import (TrainingOptions, fit, fitted_lm, freeze, peft_model,
                               trainable_parameters)
 from harness.zoo import cache_root
+from harness.zoo.kv import DATASETS as KV_DATASETS
+from harness.zoo.kv import examples as kv_examples
 
 __all__ = [
     # registration
@@ -52,6 +54,8 @@ __all__ = [
     "dataset_dict", "first_existing", "first_response", "read_csv_rows", "read_json_file",
     "read_jsonl_rows",
     "mean_and_stderr", "cache_root",
+    # the key-value arithmetic world the kv zoo models were trained in (CALM's Table 1)
+    "KV_DATASETS", "kv_examples",
     # helpers for methods
     "load_causal_lm", "load_tokenizer", "load_vision_lm", "load_processor", "load_clip",
     "is_vision_language", "default_device", "hf_lm", "hf_multimodal_lm", "count_parameters",

@@ -21,6 +21,11 @@ punctuation, BPE words ending in "</w>". It is saved with its image processor, s
 `expert-ascending` / `expert-descending` are tiny-llama / tiny-gpt2 recipes pretrained for
 a few seconds on one synthetic domain each (harness.zoo.experts): models that know
 something, for the `mixed_domains` task and the quick-start suite.
+
+`kv-anchor` and `kv-augmenting` are not random: they are trained on first use in the
+key-value arithmetic world of CALM's first experiment (`harness.zoo.kv`), the anchor on
+numeric arithmetic, the augmenting model on key-value substitution; both use a
+character-level tokenizer (family "chars").
 """
 
 from __future__ import annotations
@@ -46,7 +51,7 @@ CORPUS = Path(__file__).with_name("corpus.txt")
 class ZooRecipe:
     name: str
     architecture: str  # "llama", "gpt2", "llava" (vision tower + projector + llama) or "clip"
-    tokenizer: str  # "metaspace", "bytelevel" or "clip"
+    tokenizer: str  # "metaspace", "bytelevel", "clip" or "chars" (trained key-value models)
     vocab_size: int
     hidden_size: int
     layers: int
@@ -75,6 +80,10 @@ RECIPES: dict[str, ZooRecipe] = {
                   "tiny-llama pretrained on the alphabet forwards (the mixed_domains task)"),
         ZooRecipe("expert-descending", "gpt2", "bytelevel", 768, 64, 4, 4, 4, 0,
                   "tiny-gpt2 pretrained on the alphabet backwards (the mixed_domains task)"),
+        ZooRecipe("kv-augmenting", "llama", "chars", 44, 48, 8, 4, 4, 0,
+                  "trained to memorise key-value substitution over every key (CALM's m_A)"),
+        ZooRecipe("kv-anchor", "llama", "chars", 44, 64, 4, 4, 4, 0,
+                  "trained on numeric arithmetic only (CALM's anchor m_B)"),
     )
 }
 
@@ -116,6 +125,11 @@ def is_clip(recipe: ZooRecipe) -> bool:
     return recipe.architecture == "clip"
 
 
+def is_trained(recipe: ZooRecipe) -> bool:
+    """A key-value model, trained on first use (harness.zoo.kv) instead of left random."""
+    return recipe.tokenizer == "chars"
+
+
 def recipe_fingerprint(recipe: ZooRecipe) -> str:
     content: dict[str, Any] = {"recipe": asdict(recipe), "version": RECIPE_VERSION,
                                "corpus": hashlib.sha256(CORPUS.read_bytes()).hexdigest()}
@@ -126,6 +140,10 @@ def recipe_fingerprint(recipe: ZooRecipe) -> str:
     pretraining = experts.pretraining_fingerprint(recipe.name)
     if pretraining is not None:
         content["pretraining"] = pretraining
+    if is_trained(recipe):
+        from harness.zoo import kv
+
+        content["training"] = kv.training_identity(recipe.name)
     payload = json.dumps(content, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()
 
@@ -256,6 +274,12 @@ def _build(recipe: ZooRecipe, out: Path) -> None:
     import torch
     from transformers import AutoModel, AutoModelForCausalLM, AutoModelForImageTextToText
 
+    if is_trained(recipe):
+        from harness.zoo import kv
+
+        kv.build(recipe.name, recipe.hidden_size, recipe.layers, recipe.heads, recipe.seed, out)
+        (out / "zoo_recipe.json").write_text(json.dumps(asdict(recipe), indent=2, sort_keys=True))
+        return
     tokenizer = _wrap_tokenizer(recipe)
     config = _config(recipe, tokenizer)
     torch.manual_seed(recipe.seed)
