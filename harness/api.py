@@ -39,6 +39,7 @@ from harness.training import (TrainingOptions, fit, fitted_lm, freeze, peft_mode
                               trainable_parameters)
 from harness.zoo import cache_root
 from harness.zoo.kv import DATASETS as KV_DATASETS
+from harness.zoo.kv import Dataset as KvDataset
 from harness.zoo.kv import examples as kv_examples
 
 __all__ = [
@@ -55,7 +56,7 @@ __all__ = [
     "read_jsonl_rows",
     "mean_and_stderr", "cache_root",
     # the key-value arithmetic world the kv zoo models were trained in (CALM's Table 1)
-    "KV_DATASETS", "kv_examples",
+    "KV_DATASETS", "KvDataset", "kv_examples",
     # helpers for methods
     "load_causal_lm", "load_tokenizer", "load_vision_lm", "load_processor", "load_clip",
     "is_vision_language", "default_device", "hf_lm", "hf_multimodal_lm", "count_parameters",

@@ -219,7 +219,7 @@ def _encode(tokenizer: Any, rows: list[dict[str, str]]) -> tuple[Any, Any]:
     width = max(len(i) for i, _ in encoded)
     ids = torch.full((len(encoded), width), tokenizer.pad_token_id, dtype=torch.long)
     labels = torch.full((len(encoded), width), -100, dtype=torch.long)
-    for row, (i, l) in enumerate(encoded):
-        ids[row, :len(i)] = torch.tensor(i)
-        labels[row, :len(l)] = torch.tensor(l)
+    for position, (i, l) in enumerate(encoded):
+        ids[position, :len(i)] = torch.tensor(i)
+        labels[position, :len(l)] = torch.tensor(l)
     return ids, labels

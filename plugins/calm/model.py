@@ -32,7 +32,7 @@ from .layer import CrossAttentionConnection, linspace_connections, paper_connect
 CACHE_ARGUMENTS = ("cache", "past_key_values")  # transformers 5.x / earlier spelling
 
 
-def decoder_layers(model: nn.Module) -> nn.ModuleList:
+def decoder_layers(model: Any) -> nn.ModuleList:
     """The transformer blocks of a causal LM, in order (Llama-style `layers`, GPT-2 `h`)."""
     decoder = model.get_decoder() if hasattr(model, "get_decoder") else model
     for name in ("layers", "h"):
@@ -64,7 +64,9 @@ class Calm(nn.Module):
     `CrossAttentionConnection` per (anchor, augmenting) pair, plus the per-sequence state
     (augmenting cache, kept augmenting states, key mask) that the hooks share."""
 
-    def __init__(self, anchor: nn.Module, augmenting: nn.Module,
+    augmenting: Any  # a transformers causal LM (typed loosely: nn.Module's lookup is untyped)
+
+    def __init__(self, anchor: Any, augmenting: Any,
                  pairs: list[tuple[int, int]], options: CalmOptions) -> None:
         super().__init__()
         anchor_config = anchor.config.get_text_config()
@@ -112,7 +114,7 @@ class Calm(nn.Module):
         elif self._augmenting_cache is None or not self._kept:
             raise UsageError("calm: the anchor continues a cache the augmenting model did not "
                              "see; start the sequence through the composed model")
-        past = self._key_mask.shape[1] if continuing else 0
+        past = self._key_mask.shape[1] if continuing and self._key_mask is not None else 0
         new = input_ids.shape[1]
         self._run_augmenting(input_ids, kwargs)
         attention_mask = kwargs.get("attention_mask")
@@ -120,7 +122,8 @@ class Calm(nn.Module):
             fresh = torch.ones(input_ids.shape, dtype=torch.bool, device=input_ids.device)
         else:  # the 2-D mask covers the cached positions too
             fresh = attention_mask[:, -new:].bool()
-        self._key_mask = fresh if not continuing else torch.cat([self._key_mask, fresh], dim=1)
+        self._key_mask = (torch.cat([self._key_mask, fresh], dim=1)
+                          if continuing and self._key_mask is not None else fresh)
         if not self.causal:
             self._allowed = None
             return

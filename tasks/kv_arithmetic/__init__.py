@@ -17,15 +17,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, Literal
+from typing import Any
 
-from harness.api import (KV_DATASETS, Capability, LmEvalPlan, Metric, TaskContext, TaskSpec,
-                         at_least, dataset_dict, hookimpl, kv_examples, option)
+from harness.api import (KV_DATASETS, Capability, KvDataset, LmEvalPlan, Metric, TaskContext,
+                         TaskSpec, at_least, dataset_dict, hookimpl, kv_examples, option)
 
 
 @dataclass(frozen=True)
 class KvArithmeticOptions:
-    dataset: Literal["kv_substitution", "numeric_arithmetic", "kv_arithmetic"] = option(
+    dataset: KvDataset = option(
         "kv_arithmetic", f"which dataset to evaluate: {', '.join(KV_DATASETS)}")
     test_examples: int = option(200, "evaluation expressions (over the held-out keys)")
     train_examples: int = option(2000, "composition-set size: KV arithmetic over 20% of the keys")
@@ -37,13 +37,13 @@ class KvArithmeticOptions:
 
 @dataclass(frozen=True)
 class KvSubstitutionOptions(KvArithmeticOptions):
-    dataset: Literal["kv_substitution", "numeric_arithmetic", "kv_arithmetic"] = option(
+    dataset: KvDataset = option(
         "kv_substitution", f"which dataset to evaluate: {', '.join(KV_DATASETS)}")
 
 
 @dataclass(frozen=True)
 class NumericArithmeticOptions(KvArithmeticOptions):
-    dataset: Literal["kv_substitution", "numeric_arithmetic", "kv_arithmetic"] = option(
+    dataset: KvDataset = option(
         "numeric_arithmetic", f"which dataset to evaluate: {', '.join(KV_DATASETS)}")
 
 
@@ -57,7 +57,7 @@ OPTIONS = {"kv_arithmetic": KvArithmeticOptions, "kv_substitution": KvSubstituti
            "numeric_arithmetic": NumericArithmeticOptions}
 
 
-def load_documents(dataset: str, count: int, **_: Any) -> Any:
+def load_documents(dataset: KvDataset, count: int, **_: Any) -> Any:
     rows = [{"question": e["prompt"], "answer": e["target"].strip()}
             for e in kv_examples(dataset, "test", count)]
     return dataset_dict({"test": rows})
@@ -100,4 +100,5 @@ def harness_tasks() -> list[TaskSpec]:
         requires=frozenset({Capability.GENERATION}),
         options=OPTIONS[name],
         training_examples=training_examples,
+        generated_data=True,
     ) for name, description in DESCRIPTIONS.items()]
