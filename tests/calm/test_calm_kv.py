@@ -8,6 +8,7 @@ components, by greedy exact match on expressions over the held-out keys.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +40,10 @@ def greedy_accuracy(model: Any, tokenizer: Any, rows: list[dict[str, str]]) -> f
     return sum(a.strip() == row["target"] for a, row in zip(answers, rows)) / len(rows)
 
 
-@pytest.mark.slow  # builds both kv zoo models on first use (minutes each on two cores)
+@pytest.mark.slow
+@pytest.mark.skipif(not os.environ.get("HARNESS_SLOW_TESTS"), reason=(
+    "builds both kv zoo models on first use (about 10 CPU-minutes on two cores) for an "
+    "experiment that does not reproduce yet; set HARNESS_SLOW_TESTS=1 to run it"))
 @pytest.mark.xfail(strict=False, reason=(
     "issue #9: measured on the kv zoo models, CALM stays within a few points of its "
     "components (held-out KV arithmetic: anchor 3.5%, augmenting 0%, CALM 8% after 1,500 "
