@@ -23,8 +23,6 @@ def _one_line_error(stderr: str) -> str:
 @pytest.mark.parametrize("args, exit_code, message", [
     (["run", "--method", "singel", "--task", "mmlu"], 2, "unknown method 'singel' (did you mean 'single'?)"),
     (["run", "--method", "single", "--task", "mmlü"], 2, "unknown task 'mmlü' (did you mean 'mmlu'?)"),
-    (["run", "--method", "single", "--task", "mmlu", "--models", "harness-zoo/tiny-lama"], 2,
-     "did you mean 'tiny-llama'"),
     (["run", "--method", "single", "--task", "mmlu", "--models", "a,b"], 2, "takes 1 model, got 2"),
     (["run", "--method", "single", "--task", "mmlu", "-O", "num_fewshots=3"], 2,
      "unknown option 'num_fewshots' (did you mean 'num_fewshot'?)"),

@@ -113,7 +113,7 @@ def test_ctrl_c_stops_every_worker_and_leaves_no_half_cell(plugins: Path, tmp_pa
     holders = [int(json.loads(p.read_text())["pid"]) for p in (out / "locks").glob("*.lock")]
     assert len(holders) == 2, "both workers should be running"
     parent.send_signal(signal.SIGINT)
-    _, stderr = parent.communicate(timeout=60)
+    _, stderr = parent.communicate(timeout=120)  # generous: a loaded machine is slow to exit
     assert parent.returncode == 130, stderr
     time.sleep(1)
     for pid in holders:
