@@ -104,8 +104,11 @@ def test_ctrl_c_stops_every_worker_and_leaves_no_half_cell(plugins: Path, tmp_pa
     out = tmp_path / "out"
     command = [sys.executable, "-m", "harness.cli", *_matrix(plugins), "--out", str(out), "-o",
                "sleep_s=300", "--jobs", "2"]
+    # a terminal's Ctrl-C: SIGINT at its default disposition even when the test runner was
+    # started in the background (shells start background jobs with SIGINT ignored)
     parent = subprocess.Popen(command, env={**os.environ, "PYTHONPATH": str(plugins)},
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO)
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO,
+                              preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 120
     while time.time() < deadline and not list((out / "locks").glob("*.lock")):
         time.sleep(0.5)
