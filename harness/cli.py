@@ -495,7 +495,7 @@ def write_leaderboards(host: Host, results: Path, out: Path, console: Any = None
     written = [path for writer in host.report_writers() for path in writer.write(board, out)]
     if console is not None:
         for table in rich_tables(board, console.width):
-            console.print(table)
+            console.print(table, soft_wrap=False)  # notes wrap at words, not at the edge
     return written
 
 
@@ -533,7 +533,7 @@ def cmd_leaderboard(host: Host, args: argparse.Namespace) -> int:
         raise HarnessError(f"leaderboard {'; '.join(problems)} (regenerate with "
                            f"`harness leaderboard --results {args.results}`)")
     for table in rich_tables(board, console.width):
-        console.print(table)
+        console.print(table, soft_wrap=False)
     console.print("leaderboard files match the results")
     return 0
 

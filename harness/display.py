@@ -108,12 +108,14 @@ class LiveRun:
         summary.add_row(
             ProgressBar(total=max(self.total, 1), completed=self.finished, width=24),
             Text(f"{self.finished}/{self.total} cells"),
-            Text.from_markup(f"[green]{self.counts['ok']} ok[/green] · "
-                             f"{self.counts['skipped']} done before · {self.counts['n/a']} n/a · "
-                             f"[red]{self.counts['failed']} failed[/red]"),
             Text(f"elapsed {_duration(time.monotonic() - self.started)} · "
                  f"ETA {_duration(self.eta())}"))
-        parts: list[Any] = [summary]
+        # the counts on a line of their own: beside the bar they wrap mid-phrase at 80 columns
+        counts = Text.from_markup(f"[green]{self.counts['ok']} ok[/green] · "
+                                  f"{self.counts['skipped']} done before · "
+                                  f"{self.counts['n/a']} n/a · "
+                                  f"[red]{self.counts['failed']} failed[/red]")
+        parts: list[Any] = [summary, counts]
         if self.cell_title:
             now = Table.grid(padding=(0, 1))
             phase = self.phase_name
