@@ -113,6 +113,8 @@ def test_a_new_method_version_recomputes_and_status_flags_changed_source(
     assert "1 done, 0 pending" in dry.stdout  # same version: the result is reused...
 
     source.write_text(source.read_text().replace('VERSION = "1"', 'VERSION = "2"'))
+    # same size, maybe the same mtime second: the cached bytecode would look current
+    shutil.rmtree(plugin_dir / "__pycache__", ignore_errors=True)
     dry = _cli(plugin_dir, "run", "-m", "constant", "-t", "mmlu", *SMOKE, "--out", str(out),
                "--dry-run")
     assert "0 done, 1 pending" in dry.stdout  # ...a bumped version recomputes
