@@ -25,7 +25,8 @@ fusion of packs with different tokenizers), `harness.fuse` (gradients across tok
 from harness import hookimpl
 from harness.data import (dataset_dict, first_existing, first_response, read_csv_rows,
                           read_json_file, read_jsonl_rows)
-from harness.errors import DataError, HarnessError, ModelLoadError, UsageError, did_you_mean
+from harness.errors import (DataError, HarnessError, MissingTool, ModelLoadError, UsageError,
+                            did_you_mean)
 from harness.lm import count_parameters, hf_lm, hf_multimodal_lm
 from harness.models import (ModelRef, default_device, is_vision_language, load_causal_lm,
                             load_clip, load_processor, load_tokenizer, load_vision_lm)
@@ -63,5 +64,5 @@ __all__ = [
     # the shared training path
     "TrainingOptions", "fit", "fitted_lm", "freeze", "trainable_parameters", "peft_model",
     # errors that become one line and an exit status
-    "HarnessError", "UsageError", "DataError", "ModelLoadError", "did_you_mean",
+    "HarnessError", "UsageError", "DataError", "ModelLoadError", "MissingTool", "did_you_mean",
 ]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
 import tempfile
 from importlib import resources
@@ -93,7 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("-o", "--method-option", action="append", default=[], metavar="KEY=VALUE",
                      help="method option (checked against the method's options)")
     run.add_argument("-O", "--task-option", action="append", default=[], metavar="KEY=VALUE",
-                     help="task option (checked against the task's options)")
+                     help="task option (checked against the task's options), for every task "
+                          "of the run; -O TASK.KEY=VALUE for one of them")
     for info in option_infos(RunSettings):
         run.add_argument(f"--{info.name.replace('_', '-')}", dest=info.name, metavar="VALUE",
                          help=f"{info.help} (default {info.default})" if info.default is not None
@@ -227,11 +229,16 @@ def request_from_args(args: argparse.Namespace) -> RunRequest:
         request.methods = [dataclasses.replace(entry, models=models or entry.models,
                                                options={**entry.options, **method_options})
                            for entry in request.methods]
+    shared, per_task = _scoped_task_options(task_options)
     if args.task:
-        request.tasks = [SuiteTask(task=name, options=task_options) for name in _split(args.task)]
-    elif task_options:
-        request.tasks = [dataclasses.replace(entry, options={**entry.options, **task_options})
-                         for entry in request.tasks]
+        request.tasks = [SuiteTask(task=name) for name in _split(args.task)]
+    unknown = sorted(set(per_task) - {entry.task for entry in request.tasks})
+    if unknown:
+        raise UsageError(f"-O {unknown[0]}.KEY=VALUE names task {unknown[0]!r}, which this run "
+                         f"does not include (tasks: {', '.join(e.task for e in request.tasks)})")
+    request.tasks = [dataclasses.replace(entry, options={**entry.options, **shared,
+                                                         **per_task.get(entry.task, {})})
+                     for entry in request.tasks]
     for name in SETTING_NAMES:
         value = getattr(args, name, None)
         if value is not None:
@@ -239,6 +246,19 @@ def request_from_args(args: argparse.Namespace) -> RunRequest:
     if not request.methods or not request.tasks:
         raise UsageError("name at least one --method and one --task, or a --suite")
     return request
+
+
+def _scoped_task_options(options: dict[str, Any]) -> tuple[dict[str, Any], dict[str, dict]]:
+    """`-O key=value` applies to every task of the run, `-O task.key=value` to that task."""
+    shared: dict[str, Any] = {}
+    per_task: dict[str, dict[str, Any]] = {}
+    for key, value in options.items():
+        task, dot, name = key.partition(".")
+        if dot:
+            per_task.setdefault(task, {})[name] = value
+        else:
+            shared[key] = value
+    return shared, per_task
 
 
 def resolve(host: Host, request: RunRequest) -> tuple[list[Any], list[Any], RunSettings]:
@@ -414,7 +434,9 @@ def cmd_run(host: Host, args: argparse.Namespace) -> int:
 
     executor = _executor(host, args, plan, settings)
     console = terminal_console(stderr=False)  # the leaderboard and the summary
-    live = LiveRun(terminal_console(), len(plan.cells))
+    progress_console = terminal_console()
+    _note_limit_per_subtask(plan, progress_console)
+    live = LiveRun(progress_console, len(plan.cells))
     host.pm.register(live, name="harness-cli-live")
     try:
         with live, reporting_to(live):
@@ -423,21 +445,38 @@ def cmd_run(host: Host, args: argparse.Namespace) -> int:
         host.pm.unregister(name="harness-cli-live")
 
     counts = {s: sum(o.status == s for o in outcomes)
-              for s in ("ok", "skipped", "n/a", "failed", "busy")}
+              for s in ("ok", "skipped", "n/a", "failed", "busy", "unavailable")}
     if not args.no_leaderboard:
         write_leaderboards(host, out, out, console)
+    notices = {"busy": "[yellow]left to another process[/yellow]",
+               "unavailable": "[yellow]not run here[/yellow]"}
     for outcome in outcomes:
-        if outcome.status == "busy":
-            console.print(f"[yellow]left to another process[/yellow] {_escape(outcome.cell.title)}: "
+        if outcome.status in notices:
+            console.print(f"{notices[outcome.status]} {_escape(outcome.cell.title)}: "
                           f"{_escape(redact(outcome.error))}")
     busy = (f", {counts['busy']} left to other processes (rerun later to collect them)"
             if counts["busy"] else "")
+    unavailable = (f", {counts['unavailable']} not run here (a system tool is missing; install "
+                   f"it and rerun)" if counts["unavailable"] else "")
     summary = (f"{counts['ok']} computed, {counts['skipped']} already done, {counts['n/a']} n/a, "
-               f"{counts['failed']} failed{busy}; results in {out}")
+               f"{counts['failed']} failed{busy}{unavailable}; results in {out}")
     if counts["failed"]:
         summary += f" (logs beside the failure records in {out / 'failed'})"
     console.print(summary)
     return 1 if counts["failed"] else 0
+
+
+def _note_limit_per_subtask(plan: Any, console: Any) -> None:
+    """`--limit` counts per lm-eval task: say so where a task runs several (MMLU's subjects),
+    before hours go into what looked like a two-document smoke run."""
+    noted = set()
+    for cell in plan.cells:
+        subtasks = len(cell.lm_eval_plan.tasks) if cell.lm_eval_plan else 0
+        if cell.state == "pending" and cell.settings.limit and subtasks > 1 \
+                and cell.task not in noted:
+            noted.add(cell.task)
+            console.print(f"note: --limit counts per lm-eval task: {_escape(cell.task)} evaluates "
+                          f"{_escape(cell.documents)} per cell")
 
 
 def _executor(host: Host, args: argparse.Namespace, plan: Any, settings: RunSettings) -> Any:
@@ -474,14 +513,19 @@ def _print_plan(plan: Any, out: Path) -> None:
     from harness.display import terminal_console
 
     console = terminal_console(stderr=False)
-    styles = {"done": "green", "pending": "yellow", "n/a": "dim", "error": "red"}
+    styles = {"done": "green", "pending": "yellow", "n/a": "dim", "error": "red",
+              "unavailable": "yellow"}
     for cell in plan.cells:
         style = styles[cell.state]
-        note = f" — {_escape(cell.reason)}" if cell.reason else ""
+        note = (f" — {_escape(cell.reason)}" if cell.reason
+                else f" ({cell.documents})" if cell.state == "pending" and cell.documents else "")
         console.print(f"[{style}]{cell.state:<7}[/{style}] {cell.fingerprint[:12]} "
                       f"{_escape(cell.title)}{note}")
+    unavailable = (f", {plan.count('unavailable')} not run here (a system tool is missing)"
+                   if plan.count("unavailable") else "")
     console.print(f"{plan.count('done')} done, {plan.count('pending')} pending, "
-                  f"{plan.count('n/a')} n/a, {plan.count('error')} with errors ({out})")
+                  f"{plan.count('n/a')} n/a, {plan.count('error')} with errors{unavailable} "
+                  f"({out})")
 
 
 # ----------------------------------------------------------------------------- leaderboards
@@ -653,6 +697,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(redact(f"harness: error: {exc}"), file=sys.stderr)
         return exc.exit_code
+    except BrokenPipeError:  # `harness list | head`: the reader has all it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no error at exit's flush
+        return 0
     except (OSError, ValueError) as exc:  # the file system or a library refused: still one line
         if args.debug:
             raise

@@ -5,6 +5,11 @@
 lm-eval requests, score). It draws on a duplicate of the terminal's file descriptor taken
 before the run starts, so that the library output the runner redirects into each cell's
 log file never reaches it.
+
+Where that stream is not a terminal (CI logs, `nohup`, Slurm, `| tee`) a display redrawn
+in place would show nothing until the end, so it writes plain lines instead: the plan, each
+cell as it starts and ends (with the counts and the ETA), failures as they happen, and a
+line on the current cell's phase at most every `HEARTBEAT_S` seconds.
 """
 
 from __future__ import annotations
@@ -23,6 +28,8 @@ from rich.text import Text
 
 from harness import hookimpl
 from harness.errors import redact
+
+HEARTBEAT_S = 30.0  # without a terminal: at most one line this often while a cell works
 
 
 def terminal_console(stderr: bool = True) -> Console:
@@ -48,9 +55,12 @@ def _duration(seconds: float | None) -> str:
 class LiveRun:
     """Progress of a whole run, redrawn in place."""
 
-    def __init__(self, console: Console, total: int) -> None:
+    def __init__(self, console: Console, total: int, heartbeat_s: float = HEARTBEAT_S) -> None:
         self.console = console
         self.total = total
+        self.plain = not console.is_terminal  # lines, not a display redrawn in place
+        self.heartbeat_s = heartbeat_s
+        self.last_line = time.monotonic()
         self.counts = {"ok": 0, "skipped": 0, "n/a": 0, "failed": 0, "busy": 0}
         self.cell_title = ""
         self.phase_name = ""
@@ -66,19 +76,35 @@ class LiveRun:
     # ------------------------------------------------------------------ hooks
 
     @hookimpl
+    def harness_run_started(self, plan: Any) -> None:
+        if self.plain:
+            states = ", ".join(f"{plan.count(state)} {name}" for state, name in (
+                ("pending", "to compute"), ("done", "done before"), ("n/a", "n/a"),
+                ("error", "refused"), ("unavailable", "not run here")) if plan.count(state))
+            self._line(f"run: {self.total} cells ({states})")
+
+    @hookimpl
     def harness_cell_started(self, cell: Any) -> None:
         self.cell_title = cell.title
         self.cell_started = time.monotonic()
         self.phase("load")
+        if self.plain:
+            documents = f" ({cell.documents})" if cell.documents else ""
+            self._line(f"[{self.finished + 1}/{self.total}] started {cell.title}{documents}")
 
     @hookimpl
     def harness_cell_finished(self, cell: Any, outcome: Any) -> None:
         self.counts[outcome.status] = self.counts.get(outcome.status, 0) + 1
-        if outcome.status in ("ok", "failed") and self.cell_started:
-            self.computed_seconds += time.monotonic() - self.cell_started
+        took = time.monotonic() - self.cell_started if self.cell_started else None
+        if outcome.status in ("ok", "failed") and took is not None:
+            self.computed_seconds += took
         if outcome.status == "failed":
             self.console.print(f"[red]failed[/red] {escape(cell.title)}: "
                                f"{escape(redact(outcome.error))}")
+        elif self.plain and outcome.status == "ok":
+            value = "" if outcome.headline is None else f" = {outcome.headline:.4g}"
+            self._line(f"[{self.finished}/{self.total}] ok {cell.title}{value} in "
+                       f"{_duration(took)} · {self._progress()}")
         self.cell_title, self.cell_started = "", 0.0
 
     # ------------------------------------------------------------------ progress sink
@@ -89,6 +115,23 @@ class LiveRun:
     def advance(self, steps: int = 1, **facts: Any) -> None:
         self.phase_done += steps
         self.facts.update(facts)
+        if self.plain and time.monotonic() - self.last_line >= self.heartbeat_s:
+            self._line(f"  {self.cell_title}: {self._phase_text()} "
+                       f"{self.phase_done}/{self.phase_total or '?'} · {self._progress()}")
+
+    # ------------------------------------------------------------------ plain lines
+
+    def _line(self, text: str) -> None:
+        self.console.print(escape(text), soft_wrap=True)
+        self.last_line = time.monotonic()
+
+    def _progress(self) -> str:
+        return (f"{self.finished}/{self.total} cells, {self.counts['failed']} failed, "
+                f"elapsed {_duration(time.monotonic() - self.started)}, ETA {_duration(self.eta())}")
+
+    def _phase_text(self) -> str:
+        return (f"{self.phase_name} (loss {self.facts['loss']:.4f})" if "loss" in self.facts
+                else self.phase_name)
 
     # ------------------------------------------------------------------ drawing
 
@@ -118,9 +161,7 @@ class LiveRun:
         parts: list[Any] = [summary, counts]
         if self.cell_title:
             now = Table.grid(padding=(0, 1))
-            phase = self.phase_name
-            if "loss" in self.facts:
-                phase += f" (loss {self.facts['loss']:.4f})"
+            phase = self._phase_text()
             bar: Any = (ProgressBar(total=max(self.phase_total, 1), completed=self.phase_done,
                                     width=24)
                         if self.phase_total else Text(""))
@@ -132,8 +173,10 @@ class LiveRun:
         return Group(*parts)
 
     def __enter__(self) -> "LiveRun":
-        self.live.__enter__()
+        if not self.plain:
+            self.live.__enter__()
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        self.live.__exit__(*exc)
+        if not self.plain:
+            self.live.__exit__(*exc)

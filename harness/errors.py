@@ -28,6 +28,13 @@ class ModelLoadError(HarnessError):
     """A model reference that transformers cannot load."""
 
 
+class MissingTool(HarnessError):
+    """A system tool a cell needs is not usable on this machine (bubblewrap, Java): its
+    message is the one-line fix. A task's `preflight` raises it; the cell fails, or is left
+    out as "not run here" when the run allows it (`missing_tools: skip`), since installing
+    the tool and rerunning computes it."""
+
+
 def did_you_mean(name: str, known: Iterable[str]) -> str:
     close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.6)
     return f" (did you mean {close[0]!r}?)" if close else ""

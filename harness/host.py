@@ -115,6 +115,8 @@ def load_host(switches: Iterable[str] = ()) -> Host:
                             else f"{dist.name} {dist.version}")
             _register(host, entry_point.name, "built-in" if builtin else distribution,
                       entry_point.load, entry_point.value, distribution)
+    if extra and os.getcwd() not in sys.path:
+        sys.path.append(os.getcwd())  # `-p mymodule` finds mymodule.py here, as `python -m` does
     for module_name in extra:
         if pm.is_blocked(module_name) or pm.has_plugin(module_name):
             continue

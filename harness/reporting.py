@@ -20,6 +20,7 @@ import dataclasses
 import html
 import json
 import math
+import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -81,6 +82,7 @@ class BoardCell:
     provenance: dict[str, Any] = field(default_factory=dict)
     flags: list[str] = field(default_factory=list)  # e.g. computed by other code
     cost: dict[str, Any] | None = None  # the record's CellCost, when it was counted
+    seed_spread: float | None = None  # several seeds: the standard deviation of their values
 
     @property
     def flops_per_document(self) -> int | None:
@@ -93,6 +95,10 @@ class BoardCell:
 
     def text(self, digits: int = 3, with_stderr: bool = True) -> str:
         if self.status == "ok" and self.value is not None:
+            if self.seed_spread is not None:
+                seeds = len(self.provenance.get("seeds", ()))
+                spread = f" ± {self.seed_spread:.{digits}f}" if with_stderr else ""
+                return f"{self.value:.{digits}f}{spread} ({seeds} seeds)"
             if self.stderr is None or not with_stderr:
                 return f"{self.value:.{digits}f}"
             return f"{self.value:.{digits}f} ± {self.stderr:.{digits}f}"
@@ -180,13 +186,22 @@ class Board:
         return SMOKE_WARNING.format(what=" and ".join(parts)) if parts else ""
 
 
-def _latest_per_cell(records: list[CellRecord]) -> dict[tuple[str, str], CellRecord]:
-    """The newest record of each (row, task); rows are keyed by their identity, never by
-    their label, so two configurations that share a label both stay."""
-    chosen: dict[tuple[str, str], CellRecord] = {}
+def _latest_per_cell(records: list[CellRecord]) -> dict[tuple[str, str], list[CellRecord]]:
+    """The newest record of each (row, task, seed), listed per (row, task) in seed order;
+    rows are keyed by their identity, never by their label, so two configurations that
+    share a label both stay."""
+    newest: dict[tuple[str, str, Any], CellRecord] = {}
     for record in sorted(records, key=lambda r: (r.finished_at, r.fingerprint)):
-        chosen[record.row.key, record.task.name] = record
+        newest[record.row.key, record.task.name, record.seed] = record
+    chosen: dict[tuple[str, str], list[CellRecord]] = {}
+    for (key, task, _), record in sorted(newest.items(), key=lambda item: (
+            item[0][0], item[0][1], item[0][2] if isinstance(item[0][2], int) else -1)):
+        chosen.setdefault((key, task), []).append(record)
     return chosen
+
+
+def _newest(records: list[CellRecord]) -> CellRecord:
+    return max(records, key=lambda r: (r.finished_at, r.fingerprint))
 
 
 def build_board(results_root: Path, options: BoardOptions | None = None) -> Board:
@@ -199,7 +214,8 @@ def build_board(results_root: Path, options: BoardOptions | None = None) -> Boar
     tasks: dict[str, BoardTask] = {}
     rows: dict[str, BoardRow] = {}
     newest_label: dict[str, tuple[str, str]] = {}
-    for (key, task_name), record in sorted(chosen.items()):
+    for (key, task_name), seed_records in sorted(chosen.items()):
+        record = _newest(seed_records)
         column = tasks.setdefault(task_name, BoardTask(
             task_name, record.task.headline_key, record.task.headline_label,
             record.task.higher_is_better, ""))
@@ -216,7 +232,7 @@ def build_board(results_root: Path, options: BoardOptions | None = None) -> Boar
         if row.trainable_params is None and report.get("trainable_params") is not None:
             row.trainable_params = report["trainable_params"]
             row.total_params = report.get("total_params")
-        row.cells[task_name] = cell = _board_cell(record)
+        row.cells[task_name] = cell = _board_cell(seed_records)
         if cell.status == "ok" and record.cost is not None:
             cell.cost = dataclasses.asdict(record.cost)
     for key, row in rows.items():
@@ -241,31 +257,49 @@ def build_board(results_root: Path, options: BoardOptions | None = None) -> Boar
 class _CellData:
     """Each chosen cell's samples and per-document scores, read once when first needed."""
 
-    def __init__(self, store: Store, chosen: dict[tuple[str, str], CellRecord],
+    def __init__(self, store: Store, chosen: dict[tuple[str, str], list[CellRecord]],
                  options: BoardOptions) -> None:
         self.store, self.chosen, self.options = store, chosen, options
-        self._samples: dict[tuple[str, str], list[dict[str, Any]]] = {}
+        self._samples: dict[str, list[dict[str, Any]]] = {}  # by fingerprint
         self._scores: dict[tuple[str, str], DocumentScores | str] = {}
 
-    def samples(self, key: str, task: str) -> list[dict[str, Any]]:
-        if (key, task) not in self._samples:
-            record = self.chosen.get((key, task))
+    def _samples_of(self, record: CellRecord | None) -> list[dict[str, Any]]:
+        if record is None:
+            return []
+        if record.fingerprint not in self._samples:
             try:
-                found = self.store.samples_of(record) if record else []
+                self._samples[record.fingerprint] = self.store.samples_of(record)
             except DataError:
-                found = []
-            self._samples[key, task] = found
-        return self._samples[key, task]
+                self._samples[record.fingerprint] = []
+        return self._samples[record.fingerprint]
+
+    def samples(self, key: str, task: str) -> list[dict[str, Any]]:
+        """The samples of the cell's first seed (what the explorer shows)."""
+        return self._samples_of(next(iter(self.chosen.get((key, task), [])), None))
 
     def scores(self, key: str, task: str) -> DocumentScores | str:
+        """Per-document statistics, pooled over the cell's seeds: a document of each seed
+        is a document of its own, so rows pair up by (seed, document)."""
         if (key, task) not in self._scores:
-            record = self.chosen.get((key, task))
-            samples = self.samples(key, task)
-            if record is None or not samples:
-                found: DocumentScores | str = "no stored samples"
-            else:
-                found = document_scores(record, samples,
-                                        self.options.corpus_metrics.get(task, ()))
+            per_seed: list[tuple[Any, DocumentScores]] = []
+            found: DocumentScores | str = "no stored samples"
+            for record in self.chosen.get((key, task), []):
+                samples = self._samples_of(record)
+                scores = (document_scores(record, samples,
+                                          self.options.corpus_metrics.get(task, ()))
+                          if samples else "no stored samples")
+                if isinstance(scores, str):
+                    found, per_seed = scores, []
+                    break
+                per_seed.append((record.seed, scores))
+            if len(per_seed) == 1:
+                found = per_seed[0][1]
+            elif per_seed:
+                first = per_seed[0][1]
+                found = DocumentScores({(f"{doc_task}#seed{seed}", doc, digest): stat
+                                        for seed, scores in per_seed
+                                        for (doc_task, doc, digest), stat in scores.stats.items()},
+                                       first.value, first.summed)
             self._scores[key, task] = found
         return self._scores[key, task]
 
@@ -451,16 +485,18 @@ def _disambiguate_labels(rows: list[BoardRow]) -> None:
                 row.label = f"{row.label} #{row.key[:6]}"
 
 
-def _flag_mixed_code(rows: list[BoardRow], chosen: dict[tuple[str, str], CellRecord]) -> None:
+def _flag_mixed_code(rows: list[BoardRow],
+                     chosen: dict[tuple[str, str], list[CellRecord]]) -> None:
     """Mark cells of a row computed by another version of the method's code than the
     row's other cells (a fix landed between runs): their numbers may not be comparable."""
+    latest = {cell: _newest(records) for cell, records in chosen.items()}
     for row in rows:
         hashes = {task: record.code["method"].source_sha256
-                  for (key, task), record in chosen.items()
+                  for (key, task), record in latest.items()
                   if key == row.key and "method" in record.code and record.status != "n/a"}
         if len(set(hashes.values())) < 2:
             continue
-        newest = max(((chosen[row.key, t].finished_at, h) for t, h in hashes.items()))[1]
+        newest = max(((latest[row.key, t].finished_at, h) for t, h in hashes.items()))[1]
         for task, digest in hashes.items():
             if digest != newest:
                 row.cells[task].flags.append(
@@ -468,7 +504,28 @@ def _flag_mixed_code(rows: list[BoardRow], chosen: dict[tuple[str, str], CellRec
                     f"row's newest cell (source {newest[:8]})")
 
 
-def _board_cell(record: CellRecord) -> BoardCell:
+def _board_cell(records: list[CellRecord]) -> BoardCell:
+    """One board cell from the newest record of each of its seeds: with several seeds,
+    the mean of their headlines and their standard deviation (the spread a new training
+    run would show); a seed that failed makes the cell fail."""
+    cells = [_seed_cell(record) for record in records]
+    if len(cells) == 1:
+        return cells[0]
+    for cell, record in zip(cells, records):
+        if cell.status != "ok":
+            cell.reason = f"seed {record.seed}: {cell.reason}"
+            return cell
+    values = [cell.value for cell in cells if cell.value is not None]
+    merged = _seed_cell(_newest(records))
+    merged.value, merged.stderr = statistics.fmean(values), None
+    merged.seed_spread = statistics.stdev(values) if len(values) > 1 else 0.0
+    merged.provenance["seeds"] = {str(r.seed): c.value for r, c in zip(records, cells)}
+    merged.provenance["fingerprints"] = [r.fingerprint for r in records]
+    merged.flags = list(dict.fromkeys(flag for cell in cells for flag in cell.flags))
+    return merged
+
+
+def _seed_cell(record: CellRecord) -> BoardCell:
     provenance = {"fingerprint": record.fingerprint, "data": record.task.data,
                   "n_samples": record.n_samples, "limit": record.limit, "seed": record.seed,
                   "git_commit": record.git_commit,
@@ -488,12 +545,18 @@ def _board_cell(record: CellRecord) -> BoardCell:
 
 
 def _add_mean_win_rates(board: Board) -> None:
+    rates = mean_win_rates(board.rows, board.tasks)
+    for row in board.rows:
+        row.mean_win_rate = rates[row.key]
+
+
+def mean_win_rates(rows: Sequence[BoardRow], tasks: Sequence[BoardTask]) -> dict[str, float | None]:
     """HELM's mean win rate: per task, the share of other rows a row beats (ties count half),
     averaged over the tasks where it has a score. Scale-free, so tasks with metrics on
     different scales weigh the same."""
-    rates: dict[str, list[float]] = {row.key: [] for row in board.rows}
-    for task in board.tasks:
-        scored = [(row.key, row.cells[task.name].value) for row in board.rows
+    rates: dict[str, list[float]] = {row.key: [] for row in rows}
+    for task in tasks:
+        scored = [(row.key, row.cells[task.name].value) for row in rows
                   if row.cells[task.name].status == "ok"]
         if len(scored) < 2:
             continue
@@ -503,8 +566,7 @@ def _add_mean_win_rates(board: Board) -> None:
             wins = sum(1.0 if sign * value > sign * other else 0.5 if value == other else 0.0
                        for other_key, other in scored if other_key != key and other is not None)
             rates[key].append(wins / (len(scored) - 1))
-    for row in board.rows:
-        row.mean_win_rate = sum(rates[row.key]) / len(rates[row.key]) if rates[row.key] else None
+    return {key: sum(values) / len(values) if values else None for key, values in rates.items()}
 
 
 # ----------------------------------------------------------------------------- writers
@@ -589,6 +651,7 @@ def board_json(board: Board) -> str:
                   "mean_win_rate": r.mean_win_rate,
                   "inference_flops_per_document": r.flops_per_document,
                   "cells": {name: {"status": c.status, "value": c.value, "stderr": c.stderr,
+                                   "seed_spread": c.seed_spread,
                                    "reason": c.reason, "flags": c.flags,
                                    "provenance": c.provenance, "cost": c.cost,
                                    "comparison": c.comparison}
@@ -895,60 +958,106 @@ def harness_report_writers() -> list[ReportWriter]:
 
 
 def rich_tables(board: Board, width: int = 80) -> list[Any]:
-    """The board for a terminal `width` columns wide: as many task columns per table as
-    fit beside the method column (the rest in further tables), values without their
-    standard errors, the same footnote markers as the Markdown, then the footnotes."""
-    from rich.markup import escape
-    from rich.table import Table
+    """The board for a terminal `width` columns wide, as blocks: the rows that ran the same
+    tasks form one table (a sparse matrix would be mostly dashes), blocks on real or
+    generated data first, smoke blocks last. A block that is too wide with a column per
+    task is drawn with a row per task instead, and cut into parts only when neither fits.
+    Values keep their standard errors, † marks and footnote markers; the footnotes follow."""
     from rich.text import Text
 
-    label_width = min(28, max([len(r.label) for r in board.rows] + [6]))
-    texts = {(row.key, task.name): _marked(board, row.cells[task.name],
-                                           row.cells[task.name].text(with_stderr=False))
-             for row in board.rows for task in board.tasks}
-    columns: list[tuple[str, Any, int]] = [
-        (task.header, task.name, max([len(task.name) + 2] + [len(texts[r.key, task.name])
-                                                            for r in board.rows]))
-        for task in board.tasks]
-    columns += [("win rate", "__win", 8), ("trainable", "__params", 9), ("FLOPs/doc", "__flops", 9)]
-    chunks: list[list[tuple[str, Any, int]]] = [[]]
-    used = label_width + 4
-    for column in columns:
-        if chunks[-1] and used + column[2] + 3 > width:
-            chunks.append([])
-            used = label_width + 4
-        chunks[-1].append(column)
-        used += column[2] + 3
     tables: list[Any] = []
+    for rows, tasks in _blocks(board):
+        smoke = any(_is_smoke(task) for task in tasks)
+        names = ", ".join(t.name for t in tasks) if len(tasks) <= 3 else f"{len(tasks)} tasks"
+        count = f"{len(rows)} row{'s' * (len(rows) > 1)}"
+        title = f"{names}: " + ("smoke numbers" if smoke else count)
+        tables += _block_tables(board, rows, tasks, title, width)
     warning = board.smoke_warning()
     if warning:
-        tables.append(Text(warning, style="bold yellow"))
-    for number, chunk in enumerate(chunks, 1):
-        title = "Leaderboard" + (f" ({number}/{len(chunks)})" if len(chunks) > 1 else "")
-        table = Table(title=title, show_lines=False, expand=False)
-        table.add_column("method", style="bold", overflow="fold", max_width=label_width)
-        for header, _, column_width in chunk:
-            table.add_column(escape(header), justify="right", overflow="fold",
-                             min_width=min(column_width, 12), max_width=max(column_width, 12))
-        for row in board.rows:
-            values = []
-            for _, name, _ in chunk:
-                if name == "__win":
-                    values.append(_win_rate_text(row))
-                elif name == "__params":
-                    values.append(_format_params(row.trainable_params))
-                elif name == "__flops":
-                    values.append(_format_flops(row.flops_per_document))
-                else:
-                    cell = row.cells[name]
-                    style = {"n/a": "dim", "failed": "red"}.get(cell.status, "")
-                    text = escape(texts[row.key, name])
-                    values.append(f"[{style}]{text}[/{style}]" if style else text)
-            table.add_row(escape(row.label), *values)
-        tables.append(table)
+        tables.append(Text(warning, style="yellow"))
     notes = [significance_note(board)] if any(
         cell.significant for row in board.rows for cell in row.cells.values()) else []
     notes += [f"[{i}] {note}" for i, note in enumerate(board.reasons(), 1)]
     if notes:
         tables.append(Text("\n".join(notes), style="dim"))
+    return tables
+
+
+def _is_smoke(task: BoardTask) -> bool:
+    return "embedded" in task.data
+
+
+def _blocks(board: Board) -> list[tuple[list[BoardRow], list[BoardTask]]]:
+    """Rows grouped by the tasks they have a cell on; blocks without smoke data first,
+    then the larger ones. Rows in a block are ordered by their win rate within it."""
+    groups: dict[tuple[str, ...], list[BoardRow]] = {}
+    for row in board.rows:
+        present = tuple(t.name for t in board.tasks if row.cells[t.name].status != "missing")
+        groups.setdefault(present, []).append(row)
+    by_name = {t.name: t for t in board.tasks}
+    blocks = [(rows, [by_name[name] for name in names]) for names, rows in groups.items() if names]
+    for rows, tasks in blocks:
+        rates = mean_win_rates(rows, tasks)
+        rows.sort(key=lambda r: -_or_below_all(rates[r.key]))
+    blocks.sort(key=lambda b: (any(_is_smoke(t) for t in b[1]), -len(b[0]), b[1][0].name))
+    return blocks
+
+
+def _or_below_all(rate: float | None) -> float:
+    return -1.0 if rate is None else rate
+
+
+def _block_tables(board: Board, rows: list[BoardRow], tasks: list[BoardTask], title: str,
+                  width: int) -> list[Any]:
+    from rich.markup import escape
+    from rich.table import Table
+
+    def value(row: BoardRow, task: BoardTask) -> str:
+        cell = row.cells[task.name]
+        text = escape(_marked(board, cell, cell.text()))
+        style = {"n/a": "dim", "failed": "red"}.get(cell.status, "")
+        return f"[{style}]{text}[/{style}]" if style else text
+
+    extras: list[tuple[str, Any]] = [("trainable", lambda r: _format_params(r.trainable_params)),
+                                     ("FLOPs/doc", lambda r: _format_flops(r.flops_per_document))]
+    if len(tasks) > 1 and len(rows) > 1:
+        rates = mean_win_rates(rows, tasks)
+        extras.insert(0, ("win rate", lambda r: "—" if rates[r.key] is None
+                          else f"{rates[r.key]:.2f}"))
+    label_width = min(32, max(len(r.label) for r in rows))
+    value_width = max(len(_marked(board, r.cells[t.name], r.cells[t.name].text()))
+                      for r in rows for t in tasks)
+    task_width = max(value_width, max(len(t.name) for t in tasks))
+    wide = label_width + 4 + len(tasks) * (task_width + 3) + len(extras) * 12
+    if wide > width:
+        tall = max(len(t.name) for t in tasks) + 4 + len(rows) * (
+            min(max(value_width, 12), 24) + 3)
+        if tall <= width or len(rows) <= len(tasks):  # a row per task: methods as columns
+            table = Table(title=escape(title), title_justify="left", expand=False)
+            table.add_column("task", style="bold")
+            for row in rows:
+                table.add_column(escape(row.label), justify="right", overflow="fold")
+            for task in tasks:
+                table.add_row(escape(task.header), *(value(row, task) for row in rows))
+            for name, render in extras:
+                table.add_row(name, *(render(row) for row in rows), style="dim")
+            return [table]
+    per_table = max(1, (width - label_width - 4 - len(extras) * 12) // (task_width + 3))
+    parts = [tasks[i:i + per_table] for i in range(0, len(tasks), per_table)]
+    tables = []
+    for number, part in enumerate(parts, 1):
+        suffix = f" ({number}/{len(parts)})" if len(parts) > 1 else ""
+        table = Table(title=escape(title + suffix), title_justify="left", expand=False)
+        table.add_column("method", style="bold", overflow="fold", max_width=label_width)
+        for task in part:
+            arrow = "↑" if task.higher_is_better else "↓"
+            table.add_column(f"{escape(task.name)}\n{escape(task.metric_label)} {arrow}",
+                             justify="right", overflow="fold")
+        last = number == len(parts)
+        for name, _ in extras if last else []:
+            table.add_column(name, justify="right")
+        for row in rows:
+            table.add_row(escape(row.label), *(value(row, task) for task in part),
+                          *(render(row) for _, render in (extras if last else [])))
+        tables.append(table)
     return tables

@@ -19,6 +19,8 @@ import dataclasses
 import datetime
 import functools
 import importlib.metadata as md
+import itertools
+import logging
 import os
 import platform
 import subprocess
@@ -29,7 +31,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Literal
 
 from harness import cost, progress
-from harness.errors import DataError, HarnessError, UsageError, first_line
+from harness.errors import DataError, HarnessError, MissingTool, UsageError, first_line
 from harness.host import Host
 from harness.models import ModelRef
 from harness.records import CellRecord, CodeInfo, RowInfo, Score, TaskInfo, row_key
@@ -40,7 +42,9 @@ from harness.stats import mean_and_stderr
 from harness.store import Store, file_sha256, fingerprint
 from harness.training import untrainable_reason
 
-State = Literal["done", "pending", "n/a", "error"]
+# "unavailable": a system tool the cell needs is missing here and the run skips such cells;
+# nothing is recorded, so the cell runs once the tool is installed.
+State = Literal["done", "pending", "n/a", "error", "unavailable"]
 IDENTITY_SCHEMA = 2
 VERSIONED_LIBRARIES = ("harness", "lm_eval", "transformers", "torch", "peft", "datasets")
 
@@ -82,6 +86,7 @@ class Cell:
     lm_eval_plan: LmEvalPlan | None = None
     identity: dict[str, Any] = field(default_factory=dict)
     code: dict[str, CodeInfo] = field(default_factory=dict)
+    several_seeds: bool = False  # one of the run's seeds: titles name it
 
     @property
     def method(self) -> str:
@@ -93,7 +98,22 @@ class Cell:
 
     @property
     def title(self) -> str:
-        return f"{self.row.label} × {self.task}"
+        seed = f" (seed {self.settings.seed})" if self.several_seeds else ""
+        return f"{self.row.label} × {self.task}{seed}"
+
+    @property
+    def documents(self) -> str:
+        """How many documents the cell evaluates, as far as planning knows: `--limit`
+        counts per lm-eval task, and a task such as MMLU runs one lm-eval task per subject."""
+        subtasks = len(self.lm_eval_plan.tasks) if self.lm_eval_plan else 0
+        limit = self.settings.limit
+        if not subtasks:
+            return ""
+        if limit is None:
+            return f"all documents of {subtasks} lm-eval task{'s' * (subtasks > 1)}"
+        if subtasks == 1:
+            return f"up to {limit} document{'s' * (limit > 1)}"
+        return f"up to {limit * subtasks} documents ({limit} in each of {subtasks} lm-eval tasks)"
 
 
 @dataclass
@@ -117,7 +137,7 @@ class Plan:
 @dataclass
 class CellOutcome:
     cell: Cell
-    status: Literal["ok", "n/a", "failed", "skipped", "busy", "shard"]
+    status: Literal["ok", "n/a", "failed", "skipped", "busy", "shard", "unavailable"]
     path: Path | None = None
     headline: float | None = None
     error: str = ""
@@ -195,10 +215,10 @@ def plan_cells(host: Host, rows: list[MethodRow], columns: list[TaskColumn],
             raise UsageError(f"row {row.label!r} is restricted to task(s) {', '.join(absent)} "
                              f"that the run does not include")
         problem = model_problem(row)
-        for column in columns:
+        for column, cell_settings in itertools.product(columns, settings.per_seed()):
             if row.only_tasks and column.spec.name not in row.only_tasks:
                 continue
-            cell = Cell(row, column, settings)
+            cell = Cell(row, column, cell_settings, several_seeds=len(settings.seeds) > 1)
             if problem:  # a bad model fails its own row's cells, never the whole suite
                 cell.code = {"method": host.code_of(row.spec), "task": host.code_of(column.spec)}
                 cell.state, cell.reason = "error", problem
@@ -243,7 +263,8 @@ def _plan_cell(host: Host, cell: Cell, store: Store, force: bool,
         except HarnessError as exc:
             if isinstance(exc, UsageError):
                 raise
-            cell.state, cell.reason = "error", str(exc)
+            skip = isinstance(exc, MissingTool) and cell.settings.missing_tools == "skip"
+            cell.state, cell.reason = ("unavailable" if skip else "error"), str(exc)
     cell.identity = _identity(cell, versions)
     cell.fingerprint = fingerprint(cell.identity)
     if cell.state == "pending" and not force and store.is_done(cell.method, cell.task,
@@ -367,7 +388,8 @@ def make_jobs(cells: list[Cell], group: bool = True, doc_shards: int = 1) -> lis
             continue
         spec = cell.row.spec
         shared = group and spec.training is None and spec.reuse_across_tasks
-        key = cell.row.key if shared else cell.fingerprint
+        # one job per seed too: a job's cells share its settings (workers plan them again)
+        key = f"{cell.row.key}@{cell.settings.seed}" if shared else cell.fingerprint
         jobs.setdefault(key, Job([])).cells.append(cell)
     return list(jobs.values())
 
@@ -397,6 +419,8 @@ def run_plan(host: Host, plan: Plan, capture_logs: bool = True,
             outcome = _record_not_applicable(plan.store, cell)
         elif cell.state == "error":
             outcome = record_failure(plan.store, cell, cell.reason, "")
+        elif cell.state == "unavailable":
+            outcome = CellOutcome(cell, "unavailable", error=cell.reason)
         else:
             continue
         host.hook.harness_cell_finished(cell=cell, outcome=outcome)
@@ -604,6 +628,20 @@ def build_lm(cell: Cell, context: BuildContext) -> Any:
     """Step 1: the method's lm-eval LM, built on the cell's models (training included)."""
     _seed_everything(cell.settings.seed)
     return cell.row.spec.build(context)
+
+
+class _WithoutCustomDatasetAdvice(logging.Filter):
+    """lm-eval warns, for every task whose documents come from a callable (`custom_dataset`),
+    that such callables take keyword arguments from `--metadata`. The harness hands it every
+    local and generated data set that way and never uses `--metadata`, so the advice is noise
+    repeated in every cell's log."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Custom kwargs can be passed" not in record.getMessage()
+
+
+_LM_EVAL_TASK_LOG = logging.getLogger("lm_eval.api.task")
+_LM_EVAL_TASK_LOG.addFilter(_WithoutCustomDatasetAdvice())
 
 
 def run_lm_eval(cell: Cell, lm: Any, workdir: Path) -> dict[str, Any]:

@@ -32,8 +32,13 @@ class RunSettings:
               "embedded: the small sample each task ships (offline smoke runs)")
     data_dir: str | None = option(
         None, f"root holding each task's original files (default ${DATA_DIR_VARIABLE})")
-    limit: int | None = option(None, "documents per lm-eval task (smoke runs, not comparable)")
+    limit: int | None = option(
+        None, "documents per lm-eval task, not per harness task: MMLU runs one lm-eval task per "
+              "subject, so --limit 2 evaluates up to 114 documents (smoke runs, not comparable)")
     seed: int = option(1234, "seed for sampling, few-shot order and training")
+    seeds: tuple[int, ...] = option(
+        (), "run every cell once per seed, e.g. 1,2,3 (replaces --seed): leaderboards show the "
+            "mean and spread over seeds, and paired tests pool the documents of every seed")
     device: str | None = option(None, "cpu, cuda, cuda:1 ... (default: cuda when available)")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = option(
         "auto", "model dtype; auto: bfloat16 on a GPU, float32 on the CPU")
@@ -42,12 +47,17 @@ class RunSettings:
     doc_shards: int = option(1, "split each cell's documents over this many jobs, merged "
                                 "before scoring (results do not change)")
     out: str = option(DEFAULT_OUT, "results root")
+    missing_tools: Literal["fail", "skip"] = option(
+        "fail", "a cell whose system tool is missing here (bubblewrap, Java): fail it, or skip: "
+                "show it as not run, with the fix, without failing the run")
 
     def __post_init__(self) -> None:
         if self.limit is not None and self.limit < 1:
             raise ValueError(f"limit must be a positive integer, got {self.limit}")
         if self.batch_size != "auto" and self.batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, got {self.batch_size}")
+        if len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(f"seeds must be distinct, got {', '.join(map(str, self.seeds))}")
         if self.doc_shards < 1:
             raise ValueError(f"doc_shards must be a positive integer, got {self.doc_shards}")
         if self.data == "local" and not self.data_dir:
@@ -74,6 +84,11 @@ class RunSettings:
             data = "local" if data_dir else "hf"
         return dataclasses.replace(self, data=data, data_dir=data_dir,
                                    device=self.device or default_device())
+
+    def per_seed(self) -> list["RunSettings"]:
+        """One settings object per seed of the run (`seeds`, else `seed`)."""
+        return [dataclasses.replace(self, seed=seed, seeds=()) for seed in self.seeds] \
+            or [self]
 
     @property
     def data_source(self) -> DataSource:

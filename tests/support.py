@@ -20,15 +20,16 @@ def run_cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = No
 
 
 def commit_binary_cell(store: Any, label: str, method: str, models: list[str],
-                       correct: list[int], task: str = "mmlu") -> None:
+                       correct: list[int], task: str = "mmlu", seed: int | None = None) -> None:
     """A finished cell of a 0/1 metric (accuracy) whose samples say which documents were
-    right, with a method fact per sample (leaderboard significance and explorer tests)."""
+    right, with a method fact per sample (leaderboard significance and explorer tests);
+    `seed`: one seed's cell of a run over several."""
     from harness.records import CellRecord, RowInfo, Score, TaskInfo, row_key
 
     refs = [{"id": f"harness-zoo/{m}", "revision": "main", "dtype": "auto"} for m in models]
     key = row_key(method, refs, {"label": label})
     record = CellRecord(
-        status="ok", fingerprint=f"{key}{task}".ljust(32, "0"),
+        status="ok", fingerprint=f"{seed or ''}{key}{task}".ljust(32, "0"), seed=seed,
         row=RowInfo(key=key, method=method, label=label, options={}, models=refs),
         task=TaskInfo(name=task, options={}, headline_key="acc,none", headline_label="accuracy",
                       data="embedded"),

@@ -20,7 +20,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from harness.api import (Capability, CorpusMetric, DataError, LmEvalPlan, Metric,
+from harness.api import (Capability, CorpusMetric, DataError, LmEvalPlan, Metric, MissingTool,
                          MetricValues, Samples, TaskContext, TaskSpec, at_least, dataset_dict,
                          first_existing, first_response, hookimpl, option,
                          read_json_file)
@@ -141,7 +141,7 @@ def preflight(ctx: TaskContext) -> str | None:
 
     problem = java_problem()
     if problem:
-        return problem
+        raise MissingTool(problem)
     options: CocoOptions = ctx.options
     if IMAGE_PLACEHOLDER not in options.prompt:
         return f"coco_captioning: the prompt must contain {IMAGE_PLACEHOLDER!r} where the image goes"

@@ -30,7 +30,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Mapping
 
-from harness.api import (Capability, CorpusMetric, HarnessError, LmEvalPlan, Metric,
+from harness.api import (Capability, CorpusMetric, HarnessError, LmEvalPlan, Metric, MissingTool,
                          MetricValues, Samples, TaskContext, TaskSpec, UsageError, dataset_dict,
                          first_existing, hookimpl, mean_and_stderr, option,
                          read_jsonl_rows)
@@ -129,7 +129,7 @@ def preflight(ctx: TaskContext) -> str | None:
 
     layers = isolation()  # probe now: a machine that cannot sandbox fails before models load
     if not layers.strong and not ctx.options.allow_weak_isolation:
-        return weak_isolation_refusal(layers, "-O allow_weak_isolation=true")
+        raise MissingTool(weak_isolation_refusal(layers, "-O allow_weak_isolation=true"))
     return None
 
 

@@ -103,12 +103,23 @@ def test_a_run_keeps_library_output_in_the_cell_log(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     for noise in ("WARNING", "Warning", "it/s]", "fatal: not a git repository"):
         assert noise not in result.stderr and noise not in result.stdout
+    # stderr is no terminal here (as in CI or under nohup): plain progress lines, as they happen
+    progress = result.stderr.splitlines()
+    assert progress[0] == ("note: --limit counts per lm-eval task: mmlu evaluates up to 3 "
+                           "documents (1 in each of 3 lm-eval tasks) per cell")
+    assert progress[1] == "run: 1 cells (1 to compute)"
+    assert progress[2] == ("[1/1] started constant (tiny-llama) × mmlu (up to 3 documents "
+                           "(1 in each of 3 lm-eval tasks))")
+    assert progress[3].startswith("[1/1] ok constant (tiny-llama) × mmlu = 0.3333 in ")
     [log] = (out / "cells" / "constant" / "mmlu").glob("*/log.txt")
     assert "WARNING" in log.read_text()  # lm-eval's own warnings went here
+    # but not its advice on `--metadata`, repeated for every task built from a callable
+    assert "Custom kwargs can be passed" not in log.read_text()
     verbose = run_cli("-p", "constant_plugin", "-v", "run", "-m", "constant", "-t", "mmlu",
                       "--data", "embedded", "--limit", "1", "--out", str(tmp_path / "v"),
                       env={"PYTHONPATH": str(plugins)})
-    assert verbose.returncode == 0 and "Custom kwargs can be passed" in verbose.stderr
+    assert verbose.returncode == 0 and "it/s]" in verbose.stderr
+    assert "Custom kwargs can be passed" not in verbose.stderr
 
 
 @pytest.mark.parametrize("args,needle", [
@@ -126,3 +137,28 @@ def test_verify_and_status_on_a_healthy_folder(args, needle, tmp_path: Path) -> 
     result = run_cli(*[a.format(out=root) for a in args])
     assert result.returncode == 0, result.stderr
     assert needle in result.stdout
+
+
+def test_without_a_terminal_progress_is_plain_lines_with_a_heartbeat() -> None:
+    from types import SimpleNamespace
+
+    from harness.display import LiveRun
+
+    buffer = io.StringIO()
+    live = LiveRun(Console(file=buffer, width=80, force_terminal=False), total=2,
+                   heartbeat_s=0.0)
+    cell = SimpleNamespace(title="single (m) × mmlu", documents="up to 4 documents")
+    plan = SimpleNamespace(count=lambda state: {"pending": 1, "done": 1}.get(state, 0))
+    with live:
+        live.harness_run_started(plan)
+        live.harness_cell_finished(cell, SimpleNamespace(status="skipped", error="",
+                                                         headline=None))
+        live.harness_cell_started(cell)
+        live.phase("requests", total=8)
+        live.advance(4)
+        live.harness_cell_finished(cell, SimpleNamespace(status="ok", error="", headline=0.25))
+    lines = buffer.getvalue().splitlines()
+    assert lines[0] == "run: 2 cells (1 to compute, 1 done before)"
+    assert lines[1] == "[2/2] started single (m) × mmlu (up to 4 documents)"
+    assert lines[2].startswith("  single (m) × mmlu: requests 4/8 · 1/2 cells, 0 failed")
+    assert lines[3].startswith("[2/2] ok single (m) × mmlu = 0.25 in 0:00 · 2/2 cells")

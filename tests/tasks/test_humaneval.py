@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.errors import DataError, UsageError
+from harness.errors import DataError, MissingTool, UsageError
 from harness.host import load_host
 from harness.models import ModelRef
 from harness.options import build_options
@@ -133,16 +133,43 @@ def test_execution_is_refused_without_the_flag_before_any_model_loads(tmp_path):
         humaneval.score([], _context(DataSource("embedded")))
 
 
+@pytest.mark.parametrize("missing_tools", ["fail", "skip"])
+def test_a_missing_sandbox_fails_the_cell_or_leaves_it_not_run(monkeypatch, tmp_path,
+                                                                missing_tools):
+    """A suite may skip cells whose system tool is missing (the quick start does): nothing
+    is recorded, so installing the tool and rerunning computes the cell."""
+    import harness.sandbox
+
+    weak = dataclasses.replace(harness.sandbox.isolation(), bwrap=None,
+                               weak_because="bubblewrap is not installed")
+    monkeypatch.setattr(harness.sandbox, "isolation", lambda: weak)
+    host = load_host(["no:reporters"])
+    method, task = host.method("single"), host.task("humaneval")
+    rows = [MethodRow(method, (ModelRef("harness-zoo/tiny-llama"),), method.options(), "x")]
+    store = Store(tmp_path)
+    plan = plan_cells(host, rows, [TaskColumn(task, task.options(allow_code_execution=True))],
+                      RunSettings(data="embedded", limit=1, missing_tools=missing_tools), store)
+    [outcome] = run_plan(host, plan)
+    assert "apt-get install bubblewrap" in outcome.error
+    if missing_tools == "fail":
+        assert outcome.status == "failed" and len(list(store.failures())) == 1
+    else:
+        assert outcome.status == "unavailable" and plan.cells[0].state == "unavailable"
+        assert not list(store.results()) and not list(store.failures())
+
+
 def test_weak_isolation_is_refused_unless_the_user_opts_in(monkeypatch):
     import harness.sandbox
 
     weak = dataclasses.replace(harness.sandbox.isolation(), bwrap=None,
                                weak_because="bubblewrap is not installed")
     monkeypatch.setattr(harness.sandbox, "isolation", lambda: weak)
-    refusal = humaneval.preflight(_context(DataSource("embedded"), allow_code_execution=True))
-    assert refusal == ("refusing to run model-written code under weak isolation (bubblewrap is "
-                       "not installed): install bubblewrap (Debian/Ubuntu: apt-get install "
-                       "bubblewrap), or accept the risk with -O allow_weak_isolation=true")
+    with pytest.raises(MissingTool) as refusal:
+        humaneval.preflight(_context(DataSource("embedded"), allow_code_execution=True))
+    assert str(refusal.value) == (
+        "refusing to run model-written code under weak isolation (bubblewrap is not installed): "
+        "install bubblewrap (Debian/Ubuntu: apt-get install bubblewrap), or accept the risk with "
+        "-O allow_weak_isolation=true")
     context = _context(DataSource("embedded"), allow_code_execution=True,
                        allow_weak_isolation=True)
     assert humaneval.preflight(context) is None
