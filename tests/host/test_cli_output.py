@@ -7,6 +7,8 @@ import io
 import json
 import re
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -162,3 +164,32 @@ def test_without_a_terminal_progress_is_plain_lines_with_a_heartbeat() -> None:
     assert lines[1] == "[2/2] started single (m) × mmlu (up to 4 documents)"
     assert lines[2].startswith("  single (m) × mmlu: requests 4/8 · 1/2 cells, 0 failed")
     assert lines[3].startswith("[2/2] ok single (m) × mmlu = 0.25 in 0:00 · 2/2 cells")
+
+
+def test_task_options_can_name_one_task_of_several() -> None:
+    from harness.cli import build_parser, request_from_args
+
+    args = build_parser().parse_args(["run", "-m", "single", "-t", "mmlu,gsm8k", "-O",
+                                      "num_fewshot=0", "-O", "gsm8k.max_gen_toks=8"])
+    options = {entry.task: entry.options for entry in request_from_args(args).tasks}
+    assert options == {"mmlu": {"num_fewshot": 0}, "gsm8k": {"num_fewshot": 0, "max_gen_toks": 8}}
+    result = run_cli("run", "-m", "single", "-t", "mmlu", "-O", "flores.directions=x",
+                     "--dry-run")
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        "harness: error: -O flores.KEY=VALUE names task 'flores', which this run does not "
+        "include (tasks: mmlu)")
+
+
+def test_the_console_script_finds_plugins_in_the_current_folder_and_survives_a_closed_pipe(
+        tmp_path: Path) -> None:
+    shutil.copy(PLUGINS / "constant_plugin.py", tmp_path)
+    script = str(Path(sys.executable).with_name("harness"))  # unlike `python -m`, no cwd on sys.path
+    listed = subprocess.run([script, "-p", "constant_plugin", "list"], capture_output=True,
+                            text=True, cwd=tmp_path)
+    assert listed.returncode == 0, listed.stderr
+    assert "constant" in listed.stdout
+    # `true` has exited before harness writes: every write meets a closed pipe
+    piped = subprocess.run(f"set -o pipefail; {script} list | true", shell=True,
+                           executable="/bin/bash", capture_output=True, text=True)
+    assert piped.returncode == 0 and "Traceback" not in piped.stderr, piped.stderr
