@@ -11,8 +11,10 @@ import argparse
 import dataclasses
 import json
 import os
+import shutil
 import sys
 import tempfile
+import textwrap
 from importlib import resources
 from pathlib import Path
 from typing import Any, NoReturn, Sequence
@@ -336,39 +338,23 @@ def cmd_list(host: Host, args: argparse.Namespace) -> int:
                     _with_origin(m)) for m in methods]
     task_rows = [(t["name"], f"{t['headline']['label']} {'↑' if t['headline']['higher_is_better'] else '↓'}",
                   ", ".join(t["requires"]), _with_origin(t)) for t in tasks]
-    if sys.stdout.isatty():
-        _print_tables([("Methods", ("name", "models", "", "description"), method_rows),
-                       ("Tasks", ("name", "headline", "needs", "description"), task_rows)])
-    else:  # plain aligned lines: grep and cut see every name whole
-        for title, rows in (("methods", method_rows), ("tasks", task_rows)):
-            print(f"{title}:")
-            widths = [max(len(r[i]) for r in rows) for i in range(3)]
-            for row in rows:
-                print("  " + "  ".join(cell.ljust(w) for cell, w in zip(row, widths)) + "  " + row[3])
+    # one line per plugin, names and short facts whole (grep and cut see them); on a
+    # terminal the description is cut at its edge, `harness list NAME` has the rest
+    width = shutil.get_terminal_size().columns if sys.stdout.isatty() else None
+    for title, rows in (("methods", method_rows), ("tasks", task_rows)):
+        print(f"{title}:")
+        widths = [max(len(r[i]) for r in rows) for i in range(3)]
+        for row in rows:
+            line = "  " + "  ".join(cell.ljust(w) for cell, w in zip(row, widths)) + "  " + row[3]
+            print(line if width is None or len(line) <= width else line[:width - 1] + "…")
+    if width is not None:
+        print("`harness list NAME`: a method's or task's options and details")
     return 0
 
 
 def _with_origin(entry: dict[str, Any]) -> str:
     origin = "" if entry["origin"] == "built-in" else f" [{entry['origin']}]"
     return entry["description"] + origin
-
-
-def _print_tables(tables: list[tuple[str, tuple[str, ...], list[tuple[Any, ...]]]]) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    console = Console(highlight=False)
-    for title, headers, rows in tables:
-        table = Table(title=title, expand=False, show_lines=False)
-        for index, header in enumerate(headers):
-            if index < 3:  # names and short facts stay whole; the description wraps
-                table.add_column(header, no_wrap=True,
-                                 min_width=max([len(r[index]) for r in rows] + [len(header)]))
-            else:
-                table.add_column(header, overflow="fold", ratio=1)
-        for row in rows:
-            table.add_row(*(_escape(cell) for cell in row))
-        console.print(table)
 
 
 def _escape(text: str) -> str:
@@ -600,33 +586,33 @@ def cmd_compare(host: Host, args: argparse.Namespace) -> int:
                                     else {"unavailable": c.unavailable} for c in comparisons}},
                          indent=2, sort_keys=True))
         return 0
-    headers = ("task", "metric", "docs", "A", "B", "A-B", "95% CI", "test", "p", "p Holm",
-               "A wins/losses/ties")
-    lines, notes = [headers], []
-    for comparison in comparisons:
-        result = comparison.result
-        if result is None:
-            notes.append(f"{comparison.task.name}: no test ({comparison.unavailable})")
-            continue
-        docs = str(result.n) + (f" (+{result.only_a}/+{result.only_b} unpaired)"
-                                if result.docs_differ else "")
-        lines.append((comparison.task.name, comparison.task.metric_label, docs,
-                      f"{result.score_a:.4g}", f"{result.score_b:.4g}",
-                      f"{result.difference:+.4g}",
-                      f"[{result.ci_low:+.4g}, {result.ci_high:+.4g}]", result.test,
-                      f"{result.p_value:.3g}",
-                      f"{result.p_holm:.3g}" + (" *" if result.significant() else ""),
-                      f"{result.wins}/{result.losses}/{result.ties}"))
+    # a block of short lines per task: it fits any terminal, whatever the labels
     print(f"A = {row_a.label}\nB = {row_b.label}")
-    widths = [max(len(line[i]) for line in lines) for i in range(len(headers))]
-    for line in lines:
-        print("  ".join(cell.ljust(width) for cell, width in zip(line, widths)).rstrip())
-    tested = len(lines) - 1
-    print(f"* Holm-corrected p < 0.05 over the {tested} task(s) tested; paired bootstrap of "
-          f"{args.resamples} resamples for the intervals (and the p of non-0/1 metrics); "
-          f"documents paired by id.")
-    for note in notes:
-        print(note)
+    tested, unscored = 0, []
+    for comparison in comparisons:
+        result, task = comparison.result, comparison.task
+        arrow = "↑" if task.higher_is_better else "↓"
+        if result is None and "missing / missing" in comparison.unavailable:
+            unscored.append(task.name)  # neither row ran it: one line for all of them below
+            continue
+        if result is None:
+            print(f"{task.name} ({task.metric_label} {arrow}): no test ({comparison.unavailable})")
+            continue
+        tested += 1
+        unpaired = (f" (+{result.only_a} only in A, +{result.only_b} only in B, left out)"
+                    if result.docs_differ else "")
+        print(f"{task.name} ({task.metric_label} {arrow}), {result.n} paired documents{unpaired}:")
+        print(f"  A {result.score_a:.4g}  B {result.score_b:.4g}  A-B {result.difference:+.4g} "
+              f"[95% CI {result.ci_low:+.4g}, {result.ci_high:+.4g}]")
+        print(f"  {result.test} p {result.p_value:.3g}, Holm {result.p_holm:.3g}"
+              + (" *" if result.significant() else "")
+              + f"; A wins/losses/ties {result.wins}/{result.losses}/{result.ties}")
+    width = shutil.get_terminal_size().columns
+    if unscored:
+        print(textwrap.fill(f"neither row ran: {', '.join(unscored)}", width))
+    print(textwrap.fill(f"* Holm-corrected p < 0.05 over the {tested} task(s) tested; paired "
+                        f"bootstrap of {args.resamples} resamples for the intervals (and the p "
+                        f"of non-0/1 metrics); documents paired by id.", width))
     return 0
 
 

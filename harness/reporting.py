@@ -324,13 +324,7 @@ def compare_rows(results_root: Path, a: str, b: str, tasks: Sequence[str] = (),
     store = Store(results_root)
     chosen = _latest_per_cell([*store.results(), *store.failures()])
     board = build_board(results_root, dataclasses.replace(options, max_samples=0))
-    rows = []
-    for name in (a, b):
-        found = [r for r in board.rows if name in (r.label, r.key)]
-        if not found:
-            raise UsageError(f"no row {name!r} in {results_root}; rows: "
-                             f"{', '.join(r.label for r in board.rows) or 'none'}")
-        rows.append(found[0])
+    rows = [find_row(board, name, results_root) for name in (a, b)]
     unknown = sorted(set(tasks) - {t.name for t in board.tasks})
     if unknown:
         raise UsageError(f"no task {', '.join(unknown)} in {results_root}; tasks: "
@@ -354,6 +348,25 @@ def compare_rows(results_root: Path, a: str, b: str, tasks: Sequence[str] = (),
     return rows[0], rows[1], [
         dataclasses.replace(c, result=dataclasses.replace(c.result, p_holm=by_task[c.task.name]))
         if c.result is not None else c for c in found_comparisons]
+
+
+def find_row(board: Board, name: str, results_root: Path) -> BoardRow:
+    """The row `name` means: its label or key, else the one row of that method, else the
+    one row whose label starts with `name`; anything else is a usage error naming the
+    candidates."""
+    from harness.errors import UsageError
+
+    for matches in ([r for r in board.rows if name in (r.label, r.key)],
+                    [r for r in board.rows if r.method == name],
+                    [r for r in board.rows if r.label.startswith(name)]):
+        if len(matches) == 1:
+            return matches[0]
+        if len(matches) > 1:
+            raise UsageError(f"{name!r} matches {len(matches)} rows in {results_root}: "
+                             + "; ".join(repr(r.label) for r in matches[:6])
+                             + ("; ..." if len(matches) > 6 else "") + " (quote a longer label)")
+    raise UsageError(f"no row {name!r} in {results_root}; rows: "
+                     f"{', '.join(repr(r.label) for r in board.rows) or 'none'}")
 
 
 def _paired(cells: "_CellData", task: BoardTask, row: BoardRow, other: BoardRow,

@@ -71,22 +71,31 @@ def test_compare_prints_the_pairwise_table(results: Path, capsys: pytest.Capture
     assert main(["compare", "lora (tiny-llama)", "single (tiny-llama)", "--results",
                  str(results), "--resamples", "200"]) == 0
     out = capsys.readouterr().out
-    line = next(line for line in out.splitlines() if line.startswith("mmlu"))
-    assert "20" in line and "exact McNemar" in line and "15/0/5" in line and "*" in line
-    assert "+0.75" in line
-    assert "flores: no test (not scored in both rows (missing / ok))" in out
+    lines = out.splitlines()
+    at = next(i for i, line in enumerate(lines) if line.startswith("mmlu"))
+    assert lines[at] == "mmlu (acc,none ↑), 20 paired documents:"
+    assert lines[at + 1].startswith("  A 0.9  B 0.15  A-B +0.75 [95% CI ")
+    assert lines[at + 2].startswith("  exact McNemar p ") and " *; " in lines[at + 2]
+    assert lines[at + 2].endswith("A wins/losses/ties 15/0/5")
+    assert "flores (chrf++ ↑): no test (not scored in both rows (missing / ok))" in out
+    assert max(len(line) for line in lines) <= 80
     assert main(["compare", "lora (tiny-llama)", "single (tiny-llama)", "--results",
                  str(results), "--task", "mmlu", "--json"]) == 0
     payload = json.loads(capsys.readouterr().out)
     assert list(payload["tasks"]) == ["mmlu"] and payload["tasks"]["mmlu"]["wins"] == 15
 
 
-def test_compare_rejects_an_unknown_row_in_one_line(results: Path,
-                                                    capsys: pytest.CaptureFixture) -> None:
-    assert main(["compare", "lora", "single (tiny-llama)", "--results", str(results)]) == 2
+def test_compare_takes_method_names_and_prefixes_and_rejects_the_rest_in_one_line(
+        results: Path, capsys: pytest.CaptureFixture) -> None:
+    for a, b in (("lora", "single"), ("lora (tiny", "sing")):
+        assert main(["compare", a, b, "--results", str(results), "--resamples", "10"]) == 0
+        assert capsys.readouterr().out.startswith(
+            "A = lora (tiny-llama)\nB = single (tiny-llama)\n")
+    assert main(["compare", "packllm", "single (tiny-llama)", "--results", str(results)]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "no row 'lora'" in err
-    assert "lora (tiny-llama), single (tiny-llama)" in err or "single (tiny-llama), lora" in err
+    assert err.count("\n") == 1 and "no row 'packllm'" in err
+    assert "'lora (tiny-llama)', 'single (tiny-llama)'" in err or \
+        "'single (tiny-llama)', 'lora (tiny-llama)'" in err
 
 
 def test_rescore_round_trip_keeps_metrics_and_says_where_they_came_from(

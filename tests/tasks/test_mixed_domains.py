@@ -88,9 +88,12 @@ def test_packllm_beats_the_ensemble_and_each_expert_and_an_adapter_beats_its_bas
     scores = _accuracies(tmp_path, [
         row("single", pack[:1], "ascending"), row("single", pack[1:], "descending"),
         row("packllm", pack, "packllm"), row("ensemble", pack, "ensemble"),
-        row("lora", pack[:1], "lora", max_steps=60, batch_size=16, micro_batch_size=16, lr=2e-2,
+        # the embedded suite's LoRA: 150 steps reach 1.0 where 60 steps sat on a knife edge
+        # that moved with torch's CPU kernels (0.55 with avx512, 0.65 with default, ~0.8 avx2)
+        row("lora", pack[:1], "lora", max_steps=150, batch_size=16, micro_batch_size=16, lr=1e-2,
             target_modules=ALL_LINEAR),
     ], limit=10)
+    print(f"accuracies: {scores}")  # shown with -s; the margins below are far from these
     margin = 0.2
     assert scores["packllm"] >= 0.9
     assert scores["packllm"] >= scores["ensemble"] + margin
