@@ -887,59 +887,83 @@ def pareto_front(points: list[tuple[float, float]], higher_is_better: bool = Tru
 
 def _score_panels(board: Board, path: Path, x_of: Any, x_label: str, axis_style: Any,
                   pareto: bool) -> None:
-    """One panel per task of each scored cell's headline against `x_of(row, cell)` (cells
-    where it is None are left out), one colour per row with a shared legend."""
+    """One panel per task of each scored cell's headline against `x_of(row, cell)`, one
+    colour and number per row, the legend beside the panels (never over them). Rows at
+    the same point are drawn side by side and labelled with their numbers; a scored cell
+    with no x (no cost recorded) is named under its panel, so every row is accounted for."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.transforms import offset_copy
 
     tasks = board.tasks
     columns = max(1, min(3, len(tasks)))
     rows = max(1, math.ceil(len(tasks) / columns))
-    figure, axes = plt.subplots(rows, columns, figsize=(4.6 * columns + 3.2, 3.4 * rows),
+    figure, axes = plt.subplots(rows, columns, figsize=(4.6 * columns, 3.6 * rows),
                                 squeeze=False)
     palette = plt.get_cmap("tab20")
     colours = {row.key: palette(i % 20) for i, row in enumerate(board.rows)}
+    numbers = {row.key: i for i, row in enumerate(board.rows, 1)}
     for index, axis in enumerate(axes.flat):
         if index >= len(tasks):
             axis.set_visible(False)
             continue
         task = tasks[index]
-        points = []
+        placed: dict[tuple[float, float], list[tuple[BoardRow, BoardCell]]] = {}
+        unplaced = []
         for row in board.rows:
             cell = row.cells[task.name]
-            x = x_of(row, cell) if cell.status == "ok" else None
-            if x is None or cell.value is None:
+            if cell.status != "ok" or cell.value is None:
                 continue
-            points.append((x, cell.value))
-            axis.errorbar([x], [cell.value], yerr=[cell.stderr or 0],
-                          fmt="o", capsize=3, color=colours[row.key], label=row.label)
+            x = x_of(row, cell)
+            if x is None:
+                unplaced.append(row)
+                continue
+            placed.setdefault((x, round(cell.value, 9)), []).append((row, cell))
+        for (x, y), group in placed.items():
+            spread = max(cell.stderr or 0.0 for _, cell in group)
+            axis.update_datalim([(x, y - spread), (x, y + spread)])  # shifted artists do not
+            for slot, (row, cell) in enumerate(group):  # side by side, 5 px apart
+                shift = offset_copy(axis.transData, fig=figure, units="points",
+                                    x=5 * (slot - (len(group) - 1) / 2))
+                axis.errorbar([x], [cell.value], yerr=[cell.stderr or 0], fmt="o", capsize=3,
+                              color=colours[row.key], transform=shift)
+            if len(group) > 1:
+                axis.annotate(",".join(str(numbers[r.key]) for r, _ in group), (x, y),
+                              xytext=(4 + 2.5 * len(group), 3), textcoords="offset points",
+                              fontsize=7, color="0.25")
+        points = list(placed)
         if pareto and points:
             front = [points[i] for i in pareto_front(points, task.higher_is_better)]
             axis.step([p[0] for p in front], [p[1] for p in front], where="post", color="0.3",
-                      linewidth=1, linestyle="--", label="Pareto front")
+                      linewidth=1, linestyle="--")
             axis.scatter([p[0] for p in front], [p[1] for p in front], s=140,
                          facecolors="none", edgecolors="0.3")
         elif pareto:
             axis.text(0.5, 0.5, "no cost recorded", ha="center", va="center",
                       transform=axis.transAxes, color="0.5")
+        axis.autoscale_view()
         if points or not pareto:
             axis_style(axis)
-        axis.set_xlabel(x_label)
+        axis.set_xlabel(x_label + ("\nnot shown, no cost recorded: " + ", ".join(
+            str(numbers[r.key]) for r in unplaced) if unplaced else ""))
         axis.set_ylabel(task.metric_label)
         axis.set_title(task.name)
         axis.grid(alpha=0.3)
     handles = [plt.Line2D([], [], marker="o", linestyle="", color=colours[row.key])
                for row in board.rows]
-    labels = [row.label for row in board.rows]
+    labels = [f"{numbers[row.key]}  {row.label}" for row in board.rows]
     if pareto:
         handles.append(plt.Line2D([], [], marker="o", markersize=10, markerfacecolor="none",
                                   color="0.3", linestyle="--"))
         labels.append("Pareto front")
-    figure.legend(handles, labels, loc="center right", fontsize=7, frameon=False)
-    figure.tight_layout(rect=(0, 0, 1 - 3.2 / (4.6 * columns + 3.2), 1))
-    figure.savefig(path, dpi=110, metadata={"Software": None})
+    figure.tight_layout()
+    legend = figure.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5),
+                           fontsize=7, frameon=False)
+    # the canvas grows to hold the legend beside the panels
+    figure.savefig(path, dpi=110, metadata={"Software": None}, bbox_inches="tight",
+                   bbox_extra_artists=[legend])
     plt.close(figure)
 
 
