@@ -531,7 +531,7 @@ def write_leaderboards(host: Host, results: Path, out: Path, console: Any = None
 
 def cmd_leaderboard(host: Host, args: argparse.Namespace) -> int:
     from harness.display import terminal_console
-    from harness.reporting import build_board, rich_tables
+    from harness.reporting import board_digest, build_board, drawn_from, rich_tables
 
     if not (args.results / "cells").is_dir():
         raise UsageError(f"{args.results}: no results (expected a cells/ folder)")
@@ -554,8 +554,13 @@ def cmd_leaderboard(host: Host, args: argparse.Namespace) -> int:
                 committed = out / fresh.name
                 if not committed.exists() or committed.read_bytes() != fresh.read_bytes():
                     stale.append(str(committed))
+                    _print_short_diff(committed, fresh)
     unchecked = {name for w in host.report_writers() if not w.checked for name in w.outputs}
-    orphans = sorted(str(p) for p in out.glob("leaderboard.*")
+    digest = board_digest(board)
+    for name in sorted(unchecked):  # plots: the board they were drawn from, not their pixels
+        if name.endswith(".png") and drawn_from(out / name) != digest:
+            stale.append(str(out / name))
+    orphans = sorted(str(p) for p in out.glob("leaderboard*.*")
                      if p.name not in regenerated and p.name not in unchecked)
     if stale or orphans:
         problems = ([f"out of date: {', '.join(stale)}"] if stale else []) + (
@@ -566,6 +571,26 @@ def cmd_leaderboard(host: Host, args: argparse.Namespace) -> int:
         console.print(table, soft_wrap=False)
     console.print("leaderboard files match the results")
     return 0
+
+
+def _print_short_diff(committed: Path, fresh: Path, most: int = 20) -> None:
+    """What changed in a stale leaderboard file, at most `most` lines of a unified diff."""
+    import difflib
+
+    if not committed.exists():
+        print(f"missing: {committed}", file=sys.stderr)
+        return
+    try:
+        old = committed.read_text(encoding="utf-8").splitlines()
+        new = fresh.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError:
+        print(f"differs: {committed} (not text)", file=sys.stderr)
+        return
+    diff = list(difflib.unified_diff(old, new, str(committed), "regenerated", n=0, lineterm=""))
+    for line in diff[:most]:
+        print(redact(line[:200]), file=sys.stderr)
+    if len(diff) > most:
+        print(f"... {len(diff) - most} more diff lines", file=sys.stderr)
 
 
 # ----------------------------------------------------------------------------- compare

@@ -17,6 +17,7 @@ results gives the same bytes, which is what `harness leaderboard --check` relies
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import html
 import json
 import math
@@ -962,8 +963,8 @@ def _score_panels(board: Board, path: Path, x_of: Any, x_label: str, axis_style:
     legend = figure.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5),
                            fontsize=7, frameon=False)
     # the canvas grows to hold the legend beside the panels
-    figure.savefig(path, dpi=110, metadata={"Software": None}, bbox_inches="tight",
-                   bbox_extra_artists=[legend])
+    figure.savefig(path, dpi=110, metadata={"Software": None, BOARD_DIGEST_KEY: board_digest(board)},
+                   bbox_inches="tight", bbox_extra_artists=[legend])
     plt.close(figure)
 
 
@@ -977,6 +978,26 @@ def _text_writer(name: str, filename: str, render: Any) -> ReportWriter:
 
 
 PNG_FILES = ("leaderboard.png", "leaderboard-cost.png")
+
+
+# Pixels depend on matplotlib's and FreeType's versions, so `leaderboard --check` does not
+# compare a plot's bytes: each PNG carries the digest of the board it was drawn from.
+BOARD_DIGEST_KEY = "harness-board-sha256"
+
+
+def board_digest(board: Board) -> str:
+    return hashlib.sha256(board_json(board).encode()).hexdigest()
+
+
+def drawn_from(path: Path) -> str | None:
+    """The board digest a plot was drawn from (None: not a harness plot, or unreadable)."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            return getattr(image, "text", {}).get(BOARD_DIGEST_KEY)
+    except OSError:
+        return None
 
 
 def _png_writer(board: Board, out_dir: Path) -> list[Path]:

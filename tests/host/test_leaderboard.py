@@ -102,6 +102,24 @@ def test_check_mode_detects_stale_tables(results: Path) -> None:
     md.write_text(md.read_text().replace("0.400", "0.999"))
     stale = run_cli("leaderboard", "--results", str(results), "--check")
     assert stale.returncode == 1 and "leaderboard out of date" in stale.stderr
+    # a short diff of what changed, not the whole table
+    diff = [line for line in stale.stderr.splitlines() if line[:1] in "+-"]
+    assert any("0.999" in line for line in diff if line.startswith("-")) and len(diff) <= 20
+
+
+def test_check_mode_detects_a_plot_drawn_from_other_results(results: Path) -> None:
+    assert run_cli("leaderboard", "--results", str(results)).returncode == 0
+    plot = results / "leaderboard-cost.png"
+    other = Store(results)
+    other.commit_cell(_record("quick (tiny-llama)", "quick", "mmlu", "ok", 0.3, 0.1), [])
+    before = plot.read_bytes()
+    assert run_cli("leaderboard", "--results", str(results)).returncode == 0
+    stale = plot.read_bytes()
+    plot.write_bytes(before)  # a plot of the results as they were
+    check = run_cli("leaderboard", "--results", str(results), "--check")
+    assert check.returncode == 1 and "leaderboard-cost.png" in check.stderr
+    plot.write_bytes(stale)
+    assert run_cli("leaderboard", "--results", str(results), "--check").returncode == 0
 
 
 def test_output_is_deterministic(results: Path, tmp_path_factory: pytest.TempPathFactory) -> None:
