@@ -21,8 +21,10 @@ import hashlib
 import html
 import json
 import math
+import re
 import statistics
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -439,7 +441,9 @@ def _document_id(sample: dict[str, Any]) -> str:
 def _add_samples(board: Board, cells: _CellData) -> None:
     """The first `max_samples` documents of every cell (in document order, so every row
     shows the same documents): response, per-document metric and the per-sample facts;
-    prompts and references once per document."""
+    prompts and references once per document. A multiple-choice document also carries
+    its question, options and correct option(s), and each row's entry the option it
+    picked, its log-likelihoods and whether it was right."""
     from harness.data import first_response
 
     cap = board.options.max_samples
@@ -457,10 +461,18 @@ def _add_samples(board: Board, cells: _CellData) -> None:
             chosen = sorted(by_doc.items(), key=lambda item: (
                 str(item[1].get("task")), _doc_number(item[1].get("doc_id"))))[:cap]
             for doc, sample in chosen:
+                choice = _multiple_choice(sample, task)
                 shared = documents.setdefault(doc, {"prompt": _clip(sample.get("prompt"), True),
                                                     "reference": _clip(sample.get("target"))})
-                entry: dict[str, Any] = {"doc": doc, "response": _clip(first_response(sample)),
-                                         "metric": _rounded(per_doc.get(doc))}
+                entry: dict[str, Any] = {"doc": doc, "metric": _rounded(per_doc.get(doc))}
+                if choice is None:
+                    entry["response"] = _clip(first_response(sample))
+                else:
+                    shared.update(choice.document)
+                    entry.update(choice.entry)
+                correct = _correct(entry, shared)
+                if correct is not None:
+                    entry["correct"] = correct
                 prompt = _clip(sample.get("prompt"), True)
                 if prompt != shared["prompt"]:
                     entry["prompt"] = prompt
@@ -472,6 +484,97 @@ def _add_samples(board: Board, cells: _CellData) -> None:
                     entry["facts"] = {k: v if len(json.dumps(v, default=str)) <= TEXT_CAP
                                       else _clip(v) for k, v in sorted(facts.items())}
                 row.cells[task.name].samples.append(entry)
+
+
+@dataclass(frozen=True)
+class _Choice:
+    """A multiple-choice sample as the explorer shows it: `document` (question, option
+    texts, correct option indices) is shared by every row, `entry` (the option picked and
+    the log-likelihood of each) is the row's own."""
+
+    document: dict[str, Any]
+    entry: dict[str, Any]
+
+
+# Where a document names its options, in the fields lm-eval's multiple-choice datasets use
+# (MMLU `choices`, ARC `choices.text`, HellaSwag `endings`).
+OPTION_FIELDS = ("choices", "options", "endings")
+
+
+def _multiple_choice(sample: dict[str, Any], task: BoardTask) -> _Choice | None:
+    """The sample as a multiple choice (lm-eval logs one log-likelihood per option), or
+    None for anything else (generation, a single log-likelihood)."""
+    scores = _loglikelihoods(sample.get("filtered_resps") or sample.get("response"))
+    if scores is None:
+        return None
+    logged = sample.get("doc")
+    doc: dict[str, Any] = logged if isinstance(logged, dict) else {}
+    options = _option_texts(doc, len(scores))
+    # lm-eval's acc_norm divides each log-likelihood by its option's length in characters
+    normalised = task.metric_key.startswith("acc_norm") and options is not None
+    ranked = [score / max(len(text), 1) for score, text in zip(scores, options or ())
+              ] if normalised else scores
+    document: dict[str, Any] = {"options": [_clip(t) for t in options or
+                                            (f"option {i + 1}" for i in range(len(scores)))]}
+    gold = _gold(sample.get("target"), options, len(scores))
+    if gold is not None:
+        document["gold"] = gold
+    if isinstance(doc.get("question"), str):
+        document["question"] = _clip(doc["question"])
+    return _Choice(document, {"choice": ranked.index(max(ranked)),
+                              "loglikelihoods": [_rounded(s) for s in scores]})
+
+
+def _loglikelihoods(responses: Any) -> list[float] | None:
+    """One number per option from lm-eval's `[[loglikelihood, is_greedy], ...]` (or the
+    raw responses' one more level of nesting); None unless there are at least two."""
+    if not isinstance(responses, list) or len(responses) < 2:
+        return None
+    scores = []
+    for response in responses:
+        while isinstance(response, list) and len(response) == 1:
+            response = response[0]
+        if not (isinstance(response, list) and len(response) == 2
+                and isinstance(response[0], (int, float)) and isinstance(response[1], bool)):
+            return None
+        scores.append(float(response[0]))
+    return scores
+
+
+def _option_texts(doc: dict[str, Any], count: int) -> list[str] | None:
+    for name in OPTION_FIELDS:
+        options = doc.get(name)
+        if isinstance(options, dict):
+            options = options.get("text")
+        if isinstance(options, list) and len(options) == count:
+            return [str(option) for option in options]
+    return None
+
+
+def _gold(target: Any, options: list[str] | None, count: int) -> list[int] | None:
+    """The correct option indices lm-eval logged as the target: an index, a list of
+    indices, an option's text or its letter."""
+    targets = target if isinstance(target, list) else [target]
+    gold = []
+    for value in targets:
+        if isinstance(value, str) and value.strip().isdigit():
+            value = int(value.strip())
+        elif isinstance(value, str) and options and value in options:
+            value = options.index(value)
+        elif isinstance(value, str) and len(value.strip()) == 1 and value.strip().isupper():
+            value = ord(value.strip()) - ord("A")
+        if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < count:
+            return None
+        gold.append(value)
+    return gold or None
+
+
+def _correct(entry: dict[str, Any], document: dict[str, Any]) -> bool | None:
+    """Whether a row got a document right: its option against the correct ones, else a
+    0/1 metric; None when neither says (a BLEU score, no metric)."""
+    if "choice" in entry and "gold" in document:
+        return entry["choice"] in document["gold"]
+    return {0.0: False, 1.0: True}.get(entry["metric"]) if entry["metric"] is not None else None
 
 
 def _filter_of(task: BoardTask) -> str:
@@ -675,126 +778,20 @@ def board_json(board: Board) -> str:
     return json.dumps(payload, indent=2, sort_keys=True) + "\n"
 
 
-PAGE = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>harness leaderboard</title>
-<style>
-body{font-family:system-ui,sans-serif;margin:2rem;color:#222}
-table{border-collapse:collapse}th,td{padding:.35rem .7rem;border-bottom:1px solid #ddd;text-align:right;vertical-align:top}
-#board th{cursor:pointer;background:#f4f4f4;position:sticky;top:0}#board th:after{content:" ⇅";color:#aaa}
-td:first-child,th:first-child{text-align:left}td.na{color:#888}td.failed{color:#b00}
-td.cell{cursor:pointer}td.cell:hover{background:#eef4ff}td.open{outline:2px solid #4a7fd6}
-.notes{color:#555;font-size:.9rem}.warning{background:#fff3cd;border:1px solid #e0c36c;padding:.6rem .9rem}
-#details{margin-top:1.5rem;border-top:2px solid #4a7fd6;padding-top:.8rem}
-#details pre{background:#f7f7f7;padding:.5rem;max-height:16rem;overflow:auto;font-size:.8rem}
-#samples td,#samples th{text-align:left;font-size:.85rem}#samples td.text{white-space:pre-wrap;overflow-wrap:anywhere;max-width:28rem}
-#samples td.text>div{max-height:12rem;overflow:auto}.controls label{margin-right:1rem}
-</style></head><body>
-<h1>Leaderboard</h1>
-@WARNING@<p>Headline metric ± standard error per task; click a column header to sort, a cell to see its documents. @SIGNIFICANCE@</p>
-<table id="board"><thead><tr>@HEAD@</tr></thead><tbody>
-@BODY@
-</tbody></table>
-<div class="notes">@NOTES@</div>
-<section id="details" hidden>
-<h2 id="details-title"></h2>
-<pre id="cell-facts"></pre>
-<p class="controls"><label>row X <select id="row-x"></select></label><label>row Y <select id="row-y"></select></label>
-<label><input type="checkbox" id="disagree"> only documents where X and Y disagree</label>
-<span id="sample-count"></span></p>
-<table id="samples"><thead><tr><th>document</th><th>prompt</th><th>reference</th><th>X response</th><th>X metric</th><th>X facts</th><th>Y response</th><th>Y metric</th></tr></thead><tbody></tbody></table>
-</section>
-<script type="application/json" id="data">@DATA@</script>
-<script type="application/json" id="explorer">@EXPLORER@</script>
-<script>
-const board = JSON.parse(document.getElementById("data").textContent);
-const explorer = JSON.parse(document.getElementById("explorer").textContent);
-const labels = Object.fromEntries(board.rows.map(r => [r.key, r.label]));
-document.querySelectorAll("#board th").forEach((th, col) => th.addEventListener("click", () => {
-  const body = document.querySelector("#board tbody");
-  const rows = [...body.rows];
-  const dir = th.dataset.dir === "desc" ? 1 : -1;
-  th.dataset.dir = dir === 1 ? "asc" : "desc";
-  const key = r => { const v = r.cells[col].dataset.sort; return v === undefined ? r.cells[col].textContent : parseFloat(v); };
-  rows.sort((a, b) => { const x = key(a), y = key(b);
-    if (typeof x === "number" && typeof y === "number") return dir * (x - y);
-    if (typeof x === "number") return -1; if (typeof y === "number") return 1;
-    return dir * String(x).localeCompare(String(y)); });
-  rows.forEach(r => body.appendChild(r));
-}));
-const details = document.getElementById("details");
-const rowX = document.getElementById("row-x"), rowY = document.getElementById("row-y");
-const disagree = document.getElementById("disagree");
-const samplesOf = (row, task) => (explorer.cells[row] || {})[task] || [];
-function td(text, cls) {
-  const cell = document.createElement("td");
-  if (cls) { cell.className = cls; const inner = document.createElement("div"); inner.textContent = text; cell.appendChild(inner); }
-  else cell.textContent = text;
-  return cell;
-}
-const metricText = s => s === undefined ? "—" : (s.metric === null ? "—" : String(s.metric));
-function differ(a, b) {
-  if (!b) return false;
-  if (a.metric !== null || b.metric !== null) return a.metric !== b.metric;
-  return a.response !== b.response;
-}
-function render() {
-  const task = details.dataset.task, docs = explorer.documents[task] || {};
-  const other = Object.fromEntries(samplesOf(rowY.value, task).map(s => [s.doc, s]));
-  const body = document.querySelector("#samples tbody");
-  body.replaceChildren();
-  let shown = 0;
-  for (const s of samplesOf(rowX.value, task)) {
-    const y = other[s.doc];
-    if (disagree.checked && !differ(s, y)) continue;
-    const doc = docs[s.doc] || {};
-    const tr = document.createElement("tr");
-    tr.dataset.doc = s.doc;
-    tr.append(td(s.doc), td(s.prompt || doc.prompt || "", "text"), td(doc.reference || "", "text"),
-              td(s.response, "text"), td(metricText(s)),
-              td(s.facts ? JSON.stringify(s.facts, null, 1) : "", "text"),
-              td(y ? y.response : "—", "text"), td(metricText(y)));
-    body.appendChild(tr);
-    shown += 1;
-  }
-  document.getElementById("sample-count").textContent = shown + " document(s) shown (at most " + explorer.max_samples + " per cell)";
-}
-function fill(select, task, chosen) {
-  select.replaceChildren();
-  for (const r of board.rows) {
-    if (!samplesOf(r.key, task).length) continue;
-    const option = document.createElement("option");
-    option.value = r.key; option.textContent = r.label; select.appendChild(option);
-  }
-  if (chosen) select.value = chosen;
-}
-function open(td) {
-  const row = td.dataset.row, task = td.dataset.task;
-  document.querySelectorAll("td.open").forEach(c => c.classList.remove("open"));
-  td.classList.add("open");
-  const cell = board.rows.find(r => r.key === row).cells[task];
-  details.hidden = false;
-  details.dataset.task = task;
-  document.getElementById("details-title").textContent = labels[row] + " × " + task;
-  document.getElementById("cell-facts").textContent = JSON.stringify(
-    {status: cell.status, value: cell.value, stderr: cell.stderr, reason: cell.reason || undefined,
-     flags: cell.flags.length ? cell.flags : undefined, comparison: cell.comparison || undefined,
-     provenance: cell.provenance}, null, 2);
-  fill(rowX, task, row);
-  const reference = cell.comparison && cell.comparison.reference_key;
-  const fallback = board.rows.map(r => r.key).find(k => k !== row && samplesOf(k, task).length);
-  fill(rowY, task, reference && samplesOf(reference, task).length ? reference : fallback);
-  render();
-}
-document.querySelectorAll("#board td.cell").forEach(c => c.addEventListener("click", () => open(c)));
-[rowX, rowY, disagree].forEach(c => c.addEventListener("change", render));
-</script></body></html>
-"""
+PAGE_TEMPLATE = "leaderboard.html"  # in harness/templates, package data
+_SLOT = re.compile(r"@([A-Z]+)@")
+
+
+def page_template() -> str:
+    """The page's HTML, CSS and JavaScript, with an @NAME@ slot for each generated part."""
+    return resources.files("harness.templates").joinpath(PAGE_TEMPLATE).read_text(encoding="utf-8")
 
 
 def html_page(board: Board) -> str:
     """One self-contained page (no network, no build step): the sortable table, and per
-    cell its provenance, paired test and up to `max_samples` documents, with a filter to
-    the documents where two chosen rows disagree."""
+    cell a panel with its score, paired test, cost, caveats and provenance, and up to
+    `max_samples` documents (a multiple choice as its question and options with each
+    row's pick), with a filter to the documents where two chosen rows differ."""
     notes = board.reasons()
     head = "".join(f"<th>{html.escape(h)}</th>" for h in
                    ["method", *(t.header for t in board.tasks), "mean win rate", "trainable params",
@@ -806,10 +803,10 @@ def html_page(board: Board) -> str:
             cell = row.cells[task.name]
             title = html.escape("; ".join(cell.notes()) or "click for details", quote=True)
             sort = f' data-sort="{cell.value!r}"' if cell.value is not None else ""
-            css = "cell" + {"n/a": " na", "failed": " failed"}.get(cell.status, "")
             markers = (f"<sup>{SIGNIFICANT}</sup>" if cell.significant else "") + "".join(
                 f"<sup>{m}</sup>" for m in board.markers(cell))
-            tds.append(f'<td class="{css}"{sort} data-row="{html.escape(row.key)}" '
+            tds.append(f'<td class="cell" tabindex="0"{sort} '
+                       f'data-status="{html.escape(cell.status)}" data-row="{html.escape(row.key)}" '
                        f'data-task="{html.escape(task.name)}" title="{title}">'
                        f'{html.escape(cell.text())}{markers}</td>')
         rate = f' data-sort="{row.mean_win_rate!r}"' if row.mean_win_rate is not None else ""
@@ -826,16 +823,13 @@ def html_page(board: Board) -> str:
     explorer = {"max_samples": board.options.max_samples, "documents": board.documents,
                 "cells": {row.key: {task: cell.samples for task, cell in row.cells.items()
                                     if cell.samples} for row in board.rows}}
-    parts = {"@HEAD@": head, "@BODY@": "\n".join(body), "@NOTES@": notes_html,
-             "@WARNING@": warning_html,
-             "@SIGNIFICANCE@": html.escape(significance_note(board)),
-             "@DATA@": _script_json(board_json(board)),
-             "@EXPLORER@": _script_json(json.dumps(explorer, sort_keys=True, ensure_ascii=False,
-                                                   default=str))}
-    page = PAGE
-    for token, text in parts.items():
-        page = page.replace(token, text)
-    return page
+    parts = {"HEAD": head, "BODY": "\n".join(body), "NOTES": notes_html, "WARNING": warning_html,
+             "SIGNIFICANCE": html.escape(significance_note(board)),
+             "DATA": _script_json(board_json(board)),
+             "EXPLORER": _script_json(json.dumps(explorer, sort_keys=True, ensure_ascii=False,
+                                                 default=str))}
+    # one pass, so a slot's text (a row label, a prompt) is never searched for slots itself
+    return _SLOT.sub(lambda slot: parts.get(slot[1], slot[0]), page_template())
 
 
 def _script_json(text: str) -> str:

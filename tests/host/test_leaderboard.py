@@ -10,9 +10,9 @@ import pytest
 
 from harness.records import (CellCost, CellRecord, ModelCost, PhaseCost, RowInfo, Score, TaskInfo,
                              row_key)
-from harness.reporting import board_json, build_board, html_page, markdown
+from harness.reporting import _gold, board_json, build_board, html_page, markdown, page_template
 from harness.store import Store
-from support import run_cli
+from support import CHOICE_OPTIONS, commit_binary_cell, commit_choice_cell, run_cli
 
 GOLDEN = Path(__file__).parent / "golden"
 
@@ -154,3 +154,48 @@ def test_a_cells_caveats_are_shown_on_it(tmp_path: Path) -> None:
     assert "0.250 ± 0.050 [1]" in text
     assert "[1] generated code ran with weak isolation (no bubblewrap)" in text
     assert "weak isolation" in html_page(board)
+
+
+def test_the_explorer_shows_a_multiple_choice_as_question_options_and_picks(
+        tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    commit_choice_cell(store, "single (tiny-llama)", "single", ["tiny-llama"], [0, 0, 2])
+    board = build_board(tmp_path)
+    document = board.documents["mmlu"]["mmlu/1"]
+    assert document["question"] == "Question 1: which planet?"
+    assert document["options"] == list(CHOICE_OPTIONS) and document["gold"] == [1]
+    entries = board.rows[0].cells["mmlu"].samples
+    assert [(e["choice"], e["correct"]) for e in entries] == [(0, True), (0, False), (2, True)]
+    assert entries[1]["loglikelihoods"] == [-1.5, -5.0, -6.0, -7.0]
+    assert "response" not in entries[1]  # a log-likelihood is no response to read
+    page = html_page(board)
+    assert '"options": ["Earth", "Jupiter", "Mars", "Venus"]' in page
+
+
+@pytest.mark.parametrize(("target", "gold"), [
+    (2, [2]), ("2", [2]), ("Mars", [2]), ("C", [2]), ([0, 3], [0, 3]), (7, None), ("Pluto", None),
+])
+def test_the_correct_option_is_read_from_lm_evals_target(target: object,
+                                                        gold: list[int] | None) -> None:
+    assert _gold(target, list(CHOICE_OPTIONS), 4) == gold
+
+
+def test_a_generation_shows_its_response_and_a_0_1_metric_as_right_or_wrong(
+        tmp_path: Path) -> None:
+    commit_binary_cell(Store(tmp_path), "single (tiny-llama)", "single", ["tiny-llama"], [1, 0])
+    board = build_board(tmp_path)
+    entries = board.rows[0].cells["mmlu"].samples
+    assert [(e["response"], e["metric"], e["correct"]) for e in entries] == [
+        ("-1.0", 1.0, True), ("-1.0", 0.0, False)]
+    assert board.documents["mmlu"]["mmlu/0"] == {"prompt": "question 0?", "reference": "B"}
+
+
+def test_the_page_is_filled_from_its_template_in_one_pass(results: Path) -> None:
+    record = _record("tricky @DATA@ @BODY@ label", "tricky", "mmlu", "ok", 0.3, 0.1)
+    Store(results).commit_cell(record, [])
+    board = build_board(results)
+    page = html_page(board)
+    assert page.startswith("<!doctype html>") and "@DATA@ @BODY@ label" in page
+    assert "@HEAD@" not in page and page.count('<script type="application/json" id="data">') == 1
+    assert 'data-status="n/a"' in page  # statuses pass through as data, styled by the template
+    assert page_template().count("@BODY@") == 1
