@@ -181,11 +181,16 @@ def test_a_cell_opens_in_the_viewport_wherever_the_page_is_scrolled(browser, res
         assert page.evaluate("document.activeElement.closest('#details') !== null")
         page.keyboard.press("Escape")
         assert page.locator("#details").is_hidden()
-        # focus goes back to the cell, and Enter opens it again
-        assert page.evaluate("document.activeElement.classList.contains('cell')")
+        # focus goes back to the cell (the dialog's close event is queued), and Enter reopens it
+        page.wait_for_function("document.activeElement.classList.contains('cell')", timeout=5000)
         page.keyboard.press("Enter")
         assert page.locator("#details").is_visible()
         page.click("#close")
+    # a cell without a score says what it is and why, whatever its status
+    page.click(_cell(board, "single (model-00)", "planets"))
+    assert page.get_attribute("#cell-facts .status", "data-status") == "missing"
+    assert "not run" in page.inner_text("#cell-facts")
+    assert page.inner_text("#sample-count") == "no documents stored for this cell"
     assert errors == []
 
 
@@ -231,5 +236,5 @@ def test_max_samples_caps_the_documents_a_cell_embeds(browser, results: Path,
     page.reload()  # the address names the open cell, so a reload (or a link) reopens it
     assert page.locator("#details").is_visible() and PACKLLM in page.inner_text("#details-title")
     page.keyboard.press("Escape")
-    assert "#" not in page.url
+    page.wait_for_function("location.hash === ''", timeout=5000)  # after the close event
     assert errors == []
