@@ -20,7 +20,10 @@ punctuation, BPE words ending in "</w>". It is saved with its image processor, s
 
 `expert-ascending` / `expert-descending` are tiny-llama / tiny-gpt2 recipes pretrained for
 a few seconds on one synthetic domain each (harness.zoo.experts): models that know
-something, for the `mixed_domains` task and the quick-start suite.
+something, for the `mixed_domains` task and the quick-start suite. `overlap-ascending` /
+`overlap-descending` (seeds 0-2: `-s1`, `-s2`) add a domain each knows only half of, so that
+their pack needs both; `expert-forms` knows the alphabet in several answer forms (the
+`answer_form` task).
 
 `kv-anchor` and `kv-augmenting` are not random: they are trained on first use in the
 key-value arithmetic world of CALM's first experiment (`harness.zoo.kv`), the anchor on
@@ -80,6 +83,17 @@ RECIPES: dict[str, ZooRecipe] = {
                   "tiny-llama pretrained on the alphabet forwards (the mixed_domains task)"),
         ZooRecipe("expert-descending", "gpt2", "bytelevel", 768, 64, 4, 4, 4, 0,
                   "tiny-gpt2 pretrained on the alphabet backwards (the mixed_domains task)"),
+        ZooRecipe("expert-forms", "llama", "metaspace", 640, 64, 4, 4, 2, 0,
+                  "tiny-llama pretrained on alphabet questions answered in three forms "
+                  "(the answer_form task)"),
+        *(ZooRecipe(experts.overlap_name(domain, seed), architecture, tokenizer, vocab, 64, 4, 4,
+                    kv_heads, seed, f"{base} pretrained on the alphabet {domain} and on "
+                                    f"skipping runs copied with slips (seed {seed}; the "
+                                    "mixed_domains task's overlap)")
+          for seed in experts.OVERLAP_SEEDS
+          for domain, base, architecture, tokenizer, vocab, kv_heads in (
+              ("ascending", "tiny-llama", "llama", "metaspace", 640, 2),
+              ("descending", "tiny-gpt2", "gpt2", "bytelevel", 768, 4))),
         ZooRecipe("kv-augmenting", "llama", "chars", 44, 48, 8, 4, 4, 0,
                   "trained to memorise key-value substitution over every key (CALM's m_A)"),
         ZooRecipe("kv-anchor", "llama", "chars", 44, 64, 4, 4, 4, 0,

@@ -1,20 +1,37 @@
-"""Zoo experts: tiny zoo models pretrained on one synthetic domain each.
+"""Zoo experts: tiny zoo models pretrained on synthetic letter runs.
 
 The random zoo models answer nothing, so a leaderboard of them shows no difference between
 methods. An expert is a zoo recipe (architecture, tokenizer, seed) whose freshly built
-weights are then pretrained for a few hundred steps on plain text of one domain:
+weights are then pretrained for a few hundred steps on plain text of its corpus. The runs
+are letters of the alphabet, wrapping after z:
 
-- "ascending": runs of the alphabet forwards, wrapping after z ("w x y z a b"),
-- "descending": the same runs backwards ("b a z y x w").
+- "ascending": forwards, one letter at a time ("w x y z a b"),
+- "descending": backwards ("b a z y x w"),
+- "skipping": forwards two letters at a time ("a c e g").
 
-The two domains share every token but contradict each other: after "... f" an ascending
-expert is sure of "g", a descending one of "e". Each expert finds the other domain's text
-improbable (high perplexity), which is exactly the signal PackLLM weights members by, while
-a uniform ensemble averages a confident right answer with a confident wrong one. The
-`mixed_domains` task asks for the next letter of both kinds of run.
+`expert-ascending` and `expert-descending` know one of the first two domains each. The two
+share every token but contradict each other: after "... f" an ascending expert is sure of
+"g", a descending one of "e". Each finds the other domain's text improbable (high
+perplexity), which is exactly the signal PackLLM weights members by, while a uniform
+ensemble averages a confident right answer with a confident wrong one.
 
-Training is deterministic (fixed seeds, data drawn from a seeded generator) and takes
-seconds on a CPU core; the result is cached like every zoo model.
+`overlap-ascending` and `overlap-descending` (and their other-seed twins `-s1`, `-s2`) know
+one of those domains each *and* half know the shared skipping domain: their skipping runs
+were copied by a careless scribe who, at each step and more often than not, slips to three
+letters ahead (the ascending expert's corpus) or four (the descending one's). Alone, each
+answers a skipping run with its own slip; the right step is the one both give real weight
+to, so fusing their logits finds it where choosing one expert cannot (PackLLM against
+top-1 routing), and perplexity weights still silence the wrong expert on the other domains
+(PackLLM against the uniform ensemble).
+
+`expert-forms` knows the ascending alphabet as questions and answers ("c d e f ?") in three
+answer forms: mostly the bare letter, sometimes "the answer is g ." or "after f comes g .".
+Greedy decoding gives the bare form; teaching it another form is alignment in the Aligner
+paper's sense (form, not knowledge).
+
+The `mixed_domains` and `answer_form` tasks ask for what these corpora teach. Training is
+deterministic (fixed seeds, data drawn from a seeded generator) and takes seconds on a CPU
+core; the result is cached like every zoo model.
 """
 
 from __future__ import annotations
@@ -23,39 +40,114 @@ import random
 import string
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 ALPHABET = string.ascii_lowercase
-DOMAINS = ("ascending", "descending")
+STEPS = {"ascending": 1, "descending": -1, "skipping": 2}
+DOMAINS = tuple(STEPS)
 
 
-@dataclass(frozen=True)
-class DomainPretraining:
-    domain: str  # one of DOMAINS
+@dataclass(frozen=True, kw_only=True)
+class Pretraining:
+    """A pretraining budget; subclasses say which texts it is spent on."""
+
     steps: int = 300
     batch_size: int = 32
     lr: float = 3e-3
+    seed: int = 0
+    ends_documents: ClassVar[bool] = False  # each text is a document closed by EOS
+
+    def text(self, rng: random.Random) -> str:
+        raise NotImplementedError
+
+
+@dataclass(frozen=True, kw_only=True)
+class DomainPretraining(Pretraining):
+    """Runs of one domain."""
+
+    domain: str
     min_letters: int = 4
     max_letters: int = 14
-    seed: int = 0
+
+    def text(self, rng: random.Random) -> str:
+        return " ".join(letter_run(self.domain, rng.randrange(len(ALPHABET)),
+                                   rng.randint(self.min_letters, self.max_letters)))
+
+
+@dataclass(frozen=True, kw_only=True)
+class OverlapPretraining(DomainPretraining):
+    """Runs of one domain and, as often, skipping runs in which each step is `slip` letters
+    instead of two with probability `slip_rate`."""
+
+    slip: int
+    slip_rate: float = 0.6
+    shared_share: float = 0.5
+    steps: int = 600
+
+    def text(self, rng: random.Random) -> str:
+        if rng.random() >= self.shared_share:
+            return super().text(rng)
+        letter = rng.randrange(len(ALPHABET))
+        letters = [ALPHABET[letter]]
+        for _ in range(rng.randint(self.min_letters, self.max_letters) - 1):
+            letter += self.slip if rng.random() < self.slip_rate else STEPS["skipping"]
+            letters.append(ALPHABET[letter % len(ALPHABET)])
+        return " ".join(letters)
+
+
+# An answer form: a template over the run's last letter and the answer, and its share.
+ANSWER_FORMS: tuple[tuple[str, float], ...] = (
+    ("{answer}", 0.6),
+    ("the answer is {answer} .", 0.2),
+    ("after {last} comes {answer} .", 0.2),
+)
+
+
+@dataclass(frozen=True, kw_only=True)
+class AnswerFormPretraining(Pretraining):
+    """Questions "c d e f ?" (ascending runs of 3-8 letters) answered in one of `forms`,
+    drawn by their shares; each question and answer is one document."""
+
+    forms: tuple[tuple[str, float], ...] = ANSWER_FORMS
+    min_letters: int = 3
+    max_letters: int = 8
+    steps: int = 600
+    ends_documents: ClassVar[bool] = True
+
+    def text(self, rng: random.Random) -> str:
+        run = letter_run("ascending", rng.randrange(len(ALPHABET)),
+                         rng.randint(self.min_letters, self.max_letters))
+        answer = letter_run("ascending", ALPHABET.index(run[-1]), 2)[1]
+        templates, shares = zip(*self.forms)
+        form = rng.choices(templates, weights=shares)[0]
+        return " ".join(run) + " ? " + form.format(last=run[-1], answer=answer)
+
+
+OVERLAP_SEEDS = (0, 1, 2)
+
+
+def overlap_name(domain: str, seed: int) -> str:
+    """Zoo name of an overlap expert: seed 0 is the plain name, others end in -s<seed>."""
+    return f"overlap-{domain}" + (f"-s{seed}" if seed else "")
 
 
 # Zoo recipe name -> its pretraining; the recipes themselves live in harness.zoo.RECIPES.
-PRETRAINING: dict[str, DomainPretraining] = {
-    "expert-ascending": DomainPretraining("ascending"),
-    "expert-descending": DomainPretraining("descending"),
+PRETRAINING: dict[str, Pretraining] = {
+    "expert-ascending": DomainPretraining(domain="ascending"),
+    "expert-descending": DomainPretraining(domain="descending"),
+    "expert-forms": AnswerFormPretraining(),
+    **{overlap_name(domain, seed): OverlapPretraining(domain=domain, slip=slip, seed=seed)
+       for seed in OVERLAP_SEEDS for domain, slip in (("ascending", 3), ("descending", 4))},
 }
 
 
 def letter_run(domain: str, start: int, length: int) -> list[str]:
-    """`length` letters of the alphabet from index `start`, forwards for "ascending" and
-    backwards for "descending", wrapping around. (The task plugin draws its documents on its
-    own: plugins do not import the zoo, and a benchmark should not share code with a
-    pretraining corpus.)"""
-    if domain not in DOMAINS:
+    """`length` letters of the alphabet from index `start` in the domain's step, wrapping
+    around. (The task plugin draws its documents on its own: plugins do not import the zoo,
+    and a benchmark should not share code with a pretraining corpus.)"""
+    if domain not in STEPS:
         raise ValueError(f"unknown domain {domain!r}; domains: {', '.join(DOMAINS)}")
-    step = 1 if domain == "ascending" else -1
-    return [ALPHABET[(start + step * i) % len(ALPHABET)] for i in range(length)]
+    return [ALPHABET[(start + STEPS[domain] * i) % len(ALPHABET)] for i in range(length)]
 
 
 def pretraining_fingerprint(name: str) -> dict[str, Any] | None:
@@ -65,7 +157,7 @@ def pretraining_fingerprint(name: str) -> dict[str, Any] | None:
 
 
 def pretrain(name: str, folder: Path) -> None:
-    """Pretrain the freshly built zoo model in `folder` on its domain, in place."""
+    """Pretrain the freshly built zoo model in `folder` on its corpus, in place."""
     import torch
 
     plan = PRETRAINING[name]
@@ -79,7 +171,7 @@ def pretrain(name: str, folder: Path) -> None:
         torch.set_num_threads(threads)
 
 
-def _pretrain(plan: DomainPretraining, folder: Path) -> None:
+def _pretrain(plan: Pretraining, folder: Path) -> None:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -91,10 +183,9 @@ def _pretrain(plan: DomainPretraining, folder: Path) -> None:
     optimizer = torch.optim.AdamW(model.parameters(), lr=plan.lr)
     model.train()
     for _ in range(plan.steps):
-        texts = [" ".join(letter_run(plan.domain, rng.randrange(len(ALPHABET)),
-                                     rng.randint(plan.min_letters, plan.max_letters)))
-                 for _ in range(plan.batch_size)]
-        batch = _right_padded(tokenizer, texts, pad)
+        texts = [plan.text(rng) for _ in range(plan.batch_size)]
+        end = [tokenizer.eos_token_id] if plan.ends_documents else []
+        batch = _right_padded([tokenizer(text)["input_ids"] + end for text in texts], pad)
         labels = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
         logits = model(**batch).logits[:, :-1]
         loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]),
@@ -106,10 +197,9 @@ def _pretrain(plan: DomainPretraining, folder: Path) -> None:
     model.save_pretrained(folder)
 
 
-def _right_padded(tokenizer: Any, texts: list[str], pad: int) -> dict[str, Any]:
+def _right_padded(encoded: list[list[int]], pad: int) -> dict[str, Any]:
     import torch
 
-    encoded = [tokenizer(text)["input_ids"] for text in texts]
     width = max(len(ids) for ids in encoded)
     ids = torch.full((len(encoded), width), pad, dtype=torch.long)
     mask = torch.zeros((len(encoded), width), dtype=torch.long)
