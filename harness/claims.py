@@ -64,12 +64,17 @@ CLAIMS = (
           "packllm", "mixed_domains", "packllm", "ensemble"),
     Claim("PackLLM", "fusion beats any router (oracle per document)", "not claimed",
           "packllm", "mixed_domains", "packllm", ORACLE, oracle_of=OVERLAP_SINGLES),
+    Claim("Aligner", "1 token learns the form (beats its base)", "alignment is form",
+          "aligner", "answer_form", "aligner 1 token (expert-forms)", "expert-forms (base)"),
     Claim("Aligner", "1 token within 3 points of LoRA on form", "win rate 0.4-0.5 vs LoRA",
           "aligner", "answer_form", "aligner 1 token (expert-forms)",
           "lora-all-linear (expert-forms)", kind="within"),
     Claim("Aligner", "1 token within 3 points of LLaMA-Adapter on form",
           "win rate 0.4-0.5 vs LLaMA-Adapter", "aligner", "answer_form",
           "aligner 1 token (expert-forms)", "llama_adapter (expert-forms)", kind="within"),
+    Claim("Aligner", "10 tokens within 3 points of LoRA on form", "10 tokens beat LoRA",
+          "aligner", "answer_form", "aligner 10 tokens (expert-forms)",
+          "lora-all-linear (expert-forms)", kind="within"),
     Claim("Aligner", "contrast: LoRA beats 1 token on knowledge", "not claimed (form only)",
           "aligner", "mixed_domains", "lora-all-linear (expert-ascending)",
           "aligner 1 token (expert-ascending)"),
@@ -91,7 +96,8 @@ def pooled_scores(folder: Path, task: str) -> dict[str, DocumentScores]:
         for record in store.find(task=task):
             match = SEED_SUFFIX.search(record.row.label)
             label = SEED_SUFFIX.sub("", record.row.label)
-            seed = f"run {record.seed}" + (f", experts {match.group(1)}" if match else "")
+            seed = (f"{root.relative_to(folder)} run {record.seed}"
+                    + (f", experts {match.group(1)}" if match else ""))
             key = (label, seed, record.task.name)
             if key not in newest or record.finished_at > newest[key][0]:
                 newest[key] = (record.finished_at, store, record)
