@@ -118,6 +118,7 @@ def oracle(rows: Sequence[DocumentScores]) -> DocumentScores:
 
 
 def seeds_of(scores: DocumentScores) -> int:
+    """How many seeds the pooled documents come from."""
     return len({subtask.partition(": ")[0] for subtask, _, _ in scores.stats})
 
 

@@ -82,7 +82,6 @@ class OverlapPretraining(DomainPretraining):
     slip: int
     slip_rate: float = 0.6
     shared_share: float = 0.5
-    steps: int = 600
 
     def text(self, rng: random.Random) -> str:
         if rng.random() >= self.shared_share:

@@ -16,8 +16,8 @@ about half right, a uniform ensemble averages confident right and confident wron
 PackLLM's perplexity weights follow the expert that finds the prompt probable. With
 `-O domains=ascending,descending,skipping` and the `overlap-*` experts (each also trained on
 skipping runs copied with its own slip), no single expert answers the skipping runs, so
-routing to one member cannot either, while fusing both members' logits can (the `claims`
-suite).
+routing to one member cannot either, while fusing both members' logits can (the
+`packllm_claims` suite).
 
 The data are generated, not shipped: every (domain, start letter, length) run of 3-8 letters,
 shuffled with `seed`, the first `test_size` of each domain as the test split and the rest as
