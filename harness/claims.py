@@ -1,8 +1,8 @@
 """Papers' claims measured over seeds: pooled paired tests between rows of claims suites.
 
 A claims suite runs every configuration it compares once per seed, in one of two ways:
-trained methods through the run's `--seed` (one results folder per seed), packs of zoo
-experts through experts of different training seeds (rows labelled "... (seed N)"). A
+trained methods through the run's seeds (`seeds: [1, 2, 3]`: one cell per seed), packs of
+zoo experts through experts of different training seeds (rows labelled "... (seed N)"). A
 claim pools the documents of every seed: each (seed, document) is one pair, compared with
 the exact McNemar test of `harness.significance` (a bootstrap interval beside it). An
 *oracle router* is a row computed per document as the best of some `single` rows: the
@@ -81,28 +81,18 @@ CLAIMS = (
 )
 
 
-def _roots(folder: Path) -> list[Path]:
-    """The results folder and, for per-seed runs, its `seed-*` subfolders."""
-    return [folder, *sorted(p for p in folder.glob("seed-*") if p.is_dir())]
-
-
 def pooled_scores(folder: Path, task: str) -> dict[str, DocumentScores]:
     """Each row label (seed suffix dropped) -> its per-document headline values over every
     seed, keyed by seed and document. Where a row ran several times with one seed, its
     newest cell counts."""
-    newest: dict[tuple[str, str, str], tuple[str, Store, CellRecord]] = {}
-    for root in _roots(folder):
-        store = Store(root)
-        for record in store.find(task=task):
-            match = SEED_SUFFIX.search(record.row.label)
-            label = SEED_SUFFIX.sub("", record.row.label)
-            seed = (f"{root.relative_to(folder)} run {record.seed}"
-                    + (f", experts {match.group(1)}" if match else ""))
-            key = (label, seed, record.task.name)
-            if key not in newest or record.finished_at > newest[key][0]:
-                newest[key] = (record.finished_at, store, record)
+    store = Store(folder)
+    newest: dict[tuple[str, str], CellRecord] = {}
+    for record in store.find(task=task):  # newest first
+        match = SEED_SUFFIX.search(record.row.label)
+        seed = f"run {record.seed}" + (f", experts {match.group(1)}" if match else "")
+        newest.setdefault((SEED_SUFFIX.sub("", record.row.label), seed), record)
     pooled: dict[str, dict[DocKey, float]] = {}
-    for (label, seed, _), (_, store, record) in sorted(newest.items(), key=lambda i: i[0]):
+    for (label, seed), record in sorted(newest.items(), key=lambda item: item[0]):
         scores = document_scores(record, store.samples_of(record))
         if isinstance(scores, str):
             raise DataError(f"{folder}: {label} ({seed}): {scores}")

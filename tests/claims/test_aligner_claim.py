@@ -56,10 +56,9 @@ def test_one_global_token_moves_the_form_and_keeps_the_content(tmp_path: Path) -
     "fits 9 adapters on two tasks for three seeds (about 30 CPU-minutes on two cores); "
     "set HARNESS_SLOW_TESTS=1 to run it"))
 def test_the_full_comparison_over_three_fit_seeds(tmp_path: Path) -> None:
-    for seed in (1, 2, 3):
-        result = run_cli("run", "--suite", "aligner_claims", "--seed", str(seed), "--out",
-                         str(tmp_path / "aligner" / f"seed-{seed}"), timeout=3600)
-        assert result.returncode == 0, result.stderr
+    result = run_cli("run", "--suite", "aligner_claims", "--out", str(tmp_path / "aligner"),
+                     timeout=3600)
+    assert result.returncode == 0, result.stderr
     committed = committed_verdicts()
     for claim in (c for c in CLAIMS if c.results == "aligner"):
         comparison, seeds = evaluate(claim, tmp_path)

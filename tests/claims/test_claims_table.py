@@ -1,5 +1,5 @@
-"""`harness.claims`: documents pooled over seeds (expert seeds in row labels, fit seeds in
-`seed-*` folders), the oracle router as the per-document best of single rows, claims judged
+"""`harness.claims`: documents pooled over seeds (expert seeds in row labels, run seeds in
+the records), the oracle router as the per-document best of single rows, claims judged
 by the pooled paired test, and the committed tables regenerate. No model runs (< 1 s)."""
 
 from __future__ import annotations
@@ -34,10 +34,10 @@ def test_rows_pool_the_documents_of_every_seed_label(tmp_path: Path) -> None:
     assert not claim.holds(comparison)  # 4 of 4 discordant: exact McNemar p = 0.125
 
 
-def test_fit_seeds_are_pooled_from_seed_folders(tmp_path: Path) -> None:
+def test_run_seeds_are_pooled_like_expert_seeds(tmp_path: Path) -> None:
+    store = Store(tmp_path / "fits")
     for seed in (1, 2, 3):
-        store = Store(tmp_path / "fits" / f"seed-{seed}")
-        commit_binary_cell(store, "adapter", "aligner", ["a"], [1] * 6 + [0] * 2)
+        commit_binary_cell(store, "adapter", "aligner", ["a"], [1] * 6 + [0] * 2, seed=seed)
     pooled = pooled_scores(tmp_path / "fits", "mmlu")["adapter"]
     assert len(pooled.stats) == 24 and seeds_of(pooled) == 3
 
