@@ -7,8 +7,8 @@ The default test is the reduced claim: seed-0 experts, 20 documents per domain. 
 packllm 0.98, top1_ppl 0.73, ensemble 0.87; on skipping runs packllm 0.95 and top1_ppl
 0.20; on the other two domains packllm 1.00 and 1.00, the ensemble 1.00 and 0.65. It builds
 the two overlap experts (300 pretraining steps each) on first use: 35 s of CPU from an
-empty cache. The full claim (three
-expert seeds, 60 documents per domain, pooled McNemar tests) runs with HARNESS_SLOW_TESTS=1.
+empty cache. The full claim (three expert seeds, 60 documents per domain, pooled McNemar
+tests) runs with HARNESS_SLOW_TESTS=1.
 """
 
 from __future__ import annotations
