@@ -41,6 +41,28 @@ def test_llama_adapter_generation_with_and_without_cache(load_tiny):
     assert torch.equal(cached, uncached)
 
 
+def test_prompt_tuning_generates_the_greedy_argmax_of_full_forwards(load_tiny):
+    """peft's cached decoding of a soft prompt ignores positions and drifts from the second
+    generated token (peft issue 1391); the adapted model decodes without the cache, even
+    when asked for it, as lm-eval does."""
+    model, tokenizer = load_tiny()
+    torch.manual_seed(0)
+    adapted = prompt_tuning(model, PromptTuningOptions(num_virtual_tokens=10, init="random"))
+    adapted.eval()
+    with torch.no_grad():
+        for parameter in adapted.parameters():
+            if parameter.requires_grad:
+                parameter.normal_(0.0, 1.0)  # a soft prompt that changes what comes next
+        ids = tokenizer(PROMPT, return_tensors="pt").input_ids
+        generated = adapted.generate(input_ids=ids, max_new_tokens=8, do_sample=False,
+                                     use_cache=True)
+        greedy = ids
+        for _ in range(8):
+            step = adapted(input_ids=greedy).logits[:, -1].argmax(-1, keepdim=True)
+            greedy = torch.cat([greedy, step], 1)
+    assert torch.equal(generated, greedy)
+
+
 def test_prompt_tuning_scores_the_input_positions_for_lm_eval(load_tiny):
     """lm-eval reads logits by input position; peft prepends the soft prompt's positions."""
     from lm_eval.api.instance import Instance
