@@ -161,7 +161,7 @@ def watch_wrapper(wrapper: Any, model: Any) -> Any:
 
     def leave(module: Any, args: tuple[Any, ...], kwargs: dict[str, Any], output: Any) -> None:
         seen, args, kwargs = calls.pop()
-        if _seen_calls(model) == seen:
+        if output is not None and _seen_calls(model) == seen:  # None: the call raised
             _count_call(model, args, kwargs)
 
     setattr(wrapper, _WATCHED, getattr(model, _WATCHED))
