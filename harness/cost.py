@@ -10,6 +10,12 @@ added with `add_extra_flops`.
 FLOPs are estimated as 2 * parameters * positions (a multiply and an add per weight per
 position, Kaplan et al. 2020); the attention's quadratic term is left out, which
 understates long contexts. Positions are what the model computed, padding included.
+Parameters are the weights of matrix products: embedding tables (lookups) are left out.
+
+A wrapper that reaches a watched model through its bound `forward` skips the model's hooks
+(peft's adaption prompt does); `watch_wrapper` counts such calls at the wrapper. A cell
+whose method holds model parameters but whose inference no watched model saw fails, rather
+than record 0 FLOPs as if measured.
 """
 
 from __future__ import annotations
@@ -20,10 +26,12 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Mapping
 
+from harness.errors import HarnessError
 from harness.records import CellCost, ModelCost, PhaseCost
 
 PHASES = ("build", "inference", "scoring")
 _WATCHED = "_harness_cost_name"
+_CALLS = "_harness_cost_calls"  # how often the model's hook has fired
 
 
 @dataclass
@@ -138,7 +146,36 @@ def watch(model: Any, name: str) -> Any:
     return model
 
 
+def watch_wrapper(wrapper: Any, model: Any) -> Any:
+    """Count a call of `wrapper` (a peft model around the watched `model`) as a call of
+    `model` when `model`'s own hooks did not see it: peft's adaption prompt reaches the
+    model through its bound `forward`. When they did (LoRA, prompt tuning, whose virtual
+    tokens only the model sees), the model's count stands alone."""
+    # peft delegates unknown attributes to the model: look at the wrapper's own
+    if getattr(model, _WATCHED, None) is None or _WATCHED in vars(wrapper):
+        return wrapper
+    calls: list[tuple[int, tuple[Any, ...], dict[str, Any]]] = []
+
+    def enter(module: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        calls.append((_seen_calls(model), args, kwargs))
+
+    def leave(module: Any, args: tuple[Any, ...], kwargs: dict[str, Any], output: Any) -> None:
+        seen, args, kwargs = calls.pop()
+        if output is not None and _seen_calls(model) == seen:  # None: the call raised
+            _count_call(model, args, kwargs)
+
+    setattr(wrapper, _WATCHED, getattr(model, _WATCHED))
+    wrapper.register_forward_pre_hook(enter, with_kwargs=True)
+    wrapper.register_forward_hook(leave, with_kwargs=True, always_call=True)
+    return wrapper
+
+
+def _seen_calls(model: Any) -> int:
+    return int(getattr(model, _CALLS, 0))
+
+
 def _count_call(model: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    setattr(model, _CALLS, _seen_calls(model) + 1)
     if _active is None:
         return
     inputs = kwargs.get("input_ids")
@@ -163,26 +200,35 @@ def _cache_length(cache: Any) -> int:
 def training_flops(model: Any, trainable: int, tokens: int) -> int:
     """A fit's FLOPs: (4 * parameters + 2 * trainable) * tokens, i.e. the forward pass, the
     activation gradients through every weight, and weight gradients of the trainable
-    parameters only (6 * parameters * tokens for full fine-tuning, Kaplan et al. 2020)."""
-    return (4 * matmul_parameters(model) + 2 * trainable) * tokens
+    parameters only (6 * parameters * tokens for full fine-tuning, Kaplan et al. 2020);
+    plus 2 * parameters * tokens for each model it runs forward only, without gradients
+    (a submodule's `forward_only_models`, e.g. CALM's augmenting model)."""
+    beside = sum(matmul_parameters(other) for other in forward_only_models(model))
+    return (4 * matmul_parameters(model) + 2 * trainable + 2 * beside) * tokens
+
+
+def forward_only_models(model: Any) -> list[Any]:
+    """Models that `model`'s submodules run beside it without gradients: what their
+    `forward_only_models` attributes list (models held outside the module tree)."""
+    found: dict[int, Any] = {}
+    for module in model.modules():
+        for other in getattr(module, "forward_only_models", ()):
+            found.setdefault(id(other), other)
+    return list(found.values())
 
 
 def matmul_parameters(model: Any) -> int:
-    """Weights used in a matrix product at every position: all parameters but the input
-    embedding table (a lookup), the output head counted once even when tied to it."""
-    seen: set[int] = set()
-    total = 0
-    for parameter in model.parameters():
-        if id(parameter) not in seen:
-            seen.add(id(parameter))
-            total += parameter.numel()
-    embeddings = getattr(model, "get_input_embeddings", lambda: None)()
+    """Weights used in a matrix product at every position: all parameters but embedding
+    tables (lookups: tokens, learned positions, token types, virtual prompt tokens); an
+    output head tied to the token table counts once, as the head."""
+    import torch
+
+    tables = {id(module.weight) for module in model.modules()
+              if isinstance(module, torch.nn.Embedding)}
     head = getattr(model, "get_output_embeddings", lambda: None)()
-    if embeddings is not None and getattr(embeddings, "weight", None) is not None:
-        tied = head is not None and getattr(head, "weight", None) is embeddings.weight
-        if not tied:
-            total -= embeddings.weight.numel()
-    return total
+    head_weight = getattr(head, "weight", None)
+    return sum(parameter.numel() for parameter in model.parameters()  # shared ones once
+               if id(parameter) not in tables or parameter is head_weight)
 
 
 def reset_peak_memory() -> None:
@@ -203,14 +249,21 @@ def peak_memory(device: str) -> tuple[int | None, str]:
 
 def cell_cost(meter: CostMeter | None, phases: Mapping[str, PhaseCost] | None,
               documents: int, timings: Mapping[str, float], report: Mapping[str, Any],
-              device: str) -> CellCost:
+              device: str, expect_model_calls: bool = True) -> CellCost:
     """The cell's `CellCost` from its meter (or already summed phases, for document
     shards), its timings and the method's report (the shared training path reports
-    trainable parameters, training tokens, their FLOPs and the fit's seconds)."""
+    trainable parameters, training tokens, their FLOPs and the fit's seconds). Raises when
+    `expect_model_calls` (no answer came from a cache) and no model was seen answering."""
     if phases is None:
         assert meter is not None
         phases = {name: meter.phase_cost(name) for name in PHASES}
     inference = phases["inference"]
+    if expect_model_calls and documents and not inference.models and report.get("total_params"):
+        raise HarnessError(
+            f"cost: the method reports {report['total_params']} model parameters but no "
+            f"watched model ran while it answered {documents} documents, so its FLOPs would "
+            "read 0; load models through harness.api.load_causal_lm, and a wrapper that "
+            "calls a model's forward directly through harness.cost.watch_wrapper")
     memory, kind = peak_memory(device)
     trainable, total = report.get("trainable_params"), report.get("total_params")
     wall = {"build": timings.get("build_s"), "fit": report.get("train_seconds"),

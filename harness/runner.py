@@ -559,10 +559,12 @@ def evaluate_cell(cell: Cell, workdir: Path, store: Store | None = None,
     samples, score, record. Returns the record, the samples and, with `keep`, the LM for
     the job's next cell."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    resumed = any(workdir.glob(f"{RESPONSES}*"))  # answers a killed try saved cost nothing now
     with cost.metering(cost.CostMeter()) as meter:
         record, samples, built = _evaluate_metered(cell, workdir, store, built)
         record.cost = cost.cell_cost(meter, None, record.n_samples or 0, record.timings,
-                                     record.method_report, cell.settings.device or "cpu")
+                                     record.method_report, cell.settings.device or "cpu",
+                                     expect_model_calls=not resumed)
     return record, samples, built if keep else None
 
 
@@ -644,6 +646,9 @@ _LM_EVAL_TASK_LOG = logging.getLogger("lm_eval.api.task")
 _LM_EVAL_TASK_LOG.addFilter(_WithoutCustomDatasetAdvice())
 
 
+RESPONSES = "responses"  # lm-eval's response cache in a cell's workdir (a file name prefix)
+
+
 def run_lm_eval(cell: Cell, lm: Any, workdir: Path) -> dict[str, Any]:
     """Step 2: lm-eval's evaluation of the task's plan on the LM, logging every sample."""
     import lm_eval
@@ -657,7 +662,7 @@ def run_lm_eval(cell: Cell, lm: Any, workdir: Path) -> dict[str, Any]:
             num_fewshot=plan.num_fewshot, limit=settings.limit,
             # lm-eval keys its response cache by request only (lm-eval #2715): a folder per
             # cell fingerprint keeps methods apart and lets a killed cell resume its requests
-            use_cache=str(workdir / "responses"),
+            use_cache=str(workdir / RESPONSES),
             log_samples=True, bootstrap_iters=0, task_manager=manager,
             gen_kwargs=plan.gen_kwargs, confirm_run_unsafe_code=plan.confirm_run_unsafe_code,
             apply_chat_template=plan.apply_chat_template,

@@ -4,6 +4,13 @@ Every rule sees `logits[k, i]`, member k's next-token logits at position i in th
 vocabulary, `targets[i]`, the token that follows, and `mask[i]`, whether position i counts
 (PackLLM drops positions whose target is the reference EOS). The fused logits are then
 sum_k w_k * logits[k] for every rule, DExperts included (w = (alpha, -alpha, 1)).
+
+Ties: losses within `TIE_TOLERANCE` of each other, relative (below 1 nat: absolute), are
+equal. Members that compute the same function (a checkpoint packed twice) give losses that
+differ in their last bits, by how the machine's kernels round (measured: up to 1.2e-7
+relative on 2 cores), so an exact comparison would pick among them by rounding noise. Tied
+members rank in member order and a tied grid scan takes its first point, so every machine
+picks the same weights.
 """
 
 from __future__ import annotations
@@ -17,6 +24,34 @@ from harness.cost import add_extra_flops
 from harness.errors import UsageError
 
 IGNORED = -100  # a target index no vocabulary uses
+# About four float32 roundings of a loss: above the noise of identical members, below the
+# closest real grid minima measured (1.4e-6 relative apart).
+TIE_TOLERANCE = 5e-7
+
+
+def _slack(loss: float, tolerance: float) -> float:
+    return tolerance * max(abs(loss), 1.0)
+
+
+def first_minimum(losses: torch.Tensor, tolerance: float = TIE_TOLERANCE) -> int:
+    """Index of the first loss tied with the smallest."""
+    smallest = float(losses.min())
+    return int(torch.nonzero(losses <= smallest + _slack(smallest, tolerance))[0])
+
+
+def ranked(losses: torch.Tensor, tolerance: float = TIE_TOLERANCE) -> list[int]:
+    """Indices by ascending loss; a run of losses each tied with the next is ranked by
+    index."""
+    values = losses.tolist()
+    by_loss = sorted(range(len(values)), key=lambda k: (values[k], k))
+    order: list[int] = []
+    tied = by_loss[:1]
+    for previous, current in zip(by_loss, by_loss[1:]):
+        if values[current] - values[previous] > _slack(values[previous], tolerance):
+            order += sorted(tied)
+            tied = []
+        tied.append(current)
+    return order + sorted(tied)
 
 
 def log_perplexities(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -95,7 +130,9 @@ class PerplexitySoftmax(Weighting):
 class GreedyGrid(Weighting):
     """PackLLM-opt: members added best-perplexity first, each mixed in at the grid lambda
     minimising the fused prompt NLL; ties go to the smallest lambda (the newcomer), as the
-    official code's strict `<` scan from 0 does."""
+    official code's strict `<` scan from 0 does. Ties are within `TIE_TOLERANCE` (module
+    docstring): tied members are added in member order, so K copies of one model put all
+    weight on the last copy, on every machine."""
 
     steps: int = 20
     name = "packllm-opt"
@@ -104,7 +141,7 @@ class GreedyGrid(Weighting):
         count = logits.shape[0]
         if not bool(mask.any()):
             return _uniform(count, logits)
-        order = torch.argsort(log_perplexities(logits, targets, mask), stable=True).tolist()
+        order = ranked(log_perplexities(logits, targets, mask))
         scored, wanted = logits[:, mask].float(), targets[mask]
         weights = torch.zeros(count, dtype=torch.float64)
         weights[order[0]] = 1.0
@@ -113,7 +150,7 @@ class GreedyGrid(Weighting):
         for member in order[1:]:
             losses = torch.stack([F.cross_entropy(_mixture(current, scored[member], keep), wanted)
                                   for keep in grid])  # stays on the device: one sync per member
-            keep = grid[int(torch.argmin(losses))]  # first minimum = strict `<` scan
+            keep = grid[first_minimum(losses)]  # first minimum = strict `<` scan
             current = _mixture(current, scored[member], keep)
             weights *= keep
             weights[member] += 1.0 - keep
@@ -122,7 +159,8 @@ class GreedyGrid(Weighting):
 
 @dataclass(frozen=True)
 class TopOne(Weighting):
-    """Top1-PPL: all weight on the member with the lowest prompt perplexity (first on ties)."""
+    """Top1-PPL: all weight on the member with the lowest prompt perplexity (the first of
+    members tied within `TIE_TOLERANCE`)."""
 
     name = "top1-ppl"
 
@@ -130,7 +168,7 @@ class TopOne(Weighting):
         count = logits.shape[0]
         if not bool(mask.any()):
             return _uniform(count, logits)
-        best = int(torch.argmin(log_perplexities(logits, targets, mask)))
+        best = ranked(log_perplexities(logits, targets, mask))[0]
         weights = torch.zeros(count, dtype=torch.float32, device=logits.device)
         weights[best] = 1.0
         return weights

@@ -42,17 +42,20 @@ def freeze(model: Any) -> None:
 
 
 def peft_model(model: Any, config: Any) -> Any:
-    """peft's `get_peft_model`. peft 0.21 reads transformers' deprecated
-    `is_gradient_checkpointing` on every wrap; that one FutureWarning, which only peft can
-    fix, is silenced here."""
+    """peft's `get_peft_model`, its calls counted as the model's (`harness.cost.watch_wrapper`:
+    the adaption prompt bypasses the model's hooks). peft 0.21 reads transformers'
+    deprecated `is_gradient_checkpointing` on every wrap; that one FutureWarning, which only
+    peft can fix, is silenced here."""
     import warnings
 
     from peft import get_peft_model
 
+    from harness.cost import watch_wrapper
+
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated",
                                 category=FutureWarning)
-        return get_peft_model(model, config)
+        return watch_wrapper(get_peft_model(model, config), model)
 
 
 def trainable_parameters(model: Any) -> dict[str, "torch.nn.Parameter"]:

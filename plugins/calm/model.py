@@ -91,6 +91,11 @@ class Calm(nn.Module):
         self._allowed: torch.Tensor | None = None
         self._handles: list[Any] = []
 
+    @property
+    def forward_only_models(self) -> tuple[Any, ...]:
+        """What the harness's cost adds to a fit's FLOPs as forward passes without gradients."""
+        return (self.augmenting,)
+
     # ------------------------------------------------------------------ per-call state
 
     def start(self, anchor: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from harness.errors import UsageError
 from harness.fusion.weights import (ExpertContrast, GreedyGrid, PerplexitySoftmax, TopOne, Weighting,
-                                    fuse, fused_nll, log_perplexities)
+                                    first_minimum, fuse, fused_nll, log_perplexities, ranked)
 
 K, T, V = 4, 9, 50
 
@@ -36,6 +36,27 @@ def test_opt_on_identical_members_returns_their_logits():
     # exact ties take lambda = 0 at every step: all weight on the last member (official rule)
     assert weights.tolist() == [0.0, 0.0, 1.0]
     assert torch.equal(fuse(pack, weights), logits[0])
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_members_equal_but_for_rounding_tie_in_member_order(seed):
+    """Copies of one model whose losses differ by rounding noise only (how identical
+    members come out of batched float kernels): opt puts all weight on the last copy and
+    top1 on the first, whichever copy rounding favours."""
+    logits, targets, mask = random_case(seed, members=1)
+    generator = torch.Generator().manual_seed(seed)
+    pack = logits * (1 + 1e-7 * torch.randn(3, T, V, generator=generator))
+    losses = log_perplexities(pack, targets, mask)
+    assert 0 < float(losses.max() - losses.min()) < 5e-7 * float(losses.min())  # by rounding
+    assert GreedyGrid()(pack, targets, mask).tolist() == [0.0, 0.0, 1.0]
+    assert TopOne()(pack, targets, mask).tolist() == [1.0, 0.0, 0.0]
+
+
+def test_ties_rank_in_member_order_beyond_the_tolerance_by_loss():
+    assert ranked(torch.tensor([2.0, 1.0 + 2.4e-7, 1.0, 3.0])) == [1, 2, 0, 3]
+    assert ranked(torch.tensor([2.0, 1.0 + 2e-6, 1.0, 3.0])) == [2, 1, 0, 3]
+    assert first_minimum(torch.tensor([8.0 + 2e-6, 8.0, 9.0])) == 0  # relative: 4e-6 at 8
+    assert first_minimum(torch.tensor([8.0 + 8e-6, 8.0, 9.0])) == 1
 
 
 @pytest.mark.parametrize("rule", [PerplexitySoftmax(), PerplexitySoftmax(tau=0.3), GreedyGrid(),

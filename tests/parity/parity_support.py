@@ -1,11 +1,14 @@
 """Importing the official code of a method from an untracked checkout named by an
 environment variable (never committed here), with stand-ins for the few dependencies of
-its era that current environments lack."""
+its era that current environments lack; and the fixtures that keep what that code
+computed (numbers only: `regenerate_fixtures.py` writes them from checkouts), so CI
+compares with it without one."""
 
 from __future__ import annotations
 
 import importlib
 import importlib.util
+import json
 import os
 import sys
 import types
@@ -60,3 +63,40 @@ def _installed(name: str) -> bool:
         return importlib.util.find_spec(name) is not None
     except ModuleNotFoundError:  # a parent package is missing
         return False
+
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def save_fixture(name: str, tensors: dict[str, Any], meta: dict[str, Any]) -> Path:
+    """`fixtures/<name>.safetensors`: named tensors plus JSON metadata (no pickles)."""
+    from safetensors.torch import save_file
+
+    FIXTURES.mkdir(exist_ok=True)
+    path = FIXTURES / f"{name}.safetensors"
+    save_file({k: v.detach().clone().contiguous() for k, v in tensors.items()}, str(path),
+              metadata={"json": json.dumps(meta, sort_keys=True, ensure_ascii=False)})
+    return path
+
+
+def load_fixture(name: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    from safetensors import safe_open
+
+    with safe_open(str(FIXTURES / f"{name}.safetensors"), framework="pt") as handle:
+        tensors = {key: handle.get_tensor(key) for key in handle.keys()}
+        meta = json.loads(handle.metadata()["json"])
+    return tensors, meta
+
+
+def seeded_(model: Any, seed: int, scale: float) -> Any:
+    """Every parameter uniform in [-scale, scale), drawn in parameter-name order from one
+    generator: the same numbers on every machine and transformers version (unlike a
+    library's initialisation order or a vectorised normal sampler)."""
+    import torch
+
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for _, parameter in sorted(model.named_parameters()):
+            parameter.copy_((torch.rand(parameter.shape, generator=generator,
+                                        dtype=torch.float64) * 2 - 1) * scale)
+    return model

@@ -11,6 +11,8 @@ from typing import Any
 import pytest
 import torch
 
+from parity.aligner_support import (ATOL, CONTEXT, HEADS, LAYERS, VOCAB, WIDTH, cached_logits,
+                                    fixed_ids, hf_llama)
 from parity.parity_support import import_official, official_checkout
 
 CHECKOUT = official_checkout("HARNESS_PARITY_ALIGNER", "mytemporalaccount/Aligner",
@@ -20,14 +22,14 @@ from harness.methods.aligner.checkpoint import (load_official, official_state_di
                                                 read_official)
 from harness.methods.aligner.model import inject_aligner  # noqa: E402
 
-VOCAB, WIDTH, LAYERS, HEADS, CONTEXT = 256, 64, 4, 4, 64
-# Lit-LLaMA computes RoPE in float32 whatever the model dtype, so float64 models agree to
-# float32 rounding of the rotation, not to float64 rounding.
-ATOL = {torch.float32: 2e-5, torch.float64: 1e-6}
 
 
 @pytest.fixture(scope="module")
 def official() -> Any:
+    return load_official_aligner()
+
+
+def load_official_aligner() -> Any:
     [aligner] = import_official(CHECKOUT, ["lit_llama.aligner"], {
         # lit_llama.utils imports Lightning strategies for its sharded-checkpoint helpers
         "lightning": {}, "lightning.fabric": {},
@@ -35,22 +37,6 @@ def official() -> Any:
         "dataclasses_json": {"dataclass_json": lambda cls: cls},
     })
     return aligner
-
-
-def _hf_llama(dtype: torch.dtype) -> Any:
-    """A random LLaMA that Lit-LLaMA can express: no GQA, its MLP width, eps 1e-5."""
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=VOCAB, hidden_size=WIDTH, num_hidden_layers=LAYERS,
-                         num_attention_heads=HEADS, num_key_value_heads=HEADS,
-                         intermediate_size=256, rms_norm_eps=1e-5,
-                         max_position_embeddings=CONTEXT, tie_word_embeddings=False)
-    model = LlamaForCausalLM(config).to(dtype).eval()
-    with torch.no_grad():
-        for parameter in model.parameters():
-            parameter.normal_(0.0, 0.2)  # norms too: nothing is left at a special value
-    return model
 
 
 def _lit_from_hf(official: Any, hf: Any, num_tokens: int) -> Any:
@@ -93,20 +79,6 @@ def _randomise_official_adapter(lit: Any, seed: int) -> None:
             gate.copy_(torch.randn(gate.shape, generator=generator))
 
 
-def _ids(length: int = 16) -> torch.Tensor:
-    return torch.randint(0, VOCAB, (1, length), generator=torch.Generator().manual_seed(1))
-
-
-def _cached_logits(model: Any, ids: torch.Tensor) -> torch.Tensor:
-    """Our model fed one token at a time through a KV cache."""
-    from transformers import DynamicCache
-
-    cache, steps = DynamicCache(config=model.config), []
-    for t in range(ids.shape[1]):
-        steps.append(model(input_ids=ids[:, t:t + 1], cache=cache, use_cache=True).logits)
-    return torch.cat(steps, dim=1)
-
-
 def _official_cached_logits(lit: Any, ids: torch.Tensor) -> torch.Tensor:
     """Theirs through `input_pos`, one token at a time (their generate loop)."""
     lit.reset_cache()
@@ -117,9 +89,9 @@ def _official_cached_logits(lit: Any, ids: torch.Tensor) -> torch.Tensor:
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("num_tokens", [1, 3])
 def test_logits_match_the_official_model_full_and_cached(official, tmp_path, dtype, num_tokens):
-    hf = _hf_llama(dtype)
+    hf = hf_llama(dtype)
     lit = _lit_from_hf(official, hf, num_tokens)
-    ids = _ids()
+    ids = fixed_ids()
     with torch.no_grad():
         base = hf(ids).logits
         inject_aligner(hf, num_tokens=num_tokens)  # zero gates: still the base model
@@ -134,12 +106,12 @@ def test_logits_match_the_official_model_full_and_cached(official, tmp_path, dty
         theirs, ours = lit(ids), hf(ids).logits
         assert (ours - base).abs().max() > 0.1  # the adapter does change the output
         torch.testing.assert_close(ours, theirs, atol=ATOL[dtype], rtol=0)
-        torch.testing.assert_close(_cached_logits(hf, ids), _official_cached_logits(lit, ids),
+        torch.testing.assert_close(cached_logits(hf, ids), _official_cached_logits(lit, ids),
                                    atol=ATOL[dtype], rtol=0)
 
 
 def test_our_adapter_in_the_official_format_drives_the_official_model(official):
-    hf = _hf_llama(torch.float32)
+    hf = hf_llama(torch.float32)
     lit = _lit_from_hf(official, hf, num_tokens=3)
     aligner = inject_aligner(hf, num_tokens=3)
     generator = torch.Generator().manual_seed(5)
@@ -149,7 +121,7 @@ def test_our_adapter_in_the_official_format_drives_the_official_model(official):
             gate.copy_(torch.randn(gate.shape, generator=generator))
         missing, unexpected = lit.load_state_dict(official_state_dict(aligner), strict=False)
         assert not unexpected and not any("gating" in k or "global" in k for k in missing)
-        torch.testing.assert_close(lit(_ids()), hf(_ids()).logits, atol=ATOL[torch.float32], rtol=0)
+        torch.testing.assert_close(lit(fixed_ids()), hf(fixed_ids()).logits, atol=ATOL[torch.float32], rtol=0)
 
 
 def _released() -> list[Path]:

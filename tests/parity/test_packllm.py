@@ -14,6 +14,8 @@ from typing import Any
 import pytest
 import torch
 
+from parity.packllm_support import (CASES, MARKERS, RULES, official_mmlu_items, question_texts,
+                                    random_lm)
 from parity.parity_support import import_official, official_checkout
 
 CHECKOUT = official_checkout("HARNESS_PARITY_PACKLLM", "cmavro/PackLLM",
@@ -22,16 +24,16 @@ CHECKOUT = official_checkout("HARNESS_PARITY_PACKLLM", "cmavro/PackLLM",
 from harness.fusion.alignment import build_map, special_ids, vocabulary  # noqa: E402
 from harness.fusion.options import PackOptions  # noqa: E402
 from harness.fusion.pack_lm import Member, Pack, PackLM  # noqa: E402
-from harness.fusion.weights import (ExpertContrast, GreedyGrid, PerplexitySoftmax,  # noqa: E402
-                                    TopOne, Weighting, fuse)
+from harness.fusion.weights import ExpertContrast, GreedyGrid, Weighting, fuse  # noqa: E402
 
-RULES = {"sim": PerplexitySoftmax(), "opt": GreedyGrid(), "ensemble": Weighting(),
-         "top1": TopOne(), "dexperts": ExpertContrast(alpha=1.0),
-         "dexperts-opt": ExpertContrast(alpha=None)}
 
 
 @pytest.fixture(scope="module")
 def official() -> Any:
+    return load_official()
+
+
+def load_official() -> Any:
     """The official modules; `icl_model` imports transformers' removed AdamW, unused here."""
     folder = CHECKOUT / "downstream_tasks"
     [fusion, data] = import_official(folder, ["modeling_llm_fusion", "icl_data"],
@@ -55,21 +57,6 @@ def tokenizers() -> dict[str, Any]:
 
     return {name: load_tokenizer(ModelRef(f"harness-zoo/{name}"))
             for name in ("tiny-llama", "tiny-gpt2")}
-
-
-def _random_lm(kind: str, vocab: int, seed: int) -> Any:
-    """A small causal LM with sharp random logits (init std 0.3), so members disagree."""
-    from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(seed)
-    if kind == "gpt2":
-        config = GPT2Config(vocab_size=vocab, n_embd=32, n_layer=2, n_head=2, n_positions=256,
-                            initializer_range=0.3)
-        return GPT2LMHeadModel(config).eval()
-    config = LlamaConfig(vocab_size=vocab, hidden_size=32, num_hidden_layers=2,
-                         num_attention_heads=2, intermediate_size=64,
-                         max_position_embeddings=256, initializer_range=0.3)
-    return LlamaForCausalLM(config).eval()
 
 
 def _official_pack(official: Any, fusion: str, models: list[Any], tokenizers: list[Any],
@@ -137,14 +124,10 @@ def _inputs(tokenizer: Any, count: int, seed: int) -> list[torch.Tensor]:
     return sequences
 
 
-CASES = [(fusion, members) for fusion in ("sim", "opt", "ensemble", "top1") for members in (2, 3, 4)]
-CASES += [("dexperts", 3), ("dexperts-opt", 3)]
-
-
 @pytest.mark.parametrize("fusion, members", CASES)
 def test_weights_and_fused_logits_match_the_official_forward(official, tokenizers, fusion, members):
     tokenizer = tokenizers["tiny-gpt2"]
-    models = [_random_lm("gpt2", len(tokenizer), seed) for seed in range(members)]
+    models = [random_lm("gpt2", len(tokenizer), seed) for seed in range(members)]
     theirs = _official_pack(official, fusion, models, [tokenizer] * members, [None] * members)
     for ids in _inputs(tokenizer, 8, seed=members):
         their_logits, printed = _official_forward(theirs, ids)
@@ -154,18 +137,19 @@ def test_weights_and_fused_logits_match_the_official_forward(official, tokenizer
         torch.testing.assert_close(fused, their_logits, atol=2e-5, rtol=1e-5)
 
 
-def test_greedy_ties_give_all_weight_to_the_last_member_as_officially(official, tokenizers):
+def test_greedy_ties_give_all_weight_to_the_last_copy(official, tokenizers):
+    """Three copies of one member: ours puts all weight on the last copy, which the official
+    strict `<` scan from lambda = 0 picks in exact arithmetic. In float arithmetic the
+    official scan picks among the tied lambdas by rounding noise (e.g. [0.0875, 0.1625,
+    0.75] on 2 cores), so of its result only the fused logits must agree."""
     tokenizer = tokenizers["tiny-gpt2"]
-    model = _random_lm("gpt2", len(tokenizer), seed=0)
+    model = random_lm("gpt2", len(tokenizer), seed=0)
     theirs = _official_pack(official, "opt", [model] * 3, [tokenizer] * 3, [None] * 3)
     for ids in _inputs(tokenizer, 4, seed=9):
-        _, printed = _official_forward(theirs, ids)
-        weights, _ = _ours(GreedyGrid(), [model] * 3, tokenizer, ids)
-        assert weights.tolist() == _official_weights("opt", printed, 3).tolist() == [0, 0, 1]
-
-
-# What the official class table gives Llama and GPT-2 tokenizers.
-MARKERS = {"tiny-llama": "▁", "tiny-gpt2": "Ġ"}
+        their_logits, _ = _official_forward(theirs, ids)
+        weights, fused = _ours(GreedyGrid(), [model] * 3, tokenizer, ids)
+        assert weights.tolist() == [0, 0, 1]
+        torch.testing.assert_close(fused, their_logits, atol=2e-5, rtol=1e-5)
 
 
 def _official_map(official: Any, reference: Any, expert: Any, markers: tuple[str, str]
@@ -191,36 +175,10 @@ def test_mined_maps_every_ordinary_token_as_officially(official, tokenizers, dir
     assert ours[reference.eos_token_id] == expert.eos_token_id
 
 
-def _mmlu_items() -> list[tuple[str, list[str]]]:
-    """(question, choices) of the MMLU sample the harness ships."""
-    import csv
-
-    from harness.tasks.mmlu import FIXTURES
-
-    rows = [row for path in sorted(FIXTURES.glob("data/*/*.csv"))
-            for row in csv.reader(path.open(encoding="utf-8"))]
-    return [(row[0], row[1:5]) for row in rows]
-
-
-def _question_texts() -> list[str]:
-    """Question-like texts: the shipped MMLU and GSM8K questions, then corpus sentences."""
-    import json
-
-    from harness.tasks.gsm8k import FIXTURES as GSM8K
-    from harness.zoo import CORPUS
-
-    texts = [question for question, _ in _mmlu_items()]
-    texts += [json.loads(line)["question"] for path in sorted(GSM8K.glob("*.jsonl"))
-              for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    texts += [s.strip() for s in re.split(r"(?<=[.?!])\s+", CORPUS.read_text(encoding="utf-8"))
-              if len(s.split()) >= 4]
-    return texts
-
-
 @pytest.fixture(scope="module")
 def mixed_pack(tokenizers) -> tuple[list[Any], list[Any]]:
-    models = [_random_lm("llama", len(tokenizers["tiny-llama"]), seed=11),
-              _random_lm("gpt2", len(tokenizers["tiny-gpt2"]), seed=12)]
+    models = [random_lm("llama", len(tokenizers["tiny-llama"]), seed=11),
+              random_lm("gpt2", len(tokenizers["tiny-gpt2"]), seed=12)]
     return models, [tokenizers["tiny-llama"], tokenizers["tiny-gpt2"]]
 
 
@@ -229,7 +187,7 @@ def test_reference_tokenizer_choice_matches_select_tokenizer(official, mixed_pac
     theirs = _official_pack(official, "sim", models, tokenizers, [None, None])
     ours = PackLM(Pack([Member(f"m{k}", m, t) for k, (m, t) in enumerate(zip(models, tokenizers))],
                        "cpu"), Weighting(), PackOptions())
-    texts = _question_texts()
+    texts = question_texts()
     their_choice = [theirs.select_tokenizer([text]) for text in texts]
     our_choice = [ours._lowest_perplexity_family(text) for text in texts]
     assert our_choice == their_choice
@@ -252,10 +210,7 @@ def test_official_protocol_scores_options_as_the_released_pipeline(official, mix
     weights refitted per option, mean loss over option tokens) against our scorer with
     protocol=official on the same token ids, both tokenizers taking the reference role."""
     models, tokenizers = mixed_pack
-    # the official MMLU format (get_task.py): options are the full "A. <choice>" strings
-    items = [("Question: " + question.strip() + "\nChoices:\n" + "\n".join(options), options)
-             for question, choices in _mmlu_items()[:10]
-             for options in [[f"{letter}. {choice}" for letter, choice in zip("ABCD", choices)]]]
+    items = official_mmlu_items(10)
     for reference in (0, 1):
         order = [reference, 1 - reference]
         pack = Pack([Member(f"m{k}", models[k], tokenizers[k]) for k in order], "cpu")
