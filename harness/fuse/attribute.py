@@ -34,15 +34,23 @@ class ClassifierText(FramedText):
 
 
 class AttributeObjective(GuidedObjective):
-    """L(x) toward one class of the classifier."""
+    """L(x) toward a target class in each of the classifier's heads: `heads` are slices of
+    its logits, each a softmax of its own (default: one head, all logits), and the
+    classifier term is the sum of their cross-entropies."""
 
-    def __init__(self, primary: PrimaryLM, classifier: ClassifierText, bridge: Bridge, target: int,
+    def __init__(self, primary: PrimaryLM, classifier: ClassifierText, bridge: Bridge,
+                 targets: Sequence[int], heads: Sequence[slice] = (slice(None),),
                  lm_weight: float = 1.0, classifier_weight: float = 1.0) -> None:
+        if len(targets) != len(heads):
+            raise ValueError(f"one target per head: {len(targets)} targets, {len(heads)} heads")
         super().__init__(primary, bridge, lm_weight, classifier_weight)
-        self.classifier, self.target = classifier, target
+        self.classifier, self.targets, self.heads = classifier, tuple(targets), tuple(heads)
 
     def secondary_loss(self, ids_b: Sequence[Sequence[int]], x_b: torch.Tensor | None = None) -> torch.Tensor:
         x_b = None if x_b is None else x_b.to(self.classifier.device)
         logits = self.classifier.logits(ids_b, x_b)
-        target = torch.full((len(logits),), self.target, dtype=torch.long, device=logits.device)
-        return F.cross_entropy(logits, target, reduction="none")
+        total = torch.zeros(len(logits), device=logits.device)
+        for head, target in zip(self.heads, self.targets):
+            classes = torch.full((len(logits),), target, dtype=torch.long, device=logits.device)
+            total = total + F.cross_entropy(logits[:, head], classes, reduction="none")
+        return total

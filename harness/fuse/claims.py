@@ -17,8 +17,9 @@ its gradient reaches the LM's tokens by plain backprop; `exact-none` is that obj
 searched without gradients, the ceiling's own baseline. The ceiling's gain is
 exact - exact-none; FUSE's gain is fuse - none.
 
-    python -m harness.fuse.claims --out results/claims/fuse            # the full experiment
-    python -m harness.fuse.claims --seeds 0 --targets 12 --images 0     # a reduced one
+    python -m harness.fuse.claims --images 0 --out results/claims/fuse/attribute
+    python -m harness.fuse.claims --targets 0 --out results/claims/fuse/captioning
+    python -m harness.fuse.claims --seeds 0 --targets 12 --images 0     # a reduced one, printed
 """
 
 from __future__ import annotations
@@ -121,7 +122,8 @@ def attribute_rows(world: World, config: ClaimConfig) -> tuple[list[dict[str, An
         bridge, adapter = connect_secondary(world, ref, tokenizer, text.embeddings, config)
         report[base] = adapter
         for target in attribute_targets(config.targets, world.seed):
-            objective = AttributeObjective(world.primary, text, bridge, target, config.lm_weight,
+            objective = AttributeObjective(world.primary, text, bridge, scenes.head_classes(target),
+                                           scenes.CLASSIFIER_HEADS, config.lm_weight,
                                            config.classifier_weight)
             for arm in arms:
                 guidance = "none" if arm.endswith("none") else "fuse" if arm == "exact" else arm
@@ -135,13 +137,15 @@ def attribute_rows(world: World, config: ClaimConfig) -> tuple[list[dict[str, An
 
 
 def attribute_targets(count: int, seed: int) -> list[int]:
-    """`count` distinct (colour, shape) classes, a seeded sample (all when count is larger)."""
-    import random
-
+    """`count` distinct (colour, shape) classes, in the order the world's scenes first name
+    them (targets follow the world's habits: a pair it never draws would fight the LM)."""
     from harness.zoo import scenes
 
-    classes = list(range(len(scenes.COLOURS) * len(scenes.SHAPES)))
-    return random.Random(seed).sample(classes, min(count, len(classes)))
+    targets: list[int] = []
+    for scene in scenes.evaluation_scenes(10 * count + 200, seed):
+        if scene.label not in targets:
+            targets.append(scene.label)
+    return targets[:count]
 
 
 def caption_rows(world: World, config: ClaimConfig) -> tuple[list[dict[str, Any]], dict[str, Any]]:

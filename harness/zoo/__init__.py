@@ -103,8 +103,6 @@ SCENE_MODELS = (
      "scene-clip reading scene-lm's tokenizer (exact gradients to its tokens)"),
 )
 SCENE_SEEDS = (0, 1, 2)
-# The LM is narrower than the world has words (FUSE's adapter is then a least-squares fit,
-# as GPT-2's 1024 dimensions against the paper's 16K words), the others 48 wide.
 SCENE_WIDTHS = {"gpt2": (16, 2), "bert": (48, 4), "clip": (48, 4)}  # width, heads
 RECIPES.update({
     recipe.name: recipe

@@ -11,8 +11,9 @@ thread, data drawn from a seeded generator):
 
 - `lm`: a GPT-2 (byte-level BPE, trained on the world's sentences) trained as a causal LM;
 - `classifier`: a BERT-style encoder that reads a sentence, or any prefix of one that
-  has begun describing its first object, and names that object's (colour, shape): one class per
-  pair, `len(COLOURS) * len(SHAPES)` classes; read at the sentence-start token;
+  has begun describing its first object, and names that object's colour and shape: two
+  softmax heads over its logits (the first `len(COLOURS)` for the colour, the rest for the
+  shape); read at the sentence-start token;
 - `clip`: a CLIP dual encoder trained contrastively on rendered scenes and their captions.
 
 The classifier and CLIP read CLIP's tokenizer family trained on the same sentences (another
@@ -101,6 +102,14 @@ class Scene:
 
 def attribute_label(colour: str, shape: str) -> int:
     return list(COLOURS).index(colour) * len(SHAPES) + SHAPES.index(shape)
+
+
+CLASSIFIER_HEADS = (slice(0, len(COLOURS)), slice(len(COLOURS), len(COLOURS) + len(SHAPES)))
+
+
+def head_classes(label: int) -> tuple[int, int]:
+    """The classifier's class in each head (colour, shape) for a (colour, shape) label."""
+    return label // len(SHAPES), label % len(SHAPES)
 
 
 def label_attributes(label: int) -> tuple[str, str]:
@@ -230,12 +239,12 @@ class SceneTraining:
 ROLES = ("lm", "classifier", "clip")
 TRAINING: dict[str, SceneTraining] = {
     "lm": SceneTraining("lm", "bytelevel", steps=800),
-    "classifier": SceneTraining("classifier", "clip", steps=600),
-    "clip": SceneTraining("clip", "clip", steps=1500),
+    "classifier": SceneTraining("classifier", "clip", steps=1000),
+    "clip": SceneTraining("clip", "clip", steps=1000),
 }
 
 
-WORLD_VERSION = 1  # bump when the grammar, the renderer or the training code changes
+WORLD_VERSION = 2  # bump when the grammar, the renderer or the training code changes
 
 
 def world_identity() -> dict[str, Any]:
@@ -311,10 +320,12 @@ def _model(role: str, tokenizer: Any, width: int, layers: int, heads: int) -> An
             vocab_size=vocab, n_embd=width, n_layer=layers, n_head=heads, n_positions=positions,
             bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id))
     if role == "classifier":
-        return AutoModelForSequenceClassification.from_config(BertConfig(
-            vocab_size=vocab, hidden_size=width, num_hidden_layers=layers, num_attention_heads=heads,
-            intermediate_size=2 * width, max_position_embeddings=positions, type_vocab_size=1,
-            num_labels=len(COLOURS) * len(SHAPES), pad_token_id=tokenizer.pad_token_id))
+        config = BertConfig(vocab_size=vocab, hidden_size=width, num_hidden_layers=layers,
+                            num_attention_heads=heads, intermediate_size=2 * width,
+                            max_position_embeddings=positions, type_vocab_size=1,
+                            pad_token_id=tokenizer.pad_token_id)
+        config.num_labels = len(COLOURS) + len(SHAPES)
+        return AutoModelForSequenceClassification.from_config(config)
     text = CLIPTextConfig(vocab_size=vocab, hidden_size=width, intermediate_size=2 * width,
                           num_hidden_layers=layers, num_attention_heads=heads,
                           max_position_embeddings=positions, bos_token_id=tokenizer.bos_token_id,
@@ -393,9 +404,10 @@ def _train_classifier(model: Any, tokenizer: Any, plan: SceneTraining, seed: int
         scenes = [random_scene(rng) for _ in range(plan.batch_size)]
         texts = [classifier_prefix(sentence(s, rng), rng) for s in scenes]
         inverted = [first_thing(t) for t in texts]  # "a b below a c": b is named first
-        labels = torch.tensor([attribute_label(*named) if named else s.label
-                               for s, named in zip(scenes, inverted)])
-        return F.cross_entropy(model(**framed(tokenizer, texts)).logits, labels)
+        labels = [attribute_label(*named) if named else s.label for s, named in zip(scenes, inverted)]
+        logits = model(**framed(tokenizer, texts)).logits
+        return sum(F.cross_entropy(logits[:, head], torch.tensor(classes))
+                   for head, classes in zip(CLASSIFIER_HEADS, zip(*map(head_classes, labels))))
 
     _optimise(model, plan.steps, plan.lr, loss)
 
