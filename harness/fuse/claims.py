@@ -247,6 +247,8 @@ def summarise(rows: Sequence[dict[str, Any]], unit: str, headline: str, binary: 
     tests = [paired(rows, "fuse", other, headline, unit, binary, resamples) for other in ("none", "random")]
     tests += [paired(rows, other, "fuse", "objective", unit, False, resamples) for other in ("none", "random")]
     tests.append(paired(rows, "exact", "exact-none", headline, unit, binary, resamples))
+    tests += [paired(rows, "fuse", "none", key, unit, key == "object_named", resamples)
+              for key in metrics if key != headline]
     head = means[headline]
     ceiling_gain = head["exact"] - head["exact-none"]
     fuse_gain = head["fuse"] - head["none"]
@@ -254,7 +256,8 @@ def summarise(rows: Sequence[dict[str, Any]], unit: str, headline: str, binary: 
     beats = all(t["difference"] > 0 and t["p"] < 0.05 for t in tests[:2])
     return {"headline": headline, "means": means, "tests": tests, "fuse_gain": fuse_gain,
             "ceiling_gain": ceiling_gain, "share_of_ceiling_gain": share,
-            "seeds": sorted({r["seed"] for r in rows}), "units_per_seed": len({r[unit] for r in rows}),
+            "seeds": sorted({r["seed"] for r in rows}),
+            "units_per_seed": len({(r["seed"], r[unit]) for r in rows}) // len({r["seed"] for r in rows}),
             "aim_met": bool(beats and share >= 0.5)}
 
 
