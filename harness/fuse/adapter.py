@@ -7,6 +7,10 @@ algebra, T_k = X_A^+ * X_B in R^{d_A x d_B x k}, where X_B holds B's embeddings 
 dictionary words with exactly k B-tokens and X_A the primary model A's embeddings of the
 same words, cut or zero-padded to k tokens. The fit is zero-shot (two embedding tables
 and a word list), seeded, and cached on disk by (A, B, dictionary, k).
+
+How well a linear map relates the two spaces is measured on words the fit did not see: for
+every k a second map is fitted on the first 80% of the words and scored on the remaining
+20% by R^2 = 1 - |X_A * T - X_B|^2 / |X_B - mean(X_B)|^2 (pooled over k for the report).
 """
 
 from __future__ import annotations
@@ -18,11 +22,12 @@ from typing import Any, Sequence
 
 import torch
 
-from harness.fuse.tensor import t_least_squares, t_transpose
+from harness.fuse.tensor import t_least_squares, t_product, t_transpose
 from harness.fuse.words import Dictionary, word_token_ids
 from harness.store import fingerprint
 
-ADAPTER_VERSION = 1
+ADAPTER_VERSION = 2
+HELD_OUT_SHARE = 0.2
 
 
 @dataclass(frozen=True)
@@ -41,18 +46,39 @@ class AdapterConfig:
 
 
 @dataclass(frozen=True)
+class HeldOut:
+    """The squared error of a map fitted without the held-out words, on those words, and
+    their total sum of squares around their mean (R^2 = 1 - residual / total)."""
+
+    words: int = 0
+    residual: float = 0.0
+    total: float = 0.0
+
+    @property
+    def r2(self) -> float | None:
+        return 1 - self.residual / self.total if self.words and self.total > 0 else None
+
+
+@dataclass(frozen=True)
 class Adapter:
-    """T_k for k = 1..K (index k - 1), with the number of words each was fitted on."""
+    """T_k for k = 1..K (index k - 1), with the number of words each was fitted on and the
+    held-out fit quality of each count."""
 
     maps: tuple[torch.Tensor, ...]
     words: tuple[int, ...]
+    held_out: tuple[HeldOut, ...] = ()
+
+    def held_out_r2(self) -> float | None:
+        """R^2 on the held-out words, pooled over every subtoken count."""
+        return HeldOut(sum(h.words for h in self.held_out), sum(h.residual for h in self.held_out),
+                       sum(h.total for h in self.held_out)).r2
 
     @property
     def max_subtokens(self) -> int:
         return len(self.maps)
 
     def to(self, device: torch.device | str) -> "Adapter":
-        return Adapter(tuple(t.to(device) for t in self.maps), self.words)
+        return Adapter(tuple(t.to(device) for t in self.maps), self.words, self.held_out)
 
     def transposed(self) -> tuple[torch.Tensor, ...]:
         """T_k^T (the t-transpose) for every k: what the backward multiplies by."""
@@ -79,18 +105,33 @@ def fit_adapter(embeddings_a: torch.Tensor, embeddings_b: torch.Tensor,
     words pass no gradient.
     """
     table_a, table_b = embeddings_a.detach().float(), embeddings_b.detach().float()
-    maps, fitted = [], []
+    maps, fitted, held_out = [], [], []
     for k in counts or range(1, config.max_subtokens + 1):
         chosen = [i for i, (a, b) in enumerate(zip(ids_a, ids_b)) if len(b) == k and a]
         chosen = chosen[:config.max_words]
         if not chosen:
             maps.append(torch.zeros(table_a.shape[1], table_b.shape[1], k, device=table_a.device))
+            held_out.append(HeldOut())
         else:
             x_a = word_tensor(table_a, [ids_a[i] for i in chosen], k)
             x_b = word_tensor(table_b, [ids_b[i] for i in chosen], k)
             maps.append(t_least_squares(x_a, x_b))
+            held_out.append(held_out_fit(x_a, x_b))
         fitted.append(len(chosen))
-    return Adapter(tuple(maps), tuple(fitted))
+    return Adapter(tuple(maps), tuple(fitted), tuple(held_out))
+
+
+def held_out_fit(x_a: torch.Tensor, x_b: torch.Tensor) -> HeldOut:
+    """A map fitted on the first 80% of the words (n, d, k), scored on the rest (none held
+    out below 5 words)."""
+    n = x_a.shape[0]
+    held = int(n * HELD_OUT_SHARE)
+    if held < 1 or n - held < 1:
+        return HeldOut()
+    t = t_least_squares(x_a[:n - held], x_b[:n - held])
+    predicted, target = t_product(x_a[n - held:], t), x_b[n - held:]
+    return HeldOut(held, float(((predicted - target) ** 2).sum()),
+                   float(((target - target.mean(dim=0)) ** 2).sum()))
 
 
 def load_or_fit_adapter(identity_a: Any, identity_b: Any, embeddings_a: torch.Tensor,
@@ -111,12 +152,14 @@ def load_or_fit_adapter(identity_a: Any, identity_b: Any, embeddings_a: torch.Te
         ids_a = word_token_ids(tokenizer_a, dictionary.words)
         ids_b = word_token_ids(tokenizer_b, dictionary.words)
         fitted = fit_adapter(embeddings_a, embeddings_b, ids_a, ids_b, config, missing)
-        for k, t, words in zip(missing, fitted.maps, fitted.words):
-            cached[k] = {"map": t.cpu(), "words": words}
+        for k, t, words, held in zip(missing, fitted.maps, fitted.words, fitted.held_out):
+            cached[k] = {"map": t.cpu(), "words": words, "held_out": [held.words, held.residual, held.total]}
             _atomic_save(cached[k], paths[k])
     ordered = [cached[k] for k in sorted(paths)]
     return Adapter(tuple(entry["map"].to(device) for entry in ordered),
-                   tuple(int(entry["words"]) for entry in ordered))
+                   tuple(int(entry["words"]) for entry in ordered),
+                   tuple(HeldOut(int(e["held_out"][0]), float(e["held_out"][1]), float(e["held_out"][2]))
+                         for e in ordered))
 
 
 def _atomic_save(obj: Any, path: Path) -> None:

@@ -52,27 +52,39 @@ class Alignment:
 class Bridge:
     """A -> B: exact retokenisation forward, adapter backward.
 
-    `adapter=None` means A and B are the same model: B's inputs are A's embeddings
-    themselves and the gradient passes unchanged (direct backprop).
+    `adapter=None` means no adapter is needed: A and B are the same model (B's inputs are
+    A's embeddings themselves and the gradient passes unchanged), or, with
+    `shared_vocabulary`, B reads A's token ids through its own table (exact backprop to A's
+    one-hot tokens: the ceiling FUSE is measured against).
     """
 
     def __init__(self, tokenizer_a: Any, tokenizer_b: Any, embeddings_b: torch.Tensor,
-                 adapter: Adapter | None, adjoint: Adjoint = "correct", seed: int = 0) -> None:
+                 adapter: Adapter | None, adjoint: Adjoint = "correct", seed: int = 0,
+                 shared_vocabulary: bool = False) -> None:
         if adjoint not in ADJOINTS:
             raise ValueError(f"adjoint must be one of {ADJOINTS}, got {adjoint!r}")
+        if shared_vocabulary and adapter is not None:
+            raise ValueError("a shared vocabulary needs no adapter")
         self.tokenizer_a, self.tokenizer_b = tokenizer_a, tokenizer_b
         self.embeddings_b = embeddings_b
         self.adapter, self.adjoint = adapter, adjoint
+        self.shared_vocabulary = shared_vocabulary
         self.transposed = adapter.transposed() if adapter is not None else ()
         self.generator = torch.Generator().manual_seed(seed)
 
     @property
     def identity(self) -> bool:
+        """A and B are the same model."""
+        return self.adapter is None and not self.shared_vocabulary
+
+    @property
+    def exact(self) -> bool:
+        """B reads A's token ids: no retokenisation, no adapter."""
         return self.adapter is None
 
     def ids_b(self, ids_a: Sequence[Sequence[int]]) -> list[list[int]]:
         """B's token ids for each row of A's ids (the exact forward, nothing for backward)."""
-        if self.identity:
+        if self.exact:
             return [list(row) for row in ids_a]
         texts = self.tokenizer_a.batch_decode([list(row) for row in ids_a])
         return [list(ids) for ids in self.tokenizer_b(texts, add_special_tokens=False)["input_ids"]]
@@ -90,10 +102,21 @@ class Bridge:
               ) -> tuple[torch.Tensor, list[list[int]]]:
         """(B's input embeddings (b, L_B, d_B) right-padded with zero rows, B's token ids)
         for A's embeddings `x_a` (b, L_A, d_A) of the tokens `ids_a`; differentiable in x_a."""
+        if self.shared_vocabulary:
+            raise ValueError("a shared-vocabulary bridge embeds one-hot tokens (embed_one_hot)")
         if self.identity:
             return x_a, [list(row) for row in ids_a]
         alignments = self.align(ids_a)
         return FuseTranslate.apply(x_a, self, alignments), [list(a.ids_b) for a in alignments]
+
+    def embed_one_hot(self, one_hot: torch.Tensor, embeddings_a: torch.Tensor,
+                      ids_a: Sequence[Sequence[int]]) -> tuple[torch.Tensor, list[list[int]]]:
+        """`embed` for A's tokens given as one-hot rows (b, L, V_A) and A's table: with a
+        shared vocabulary B's own table embeds them, differentiable in the one-hot rows."""
+        if self.shared_vocabulary:
+            table = self.embeddings_b[:one_hot.shape[-1]].detach().to(one_hot.device, one_hot.dtype)
+            return one_hot @ table, [list(row) for row in ids_a]
+        return self.embed(one_hot @ embeddings_a, ids_a)
 
     def forward_embeddings(self, alignments: Sequence[Alignment]) -> torch.Tensor:
         """B's embeddings of every alignment's B tokens, right-padded with zero rows."""
@@ -166,14 +189,30 @@ def connect(a: Side, b: Side, config: AdapterConfig, dictionary: str, adjoint: A
     weights, tokenizer, dtype and device) and a report of its adapter."""
     if a.identity == b.identity:
         return Bridge(a.tokenizer, b.tokenizer, b.embeddings, None, adjoint, seed), {"identity": True}
+    if shares_vocabulary(a.tokenizer, b.tokenizer):
+        return (Bridge(a.tokenizer, b.tokenizer, b.embeddings, None, adjoint, seed, shared_vocabulary=True),
+                {"shared_vocabulary": True})
     words = read_dictionary(dictionary, seed)
     started = time.perf_counter()
     adapter = load_or_fit_adapter(a.identity, b.identity, a.embeddings, b.embeddings,
                                   a.tokenizer, b.tokenizer, words, config, cache_root)
     report = {"dictionary": words.source, "dictionary_words": len(words.words),
               "dictionary_sha256": words.digest, "words_per_subtoken_count": list(adapter.words),
+              "held_out_r2": _rounded(adapter.held_out_r2()),
+              "held_out_r2_per_subtoken_count": [_rounded(h.r2) for h in adapter.held_out],
+              "held_out_words": sum(h.words for h in adapter.held_out),
               "adapter_seconds": round(time.perf_counter() - started, 3)}
     return Bridge(a.tokenizer, b.tokenizer, b.embeddings, adapter, adjoint, seed), report
+
+
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 4)
+
+
+def shares_vocabulary(tokenizer_a: Any, tokenizer_b: Any) -> bool:
+    """B's vocabulary holds every token of A's under the same id (B may add tokens after)."""
+    vocabulary_b = tokenizer_b.get_vocab()
+    return all(vocabulary_b.get(token) == index for token, index in tokenizer_a.get_vocab().items())
 
 
 def splice(base: torch.Tensor, x: torch.Tensor, start: int, mask: torch.Tensor) -> torch.Tensor:

@@ -68,43 +68,51 @@ class PrimaryLM:
         return F.cross_entropy(logits.transpose(1, 2), full[:, 1:], reduction="none").mean(dim=1)
 
 
-class ClipText:
-    """CLIP's text tower around a caption: <start> prefix caption <end>, pooled at <end>."""
+@dataclass(frozen=True)
+class Frame:
+    """What a secondary model reads: <start> prefix caption <end>, right-padded."""
 
-    def __init__(self, model: Any, tokenizer: Any, prefix: str) -> None:
-        self.model, self.tokenizer = model, tokenizer
-        self.token_embedding = model.text_model.get_input_embeddings()
-        self.embeddings = self.token_embedding.weight
+    ids: torch.Tensor  # (n, W)
+    caption: torch.Tensor  # (n, W) bool: the caption's positions
+    start: int  # where every caption starts
+    attention: torch.Tensor  # (n, W) 1 up to each row's <end>, 0 on padding
+
+
+class FramedText:
+    """A secondary model's text input around a caption: <start> prefix caption <end>, whose
+    caption embeddings can be substituted (differentiably) while the model runs its own
+    forward on the same token ids."""
+
+    def __init__(self, token_embedding: Any, tokenizer: Any, prefix: str, max_length: int) -> None:
+        self.tokenizer, self.token_embedding = tokenizer, token_embedding
+        self.embeddings = token_embedding.weight
         self.device = self.embeddings.device
         self.prefix = tokenizer(prefix, add_special_tokens=False)["input_ids"] if prefix else []
         self.start, self.end = tokenizer.bos_token_id, tokenizer.eos_token_id
         self.pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.end
-        self.max_length = model.config.text_config.max_position_embeddings
+        self.max_length = max_length
 
-    def frame(self, ids_b: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor, int]:
-        """(input ids (n, W), mask of the caption positions, caption start): every caption
-        cut to the context, padded after <end> (CLIP attends causally, so padding is inert)."""
+    def frame(self, ids_b: Sequence[Sequence[int]]) -> Frame:
+        """Every caption cut to the context, padded after <end>."""
         room = self.max_length - 2 - len(self.prefix)
         start = 1 + len(self.prefix)
         rows = [[self.start, *self.prefix, *list(ids)[:room], self.end] for ids in ids_b]
         width = max(len(row) for row in rows)
         frame = torch.full((len(rows), width), self.pad, dtype=torch.long)
         caption = torch.zeros((len(rows), width), dtype=torch.bool)
+        attention = torch.zeros((len(rows), width), dtype=torch.long)
         for number, row in enumerate(rows):
             frame[number, :len(row)] = torch.tensor(row)
             caption[number, start:len(row) - 1] = True
-        return frame.to(self.device), caption.to(self.device), start
+            attention[number, :len(row)] = 1
+        return Frame(frame.to(self.device), caption.to(self.device), start, attention.to(self.device))
 
-    def features(self, ids_b: Sequence[Sequence[int]], x_b: torch.Tensor | None = None) -> torch.Tensor:
-        """(n, p) L2-normalised text features; with `x_b` (n, L, d_B) the caption's input
-        embeddings are taken from it (so the features are differentiable in x_b) while
-        the model runs its own forward and pooling on the same token ids."""
-        frame, caption, start = self.frame(ids_b)
-        context = contextlib.nullcontext() if x_b is None else \
-            self._substituted(x_b, caption, start)
-        with context:
-            features = self.model.get_text_features(input_ids=frame).pooler_output
-        return F.normalize(features.float(), dim=-1)
+    def substituted(self, frame: Frame, x_b: torch.Tensor | None) -> contextlib.AbstractContextManager[None]:
+        """Within it, the caption's input embeddings come from `x_b` (n, L, d_B) (None: the
+        model's own)."""
+        if x_b is None:
+            return contextlib.nullcontext()
+        return self._substituted(x_b, frame.caption, frame.start)
 
     @contextlib.contextmanager
     def _substituted(self, x_b: torch.Tensor, caption: torch.Tensor, start: int) -> Iterator[None]:
@@ -117,6 +125,25 @@ class ClipText:
         finally:
             handle.remove()
 
+
+class ClipText(FramedText):
+    """CLIP's text tower around a caption, pooled at <end> (CLIP attends causally, so the
+    padding after <end> is inert)."""
+
+    def __init__(self, model: Any, tokenizer: Any, prefix: str) -> None:
+        super().__init__(model.text_model.get_input_embeddings(), tokenizer, prefix,
+                         model.config.text_config.max_position_embeddings)
+        self.model = model
+
+    def features(self, ids_b: Sequence[Sequence[int]], x_b: torch.Tensor | None = None) -> torch.Tensor:
+        """(n, p) L2-normalised text features; with `x_b` (n, L, d_B) the caption's input
+        embeddings are taken from it (so the features are differentiable in x_b) while
+        the model runs its own forward and pooling on the same token ids."""
+        frame = self.frame(ids_b)
+        with self.substituted(frame, x_b):
+            features = self.model.get_text_features(input_ids=frame.ids).pooler_output
+        return F.normalize(features.float(), dim=-1)
+
     @torch.no_grad()
     def image_features(self, images: Sequence[Any], processor: Any) -> torch.Tensor:
         pixels = processor(images=list(images), return_tensors="pt")["pixel_values"]
@@ -125,31 +152,47 @@ class ClipText:
         return F.normalize(features.float(), dim=-1)
 
 
-class CaptionObjective:
-    """L(x) for one image, over rows of primary-model token ids (an `Objective`)."""
+class GuidedObjective:
+    """L(x) = w_lm * NLL_A(prefix + x) + w_secondary * (a secondary model's loss on x's text),
+    over rows of primary-model token ids (an `Objective`). Only the secondary term is
+    differentiated, through the bridge; subclasses say what that term is."""
 
-    def __init__(self, primary: PrimaryLM, clip: ClipText, bridge: Bridge,
-                 image_features: torch.Tensor, weights: CaptionWeights = CaptionWeights()) -> None:
-        self.primary, self.clip, self.bridge = primary, clip, bridge
-        self.image = image_features.reshape(-1)
-        self.weights = weights
+    def __init__(self, primary: PrimaryLM, bridge: Bridge, lm_weight: float,
+                 secondary_weight: float) -> None:
+        self.primary, self.bridge = primary, bridge
+        self.lm_weight, self.secondary_weight = lm_weight, secondary_weight
         self.allowed = primary.allowed
 
-    def _clip_loss(self, ids_b: Sequence[Sequence[int]], x_b: torch.Tensor | None = None) -> torch.Tensor:
-        return 1 - self.clip.features(ids_b, x_b) @ self.image.to(self.clip.device)
+    def secondary_loss(self, ids_b: Sequence[Sequence[int]], x_b: torch.Tensor | None = None) -> torch.Tensor:
+        """(n,) the secondary model's loss on B's token ids (its inputs from `x_b` if given)."""
+        raise NotImplementedError
 
     @torch.no_grad()
     def losses(self, ids: torch.Tensor) -> torch.Tensor:
-        clip = self._clip_loss(self.bridge.ids_b(ids.tolist())).to(self.primary.device)
-        return self.weights.lm * self.primary.nll(ids) + self.weights.clip * clip
+        secondary = self.secondary_loss(self.bridge.ids_b(ids.tolist())).to(self.primary.device)
+        return self.lm_weight * self.primary.nll(ids) + self.secondary_weight * secondary
 
     def gradients(self, ids: torch.Tensor) -> torch.Tensor:
         one_hot = F.one_hot(ids.to(self.primary.device), self.primary.embeddings.shape[0])
         one_hot = one_hot.to(self.primary.embeddings.dtype).requires_grad_(True)
-        x_b, ids_b = self.bridge.embed(one_hot @ self.primary.embeddings.detach(), ids.tolist())
-        loss = self.weights.clip * self._clip_loss(ids_b, x_b.to(self.clip.device)).sum()
+        x_b, ids_b = self.bridge.embed_one_hot(one_hot, self.primary.embeddings.detach(), ids.tolist())
+        loss = self.secondary_weight * self.secondary_loss(ids_b, x_b).sum()
         (gradient,) = torch.autograd.grad(loss, one_hot)
         return gradient
 
     def logits(self, ids: torch.Tensor) -> torch.Tensor:
         return self.primary.logits(ids)
+
+
+class CaptionObjective(GuidedObjective):
+    """The captioning objective for one image: the secondary term is 1 - cos(CLIP text, image)."""
+
+    def __init__(self, primary: PrimaryLM, clip: ClipText, bridge: Bridge,
+                 image_features: torch.Tensor, weights: CaptionWeights = CaptionWeights()) -> None:
+        super().__init__(primary, bridge, weights.lm, weights.clip)
+        self.clip = clip
+        self.image = image_features.reshape(-1)
+
+    def secondary_loss(self, ids_b: Sequence[Sequence[int]], x_b: torch.Tensor | None = None) -> torch.Tensor:
+        x_b = None if x_b is None else x_b.to(self.clip.device)
+        return 1 - self.clip.features(ids_b, x_b) @ self.image.to(self.clip.device)

@@ -31,7 +31,9 @@ class FuseOptions:
     max_words: int = option(16384, "dictionary words per subtoken count the adapter is fitted on")
     dictionary: str = option(
         "", "word list the adapter is fitted on: a text file, 'wikitext-103' (the paper's, from the "
-            "Hugging Face hub), or empty for the text shipped with the harness")
+            "Hugging Face hub), 'wordfreq' or 'wordfreq:N' (the N most frequent English words, default "
+            "50,000; pip install wordfreq), 'scene-world' (the zoo's scene world), or empty for the "
+            "text shipped with the harness (724 words: too few for a wide model)")
     eval_batch: int = option(64, "sequences per exact-objective forward pass (speed only)")
 
     def __post_init__(self) -> None:

@@ -121,7 +121,7 @@ class AnswerObjective:
         x_a = one_hot @ primary.embeddings.detach()
         total = self._member_loss(0, rows, x_a).sum()
         for index, member in enumerate(self.members[1:], 1):
-            x_b, ids_b = member.bridge.embed(x_a, rows)
+            x_b, ids_b = member.bridge.embed_one_hot(one_hot, primary.embeddings.detach(), rows)
             total = total + self._member_loss(index, ids_b, x_b.to(member.device)).sum().to(total.device)
         (gradient,) = torch.autograd.grad(total, one_hot)
         return gradient

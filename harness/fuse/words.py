@@ -21,6 +21,9 @@ from harness.errors import DataError
 WORD = re.compile(r"\S+")
 SHIPPED_WORDS = Path(__file__).with_name("words.txt")
 WIKITEXT = "wikitext-103"
+WORDFREQ = "wordfreq"  # optionally "wordfreq:N", the N most frequent English words
+WORDFREQ_WORDS = 50000
+SCENE_WORLD = "scene-world"
 
 
 @dataclass(frozen=True)
@@ -40,11 +43,20 @@ def read_dictionary(path: str | Path | None, seed: int) -> Dictionary:
     code builds its dictionary), shuffled with `seed`.
 
     `path`: a text file; "wikitext-103", the paper's dictionary (the WikiText-103 training
-    split from the Hugging Face hub); empty, the text shipped in the repository (the zoo's
-    tokenizer corpus plus `harness/fuse/words.txt`, a list of common English words).
+    split from the Hugging Face hub); "wordfreq" or "wordfreq:N", the N (default 50,000)
+    most frequent English words of the maintained `wordfreq` lists (`pip install wordfreq`),
+    enough to determine a 1024-wide fit; "scene-world", the words of the zoo's scene world
+    (harness.zoo.scenes); empty, the text shipped in the repository (the zoo's tokenizer
+    corpus plus `harness/fuse/words.txt`, 724 common English words).
     """
     if path == WIKITEXT:
         text, source = _wikitext_103(), WIKITEXT
+    elif path and str(path).split(":")[0] == WORDFREQ:
+        text, source = _wordfreq(str(path)), str(path)
+    elif path == SCENE_WORLD:
+        from harness.zoo import scenes
+
+        text, source = " ".join(scenes.vocabulary()), SCENE_WORLD
     else:
         from harness import zoo
 
@@ -70,6 +82,17 @@ def _wikitext_103() -> str:
         raise DataError(f"cannot load the WikiText-103 dictionary ({type(exc).__name__}); "
                         f"pass a word list file with -o dictionary=<file>") from None
     return "\n".join(rows["text"])
+
+
+def _wordfreq(name: str) -> str:
+    _, _, count = name.partition(":")
+    if count and not (count.isdigit() and int(count) > 0):
+        raise DataError(f"dictionary {name}: the word count after 'wordfreq:' must be a positive integer")
+    try:
+        import wordfreq
+    except ImportError:
+        raise DataError("the wordfreq dictionary needs the wordfreq package: pip install wordfreq") from None
+    return "\n".join(wordfreq.top_n_list("en", int(count) if count else WORDFREQ_WORDS))
 
 
 def token_words(spans: Sequence[tuple[int, int]], text: str) -> list[int]:

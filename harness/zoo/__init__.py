@@ -41,9 +41,9 @@ import shutil
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
-from harness.zoo import experts
+from harness.zoo import experts, scenes
 
 ZOO_PREFIX = "harness-zoo/"
 RECIPE_VERSION = 1
@@ -53,8 +53,10 @@ CORPUS = Path(__file__).with_name("corpus.txt")
 @dataclass(frozen=True)
 class ZooRecipe:
     name: str
-    architecture: str  # "llama", "gpt2", "llava" (vision tower + projector + llama) or "clip"
-    tokenizer: str  # "metaspace", "bytelevel", "clip" or "chars" (trained key-value models)
+    architecture: str  # "llama", "gpt2", "llava" (vision tower + projector + llama), "clip" or
+    # "bert" (the scene world's sequence classifier)
+    tokenizer: str  # "metaspace", "bytelevel", "clip", "chars" (trained key-value models), or
+    # "scene-bytelevel" / "scene-clip" (the scene world's models, trained on its sentences)
     vocab_size: int
     hidden_size: int
     layers: int
@@ -101,6 +103,29 @@ RECIPES: dict[str, ZooRecipe] = {
     )
 }
 
+# The scene world (harness.zoo.scenes), three training seeds each: an LM with byte-level BPE,
+# an attribute classifier and a CLIP with CLIP's tokenizer family, and their twins reading
+# the LM's tokenizer (the exact-gradient ceiling for FUSE).
+SCENE_MODELS = (
+    ("scene-lm", "gpt2", "scene-bytelevel", "GPT-2 trained on the scene world's sentences"),
+    ("scene-classifier", "bert", "scene-clip",
+     "BERT-style classifier of a scene sentence's first object (colour x shape), CLIP tokenizer"),
+    ("scene-classifier-bytelevel", "bert", "scene-bytelevel",
+     "scene-classifier reading scene-lm's tokenizer (exact gradients to its tokens)"),
+    ("scene-clip", "clip", "scene-clip", "CLIP trained contrastively on rendered scenes and captions"),
+    ("scene-clip-bytelevel", "clip", "scene-bytelevel",
+     "scene-clip reading scene-lm's tokenizer (exact gradients to its tokens)"),
+)
+SCENE_SEEDS = (0, 1, 2)
+SCENE_WIDTHS = {"gpt2": (16, 2), "bert": (48, 4), "clip": (48, 4)}  # width, heads
+RECIPES.update({
+    recipe.name: recipe
+    for name, architecture, tokenizer, description in SCENE_MODELS for seed in SCENE_SEEDS
+    for width, heads in [SCENE_WIDTHS[architecture]]
+    for recipe in [ZooRecipe(name + (f"-seed{seed}" if seed else ""), architecture, tokenizer, 0,
+                             width, 2, heads, heads, seed, f"{description} (training seed {seed})")]
+})
+
 # The vision tower of "llava" recipes; 32 px images in 8 px patches give 16 image tokens.
 VISION_TOWER: dict[str, Any] = {"hidden_size": 32, "intermediate_size": 64,
                                 "num_hidden_layers": 2, "num_attention_heads": 2,
@@ -139,6 +164,15 @@ def is_clip(recipe: ZooRecipe) -> bool:
     return recipe.architecture == "clip"
 
 
+def is_scene(recipe: ZooRecipe) -> bool:
+    """A scene-world model, trained on first use (harness.zoo.scenes)."""
+    return recipe.tokenizer.startswith("scene-")
+
+
+def scene_role(recipe: ZooRecipe) -> str:
+    return {"gpt2": "lm", "bert": "classifier", "clip": "clip"}[recipe.architecture]
+
+
 def is_trained(recipe: ZooRecipe) -> bool:
     """A key-value model, trained on first use (harness.zoo.kv) instead of left random."""
     return recipe.tokenizer == "chars"
@@ -158,6 +192,10 @@ def recipe_fingerprint(recipe: ZooRecipe) -> str:
         from harness.zoo import kv
 
         content["training"] = kv.training_identity(recipe.name)
+    if is_scene(recipe):
+        content["scene_training"] = asdict(scenes.training_for(scene_role(recipe),
+                                                               recipe.tokenizer.removeprefix("scene-")))
+        content["scene_world"] = scenes.world_identity()
     payload = json.dumps(content, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()
 
@@ -182,12 +220,14 @@ def zoo_path(model_id: str) -> Path:
     return target
 
 
-def train_tokenizer(kind: str, vocab_size: int) -> Any:
-    """Train a tokenizer of the given family on the shipped corpus (deterministic)."""
+def train_tokenizer(kind: str, vocab_size: int, text: Sequence[str] | None = None) -> Any:
+    """Train a tokenizer of the given family on `text` (default: the shipped corpus's lines),
+    deterministically."""
     from tokenizers import (Tokenizer, decoders, models, normalizers, pre_tokenizers, processors,
                             trainers)
 
-    text = CORPUS.read_text(encoding="utf-8").splitlines()
+    if text is None:
+        text = CORPUS.read_text(encoding="utf-8").splitlines()
     if kind == "metaspace":
         specials = ["<unk>", "<s>", "</s>", "<pad>"]
         tok = Tokenizer(models.BPE(unk_token="<unk>"))
@@ -288,6 +328,11 @@ def _build(recipe: ZooRecipe, out: Path) -> None:
     import torch
     from transformers import AutoModel, AutoModelForCausalLM, AutoModelForImageTextToText
 
+    if is_scene(recipe):
+        scenes.build(scene_role(recipe), recipe.tokenizer.removeprefix("scene-"), recipe.hidden_size,
+                     recipe.layers, recipe.heads, recipe.seed, out)
+        (out / "zoo_recipe.json").write_text(json.dumps(asdict(recipe), indent=2, sort_keys=True))
+        return
     if is_trained(recipe):
         from harness.zoo import kv
 

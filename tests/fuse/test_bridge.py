@@ -169,3 +169,26 @@ def test_adapter_between_a_model_and_itself_is_the_identity(k: int) -> None:
     ids = [torch.randint(0, 200, (k,), generator=g).tolist() for _ in range(40)]
     adapter = fit_adapter(table, table, ids, ids, AdapterConfig(max_subtokens=k), counts=[k])
     torch.testing.assert_close(adapter.maps[0], t_identity(6, k), rtol=0, atol=1e-4)
+
+
+def test_a_shared_vocabulary_passes_the_exact_gradient_through_the_second_table(tokenizers: tuple) -> None:
+    """A model B reading A's token ids (its vocabulary holds A's under the same ids): the
+    bridge embeds A's one-hot rows with B's own table, so the gradient is plain backprop."""
+    tok_a, _ = tokenizers
+    g = torch.Generator().manual_seed(3)
+    table_a = torch.randn(len(tok_a), D_A, generator=g, dtype=torch.float64)
+    table_b = torch.randn(len(tok_a) + 1, D_B, generator=g, dtype=torch.float64)  # one token more
+    bridge, report = connect(Side("a", tok_a, table_a), Side("b", tok_a, table_b), AdapterConfig(), "",
+                             "correct", 0, zoo.cache_root())
+    assert report == {"shared_vocabulary": True} and bridge.exact and not bridge.identity
+    ids = ids_of(tok_a)
+    one_hot = torch.nn.functional.one_hot(torch.tensor([ids]), len(tok_a)).double().requires_grad_(True)
+    weights = torch.randn(1, len(ids), D_B, dtype=torch.float64, generator=g)
+    x_b, ids_b = bridge.embed_one_hot(one_hot, table_a, [ids])
+    assert ids_b == [ids] == bridge.ids_b([ids])
+    _loss(x_b, weights).backward()
+    direct = torch.autograd.functional.jacobian(
+        lambda o: _loss(o @ table_b[:len(tok_a)], weights), one_hot.detach())
+    torch.testing.assert_close(one_hot.grad, direct, rtol=1e-12, atol=1e-12)
+    with pytest.raises(ValueError, match="embed_one_hot"):
+        bridge.embed(table_a[ids][None], [ids])

@@ -1,72 +1,108 @@
-"""Functional check on the tiny zoo: do FUSE's gradients find better captions than the same
-search without them, at an equal budget?
+"""FUSE's claim in the zoo's scene world, reduced (the full experiment: `python -m
+harness.fuse.claims`, results in results/claims/fuse/, and the slow test below).
 
-Fixed before it was first run: tiny-gpt2 + tiny-clip, the shipped dictionary, the eight
-embedded COCO-format images, the released defaults (AutoDAN, beam 4, weights 1 and 22,
-prefix "An image of") except 6 steps and 32 candidates per beam (the tiny vocabulary has
-768 tokens; 256 would be a third of it). FUSE guidance must reach a lower objective than
-LM-logits-only guidance on most (at least 5) of the 8 images.
+Fixed before it was run: the seed-0 scene models (scene-lm, byte-level BPE, 16 wide;
+scene-classifier, CLIP's tokenizer family; scene-classifier-bytelevel, the ceiling reading
+scene-lm's tokens), the first 12 targets of `attribute_targets`, `ClaimConfig`'s defaults
+(AutoDAN, 5 steps, 4 candidates per beam, beam 2, weights 1 and 4, the scene-world
+dictionary), every arm at the same number of exact evaluations.
 
-Measured (CPU, torch 2.13): FUSE lower on 1 of 8 images; objectives fuse / none per image
-24.29/24.02, 24.26/23.99, 24.07/23.88, 24.23/23.97, 24.14/23.81, 24.14/24.19, 24.07/23.91,
-24.24/23.93. Why: the zoo's embedding tables are random and unrelated, so FUSE's premise (the
-two embedding spaces are linearly related through words) fails. The adapter leaves 41-57%
-of the dictionary's own B-embedding energy unexplained, and over all 700-odd candidate next
-tokens the FUSE gradient correlates with the CLIP term they reach at Spearman 0.05
-(0.14-0.23 when tiny-clip's table is rebuilt as a linear image of tiny-gpt2's), while the
-logits-only baseline ranks the LM term exactly. The test stays as it was registered and is
-expected to fail until the zoo has a pair of related embedding spaces.
+What holds and is asserted strictly: the world can show a gradient's worth (the ceiling, the
+classifier's own exact gradient, reaches the target far more often than the same search
+without gradients), and FUSE's gradient beats random guidance. What does not hold yet, and
+is a strict xfail: FUSE beating LM-logits-only guidance by half the ceiling's gain; see the
+README's claims table for the measured shortfall and its cause (a weak linear relation
+between two independently trained tiny embedding tables: held-out R^2 below 0).
+
+Cost (measured on this project's busy 2-core machine): 115 CPU seconds with an empty zoo
+cache, about half of it training the three scene models (the ceiling's model trains in a
+second process, on the other core), the rest 60 searches and imports; 62 CPU seconds with
+the models cached.
 """
 
 from __future__ import annotations
 
+import json
+import multiprocessing
+import os
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import replace
+from pathlib import Path
+
 import pytest
-from PIL import Image
 
 from harness import zoo
-from harness.fuse.adapter import AdapterConfig
-from harness.fuse.bridge import Side, connect
-from harness.fuse.caption import CaptionObjective, ClipText, PrimaryLM
-from harness.fuse.search import SearchConfig, search
-from harness.fuse.words import word_start_token
-from harness.models import ModelRef, load_causal_lm, load_clip
-from harness.tasks.coco_captioning import EMBEDDED_ANNOTATIONS, FIXTURES, read_coco_captions
+from harness.fuse import claims
+from harness.significance import mcnemar_p
 
-PREFIX = "An image of"
+TARGETS = 12
+RESULTS = Path(__file__).parents[2] / "results" / "claims" / "fuse"
 
 
 @pytest.fixture(scope="module")
-def captioning() -> tuple:
-    lm_ref, clip_ref = ModelRef("harness-zoo/tiny-gpt2"), ModelRef("harness-zoo/tiny-clip")
-    lm, tokenizer = load_causal_lm(lm_ref)
-    clip, clip_tokenizer, images = load_clip(clip_ref)
-    primary, text = PrimaryLM.with_text_prefix(lm, tokenizer, PREFIX), ClipText(clip, clip_tokenizer, PREFIX)
-    bridge, _ = connect(Side(lm_ref.identity(), tokenizer, primary.embeddings),
-                        Side(clip_ref.identity(), clip_tokenizer, text.embeddings),
-                        AdapterConfig(), "", "correct", 0, zoo.cache_root())
-    return primary, text, images, bridge
+def rows() -> list[dict]:
+    config = replace(claims.ClaimConfig(), seeds=(0,), targets=TARGETS, images=0)
+    with ProcessPoolExecutor(1, multiprocessing.get_context("spawn")) as pool:  # on the second core
+        ceiling = pool.submit(zoo.zoo_path, "harness-zoo/scene-classifier-bytelevel")
+        for model in ("scene-lm", "scene-classifier"):
+            zoo.zoo_path(f"harness-zoo/{model}")
+        ceiling.result()
+    found, report = claims.attribute_rows(claims.load_world(0, zoo.cache_root()), config)
+    assert report["scene-classifier-bytelevel"] == {"shared_vocabulary": True}
+    assert report["scene-classifier"]["words_per_subtoken_count"][0] > 30
+    for row in found:
+        print(row["arm"], row["target"], row["success"], f"{row['objective']:.3f}", row["text"])
+    return found
 
 
-@pytest.mark.slow
-@pytest.mark.xfail(strict=False, raises=AssertionError, reason=(
-    "random zoo embeddings are unrelated, so FUSE's gradient carries little signal: the "
-    "outcome flips with run-to-run numerical differences (FUSE lower on 1 of 8 images in one "
-    "environment, 7 of 8 in a fresh tox environment; see the docstring)"))
-def test_fuse_gradients_beat_the_no_gradient_search(captioning: tuple) -> None:
-    primary, text, processor, bridge = captioning
-    placeholder = word_start_token(primary.tokenizer, "!")
-    rows = []
-    for image in read_coco_captions(EMBEDDED_ANNOTATIONS):
-        with Image.open(FIXTURES / "images" / image["file_name"]) as opened:
-            features = text.image_features([opened.convert("RGB")], processor)
-        objective = CaptionObjective(primary, text, bridge, features)
-        results = {guidance: search(objective, SearchConfig(guidance=guidance, steps=6, candidates=32),
-                                    seed=0, placeholder_id=placeholder)
-                   for guidance in ("fuse", "none")}
-        assert results["fuse"].evaluations == pytest.approx(results["none"].evaluations, rel=0.1)
-        rows.append((image["image_id"], results["fuse"].loss, results["none"].loss))
-    for image_id, fuse, none in rows:
-        print(f"image {image_id}: objective fuse {fuse:.4f}  none {none:.4f}  diff {none - fuse:+.4f}")
-    wins = sum(fuse < none for _, fuse, none in rows)
-    print(f"FUSE lower on {wins} of {len(rows)} images")
-    assert wins >= 5
+def success(rows: list[dict], arm: str) -> list[int]:
+    return [r["success"] for r in rows if r["arm"] == arm]
+
+
+def test_every_arm_spends_the_same_budget(rows: list[dict]) -> None:
+    budgets = {arm: [r["evaluations"] for r in rows if r["arm"] == arm] for arm in claims.ARMS}
+    assert all(len(b) == TARGETS for b in budgets.values())
+    for arm in claims.ARMS:  # unique candidates per step: equal up to duplicates removed
+        assert all(abs(a - b) <= 0.1 * b for a, b in zip(budgets[arm], budgets["none"]))
+
+
+def objectives(rows: list[dict], arm: str) -> list[float]:
+    return [r["objective"] for r in rows if r["arm"] == arm]
+
+
+def test_the_exact_gradient_ceiling_beats_the_search_without_gradients(rows: list[dict]) -> None:
+    """Measured: 8 of 12 targets reached against 2."""
+    exact, blind = success(rows, "exact"), success(rows, "exact-none")
+    assert sum(exact) - sum(blind) >= 3
+
+
+def test_fuse_gradients_beat_random_guidance(rows: list[dict]) -> None:
+    """Measured: a lower objective on 10 of 12 targets; random guidance reaches none."""
+    lower = sum(f < r for f, r in zip(objectives(rows, "fuse"), objectives(rows, "random")))
+    assert lower >= 7 and sum(success(rows, "random")) == 0
+
+
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
+    "FUSE's adapter between the tiny scene LM and the classifier is a weak linear map "
+    "(held-out R^2 < 0), so FUSE gains less than half of what the exact gradient gains over "
+    "LM-logits-only guidance (results/claims/fuse/attribute/summary.json)"))
+def test_fuse_beats_no_gradients_by_half_the_ceiling_gain(rows: list[dict]) -> None:
+    """Measured: FUSE reaches 2 targets, LM logits alone 2, the ceiling gains 6."""
+    fuse, none = success(rows, "fuse"), success(rows, "none")
+    ceiling = sum(success(rows, "exact")) - sum(success(rows, "exact-none"))
+    assert sum(fuse) - sum(none) >= ceiling / 2
+    assert mcnemar_p(fuse, none) < 0.05
+
+
+@pytest.mark.skipif(not os.environ.get("HARNESS_SLOW_TESTS"), reason=(
+    "the full experiment (3 training seeds x 50 targets, 50 rendered scenes captioned per "
+    "seed) trains every scene model and takes about an hour on 2 cores; set HARNESS_SLOW_TESTS=1"))
+@pytest.mark.parametrize("experiment", ["attribute", "captioning"])
+def test_full_experiment_reproduces_the_committed_results(tmp_path: Path, experiment: str) -> None:
+    committed = json.loads((RESULTS / experiment / "summary.json").read_text())
+    config = committed["config"]
+    assert claims.main(["--seeds", ",".join(map(str, config["seeds"])), "--targets", str(config["targets"]),
+                        "--images", str(config["images"]), "--out", str(tmp_path)]) == 0
+    fresh = json.loads((tmp_path / "summary.json").read_text())
+    assert fresh[experiment]["means"] == pytest.approx(committed[experiment]["means"], abs=0.02)
+    assert fresh[experiment]["aim_met"] == committed[experiment]["aim_met"]

@@ -97,3 +97,17 @@ def test_words_are_grouped_by_the_secondary_token_count() -> None:
     tube = word_tensor(table_a, [[4, 5, 6], [1]], 2)
     torch.testing.assert_close(tube[0], table_a[[4, 5]].T)
     torch.testing.assert_close(tube[1, :, 1], torch.zeros(4, dtype=torch.float64))
+
+
+def test_held_out_r2_is_one_for_a_linear_relation_and_low_for_unrelated_tables() -> None:
+    """R^2 on the words the fit did not see: an exact linear map is recovered from the first
+    80% of the words; an unrelated table is not predicted at all."""
+    table_a, mixing = randn(100, 6, seed=1), randn(6, 4, seed=2)
+    ids = [[i] for i in range(100)]
+    related = fit_adapter(table_a, table_a @ mixing, ids, ids, AdapterConfig(max_subtokens=1))
+    assert related.held_out[0].words == 20
+    assert related.held_out_r2() == pytest.approx(1.0, abs=1e-6)
+    unrelated = fit_adapter(table_a, randn(100, 4, seed=3), ids, ids, AdapterConfig(max_subtokens=1))
+    assert unrelated.held_out_r2() < 0.3
+    few = fit_adapter(table_a, table_a @ mixing, ids[:4], ids[:4], AdapterConfig(max_subtokens=1))
+    assert few.held_out_r2() is None  # under five words: none held out
