@@ -24,8 +24,8 @@ something, for the `mixed_domains` task and the quick-start suite.
 
 `kv-anchor` and `kv-augmenting` are not random: they are trained on first use in the
 key-value arithmetic world of CALM's first experiment (`harness.zoo.kv`), the anchor on
-numeric arithmetic, the augmenting model on key-value substitution; both use a
-character-level tokenizer (family "chars").
+numeric arithmetic, the augmenting model on key-value substitution; both use the world's
+tokenizer (family "kv": every key one token, digits and operators one token each).
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ CORPUS = Path(__file__).with_name("corpus.txt")
 class ZooRecipe:
     name: str
     architecture: str  # "llama", "gpt2", "llava" (vision tower + projector + llama) or "clip"
-    tokenizer: str  # "metaspace", "bytelevel", "clip" or "chars" (trained key-value models)
+    tokenizer: str  # "metaspace", "bytelevel", "clip" or "kv" (trained key-value models)
     vocab_size: int
     hidden_size: int
     layers: int
@@ -80,9 +80,12 @@ RECIPES: dict[str, ZooRecipe] = {
                   "tiny-llama pretrained on the alphabet forwards (the mixed_domains task)"),
         ZooRecipe("expert-descending", "gpt2", "bytelevel", 768, 64, 4, 4, 4, 0,
                   "tiny-gpt2 pretrained on the alphabet backwards (the mixed_domains task)"),
-        ZooRecipe("kv-augmenting", "llama", "chars", 44, 48, 8, 4, 4, 0,
+        # Trained in CALM's key-value world (harness.zoo.kv); GPT-2's learned absolute
+        # positions let the cross-attention match an anchor position to the same
+        # augmenting position (it has no positions of its own).
+        ZooRecipe("kv-augmenting", "gpt2", "kv", 618, 64, 4, 4, 4, 0,
                   "trained to memorise key-value substitution over every key (CALM's m_A)"),
-        ZooRecipe("kv-anchor", "llama", "chars", 44, 64, 4, 4, 4, 0,
+        ZooRecipe("kv-anchor", "gpt2", "kv", 618, 64, 4, 4, 4, 0,
                   "trained on numeric arithmetic only (CALM's anchor m_B)"),
     )
 }
@@ -127,7 +130,7 @@ def is_clip(recipe: ZooRecipe) -> bool:
 
 def is_trained(recipe: ZooRecipe) -> bool:
     """A key-value model, trained on first use (harness.zoo.kv) instead of left random."""
-    return recipe.tokenizer == "chars"
+    return recipe.tokenizer == "kv"
 
 
 def recipe_fingerprint(recipe: ZooRecipe) -> str:
@@ -277,7 +280,8 @@ def _build(recipe: ZooRecipe, out: Path) -> None:
     if is_trained(recipe):
         from harness.zoo import kv
 
-        kv.build(recipe.name, recipe.hidden_size, recipe.layers, recipe.heads, recipe.seed, out)
+        kv.build(recipe.name, recipe.architecture, recipe.hidden_size, recipe.layers, recipe.heads,
+                 recipe.seed, out)
         (out / "zoo_recipe.json").write_text(json.dumps(asdict(recipe), indent=2, sort_keys=True))
         return
     tokenizer = _wrap_tokenizer(recipe)
