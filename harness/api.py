@@ -61,7 +61,8 @@ __all__ = [
     "load_causal_lm", "load_tokenizer", "load_vision_lm", "load_processor", "load_clip",
     "is_vision_language", "default_device", "hf_lm", "hf_multimodal_lm", "count_parameters",
     # the shared training path
-    "TrainingOptions", "EarlyStopping", "fit", "fitted_lm", "freeze", "trainable_parameters", "peft_model",
+    "TrainingOptions", "EarlyStopping", "fit", "fitted_lm", "freeze", "trainable_parameters",
+    "peft_model",
     # errors that become one line and an exit status
     "HarnessError", "UsageError", "DataError", "ModelLoadError", "did_you_mean",
 ]

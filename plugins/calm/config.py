@@ -23,9 +23,11 @@ class CalmOptions(TrainingOptions):
     connections spaced by linspace over both models (first and last layer included).
 
     Connections pair the *output* of anchor layer j with the *output* of augmenting layer i
-    (0-indexed; anchor j = -1 is the embedding output, a departure from the paper). Default: every `every`-th augmenting layer (i = every-1, 2*every-1, ...,
-    n = N_A // every of them, at least one) with n anchor layers at the same relative
-    depths (j = (k+1)*N_B//n - 1). `connections` overrides both rules with explicit pairs.
+    (0-indexed; anchor j = -1 is the embedding output, a departure from the paper).
+    Default: every `every`-th augmenting layer (i = every-1, 2*every-1, ..., n = N_A // every
+    of them, at least one) with n anchor layers at the same relative depths
+    (j = (k+1)*N_B//n - 1). `connections` overrides both rules with explicit pairs.
+    `validate_every` > 0 validates on the task's validation split and stops early.
     """
 
     layout: Literal["causal", "deepmind"] = option(
