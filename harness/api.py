@@ -36,7 +36,7 @@ from harness.specs import (ANCHOR_AUGMENTING, MODEL_PACK, ONE_MODEL, TEXT_CAPABI
                            MetricValues, ModelSlots, NoOptions, Samples, TaskContext, TaskSpec,
                            Training, at_least, option)
 from harness.stats import mean_and_stderr
-from harness.training import (TrainingOptions, fit, fitted_lm, freeze, peft_model,
+from harness.training import (EarlyStopping, TrainingOptions, fit, fitted_lm, freeze, peft_model,
                               trainable_parameters)
 from harness.zoo import cache_root
 from harness.zoo.kv import DATASETS as KV_DATASETS
@@ -62,7 +62,8 @@ __all__ = [
     "load_causal_lm", "load_tokenizer", "load_vision_lm", "load_processor", "load_clip",
     "is_vision_language", "default_device", "hf_lm", "hf_multimodal_lm", "count_parameters",
     # the shared training path
-    "TrainingOptions", "fit", "fitted_lm", "freeze", "trainable_parameters", "peft_model",
+    "TrainingOptions", "EarlyStopping", "fit", "fitted_lm", "freeze", "trainable_parameters",
+    "peft_model",
     # errors that become one line and an exit status
     "HarnessError", "UsageError", "DataError", "ModelLoadError", "MissingTool", "did_you_mean",
 ]

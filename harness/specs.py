@@ -299,6 +299,8 @@ class TaskSpec:
     score: Callable[[Samples, TaskContext], MetricValues] | None = None
     corpus_metrics: tuple[CorpusMetric, ...] = ()
     training_examples: Callable[[TaskContext], list[dict[str, str]]] | None = None
+    # Held-out examples a fit may select on (early stopping), never scored.
+    validation_examples: Callable[[TaskContext], list[dict[str, str]]] | None = None
     # A check run at planning time, before any model loads; returns a reason to refuse.
     preflight: Callable[[TaskContext], str | None] | None = None
     # Bump when a code change can change this task's numbers (prompts, scoring, data

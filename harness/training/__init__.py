@@ -25,12 +25,12 @@ from harness.store import atomic_write_text
 from harness.training import cache, data, loop
 from harness.training.data import (IGNORE_INDEX, EncodedExample, encode_examples,
                                    read_alpaca_json, training_examples, untrainable_reason)
-from harness.training.options import TrainingOptions
+from harness.training.options import EarlyStopping, TrainingOptions
 
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["TrainingOptions", "fit", "fitted_lm", "freeze", "trainable_parameters",
+__all__ = ["TrainingOptions", "EarlyStopping", "fit", "fitted_lm", "freeze", "trainable_parameters",
            "parameter_digests", "tensor_digest", "untrainable_reason", "training_examples",
            "encode_examples", "read_alpaca_json", "EncodedExample", "IGNORE_INDEX"]
 
@@ -75,12 +75,14 @@ def tensor_digest(tensor: "torch.Tensor") -> str:
 
 
 def fit(ctx: BuildContext, model: Any, tokenizer: Any, method: str,
-        options: TrainingOptions | None = None) -> dict[str, Any]:
+        options: TrainingOptions | None = None,
+        early_stopping: EarlyStopping | None = None) -> dict[str, Any]:
     """Train `model`'s trainable parameters (or load the cached fit); returns the report.
 
     The report (trainable/total parameter counts, training tokens, seconds, first and
     final loss) is merged into `ctx.report`, which the runner saves as the cell's
-    `method_report`. The model is left in eval mode.
+    `method_report`. The model is left in eval mode. With `early_stopping` and a task
+    that has a validation split, the fit keeps its best validated parameters.
     """
     options = options if options is not None else ctx.options
     if not isinstance(options, TrainingOptions):
@@ -89,8 +91,12 @@ def fit(ctx: BuildContext, model: Any, tokenizer: Any, method: str,
     if not parameters:
         raise HarnessError(f"{method}: the model has no trainable parameters to fit")
     examples, source = training_examples(ctx, options)
+    validation = data.validation_examples(ctx) if early_stopping is not None else []
+    data_hash = data.data_digest(examples)
+    if validation:
+        data_hash += f"+validation:{data.data_digest(validation)}"
     device = loop.model_device(model)
-    key = cache.fit_fingerprint(ctx, method, options, data.data_digest(examples), device.type)
+    key = cache.fit_fingerprint(ctx, method, options, data_hash, device.type)
     folder = cache.fit_folder(ctx, method, key)
     if folder.finished():
         import torch
@@ -99,10 +105,16 @@ def fit(ctx: BuildContext, model: Any, tokenizer: Any, method: str,
                                                weights_only=True), folder.adapter)
         report = json.loads(folder.record.read_text()) | {"fit_cached": True}
     else:
+        image_token = data.model_image_token(model, tokenizer)
         encoded = encode_examples(tokenizer, examples, options.max_seq_len, options.loss_on_prompt,
-                                  image_token=data.model_image_token(model, tokenizer))
+                                  image_token=image_token)
+        validated = (loop.Validation(encode_examples(tokenizer, validation, options.max_seq_len,
+                                                     options.loss_on_prompt,
+                                                     image_token=image_token), early_stopping)
+                     if validation and early_stopping is not None else None)
         report = loop.train(model, parameters, encoded, options, ctx.seed, folder,
-                            pad_id=data.padding_id(data.text_tokenizer(tokenizer)))
+                            pad_id=data.padding_id(data.text_tokenizer(tokenizer)),
+                            validation=validated)
         report |= {"train_examples": len(encoded), "train_data": source, "fit_fingerprint": key}
         cache.atomic_torch_save({n: p.detach().cpu() for n, p in parameters.items()},
                                 folder.adapter)

@@ -56,6 +56,15 @@ def training_examples(ctx: BuildContext, options: TrainingOptions) -> tuple[list
     return examples, f"task-train:{ctx.task.name} ({ctx.data.describe()})"
 
 
+def validation_examples(ctx: BuildContext) -> list[dict[str, str]]:
+    """The task's validation split (empty when it has none)."""
+    if ctx.task.validation_examples is None:
+        return []
+    task_ctx = TaskContext(options=ctx.task_options, data=ctx.data, workdir=ctx.workdir,
+                           limit=None, seed=ctx.seed)
+    return ctx.task.validation_examples(task_ctx)
+
+
 def untrainable_reason(method: MethodSpec, options: Any, task: TaskSpec) -> str | None:
     """Why a training method cannot fit for this task (planning time), or None.
 

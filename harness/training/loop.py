@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Iterator
 
 from harness import progress
 from harness.training.cache import FitFolder, atomic_torch_save, load_into
 from harness.training.data import IGNORE_INDEX, EncodedExample
-from harness.training.options import TrainingOptions
+from harness.training.options import EarlyStopping, TrainingOptions
 
 if TYPE_CHECKING:
     import torch
@@ -107,9 +108,38 @@ def _cuda_rng() -> list[Any]:
     return torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []
 
 
+@dataclass(frozen=True)
+class Validation:
+    """A fit's validation split (encoded) and when to stop on it."""
+
+    encoded: list[EncodedExample]
+    stopping: EarlyStopping
+
+
+def validation_loss(model: Any, validation: Validation, options: TrainingOptions, pad_id: int,
+                    device: "torch.device") -> float:
+    """Mean loss over every supervised token of the validation split (eval mode, no grad)."""
+    import torch
+
+    was_training = model.training
+    model.eval()
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for batch in _micro_batches(validation.encoded, list(range(len(validation.encoded))),
+                                    options.micro_batch_size, pad_id, device, model.dtype):
+            tokens = int((batch["labels"][:, 1:] != IGNORE_INDEX).sum())
+            with _autocast(device):
+                total += float(model(**batch).loss) * tokens
+            count += tokens
+    model.train(was_training)
+    return total / max(count, 1)
+
+
 def train(model: Any, parameters: dict[str, Any], encoded: list[EncodedExample],
-          options: TrainingOptions, seed: int, folder: FitFolder, pad_id: int) -> dict[str, Any]:
-    """Run (or resume) the fit in `folder`; returns the budget it took and its losses."""
+          options: TrainingOptions, seed: int, folder: FitFolder, pad_id: int,
+          validation: Validation | None = None) -> dict[str, Any]:
+    """Run (or resume) the fit in `folder`; returns the budget it took and its losses.
+    With `validation`, stops early and keeps the best validated parameters."""
     import torch
     from transformers import get_scheduler
 
@@ -120,10 +150,12 @@ def train(model: Any, parameters: dict[str, Any], encoded: list[EncodedExample],
                               num_warmup_steps=round(options.warmup_ratio * steps),
                               num_training_steps=steps)
     state: dict[str, Any] = {"step": 0, "train_tokens": 0, "train_seconds": 0.0, "first_loss": None,
-             "final_loss": None}
+             "final_loss": None, "validation_losses": [], "best_step": None, "stale": 0}
+    best: dict[str, Any] = {}
     if folder.checkpoint.is_file():
         saved = torch.load(folder.checkpoint, map_location="cpu", weights_only=True)
         load_into(parameters, saved["trainable"], folder.checkpoint)
+        best = saved.get("best", {})
         optimizer.load_state_dict(saved["optimizer"])
         scheduler.load_state_dict(saved["scheduler"])
         torch.set_rng_state(saved["rng"])
@@ -134,7 +166,8 @@ def train(model: Any, parameters: dict[str, Any], encoded: list[EncodedExample],
     shown = progress.current()
     shown.phase("fit", steps)
     shown.advance(state["step"])
-    while state["step"] < steps:
+    while state["step"] < steps and (validation is None
+                                     or state["stale"] < validation.stopping.patience):
         started = time.perf_counter()
         indices = step_indices(state["step"], len(encoded), options.batch_size, seed)
         loss, tokens = _optimizer_step(model, optimizer, encoded, indices, options, pad_id,
@@ -146,17 +179,31 @@ def train(model: Any, parameters: dict[str, Any], encoded: list[EncodedExample],
         state["final_loss"] = loss
         state["first_loss"] = loss if state["first_loss"] is None else state["first_loss"]
         shown.advance(1, loss=loss)
+        if validation is not None and (state["step"] % validation.stopping.every == 0
+                                       or state["step"] == steps):
+            checked = validation_loss(model, validation, options, pad_id, device)
+            if not state["validation_losses"] or checked < min(state["validation_losses"]):
+                best = {n: p.detach().cpu().clone() for n, p in parameters.items()}
+                state["best_step"], state["stale"] = state["step"], 0
+            else:
+                state["stale"] += 1
+            state["validation_losses"].append(checked)
         if state["step"] % options.checkpoint_every == 0 and state["step"] < steps:
             atomic_torch_save({"trainable": {n: p.detach().cpu() for n, p in parameters.items()},
-                               "optimizer": optimizer.state_dict(),
+                               "best": best, "optimizer": optimizer.state_dict(),
                                "scheduler": scheduler.state_dict(),
                                "rng": torch.get_rng_state(), "cuda_rng": _cuda_rng(),
                                "state": state},
                               folder.checkpoint)
     model.eval()
-    return {"train_steps": steps, "train_tokens": state["train_tokens"],
-            "train_seconds": round(state["train_seconds"], 3),
-            "first_loss": state["first_loss"], "final_loss": state["final_loss"]}
+    report = {"train_steps": state["step"], "train_tokens": state["train_tokens"],
+              "train_seconds": round(state["train_seconds"], 3),
+              "first_loss": state["first_loss"], "final_loss": state["final_loss"]}
+    if validation is not None:
+        load_into(parameters, best, folder.checkpoint)
+        report |= {"validation_losses": state["validation_losses"],
+                   "best_step": state["best_step"], "stopped_early": state["step"] < steps}
+    return report
 
 
 def _optimizer_step(model: Any, optimizer: Any, encoded: list[EncodedExample],

@@ -47,3 +47,17 @@ class TrainingOptions:
             raise ValueError("max_steps must be at least 1")
         if not 0.0 <= self.warmup_ratio <= 1.0:
             raise ValueError("warmup_ratio must lie in [0, 1]")
+
+
+@dataclass(frozen=True)
+class EarlyStopping:
+    """Validate every `every` optimizer steps (teacher-forced loss on the task's validation
+    split) and stop after `patience` validations without a new best; the fit keeps the
+    best validated parameters."""
+
+    every: int
+    patience: int
+
+    def __post_init__(self) -> None:
+        if self.every < 1 or self.patience < 1:
+            raise ValueError("early stopping needs every >= 1 and patience >= 1")

@@ -27,8 +27,8 @@ their pack needs both; `expert-forms` knows the alphabet in several answer forms
 
 `kv-anchor` and `kv-augmenting` are not random: they are trained on first use in the
 key-value arithmetic world of CALM's first experiment (`harness.zoo.kv`), the anchor on
-numeric arithmetic, the augmenting model on key-value substitution; both use a
-character-level tokenizer (family "chars").
+numeric arithmetic, the augmenting model on key-value substitution; both use the world's
+tokenizer (family "kv": every key one token, digits and operators one token each).
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ class ZooRecipe:
     name: str
     architecture: str  # "llama", "gpt2", "llava" (vision tower + projector + llama), "clip" or
     # "bert" (the scene world's sequence classifier)
-    tokenizer: str  # "metaspace", "bytelevel", "clip", "chars" (trained key-value models), or
+    tokenizer: str  # "metaspace", "bytelevel", "clip", "kv" (trained key-value models), or
     # "scene-bytelevel" / "scene-clip" (the scene world's models, trained on its sentences)
     vocab_size: int
     hidden_size: int
@@ -96,9 +96,12 @@ RECIPES: dict[str, ZooRecipe] = {
           for domain, base, architecture, tokenizer, vocab, kv_heads in (
               ("ascending", "tiny-llama", "llama", "metaspace", 640, 2),
               ("descending", "tiny-gpt2", "gpt2", "bytelevel", 768, 4))),
-        ZooRecipe("kv-augmenting", "llama", "chars", 44, 48, 8, 4, 4, 0,
+        # Trained in CALM's key-value world (harness.zoo.kv); GPT-2's learned absolute
+        # positions let the cross-attention match an anchor position to the same
+        # augmenting position (it has no positions of its own).
+        ZooRecipe("kv-augmenting", "gpt2", "kv", 618, 64, 4, 4, 4, 0,
                   "trained to memorise key-value substitution over every key (CALM's m_A)"),
-        ZooRecipe("kv-anchor", "llama", "chars", 44, 64, 4, 4, 4, 0,
+        ZooRecipe("kv-anchor", "gpt2", "kv", 618, 64, 4, 4, 4, 0,
                   "trained on numeric arithmetic only (CALM's anchor m_B)"),
     )
 }
@@ -175,7 +178,7 @@ def scene_role(recipe: ZooRecipe) -> str:
 
 def is_trained(recipe: ZooRecipe) -> bool:
     """A key-value model, trained on first use (harness.zoo.kv) instead of left random."""
-    return recipe.tokenizer == "chars"
+    return recipe.tokenizer == "kv"
 
 
 def recipe_fingerprint(recipe: ZooRecipe) -> str:
@@ -336,7 +339,8 @@ def _build(recipe: ZooRecipe, out: Path) -> None:
     if is_trained(recipe):
         from harness.zoo import kv
 
-        kv.build(recipe.name, recipe.hidden_size, recipe.layers, recipe.heads, recipe.seed, out)
+        kv.build(recipe.name, recipe.architecture, recipe.hidden_size, recipe.layers, recipe.heads,
+                 recipe.seed, out)
         (out / "zoo_recipe.json").write_text(json.dumps(asdict(recipe), indent=2, sort_keys=True))
         return
     tokenizer = _wrap_tokenizer(recipe)

@@ -1,28 +1,39 @@
 """The key-value arithmetic world of CALM's first experiment (Bansal et al. 2024, Table 1)
 at tiny scale, and the two zoo models trained in it.
 
-A seeded world of `N_KEYS` two-letter keys, each with a small integer value (1-5).
-Three datasets share one expression generator (3-4 operands joined by + - *, evaluated
-with the usual precedence), with the paper's formats:
+A seeded world of `N_KEYS` three-letter keys, each with a small integer value (1-5) and
+each ONE token of the world's tokenizer (the paper's keys are strings of the model's
+vocabulary). Three datasets share one expression generator (3-4 operands joined by + - *,
+evaluated with the usual precedence), with the paper's formats:
 
-- kv_substitution: "ca+qe*fo=" -> "2+3*5"   (the augmenting model's skill)
-- numeric_arithmetic: "2+3*5=" -> "17"       (the anchor's skill)
-- kv_arithmetic: "ca+qe*fo=" -> "17"         (the composition, learnt by neither)
+- kv_substitution: "uww+lkr*agx=" -> "2+3*5"   (the augmenting model's skill)
+- numeric_arithmetic: "2+3*5=" -> "17"          (the anchor's skill)
+- kv_arithmetic: "uww+lkr*agx=" -> "17"         (the composition, learnt by neither)
 
-(no spaces: one token per character, and the shortest sequences to train on two CPU cores)
+(no spaces: digits, operators and "=" are one token each, and short sequences train fast
+on two CPU cores)
 
-`COMPOSITION_SHARE` of the keys form the composition set: CALM's training examples are KV
-arithmetic over those keys only; every evaluation of a dataset with keys uses the other
-(held-out) keys. Expressions are split between training and evaluation by a hash of their
-text, so no evaluated expression was trained on by a zoo model or by CALM.
+Why one token per key: the anchor may read nothing of the augmenting model later than a
+key before the "=" (the causal cross-attention), so the value must be in the augmenting
+model's states at the key's own position. A key spelt over two tokens is only complete at
+its last one, and a small model trained to *emit* values looks the value up where it
+writes it; a one-token key is looked up where it stands (`probe_values` measures it).
+
+The keys fall in three disjoint sets: `COMPOSITION_SHARE` form the composition set (CALM's
+training examples are KV arithmetic over those keys only), `VALIDATION_SHARE` the
+validation set (model selection, never scored), and every evaluation of a dataset with
+keys uses the rest (held-out keys). Expressions are split between training and evaluation
+by a hash of their text, so no evaluated expression was trained on by a zoo model or by
+CALM.
 
 `harness-zoo/kv-augmenting` is trained on kv_substitution over every key (it memorises the
-mapping); `harness-zoo/kv-anchor` on numeric_arithmetic only. Both are small Llamas with a
-character-level tokenizer (one token per character, so numbers are digit strings), trained
-deterministically on first use (seeded initialisation and data order) and
-cached like every zoo model. The sizes and budgets are the smallest we found that still
-learn their skill in a couple of minutes on two CPU cores; the models are far from
-perfect at it, like the paper's (m_B solves 73.7% of numeric arithmetic).
+mapping); `harness-zoo/kv-anchor` on numeric_arithmetic only. Both are small GPT-2s
+(learned absolute positions: the cross-attention has no positions of its own, so the
+anchor finds "the augmenting state at my position" through them), trained
+deterministically on first use (seeded initialisation and data order, one thread) and
+cached like every zoo model. The sizes and budgets are the smallest we found that learn
+their skill on two CPU cores (about 6 and 10 minutes on a shared machine); the anchor, like
+the paper's (m_B solves 73.7% of numeric arithmetic), is far from perfect at it.
 """
 
 from __future__ import annotations
@@ -30,24 +41,28 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+import string
 from dataclasses import asdict, dataclass
 from functools import cache
 from pathlib import Path
 from typing import Any, Literal
 
 WORLD_SEED = 9
-N_KEYS = 100
-KEY_LENGTHS = (2,)
+N_KEYS = 600
+KEY_LENGTH = 3
 VALUES = range(1, 6)
 OPERANDS = (3, 4)
 OPERATORS = "+-*"
 COMPOSITION_SHARE = 0.2
+VALIDATION_SHARE = 0.1
 EVAL_BUCKET = 5  # expressions whose text hashes to 0 mod this are evaluation-only
 DATASETS = ("kv_substitution", "numeric_arithmetic", "kv_arithmetic")
-CHARACTERS = "abcdefghijklmnopqrstuvwxyz0123456789+-*="
+SYMBOLS = "0123456789+-*="
 SPECIALS = ("<unk>", "<s>", "</s>", "<pad>")
+MAX_POSITIONS = 64
 
 Dataset = Literal["kv_substitution", "numeric_arithmetic", "kv_arithmetic"]
+Split = Literal["train", "composition", "validation", "test"]
 
 
 @dataclass(frozen=True)
@@ -55,6 +70,7 @@ class KeyValueWorld:
     keys: tuple[str, ...]
     values: dict[str, int]
     composition_keys: tuple[str, ...]
+    validation_keys: tuple[str, ...]
     held_out_keys: tuple[str, ...]
 
 
@@ -63,12 +79,14 @@ def world(seed: int = WORLD_SEED) -> KeyValueWorld:
     rng = random.Random(seed)
     keys: list[str] = []
     while len(keys) < N_KEYS:
-        key = "".join(rng.choice(CHARACTERS[:26]) for _ in range(rng.choice(KEY_LENGTHS)))
+        key = "".join(rng.choice(string.ascii_lowercase) for _ in range(KEY_LENGTH))
         if key not in keys:
             keys.append(key)
     values = {key: rng.choice(VALUES) for key in keys}
     composition = round(COMPOSITION_SHARE * N_KEYS)
-    return KeyValueWorld(tuple(keys), values, tuple(keys[:composition]), tuple(keys[composition:]))
+    validation = composition + round(VALIDATION_SHARE * N_KEYS)
+    return KeyValueWorld(tuple(keys), values, tuple(keys[:composition]),
+                         tuple(keys[composition:validation]), tuple(keys[validation:]))
 
 
 def _is_evaluation_text(text: str) -> bool:
@@ -86,18 +104,20 @@ def _example(dataset: Dataset, operands: list[str], operators: list[str],
     return {"prompt": f"{expression}=", "target": target}
 
 
-def examples(dataset: Dataset, split: Literal["train", "composition", "test"], count: int,
+def examples(dataset: Dataset, split: Split, count: int,
              seed: int = WORLD_SEED) -> list[dict[str, str]]:
     """`count` distinct examples of `dataset`, deterministic in (dataset, split, seed).
 
     split "train": what a zoo model learns its skill from (every key, training expressions);
     "composition": CALM's training set (kv_arithmetic over the composition keys);
+    "validation": kv_arithmetic over the validation keys (model selection, never scored);
     "test": evaluation expressions, over the held-out keys for datasets with keys.
     """
     kv = world(seed)
-    if split == "composition" and dataset != "kv_arithmetic":
-        raise ValueError("the composition set is KV arithmetic")
-    pool = {"train": kv.keys, "composition": kv.composition_keys, "test": kv.held_out_keys}[split]
+    if split in ("composition", "validation") and dataset != "kv_arithmetic":
+        raise ValueError(f"the {split} set is KV arithmetic")
+    pool = {"train": kv.keys, "composition": kv.composition_keys,
+            "validation": kv.validation_keys, "test": kv.held_out_keys}[split]
     if dataset == "numeric_arithmetic":
         pool = tuple(str(v) for v in VALUES)
     rng = random.Random(f"{seed}/{dataset}/{split}")
@@ -124,37 +144,42 @@ class Curriculum:
     steps: int
     batch_size: int
     lr: float
+    weight_decay: float = 0.0
     intermediate_factor: int = 4
 
 
 CURRICULA = {
-    "kv-augmenting": Curriculum("kv_substitution", examples=20_000, steps=800, batch_size=256,
+    "kv-augmenting": Curriculum("kv_substitution", examples=20_000, steps=600, batch_size=128,
                                 lr=5e-3),
-    "kv-anchor": Curriculum("numeric_arithmetic", examples=12_000, steps=300, batch_size=256,
+    "kv-anchor": Curriculum("numeric_arithmetic", examples=14_000, steps=1500, batch_size=128,
                             lr=3e-3),
 }
 
 
 def training_identity(name: str) -> dict[str, Any]:
     """What enters the zoo fingerprint of a key-value model besides its recipe."""
-    return {"curriculum": asdict(CURRICULA[name]), "world": [WORLD_SEED, N_KEYS, list(KEY_LENGTHS),
-            list(VALUES), list(OPERANDS), OPERATORS, COMPOSITION_SHARE, EVAL_BUCKET], "chars": CHARACTERS}
+    return {"curriculum": asdict(CURRICULA[name]),
+            "world": [WORLD_SEED, N_KEYS, KEY_LENGTH, list(VALUES), list(OPERANDS), OPERATORS,
+                      COMPOSITION_SHARE, VALIDATION_SHARE, EVAL_BUCKET], "symbols": SYMBOLS}
 
 
-def character_tokenizer() -> Any:
-    """One token per character of `CHARACTERS`, plus Llama-style specials; no BOS added."""
+def kv_tokenizer() -> Any:
+    """Every key is one token (a word of the vocabulary, as the paper's keys are), digits,
+    operators and "=" one token each, plus Llama-style specials; no BOS added."""
     from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
-    vocab = {token: i for i, token in enumerate([*SPECIALS, *CHARACTERS])}
+    vocab = {token: i for i, token in enumerate([*SPECIALS, *SYMBOLS, *world().keys])}
     raw = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    raw.pre_tokenizer = pre_tokenizers.Split(Regex("."), "isolated")
+    raw.pre_tokenizer = pre_tokenizers.Split(Regex("[a-z]+|."), "isolated")
     raw.decoder = decoders.Fuse()
     return PreTrainedTokenizerFast(tokenizer_object=raw, bos_token="<s>", eos_token="</s>",
-                                   unk_token="<unk>", pad_token="<pad>", model_max_length=64)
+                                   unk_token="<unk>", pad_token="<pad>",
+                                   model_max_length=MAX_POSITIONS)
 
 
-def build(name: str, hidden_size: int, layers: int, heads: int, seed: int, out: Path) -> None:
+def build(name: str, architecture: str, hidden_size: int, layers: int, heads: int, seed: int,
+          out: Path) -> None:
     """Train the key-value zoo model `name` and save it (with its tokenizer) to `out`."""
     import torch
 
@@ -164,27 +189,42 @@ def build(name: str, hidden_size: int, layers: int, heads: int, seed: int, out: 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        _train(name, curriculum, hidden_size, layers, heads, seed, out)
+        _train(name, curriculum, architecture, hidden_size, layers, heads, seed, out)
     finally:
         torch.set_num_threads(threads)
 
 
-def _train(name: str, curriculum: Curriculum, hidden_size: int, layers: int, heads: int,
-           seed: int, out: Path) -> None:
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM, get_scheduler
+def _config(architecture: str, tokenizer: Any, hidden_size: int, layers: int, heads: int,
+            intermediate_factor: int) -> Any:
+    from transformers import GPT2Config, LlamaConfig
 
-    tokenizer = character_tokenizer()
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=hidden_size,
-                         intermediate_size=hidden_size * curriculum.intermediate_factor,
-                         num_hidden_layers=layers, num_attention_heads=heads,
-                         num_key_value_heads=heads, max_position_embeddings=64,
-                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-                         pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=False)
+    special = {"bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id,
+               "pad_token_id": tokenizer.pad_token_id}
+    if architecture == "gpt2":
+        return GPT2Config(vocab_size=len(tokenizer), n_embd=hidden_size, n_layer=layers,
+                          n_head=heads, n_inner=hidden_size * intermediate_factor,
+                          n_positions=MAX_POSITIONS, resid_pdrop=0.0, embd_pdrop=0.0,
+                          attn_pdrop=0.0, tie_word_embeddings=False, **special)
+    return LlamaConfig(vocab_size=len(tokenizer), hidden_size=hidden_size,
+                       intermediate_size=hidden_size * intermediate_factor,
+                       num_hidden_layers=layers, num_attention_heads=heads,
+                       num_key_value_heads=heads, max_position_embeddings=MAX_POSITIONS,
+                       tie_word_embeddings=False, **special)
+
+
+def _train(name: str, curriculum: Curriculum, architecture: str, hidden_size: int, layers: int,
+           heads: int, seed: int, out: Path) -> None:
+    import torch
+    from transformers import AutoModelForCausalLM, get_scheduler
+
+    tokenizer = kv_tokenizer()
+    config = _config(architecture, tokenizer, hidden_size, layers, heads,
+                     curriculum.intermediate_factor)
     torch.manual_seed(seed)
-    model = LlamaForCausalLM(config)
+    model = AutoModelForCausalLM.from_config(config)
     ids, labels = _encode(tokenizer, examples(curriculum.dataset, "train", curriculum.examples))
-    optimizer = torch.optim.AdamW(model.parameters(), lr=curriculum.lr, weight_decay=0.0)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=curriculum.lr,
+                                  weight_decay=curriculum.weight_decay)
     schedule = get_scheduler("cosine", optimizer, num_warmup_steps=curriculum.steps // 20,
                              num_training_steps=curriculum.steps)
     order = torch.Generator().manual_seed(seed)
@@ -193,7 +233,9 @@ def _train(name: str, curriculum: Curriculum, hidden_size: int, layers: int, hea
         rows = torch.randint(len(ids), (curriculum.batch_size,), generator=order)
         batch_ids, batch_labels = ids[rows], labels[rows]
         width = int((batch_ids != tokenizer.pad_token_id).sum(1).max())
-        loss = model(input_ids=batch_ids[:, :width], labels=batch_labels[:, :width]).loss
+        batch_ids, batch_labels = batch_ids[:, :width], batch_labels[:, :width]
+        loss = model(input_ids=batch_ids, attention_mask=batch_ids != tokenizer.pad_token_id,
+                     labels=batch_labels).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
@@ -223,3 +265,74 @@ def _encode(tokenizer: Any, rows: list[dict[str, str]]) -> tuple[Any, Any]:
         ids[position, :len(i)] = torch.tensor(i)
         labels[position, :len(l)] = torch.tensor(l)
     return ids, labels
+
+
+# ------------------------------------------------------------------------- value probe
+
+def probe_values(model: Any, tokenizer: Any, layers: list[int], examples_per_split: int = 400,
+                 steps: int = 300, seed: int = WORLD_SEED) -> dict[int, float]:
+    """How well a linear probe reads a key's value from `model`'s states at the key's own
+    position, per layer output (0-indexed): fitted on expressions over the composition keys,
+    scored (accuracy) on expressions over the held-out keys. This is what CALM needs: the
+    anchor may read nothing later than the key before the "=", and it learns its
+    connections on the composition keys only."""
+    import torch
+
+    features = {split: _key_states(model, tokenizer, layers, split, examples_per_split, seed)
+                for split in ("composition", "test")}
+    accuracy = {}
+    for layer in layers:
+        (train_x, train_y), (test_x, test_y) = (features[s][layer] for s in ("composition", "test"))
+        mean, scale = train_x.mean(0), train_x.std(0) + 1e-6
+        generator = torch.Generator().manual_seed(seed)
+        probe = torch.nn.Linear(train_x.shape[1], len(VALUES))
+        with torch.no_grad():
+            probe.weight.copy_(torch.randn(probe.weight.shape, generator=generator) * 0.01)
+            probe.bias.zero_()
+        optimizer = torch.optim.Adam(probe.parameters(), lr=0.05)
+        for _ in range(steps):
+            loss = torch.nn.functional.cross_entropy(probe((train_x - mean) / scale), train_y)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        with torch.no_grad():
+            predicted = probe((test_x - mean) / scale).argmax(-1)
+        accuracy[layer] = float((predicted == test_y).float().mean())
+    return accuracy
+
+
+def _key_states(model: Any, tokenizer: Any, layers: list[int], split: Split, count: int,
+                seed: int) -> dict[int, tuple[Any, Any]]:
+    """(states, value index) at every key position of `count` KV expressions of `split`."""
+    import torch
+
+    kv = world(seed)
+    rows = examples("kv_arithmetic", split, count, seed)
+    blocks = _blocks(model)
+    captured: dict[int, Any] = {}
+    handles = [blocks[layer].register_forward_hook(
+        lambda module, args, output, layer=layer: captured.__setitem__(
+            layer, output[0] if isinstance(output, tuple) else output)) for layer in layers]
+    states: dict[int, list[Any]] = {layer: [] for layer in layers}
+    labels: list[int] = []
+    try:
+        for row in rows:
+            ids = tokenizer(row["prompt"], return_tensors="pt").input_ids
+            with torch.no_grad():
+                model(input_ids=ids)
+            tokens = tokenizer.convert_ids_to_tokens(ids[0])
+            positions = [i for i, token in enumerate(tokens) if token in kv.values]
+            labels += [kv.values[tokens[i]] - min(VALUES) for i in positions]
+            for layer in layers:
+                states[layer].append(captured[layer][0, positions].float())
+    finally:
+        for handle in handles:
+            handle.remove()
+    target = torch.tensor(labels)
+    return {layer: (torch.cat(states[layer]), target) for layer in layers}
+
+
+def _blocks(model: Any) -> Any:
+    """The transformer blocks of a zoo causal LM (GPT-2 `transformer.h`, Llama `model.layers`)."""
+    decoder = model.get_decoder()
+    return decoder.h if hasattr(decoder, "h") else decoder.layers

@@ -30,7 +30,8 @@ def same_tokenizer(anchor: Any, augmenting: Any) -> bool:
 
 
 def build(ctx: BuildContext) -> Any:
-    from harness.api import UsageError, count_parameters, fit, hf_lm, load_causal_lm
+    from harness.api import (EarlyStopping, UsageError, count_parameters, fit, hf_lm,
+                             load_causal_lm)
 
     from .model import compose
 
@@ -44,7 +45,9 @@ def build(ctx: BuildContext) -> Any:
                          "tokens) use different tokenizers; CALM feeds the same token ids to both")
     options: CalmOptions = ctx.options
     calm = compose(anchor, augmenting, options)
-    fit(ctx, anchor, tokenizer, "calm")
+    fit(ctx, anchor, tokenizer, "calm",
+        early_stopping=(EarlyStopping(options.validate_every, options.patience)
+                        if options.validate_every else None))
     trainable, _ = count_parameters(anchor)
     anchor_size = sum(p.numel() for name, p in anchor.named_parameters()
                       if not name.startswith("calm."))

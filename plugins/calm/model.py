@@ -48,7 +48,7 @@ def resolve_connections(options: CalmOptions, anchor_layers: int, augmenting_lay
     if options.connections:
         pairs = parse_connections(options.connections)
         for anchor, augmenting in pairs:
-            if anchor >= anchor_layers or augmenting >= augmenting_layers:
+            if not -1 <= anchor < anchor_layers or augmenting >= augmenting_layers:
                 raise UsageError(f"calm: connection {anchor}:{augmenting} is out of range (the "
                                  f"anchor has {anchor_layers} layers, the augmenting model "
                                  f"{augmenting_layers})")
@@ -185,6 +185,15 @@ def _connect(calm: Calm, position: int) -> Any:
     return hook
 
 
+def _connect_embedding_output(calm: Calm, position: int) -> Any:
+    """A pre-hook on the first anchor layer: its input is the embedding output."""
+    def hook(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        if args:
+            return (calm.connect(position, args[0]), *args[1:]), kwargs
+        return args, kwargs | {"hidden_states": calm.connect(position, kwargs["hidden_states"])}
+    return hook
+
+
 def compose(anchor: nn.Module, augmenting: nn.Module, options: CalmOptions) -> Calm:
     """Freeze both models and compose them in place: `anchor` becomes the composed model
     (its `calm` submodule holds the trainable connections)."""
@@ -197,7 +206,10 @@ def compose(anchor: nn.Module, augmenting: nn.Module, options: CalmOptions) -> C
     calm._handles.append(anchor.register_forward_pre_hook(
         lambda module, args, kwargs: calm.start(module, args, kwargs), with_kwargs=True))
     for position, (anchor_index, _) in enumerate(pairs):
-        calm._handles.append(anchor_blocks[anchor_index].register_forward_hook(
-            _connect(calm, position)))
+        calm._handles.append(
+            anchor_blocks[0].register_forward_pre_hook(_connect_embedding_output(calm, position),
+                                                       with_kwargs=True)
+            if anchor_index == -1 else
+            anchor_blocks[anchor_index].register_forward_hook(_connect(calm, position)))
     anchor.add_module("calm", calm)
     return calm

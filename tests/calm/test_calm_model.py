@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from harness.api import EarlyStopping
 from harness.errors import UsageError
 from harness.methods.calm import build
 from harness.methods.calm.config import CalmOptions
@@ -154,3 +155,50 @@ def test_different_tokenizers_are_refused_naming_both(tmp_path):
     message = str(refused.value)
     assert "\n" not in message
     assert "harness-zoo/tiny-llama" in message and "harness-zoo/tiny-gpt2" in message
+
+
+def test_a_connection_into_the_embedding_output_starts_as_the_anchor_and_feeds_layer_zero():
+    anchor, augmenting, tokenizer = load_pair()
+    tokens = ids(tokenizer)
+    with torch.no_grad():
+        alone = anchor(input_ids=tokens).logits
+        calm = compose(anchor, augmenting, CalmOptions(connections="-1:1"))
+        assert calm.pairs == [(-1, 1)]
+        assert torch.equal(alone, anchor(input_ids=tokens).logits)
+        randomise_outputs(calm)
+        changed = anchor(input_ids=tokens).logits
+    assert not torch.allclose(alone[0, 0], changed[0, 0])
+
+
+@pytest.mark.parametrize("connections", ["-2:1", "x:1", "1:-1"])
+def test_malformed_connections_are_refused(connections):
+    with pytest.raises(ValueError, match="connections"):
+        CalmOptions(connections=connections)
+
+
+def test_early_stopping_keeps_the_best_validated_connections(tmp_path):
+    import dataclasses
+
+    from harness.training import fit
+
+    anchor, augmenting, tokenizer = load_pair()
+    # trained towards " the cat", validated on " a dog": the validation loss soon stops falling
+    options = CalmOptions(every=2, max_steps=40, batch_size=4, micro_batch_size=4, lr=0.3,
+                          validate_every=1, patience=2)
+    compose(anchor, augmenting, options)
+    train = [{"prompt": f"Question {i}:", "target": " the cat"} for i in range(8)]
+    held = [{"prompt": f"Query {i}:", "target": " a dog"} for i in range(4)]
+    task = dataclasses.replace(synthetic_task(train), validation_examples=lambda ctx: held)
+    report = fit(context(options, task, tmp_path), anchor, tokenizer, "calm",
+                 early_stopping=EarlyStopping(options.validate_every, options.patience))
+    losses = report["validation_losses"]
+    assert report["stopped_early"] and report["train_steps"] == len(losses) < 40
+    assert report["best_step"] == losses.index(min(losses)) + 1
+    assert min(losses[-2:]) > min(losses)
+    from harness.training import encode_examples
+    from harness.training.loop import Validation, validation_loss
+
+    encoded = encode_examples(tokenizer, held, options.max_seq_len, options.loss_on_prompt)
+    kept = validation_loss(anchor, Validation(encoded, EarlyStopping(1, 1)), options,
+                           tokenizer.pad_token_id, torch.device("cpu"))
+    assert kept == pytest.approx(min(losses), rel=1e-5)
