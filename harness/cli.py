@@ -31,6 +31,7 @@ from harness.settings import (DEFAULT_OUT, SETTING_NAMES, RunRequest, RunSetting
                               SuiteTask)
 
 SUITE_ONLY_KEYS = ("suite", "description", "methods", "tasks")
+NAME_LISTS = frozenset({"models", "tasks"})  # keys of a suite's method entries that list names
 
 
 def _split(values: Sequence[str] | None) -> list[str]:
@@ -160,6 +161,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     verify = commands.add_parser("verify", help="check every result file of a results folder")
     verify.add_argument("--out", type=Path, default=Path(DEFAULT_OUT), help="results root")
+    verify.add_argument("--repair", action="store_true",
+                        help="move untrusted files into <out>/quarantine/ (nothing is deleted)")
 
     worker = commands.add_parser("_job")  # an executor's worker, not for users
     worker.add_argument("spec", type=Path)
@@ -212,7 +215,16 @@ def _suite_entries(ref: str, data: dict[str, Any], key: str, name_key: str,
     for number, item in enumerate(items, 1):
         item = {name_key: item} if isinstance(item, str) else item
         if not isinstance(item, dict) or not isinstance(item.get(name_key), str):
-            raise UsageError(f"suite {ref}: {key} entry {number} needs a {name_key!r} name")
+            found = item.get(name_key, item) if isinstance(item, dict) else item
+            raise UsageError(f"suite {ref}: {key} entry {number} needs a {name_key!r} name, "
+                             f"found {found!r}")
+        lists = sorted(NAME_LISTS.intersection(item)) if entry_type is SuiteMethod else []
+        for names in lists:  # names, never numbers read as names
+            value = item[names]
+            if not (isinstance(value, str) or isinstance(value, list) and
+                    all(isinstance(v, str) for v in value)):
+                raise UsageError(f"suite {ref}: {key} entry {item[name_key]!r}: {names} must be "
+                                 f"a list of names, found {value!r}")
         entries.append(build_options(entry_type, {k: ({} if v is None and k == "options" else v)
                                                   for k, v in item.items()},
                                      f"suite {ref}: {key} entry {item[name_key]!r}"))
@@ -543,6 +555,10 @@ def cmd_leaderboard(host: Host, args: argparse.Namespace) -> int:
             console.print(f"wrote {path}")
         return 0
     board = build_board(args.results, options)
+    if board.problems:
+        raise HarnessError(f"leaderboard --check: {len(board.problems)} result file(s) in "
+                           f"{args.results} cannot be trusted (`harness verify --out "
+                           f"{args.results}` lists them)")
     checked = [w for w in host.report_writers() if w.checked]
     if not checked:
         raise HarnessError("leaderboard --check: no checked leaderboard writer is loaded")
@@ -683,12 +699,22 @@ def cmd_verify(host: Host, args: argparse.Namespace) -> int:
 
     if not args.out.is_dir():
         raise UsageError(f"{args.out}: no such results folder")
-    problems = Store(args.out).verify()
+    store = Store(args.out)
+    problems = store.verify()
+    if args.repair:
+        for problem, target in store.quarantine(problems):
+            print(f"moved {problem.path} to {target} ({problem.reason})")
+        problems = store.verify()
     for problem in problems:
         print(f"untrusted: {problem}")
+    if problems and args.repair:
+        raise HarnessError(f"{len(problems)} file(s) in {args.out} were left in place (listed "
+                           f"above: records of a newer harness)")
     if problems:
         raise HarnessError(f"{len(problems)} file(s) in {args.out} cannot be trusted (listed "
-                           f"above); the next run recomputes those cells")
+                           f"above); the next run that includes their cells recomputes them, "
+                           f"or `harness verify --out {args.out} --repair` moves them into "
+                           f"{args.out / 'quarantine'}")
     print(f"{args.out}: every result matches its checksum and schema")
     return 0
 

@@ -7,6 +7,10 @@ a pack of K members is K watched models, so its K-fold cost shows without the pl
 doing anything. Work outside the models (PackLLM's weighted sum of K logit vectors) is
 added with `add_extra_flops`.
 
+Answers lm-eval's response cache kept from an interrupted run come with the work counted
+for them then (`harness.response_cache`), which `restore` adds back: a resumed cell counts
+what an uninterrupted one does.
+
 FLOPs are estimated as 2 * parameters * positions (a multiply and an add per weight per
 position, Kaplan et al. 2020); the attention's quadratic term is left out, which
 understates long contexts. Positions are what the model computed, padding included.
@@ -53,6 +57,9 @@ class CostMeter:
         default_factory=lambda: {phase: {} for phase in PHASES})
     extras: dict[str, dict[str, int]] = field(
         default_factory=lambda: {phase: {} for phase in PHASES})
+    # Work done before this process, kept with cached answers (harness.response_cache)
+    restored: dict[str, list[PhaseCost]] = field(
+        default_factory=lambda: {phase: [] for phase in PHASES})
 
     def count(self, model: Any, prompt_tokens: int, generated_tokens: int) -> None:
         entries = self.usage[self.phase]
@@ -73,7 +80,8 @@ class CostMeter:
                             generated_tokens=u.generated_tokens, forward_passes=u.forward_passes,
                             flops=2 * u.parameters * (u.prompt_tokens + u.generated_tokens))
                   for name, u in zip(names, self.usage[phase].values())]
-        return combined([PhaseCost(models, dict(sorted(self.extras[phase].items())))])
+        return combined([*self.restored[phase],
+                         PhaseCost(models, dict(sorted(self.extras[phase].items())))])
 
 
 def _unique(names: list[str]) -> list[str]:
@@ -103,6 +111,25 @@ def combined(parts: list[PhaseCost]) -> PhaseCost:
     return PhaseCost(list(models.values()), dict(sorted(extras.items())), total)
 
 
+def difference(total: PhaseCost, part: PhaseCost) -> PhaseCost:
+    """The work in `total` beyond `part` (an earlier reading of the same meter), model by
+    model; models and extras without new work are left out."""
+    before = {m.model: m for m in part.models}
+    models = []
+    for m in total.models:
+        old = before.get(m.model)
+        if old is not None:
+            m = ModelCost(m.model, m.parameters, m.prompt_tokens - old.prompt_tokens,
+                          m.generated_tokens - old.generated_tokens,
+                          m.forward_passes - old.forward_passes, m.flops - old.flops)
+        if m.forward_passes or m.tokens or m.flops:
+            models.append(m)
+    extras = {kind: flops - part.extra_flops.get(kind, 0)
+              for kind, flops in total.extra_flops.items()
+              if flops != part.extra_flops.get(kind, 0)}
+    return combined([PhaseCost(models, extras)])
+
+
 _active: CostMeter | None = None
 
 
@@ -130,6 +157,18 @@ def phase(name: str) -> Iterator[None]:
         yield
     finally:
         meter.phase = previous
+
+
+def spent() -> PhaseCost:
+    """The running cell's work so far in its current phase (nothing outside a cell)."""
+    return PhaseCost() if _active is None else _active.phase_cost(_active.phase)
+
+
+def restore(work: PhaseCost) -> None:
+    """Count `work` done by an earlier, interrupted process into the running cell's
+    current phase: the cost of answers it reuses from a cache."""
+    if _active is not None:
+        _active.restored[_active.phase].append(work)
 
 
 def add_extra_flops(kind: str, flops: int) -> None:

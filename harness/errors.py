@@ -5,7 +5,7 @@ from __future__ import annotations
 import difflib
 import os
 import re
-from typing import Iterable
+from typing import Any, Iterable
 
 
 class HarnessError(Exception):
@@ -51,17 +51,39 @@ SECRET_PATTERNS = (re.compile(r"\bsk-[A-Za-z0-9_\-]{12,}"),  # OpenAI-style API 
                    re.compile(r"\bhf_[A-Za-z0-9]{20,}"),  # Hugging Face tokens
                    re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._\-]{12,}"))
 REDACTED = "[redacted]"
+_registered: set[str] = set()
+
+
+def register_secret(value: str) -> None:
+    """Redact `value` from now on, whatever the variable it came from is called (a judge's
+    key may be read from any variable the user names)."""
+    if len(value) >= 8:
+        _registered.add(value)
 
 
 def redact(text: str) -> str:
     """`text` without secrets: the values of environment variables named like keys or
-    tokens, and anything shaped like an API key. Applied to every message, record, log
-    and leaderboard the harness stores or prints (servers echo keys in error bodies)."""
+    tokens, registered secrets, and anything shaped like an API key. Applied to every
+    message, record, log, cache and leaderboard the harness stores or prints (servers
+    echo keys in error bodies and answers)."""
     if not text:
         return text
-    for name, value in os.environ.items():
-        if len(value) >= 8 and SECRET_VARIABLE.search(name) and value in text:
+    secrets = [value for name, value in os.environ.items()
+               if len(value) >= 8 and SECRET_VARIABLE.search(name)]
+    for value in sorted({*secrets, *_registered}, key=len, reverse=True):
+        if value in text:
             text = text.replace(value, REDACTED)
     for pattern in SECRET_PATTERNS:
         text = pattern.sub(lambda m: (m.group(1) if m.groups() else "") + REDACTED, text)
     return text
+
+
+def redact_tree(value: Any) -> Any:
+    """`value` (JSON-like: dicts, lists, strings, numbers) with every string redacted."""
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, dict):
+        return {redact_tree(k): redact_tree(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [redact_tree(v) for v in value]
+    return value

@@ -22,6 +22,7 @@ judgment is paid for twice. Failed calls are not cached, so a rerun retries them
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -36,7 +37,8 @@ from pathlib import Path
 from typing import Any, Literal, Mapping, Sequence
 
 from harness.data import read_jsonl_rows
-from harness.errors import DataError, HarnessError, UsageError
+from harness.errors import (DataError, HarnessError, UsageError, redact, redact_tree,
+                            register_secret)
 from harness.store import atomic_write_text, canonical_json
 
 log = logging.getLogger(__name__)
@@ -226,6 +228,7 @@ class OpenAIJudge:
         self._openai = openai
         # Local servers (vLLM, llama.cpp) accept any key; a real endpoint answers 401.
         api_key = os.environ.get(settings.api_key_env) or "EMPTY"
+        register_secret(api_key)
         self._client = openai.OpenAI(base_url=settings.base_url or None, api_key=api_key,
                                      max_retries=0, timeout=settings.timeout_s)
 
@@ -394,7 +397,8 @@ class JudgmentCache:
         record = {"key": key, "judge": judge, "prompt": request.prompt, "label": request.label,
                   "messages": request.messages, "judgment": judgment.text,
                   "rating_probabilities": probabilities, "created": time.time()}
-        atomic_write_text(self._path(key), json.dumps(record, ensure_ascii=False, indent=1))
+        atomic_write_text(self._path(key), json.dumps(redact_tree(record), ensure_ascii=False,
+                                                      indent=1))
 
 
 def run_judgments(settings: JudgeSettings, cache: JudgmentCache, requests: Sequence[JudgeRequest],
@@ -417,8 +421,10 @@ def run_judgments(settings: JudgeSettings, cache: JudgmentCache, requests: Seque
         try:
             judgment = judge.complete(outcome.request.messages, outcome.request.scale)
         except JudgeError as exc:
-            outcome.error = str(exc)
+            outcome.error = redact(str(exc))
             return
+        # an answer quoting the request's headers holds the key: used and cached redacted
+        judgment = dataclasses.replace(judgment, text=redact(judgment.text))
         outcome.text, outcome.probabilities = judgment.text, judgment.probabilities
         cache.put(outcome.key, identity, outcome.request, judgment)
 

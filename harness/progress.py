@@ -6,7 +6,8 @@ steps to `current()` without knowing who listens. Without a sink every call is a
 
 `captured_output(path)` sends everything the libraries print while a cell runs (Python
 warnings and logging, tqdm bars, and subprocesses such as git writing to file descriptors
-1 and 2) into the cell's log file instead of the terminal.
+1 and 2) into the cell's log file instead of the terminal, through a pipe that redacts
+secrets (a judge server's error body may echo the API key) before a byte is written.
 """
 
 from __future__ import annotations
@@ -15,9 +16,12 @@ import contextlib
 import logging
 import os
 import sys
+import threading
 import warnings
 from pathlib import Path
-from typing import Any, Iterator, Protocol
+from typing import Any, BinaryIO, Iterator, Protocol, TextIO
+
+from harness.errors import redact
 
 
 class Progress(Protocol):
@@ -119,40 +123,104 @@ def lm_eval_progress() -> Iterator[None]:
             setattr(module, "tqdm", original)
 
 
+class RedactingPipe:
+    """A pipe whose other end a thread drains into `sink` (a binary file it then owns)
+    line by line, with secrets redacted, so that nothing written into the pipe reaches
+    the disk in the clear. Lines end at "\\n" or "\\r" (progress bars); a line longer than
+    `MAX_LINE` bytes is passed on in pieces."""
+
+    MAX_LINE = 1 << 20
+    DRAIN_S = 10.0  # how long closing waits for writers that outlive the pipe's owner
+
+    def __init__(self, sink: BinaryIO) -> None:
+        read_fd, self.write_fd = os.pipe()
+        self._thread = threading.Thread(target=self._drain, args=(read_fd, sink), daemon=True,
+                                        name="harness-redacting-pipe")
+        self._thread.start()
+
+    def _drain(self, read_fd: int, sink: BinaryIO) -> None:
+        failed = False
+
+        def emit(data: bytes) -> None:
+            nonlocal failed
+            if data and not failed:
+                try:
+                    sink.write(_redacted_bytes(data))
+                    sink.flush()
+                except Exception:  # a full disk: keep draining, or the writers would block
+                    failed = True
+
+        with os.fdopen(read_fd, "rb", buffering=0) as source:
+            pending = b""
+            while chunk := source.read(1 << 16):
+                pending += chunk
+                end = max(pending.rfind(b"\n"), pending.rfind(b"\r")) + 1
+                if not end and len(pending) > self.MAX_LINE:
+                    end = len(pending)
+                emit(pending[:end])
+                pending = pending[end:]
+            emit(pending)
+        with contextlib.suppress(Exception):
+            sink.close()
+
+    def close(self) -> None:
+        """Close this process's end and wait for the rest to be written."""
+        os.close(self.write_fd)
+        self._thread.join(self.DRAIN_S)
+
+
+def _redacted_bytes(data: bytes) -> bytes:
+    return redact(data.decode("utf-8", "surrogateescape")).encode("utf-8", "surrogateescape")
+
+
 @contextlib.contextmanager
-def captured_output(path: Path | None) -> Iterator[None]:
-    """Redirect file descriptors 1 and 2, `sys.stdout`/`sys.stderr`, warnings and logging
-    into `path` (appending); None leaves everything where it is (`-v`)."""
-    if path is None:
-        yield
-        return
-    path.parent.mkdir(parents=True, exist_ok=True)
+def redacted_descriptors(sink: BinaryIO) -> Iterator[TextIO]:
+    """File descriptors 1 and 2 into a `RedactingPipe` draining into `sink` while the
+    block runs (subprocesses inherit them); yields a text stream into the same pipe."""
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(Exception):
             stream.flush()
-    log = open(path, "a", encoding="utf-8", buffering=1)
+    pipe = RedactingPipe(sink)
     saved = {fd: os.dup(fd) for fd in (1, 2)}
-    handler = logging.StreamHandler(log)
-    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
-    root = logging.getLogger()
+    text = open(os.dup(pipe.write_fd), "w", encoding="utf-8", errors="backslashreplace",
+                buffering=1)
     try:
         for fd in saved:
-            os.dup2(log.fileno(), fd)
-        root.addHandler(handler)
-        with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log), \
-                warnings.catch_warnings():
-            warnings.simplefilter("default")
-            warnings.showwarning = _warning_to(log)
-            yield
+            os.dup2(pipe.write_fd, fd)
+        yield text
     finally:
-        root.removeHandler(handler)
-        for stream in (sys.stdout, sys.stderr):
+        for stream in (sys.stdout, sys.stderr, text):
             with contextlib.suppress(Exception):
                 stream.flush()
         for fd, copy in saved.items():
             os.dup2(copy, fd)
             os.close(copy)
-        log.close()
+        text.close()
+        pipe.close()
+
+
+@contextlib.contextmanager
+def captured_output(path: Path | None) -> Iterator[None]:
+    """Redirect file descriptors 1 and 2, `sys.stdout`/`sys.stderr`, warnings and logging
+    into `path` (appending), secrets redacted before they are written; None leaves
+    everything where it is (`-v`)."""
+    if path is None:
+        yield
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with redacted_descriptors(open(path, "ab")) as log:
+        handler = logging.StreamHandler(log)
+        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+        root = logging.getLogger()
+        root.addHandler(handler)
+        try:
+            with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log), \
+                    warnings.catch_warnings():
+                warnings.simplefilter("default")
+                warnings.showwarning = _warning_to(log)
+                yield
+        finally:
+            root.removeHandler(handler)
 
 
 def _warning_to(log: Any) -> Any:

@@ -20,6 +20,7 @@ from typing import Any, Literal, Mapping
 from harness.errors import DataError
 
 SCHEMA_VERSION = 2
+NEWER_SCHEMA = "is newer than this harness reads"  # such a record is kept, never replaced
 Status = Literal["ok", "n/a", "failed"]
 STATUSES = ("ok", "n/a", "failed")
 
@@ -210,8 +211,10 @@ class CellRecord:
 
 def _build(data: dict[str, Any]) -> CellRecord:
     if data["schema"] != SCHEMA_VERSION:
-        raise ValueError(f"schema {data['schema']!r} is newer than this harness reads "
-                         f"({SCHEMA_VERSION})")
+        newer = isinstance(data["schema"], int) and data["schema"] > SCHEMA_VERSION
+        raise ValueError(f"schema {data['schema']!r} "
+                         + (NEWER_SCHEMA if newer else "is unknown to this harness")
+                         + f" ({SCHEMA_VERSION})")
     if data["status"] not in STATUSES:
         raise ValueError(f"status {data['status']!r}")
     if not isinstance(data["fingerprint"], str):

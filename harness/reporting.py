@@ -76,9 +76,13 @@ SMOKE_WARNING = ("Smoke numbers from {what}: they show that the pipeline runs an
                  "not comparable with published results.")
 
 
+UNTRUSTED_NOTE = ("untrusted: its result file is damaged and left out (see the warning "
+                  "above; `harness verify` lists it)")
+
+
 @dataclass
 class BoardCell:
-    status: str  # "ok", "n/a", "failed" or "missing"
+    status: str  # "ok", "n/a", "failed", "untrusted" (a damaged result file) or "missing"
     value: float | None = None
     stderr: float | None = None
     reason: str = ""
@@ -105,11 +109,12 @@ class BoardCell:
             if self.stderr is None or not with_stderr:
                 return f"{self.value:.{digits}f}"
             return f"{self.value:.{digits}f} ± {self.stderr:.{digits}f}"
-        return {"n/a": "n/a", "failed": "failed"}.get(self.status, "—")
+        return {"n/a": "n/a", "failed": "failed", "untrusted": "untrusted"}.get(self.status, "—")
 
     def notes(self) -> list[str]:
-        """Footnote texts for this cell: why it is n/a or failed, and its flags."""
-        why = {"n/a": f"n/a: {self.reason}", "failed": f"failed: {self.reason}"}.get(self.status)
+        """Footnote texts for this cell: why it is n/a, failed or untrusted, and its flags."""
+        why = {"n/a": f"n/a: {self.reason}", "failed": f"failed: {self.reason}",
+               "untrusted": UNTRUSTED_NOTE}.get(self.status)
         return ([why] if why else []) + self.flags
 
 
@@ -154,6 +159,7 @@ class Board:
     rows: list[BoardRow]
     problems: list[Problem] = field(default_factory=list)  # result files not trusted
     options: BoardOptions = field(default_factory=BoardOptions)
+    results_root: Path | None = None
     # task -> document -> {"prompt", "reference"}: shared by the explorer's cells
     documents: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
 
@@ -187,6 +193,20 @@ class Board:
         parts = ([f"the embedded sample data ({which(embedded)})"] if embedded else []) + (
             [f"a --limit on the documents ({which(limited)})"] if limited else [])
         return SMOKE_WARNING.format(what=" and ".join(parts)) if parts else ""
+
+    def untrusted_warning(self) -> str:
+        """Non-empty when result files under the root cannot be trusted: each by path,
+        with the commands that list and resolve them."""
+        if not self.problems:
+            return ""
+        root = self.results_root or Path(".")
+        listed = "; ".join(
+            problem.reason if problem.reason.startswith(str(problem.path)) else str(problem)
+            for problem in self.problems)
+        return (f"{len(self.problems)} untrusted result file(s), left out of this board: "
+                f"{listed}. `harness verify --out {root}` lists them; the next run that "
+                f"includes their cells recomputes them, `harness verify --out {root} --repair` "
+                f"moves them into {root / 'quarantine'}.")
 
 
 def _latest_per_cell(records: list[CellRecord]) -> dict[tuple[str, str], list[CellRecord]]:
@@ -240,6 +260,7 @@ def build_board(results_root: Path, options: BoardOptions | None = None) -> Boar
             cell.cost = dataclasses.asdict(record.cost)
     for key, row in rows.items():
         row.label = newest_label[key][1]
+    _mark_untrusted(rows, tasks, problems, store)
     _disambiguate_labels(list(rows.values()))
     _flag_mixed_code(list(rows.values()), chosen)
 
@@ -247,7 +268,7 @@ def build_board(results_root: Path, options: BoardOptions | None = None) -> Boar
     for row in rows.values():
         for task in ordered_tasks:
             row.cells.setdefault(task.name, BoardCell("missing", reason="not run"))
-    board = Board(ordered_tasks, list(rows.values()), problems, options)
+    board = Board(ordered_tasks, list(rows.values()), problems, options, results_root=results_root)
     _add_mean_win_rates(board)
     board.rows.sort(key=lambda r: (-(r.mean_win_rate if r.mean_win_rate is not None else -1),
                                    r.label, r.key))
@@ -621,6 +642,34 @@ def _flag_mixed_code(rows: list[BoardRow],
                     f"row's newest cell (source {newest[:8]})")
 
 
+def _mark_untrusted(rows: dict[str, BoardRow], tasks: dict[str, BoardTask],
+                    problems: list[Problem], store: Store) -> None:
+    """Show the cells whose result file cannot be trusted as "untrusted" where nothing
+    else is known of them, in the row the last run's plan names (a row only the plan
+    knows gets a row of its own)."""
+    planned = {str(e.get("fingerprint", ""))[:16]: e for e in _plan_entries(store)}
+    for problem in problems:
+        name = problem.path.name
+        fp16 = name if problem.path.parent.parent.parent.name == "cells" else name[:-5][-16:]
+        entry = planned.get(fp16)
+        if entry is None or str(entry.get("task")) not in tasks:
+            continue
+        key = str(entry.get("row_key", ""))
+        row = rows.setdefault(key, BoardRow(key=key, label=str(entry.get("label", key)),
+                                            method=str(entry.get("method", "?")), models=[],
+                                            trainable_params=None, total_params=None, cells={}))
+        task = str(entry["task"])
+        if task not in row.cells:
+            row.cells[task] = BoardCell("untrusted", reason=problem.reason)
+
+
+def _plan_entries(store: Store) -> list[dict[str, Any]]:
+    try:
+        return store.read_plan()
+    except DataError:
+        return []
+
+
 def _board_cell(records: list[CellRecord]) -> BoardCell:
     """One board cell from the newest record of each of its seeds: with several seeds,
     the mean of their headlines and their standard deviation (the spread a new training
@@ -735,9 +784,9 @@ def markdown(board: Board) -> str:
     header = ["method", *(t.header for t in board.tasks), "mean win rate", "trainable params",
               COST_HEADER]
     lines = ["# Leaderboard", ""]
-    warning = board.smoke_warning()
-    if warning:
-        lines += [f"> **{warning}**", ""]
+    for warning in (board.untrusted_warning(), board.smoke_warning()):
+        if warning:
+            lines += [f"> **{warning}**", ""]
     lines += ["| " + " | ".join(header) + " |",
               "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|"]
     for row in board.rows:
@@ -775,6 +824,10 @@ def board_json(board: Board) -> str:
                             for name, c in r.cells.items()}}
                  for r in board.rows],
     }
+    if board.problems:
+        payload["untrusted"] = {"warning": board.untrusted_warning(),
+                                "files": [{"path": str(p.path), "reason": p.reason}
+                                          for p in board.problems]}
     return json.dumps(payload, indent=2, sort_keys=True) + "\n"
 
 
@@ -818,8 +871,9 @@ def html_page(board: Board) -> str:
         tds.append(f"<td{sort_flops}>{_format_flops(flops)}</td>")
         body.append("<tr>" + "".join(tds) + "</tr>")
     notes_html = "<br>".join(f"<sup>{i}</sup> {html.escape(n)}" for i, n in enumerate(notes, 1))
-    warning = board.smoke_warning()
-    warning_html = f'<p class="warning"><strong>{html.escape(warning)}</strong></p>\n' if warning else ""
+    warning_html = "".join(f'<p class="warning"><strong>{html.escape(warning)}</strong></p>\n'
+                           for warning in (board.untrusted_warning(), board.smoke_warning())
+                           if warning)
     explorer = {"max_samples": board.options.max_samples, "documents": board.documents,
                 "cells": {row.key: {task: cell.samples for task, cell in row.cells.items()
                                     if cell.samples} for row in board.rows}}
@@ -1027,6 +1081,8 @@ def rich_tables(board: Board, width: int = 80) -> list[Any]:
     warning = board.smoke_warning()
     if warning:
         tables.append(Text(warning, style="yellow"))
+    if board.problems:
+        tables.append(Text(board.untrusted_warning(), style="bold red"))
     notes = [significance_note(board)] if any(
         cell.significant for row in board.rows for cell in row.cells.values()) else []
     notes += [f"[{i}] {note}" for i, note in enumerate(board.reasons(), 1)]

@@ -35,6 +35,7 @@ from harness.errors import DataError, HarnessError, MissingTool, UsageError, fir
 from harness.host import Host
 from harness.models import ModelRef
 from harness.records import CellRecord, CodeInfo, RowInfo, Score, TaskInfo, row_key
+from harness.response_cache import metered_response_cache
 from harness.settings import RunSettings
 from harness.specs import (BuildContext, LmEvalPlan, MethodSpec, MetricValues, TaskContext,
                            TaskSpec, options_to_dict)
@@ -406,6 +407,8 @@ def run_plan(host: Host, plan: Plan, capture_logs: bool = True,
     With `capture_logs`, what libraries print while a cell runs goes into the cell's
     log.txt instead of the terminal.
     """
+    plan.store.tidy()  # what killed runs left: dead locks, temporaries, finished cells' scratch
+    plan.store.quarantine_failures()
     plan.store.write_plan(plan_entries(plan))
     host.hook.harness_run_started(plan=plan)
     outcomes: dict[int, CellOutcome] = {}
@@ -559,7 +562,9 @@ def evaluate_cell(cell: Cell, workdir: Path, store: Store | None = None,
     samples, score, record. Returns the record, the samples and, with `keep`, the LM for
     the job's next cell."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    resumed = any(workdir.glob(f"{RESPONSES}*"))  # answers a killed try saved cost nothing now
+    # answers a killed try saved come back with their work (harness.response_cache), unless
+    # an older harness stored them
+    resumed = any(workdir.glob(f"{RESPONSES}*"))
     with cost.metering(cost.CostMeter()) as meter:
         record, samples, built = _evaluate_metered(cell, workdir, store, built)
         record.cost = cost.cell_cost(meter, None, record.n_samples or 0, record.timings,
@@ -656,12 +661,13 @@ def run_lm_eval(cell: Cell, lm: Any, workdir: Path) -> dict[str, Any]:
     settings, plan = cell.settings, cell.lm_eval_plan
     assert plan is not None
     manager = task_manager(tuple(str(p) for p in plan.include_path), plan.uses_stock_tasks)
-    with progress.lm_eval_progress(), _without_environment_probe():
+    with progress.lm_eval_progress(), _without_environment_probe(), metered_response_cache():
         output = lm_eval.simple_evaluate(
             model=lm, tasks=resolve_task_specs(manager, plan.tasks),
             num_fewshot=plan.num_fewshot, limit=settings.limit,
             # lm-eval keys its response cache by request only (lm-eval #2715): a folder per
-            # cell fingerprint keeps methods apart and lets a killed cell resume its requests
+            # cell fingerprint keeps methods apart and lets a killed cell resume its requests,
+            # their cost included (harness.response_cache)
             use_cache=str(workdir / RESPONSES),
             log_samples=True, bootstrap_iters=0, task_manager=manager,
             gen_kwargs=plan.gen_kwargs, confirm_run_unsafe_code=plan.confirm_run_unsafe_code,

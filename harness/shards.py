@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from harness import cost, progress
-from harness.errors import HarnessError, first_line
+from harness.errors import HarnessError, first_line, redact
 from harness.records import phase_cost
 from harness.runner import (Cell, CellOutcome, Host, Job, Plan, build_context, build_lm,
                             collect_samples, make_record, numerics, record_failure,
@@ -126,14 +126,14 @@ def _evaluate_shard(cell: Cell, path: Path, index: int, count: int, store: Any) 
         with cost.phase("inference"):
             output = run_lm_eval(cell, document_shard_lm(lm, index, count), workdir)
     samples = [s for s in collect_samples(output, lm) if (s.get("doc_id") or 0) % count == index]
-    atomic_write_text(path, json.dumps({
+    atomic_write_text(path, redact(json.dumps({
         "samples": samples, "report": context.report,
         "lm_eval": {"tasks": sorted(output["samples"]), "n-shot": output.get("n-shot"),
                     "versions": output.get("versions")},
         "numerics": numerics(cell, lm),
         "cost": {name: dataclasses.asdict(meter.phase_cost(name)) for name in ("build", "inference")},
         "timings": {"build_s": round(built - started, 3),
-                    "evaluate_s": round(time.perf_counter() - built, 3)}}, default=str))
+                    "evaluate_s": round(time.perf_counter() - built, 3)}}, default=str)))
 
 
 def merged_samples(shards: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:

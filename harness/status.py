@@ -2,7 +2,9 @@
 
 The last run's plan (plan.json), the committed cells, the failure records and the lock
 files say which cells are done, running (with their holder and its heartbeat), failed
-(with the reason), pending or untrusted (damaged files, recomputed by the next run). A done
+(with the reason), pending or untrusted (damaged files, recomputed by the next run). What
+killed processes left is cleared first (`Store.tidy`), so a lock whose holder died never
+shows its cell as running, and a finished cell's scratch folder goes. A done
 cell whose method or task source differs from the installed plugin's is flagged: its
 numbers came from other code.
 """
@@ -46,6 +48,7 @@ def _code_change(host: Host, record: CellRecord) -> str:
 
 def matrix_status(host: Host, out: Path) -> list[CellStatus]:
     store = Store(out)
+    store.tidy()  # a lock left by a killed process is no running cell
     problems: list[Problem] = []
     done = {r.fingerprint[:16]: r for r in store.results(problems)}
     failed = {r.fingerprint[:16]: r for r in store.failures(problems)}

@@ -13,11 +13,18 @@ Layout under the output root::
     work/<fingerprint>/                                  scratch: lm-eval response cache, checkpoints
     locks/<fingerprint>.lock                             the process computing a cell
     plan.json                                            the cells of the last run (harness status)
+    quarantine/...                                       untrusted files moved aside, same layout
 
 A cell directory is assembled in a temporary sibling and renamed into place, so it exists
 complete or not at all. A cell counts as done only when its record parses as a
 `CellRecord` and every file matches its checksum: a truncated, edited or garbage cell is
-reported by path (`harness verify`) and recomputed by the next run.
+reported by path (`harness verify`, leaderboards) and recomputed by the next run that
+includes it; `harness verify --repair` moves untrusted files into quarantine/.
+
+Every temporary file and folder is named with its host and process id, so `tidy` (run
+before each run and each `harness status`) can clear what a killed process left: its
+temporaries, its lock, and the scratch folder of a cell it had committed. A full disk is
+reported with the path written and the space left.
 
 Files and folders follow the user's umask, so an --out folder shared on a cluster is as
 readable as anything else the user writes.
@@ -25,9 +32,11 @@ readable as anything else the user writes.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
+import re
 import shutil
 import socket
 import tempfile
@@ -39,7 +48,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
 from harness.errors import DataError, redact
-from harness.records import CellRecord
+from harness.records import NEWER_SCHEMA, CellRecord
 
 RESULT_FILE = "result.json"
 SAMPLES_FILE = "samples.jsonl"
@@ -51,6 +60,7 @@ CHECKSUMMED = (RESULT_FILE, SAMPLES_FILE)
 # (containers change hostname at every start, so "another host" proves nothing).
 LOCK_STALE_S = 300.0
 LOCK_HEARTBEAT_S = 20.0
+QUARANTINE = "quarantine"  # untrusted files moved aside (`harness verify --repair`)
 
 
 def canonical_json(value: Any) -> str:
@@ -88,31 +98,80 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _owner_tag() -> str:
+    """`host-pid`, put in the name of every temporary file and folder the harness makes
+    beside its results, so that a later run can tell the leftovers of a killed process."""
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+# `{_owner_tag()}.{suffix}` at the end of a temporary's name: tempfile's 8 random
+# characters, or the suffix of a set-aside cell folder or lock
+_TAG_PID = re.compile(r"-(\d+)\.(?:[a-z0-9_]{8}|old|aside)$")
+
+
+def _abandoned(path: Path, host: str, stale_s: float) -> bool:
+    """Whether a temporary file or folder named `...{_owner_tag()}.{suffix}` is a
+    leftover: its process is dead on this host, or it has not changed for `stale_s` (a
+    temporary lives for seconds)."""
+    match = _TAG_PID.search(path.name)
+    if match is None:
+        return False
+    if path.name[:match.start()].endswith(f".{host}") and not _pid_alive(int(match[1])):
+        return True
+    try:
+        return time.time() - path.lstat().st_ctime > stale_s
+    except FileNotFoundError:
+        return False
+
+
+@contextmanager
+def _naming_full_disk(path: Path) -> Iterator[None]:
+    """A full disk reported with the path written and the space left there."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        folder = next((p for p in (Path(path), *Path(path).parents) if p.exists()), Path("/"))
+        try:
+            space = shutil.disk_usage(folder).free
+            free = (f"{space / 2**30:.1f} GiB" if space >= 2**30 else f"{space / 2**20:.1f} MiB") \
+                + " free"
+        except OSError:
+            free = "free space unknown"
+        what = "quota exceeded" if exc.errno == errno.EDQUOT else "no space left on the device"
+        raise DataError(f"{path}: {what} ({free} in {folder}); free some space and rerun "
+                        f"the same command to resume") from exc
+
+
 def atomic_write_text(path: Path, text: str) -> None:
     """Write via a temp file in the same folder, fsync, rename."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        _follow_umask(Path(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
+    with _naming_full_disk(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{_owner_tag()}.", dir=path.parent)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                handle.write(text)
+                handle.flush()
+                os.fsync(handle.fileno())
+            _follow_umask(Path(tmp))
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        _fsync_dir(path.parent)
+
+
+def jsonl_text(records: Iterable[dict[str, Any]]) -> str:
+    """One JSON object per line, secrets redacted (samples can hold judge error bodies)."""
+    return "".join(redact(json.dumps(record, sort_keys=True, default=str, ensure_ascii=False))
+                   + "\n" for record in records)
 
 
 def write_jsonl(path: Path, records: Iterable[dict[str, Any]]) -> None:
-    """One JSON object per line, secrets redacted (samples can hold judge error bodies)."""
     with Path(path).open("w", encoding="utf-8") as handle:
-        for record in records:
-            handle.write(redact(json.dumps(record, sort_keys=True, default=str,
-                                           ensure_ascii=False)))
-            handle.write("\n")
+        handle.write(jsonl_text(records))
         handle.flush()
         os.fsync(handle.fileno())
 
@@ -326,7 +385,7 @@ class Store:
         lock.parent.mkdir(parents=True, exist_ok=True)
         host = socket.gethostname()
         me = {"host": host, "pid": os.getpid(), "started": time.time()}
-        fd, draft = tempfile.mkstemp(prefix=".draft-", dir=lock.parent)
+        fd, draft = tempfile.mkstemp(prefix=f".draft.{_owner_tag()}.", dir=lock.parent)
         with os.fdopen(fd, "w") as handle:
             json.dump(me, handle)
         try:
@@ -373,7 +432,7 @@ class Store:
         # Move the lock aside, then check it is the one judged dead: when two processes
         # take over the same stale lock, the slower one may have moved the faster one's
         # fresh lock, which it then puts back.
-        aside = lock.with_name(f"{lock.name}.stale.{os.getpid()}")
+        aside = lock.with_name(f"{lock.name}.stale.{_owner_tag()}.aside")
         try:
             os.rename(lock, aside)
         except FileNotFoundError:
@@ -403,6 +462,79 @@ class Store:
         except (OSError, ValueError, KeyError, TypeError):
             return None
 
+    # ------------------------------------------------------------------ leftovers
+
+    def tidy(self) -> None:
+        """Clear what killed processes left behind (`harness run` and `harness status` do
+        this first): locks whose holder is dead or stale, the temporary files and folders of
+        dead processes, and the scratch folder of every finished cell (a kill between a
+        cell's commit and its cleanup). A scratch folder is removed under its cell's lock,
+        so a process recomputing that cell (--force) keeps its own."""
+        host = socket.gethostname()
+        for lock in sorted((self.root / "locks").glob("*.lock")):
+            self._live_holder(lock, host)  # removes the lock when its holder is gone
+        temporaries = [path for prefix in (f".{PLAN_FILE}.", ".leaderboard.")
+                       for path in self.root.glob(f"{prefix}*")]  # the root's own files
+        temporaries += (self.root / "locks").glob("*.lock.stale.*")  # locks set aside
+        for folder in (self.root / "locks", self.root / "failed", self.root / "jobs",
+                       *(self.root / "cells").glob("*/*")):  # the harness's own folders
+            temporaries += folder.glob(".*")
+        for leftover in temporaries:
+            if _abandoned(leftover, host, self.lock_stale_s):
+                if leftover.is_dir():
+                    shutil.rmtree(leftover, ignore_errors=True)
+                else:
+                    leftover.unlink(missing_ok=True)
+        for scratch in sorted((self.root / "work").glob("*")):
+            if self._finished(scratch.name):
+                with self.claim(scratch.name) as holder:
+                    if holder is None:
+                        shutil.rmtree(scratch, ignore_errors=True)
+
+    def _finished(self, fp16: str) -> bool:
+        """Whether the cell whose fingerprint starts with `fp16` has a trusted result."""
+        for directory in (self.root / "cells").glob(f"*/*/{fp16}"):
+            try:
+                if self.load_cell(directory).fingerprint[:16] == fp16:
+                    return True
+            except DataError:
+                continue
+        return False
+
+    def quarantine(self, problems: Iterable[Problem]) -> list[tuple[Problem, Path]]:
+        """Move untrusted files and cell folders under `quarantine/` (same relative path),
+        where no run or leaderboard reads them; a record written by a newer harness is
+        left in place. Returns what was moved, and where."""
+        moved = []
+        for problem in problems:
+            if NEWER_SCHEMA in problem.reason or not problem.path.exists():
+                continue
+            try:
+                relative = problem.path.relative_to(self.root)
+            except ValueError:
+                continue
+            if relative.parts[0] == "cells" and len(relative.parts) > 4:
+                relative = Path(*relative.parts[:4])  # the whole cell folder
+            source = self.root / relative
+            target = self.root / QUARANTINE / relative
+            if target.exists():  # quarantined before: keep both
+                target = self.root / QUARANTINE / str(time.time_ns()) / relative
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if relative.parts[0] == "failed":  # the failure's log and samples go with it
+                for suffix in (".log.txt", ".samples.jsonl"):
+                    if source.with_suffix(suffix).exists():
+                        os.rename(source.with_suffix(suffix), target.with_suffix(suffix))
+            os.rename(source, target)
+            moved.append((problem, target))
+        return moved
+
+    def quarantine_failures(self) -> list[tuple[Problem, Path]]:
+        """Failure records that cannot be read, moved aside: such a record only ever
+        explains a failure, and a cell without a trusted result is recomputed anyway."""
+        problems: list[Problem] = []
+        self.failures(problems)
+        return self.quarantine(problems)
+
     # ------------------------------------------------------------------ writing
 
     def commit_cell(self, record: CellRecord, samples: list[dict[str, Any]],
@@ -415,12 +547,22 @@ class Store:
         """
         method, task, fp = record.row.method, record.task.name, record.fingerprint
         target = self.cell_dir(method, task, fp)
+        with _naming_full_disk(target):
+            self._write_cell(target, record, samples, log)
+        failure = self.failure_path(method, task, fp)
+        for leftover in (failure, failure.with_suffix(".log.txt"),
+                         failure.with_suffix(".samples.jsonl")):
+            leftover.unlink(missing_ok=True)
+        shutil.rmtree(self.root / "work" / fp[:16], ignore_errors=True)
+        return target
+
+    def _write_cell(self, target: Path, record: CellRecord, samples: list[dict[str, Any]],
+                    log: Path | None) -> None:
         target.parent.mkdir(parents=True, exist_ok=True)
         for leftover in target.parent.glob(f".{target.name}.*"):  # from killed processes
-            pid = leftover.name.split(".")[2]
-            if not (pid.isdigit() and _pid_alive(int(pid))):
+            if _abandoned(leftover, socket.gethostname(), self.lock_stale_s):
                 shutil.rmtree(leftover, ignore_errors=True)
-        prefix = f".{target.name}.{os.getpid()}."
+        prefix = f".{target.name}.{_owner_tag()}."
         staging = Path(tempfile.mkdtemp(prefix=prefix, dir=target.parent))
         old = target.with_name(f"{prefix}old")
         try:
@@ -444,12 +586,6 @@ class Store:
             shutil.rmtree(staging, ignore_errors=True)
             raise
         shutil.rmtree(old, ignore_errors=True)
-        failure = self.failure_path(method, task, fp)
-        for leftover in (failure, failure.with_suffix(".log.txt"),
-                         failure.with_suffix(".samples.jsonl")):
-            leftover.unlink(missing_ok=True)
-        shutil.rmtree(self.root / "work" / fp[:16], ignore_errors=True)
-        return target
 
     def record_failure(self, record: CellRecord, log: Path | None = None,
                        samples: list[dict[str, Any]] | None = None) -> Path:
@@ -459,8 +595,7 @@ class Store:
         if log is not None and log.is_file():
             atomic_write_text(path.with_suffix(".log.txt"), _redacted_log(log))
         if samples:
-            write_jsonl(path.with_suffix(".samples.jsonl"), samples)
-            _follow_umask(path.with_suffix(".samples.jsonl"))
+            atomic_write_text(path.with_suffix(".samples.jsonl"), jsonl_text(samples))
         return path
 
     def write_plan(self, entries: list[dict[str, Any]]) -> None:

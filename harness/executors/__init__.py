@@ -17,12 +17,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from harness import hookimpl
+from harness import hookimpl, progress
 from harness.errors import HarnessError, UsageError, did_you_mean
 from harness.host import Host, load_host
 from harness.models import ModelRef
@@ -155,7 +156,9 @@ def record_lost_cells(plan: Plan, job: Job, outcomes: list[CellOutcome], why: st
 def worker_main(spec_path: Path, capture_logs: bool) -> int:
     """`harness _job SPEC`: run one job spec, write its outcomes beside it."""
     spec = json.loads(Path(spec_path).read_text(encoding="utf-8"))
-    outcomes = run_job_spec(spec, capture_logs)
+    # the worker's output is its job log, a file: secrets are redacted before they reach it
+    with progress.redacted_descriptors(os.fdopen(os.dup(1), "wb")):
+        outcomes = run_job_spec(spec, capture_logs)
     atomic_write_text(Path(spec_path).with_suffix(".outcomes.json"), json.dumps(outcomes))
     return 1 if any(o["status"] == "failed" for o in outcomes) else 0
 

@@ -1,10 +1,13 @@
 """A run killed at any point resumes to the results of an uninterrupted run.
 
 A reference run of one row on two tasks counts every file-system mutation the harness makes
-(creating, writing, linking, renaming, removing). Then, for each of those points, a forked
-copy of the run is SIGKILLed just before that mutation, a normal run resumes the same
-folder, and its cells, samples and leaderboard must equal the reference; `harness verify`
-must find nothing wrong.
+(creating, writing, linking, renaming, removing), and the writes of lm-eval's response
+cache. Then, for each file-system point and two response-cache points (one answer cached;
+all of a task's answers but the last), a forked copy of the run is
+SIGKILLed just before it, a normal run resumes the same folder, and its records (cost
+included; only timings and memory peaks, which are measurements, may differ), samples and
+leaderboard must equal the reference, with no lock, scratch folder or temporary file left;
+`harness verify` must find nothing wrong.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import pytest
+import sqlitedict
 
 from harness import cli
 from harness.store import Store, read_jsonl
@@ -33,7 +37,11 @@ limit: 1
 MUTATIONS: list[tuple[Any, str]] = [
     (os, "replace"), (os, "rename"), (os, "link"), (os, "unlink"), (os, "mkdir"),
     (os, "fsync"), (shutil, "rmtree"), (pathlib.Path, "write_text"), (pathlib.Path, "touch"),
+    (sqlitedict.SqliteDict, "update"),  # answers into lm-eval's response cache
 ]
+# Of the response-cache writes (the 12 MMLU answers one by one, the last with lm-eval's
+# rewrite of all of them, then the GSM8K answer): one answer cached, all but the last.
+RESPONSE_POINTS = (2, 12)
 
 
 @contextlib.contextmanager
@@ -61,10 +69,19 @@ def run_matrix(out: Path, suite: Path) -> int:
 
 def snapshot(out: Path) -> dict[str, Any]:
     store = Store(out)
-    cells = {r.fingerprint: (r.status, r.metrics, read_jsonl(
-        store.cell_dir(r.row.method, r.task.name, r.fingerprint) / "samples.jsonl"))
-        for r in store.results()}
-    return {"cells": cells, "leaderboard": (out / "leaderboard.md").read_text()}
+    cells = {}
+    for record in store.results():
+        facts = record.to_dict()
+        for measured in ("finished_at", "timings"):
+            del facts[measured]
+        for measured in ("wall_s", "peak_memory_bytes"):
+            del facts["cost"][measured]
+        cells[record.fingerprint] = (facts, read_jsonl(store.cell_dir(
+            record.row.method, record.task.name, record.fingerprint) / "samples.jsonl"))
+    leftovers = sorted(str(p.relative_to(out)) for p in out.rglob("*")
+                       if p.name.startswith(".") or p.parent.name in ("locks", "work"))
+    return {"cells": cells, "leaderboard": (out / "leaderboard.md").read_text(),
+            "leftovers": leftovers}
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
@@ -78,10 +95,14 @@ def test_a_run_killed_at_any_mutation_resumes_to_the_same_results(tmp_path: Path
     with counted_mutations(seen.append):
         assert run_matrix(tmp_path / "reference", suite) == 0
     reference = snapshot(tmp_path / "reference")
-    assert len(reference["cells"]) == 2 and len(seen) > 20
+    assert len(reference["cells"]) == 2 and len(seen) > 20 and reference["leftovers"] == []
+    assert all(facts["cost"]["inference"]["flops"] > 0 for facts, _ in reference["cells"].values())
+    responses = [i for i, name in enumerate(seen, 1) if name == "update"]
+    points = [i for i, name in enumerate(seen, 1) if name != "update"] + [
+        responses[k - 1] for k in RESPONSE_POINTS]
 
     survived, broken = 0, []
-    for point in range(1, len(seen) + 1):
+    for point in points:
         out = tmp_path / f"killed-{point}"
         count = [0]
 
@@ -100,9 +121,12 @@ def test_a_run_killed_at_any_mutation_resumes_to_the_same_results(tmp_path: Path
             f"point {point} ({seen[point - 1]}) was not reached")
         resumed = run_matrix(out, suite)
         verified = cli.main(["verify", "--out", str(out)])
-        if resumed == 0 and verified == 0 and snapshot(out) == reference:
+        found = snapshot(out)
+        if resumed == 0 and verified == 0 and found == reference:
             survived += 1
         else:
-            broken.append(f"{point} ({seen[point - 1]})")
-    print(f"kill points survived: {survived} of {len(seen)}", file=sys.stderr)
+            differ = [part for part in reference if found[part] != reference[part]]
+            broken.append(f"{point} ({seen[point - 1]}): exits {resumed}, {verified}; "
+                          f"differs in {differ}; left {found['leftovers']}")
+    print(f"kill points survived: {survived} of {len(points)}", file=sys.stderr)
     assert broken == []

@@ -199,3 +199,38 @@ def test_the_page_is_filled_from_its_template_in_one_pass(results: Path) -> None
     assert "@HEAD@" not in page and page.count('<script type="application/json" id="data">') == 1
     assert 'data-status="n/a"' in page  # statuses pass through as data, styled by the template
     assert page_template().count("@BODY@") == 1
+
+
+def test_untrusted_cells_are_shown_in_every_format_and_fail_check(results: Path, capsys) -> None:
+    import io
+
+    from rich.console import Console
+
+    from harness import cli
+    from harness.reporting import rich_tables
+
+    store = Store(results)
+    lora = _record("lora (tiny-llama)", "lora", "mmlu", "ok", 0.40, 0.05, trainable=4096)
+    store.write_plan([{"fingerprint": lora.fingerprint, "method": "lora", "task": "mmlu",
+                       "label": lora.row.label, "row_key": lora.row.key}])
+    assert cli.main(["leaderboard", "--results", str(results)]) == 0
+    damaged = store.cell_dir("lora", "mmlu", lora.fingerprint) / "result.json"
+    damaged.write_text(damaged.read_text()[:200])  # truncated
+
+    board = build_board(results)
+    [row] = [r for r in board.rows if r.key == lora.row.key]
+    assert row.cells["mmlu"].status == "untrusted" and row.cells["mmlu"].value is None
+    terminal = io.StringIO()
+    console = Console(file=terminal, width=500)
+    for table in rich_tables(board, 500):
+        console.print(table)
+    verify = f"harness verify --out {results}"
+    for name, text in {"markdown": markdown(board), "html": html_page(board),
+                       "json": board_json(board), "terminal": terminal.getvalue()}.items():
+        assert str(damaged) in text and verify in text and "untrusted" in text, name
+    assert "untrusted [2]" in markdown(board)  # [1] is the n/a footnote
+    assert json.loads(board_json(board))["untrusted"]["files"][0]["path"] == str(damaged.parent)
+
+    capsys.readouterr()
+    assert cli.main(["leaderboard", "--results", str(results), "--check"]) == 1
+    assert "cannot be trusted" in capsys.readouterr().err

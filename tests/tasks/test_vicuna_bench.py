@@ -51,6 +51,7 @@ class Server:
         self.reply: Reply = fastchat_like
         self.requests: list[dict] = []
         self.authorizations: list[str] = []
+        self.current = threading.local()  # the request being answered (its headers)
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -61,6 +62,7 @@ class Server:
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 server.requests.append(body)
                 server.authorizations.append(self.headers.get("Authorization", ""))
+                server.current.authorization = self.headers.get("Authorization", "")
                 answer = server.reply(body)
                 if answer is None:  # simulate a hung server: the client times out
                     time.sleep(0.5)
@@ -327,28 +329,57 @@ def test_end_to_end_with_local_zoo_judge_reading_text_only(judge_cache, tmp_path
     assert record["score_details"]["rating_methods"] == {"failed": 2}
 
 
+ECHO_MODES = ("200", "401", "500", "garbage")
+
+
+def echoing(server: Server) -> Reply:
+    """A judge that quotes the request's Authorization header: in a rating (200), in error
+    bodies (401, 500), and in a body that is not JSON; one mode per question."""
+    modes: dict[str, str] = {}
+    lock = threading.Lock()
+
+    def reply(body: dict) -> tuple[int, bytes]:
+        echo = f"you sent Authorization: {server.current.authorization}"
+        with lock:
+            mode = modes.setdefault(body["messages"][-1]["content"], ECHO_MODES[len(modes) % 4])
+        if mode == "200":
+            return chat_reply(f"{echo}. Rating: [[7]]", body["model"])
+        if mode == "garbage":
+            return 200, f"<html>{echo}</html>".encode()
+        return int(mode), json.dumps({"error": {"message": echo, "type": mode}}).encode()
+
+    reply.modes = modes  # type: ignore[attr-defined]
+    return reply
+
+
 def test_an_echoed_api_key_never_reaches_a_file_or_a_stream(server, judge_cache, tmp_path):
-    """A judge endpoint that echoes the key in its error bodies: the key appears in no
-    record, log, leaderboard or output stream."""
+    """OPENAI_API_KEY set and a judge endpoint that echoes the Authorization header in a
+    200 answer, a 401, a 500 (retried, so logged) and a garbage body: the key is in no file
+    under --out or the judgment cache (logs, caches, records, samples, leaderboards) and
+    in no output stream."""
     from support import run_cli
 
-    server.reply = lambda body: (401, json.dumps({"error": {"message": f"bad key {SECRET}",
-                                                           "key": SECRET}}).encode())
+    secret = "plain-looking-secret-93f1c2d7"  # redacted as $OPENAI_API_KEY's value, not by shape
+    server.reply = echoing(server)
     out = tmp_path / "out"
     result = run_cli("run", "-m", "single", "-t", "vicuna_bench", "--data", "embedded",
-                     "--limit", "1", "--out", str(out), "-O", "max_gen_toks=4",
+                     "--limit", "4", "--out", str(out), "-O", "max_gen_toks=4",
                      "-O", "judge_backend=openai", "-O", f"judge_base_url={server.url}",
-                     "-O", f"judge_api_key_env={KEY_ENV}", "-O", "judge_retries=0",
-                     env={KEY_ENV: SECRET, "HARNESS_JUDGE_CACHE": str(judge_cache)})
-    assert result.returncode == 1
-    assert server.requests, "the judge was asked"
+                     "-O", "judge_retries=1", "-O", "judge_backoff_s=0.001",
+                     env={"OPENAI_API_KEY": secret, "HARNESS_JUDGE_CACHE": str(judge_cache)})
+    assert result.returncode == 1, result.stderr
+    assert sorted(server.reply.modes.values()) == sorted(ECHO_MODES)  # type: ignore[attr-defined]
+    assert all(secret in header for header in server.authorizations)
     assert "[redacted]" in result.stderr
-    assert SECRET not in result.stdout + result.stderr
-    written = [p for p in out.rglob("*") if p.is_file()]
-    assert any(p.name.endswith(".log.txt") for p in written) and any(
-        p.suffix == ".json" for p in written)
-    for path in written:
-        assert SECRET.encode() not in path.read_bytes(), path
+    assert secret not in result.stdout + result.stderr
+    written = [p for p in (*out.rglob("*"), *judge_cache.rglob("*")) if p.is_file()]
+    kinds = {p.name for p in written} | {p.suffix for p in written}
+    assert {"log.txt", ".json"} <= kinds and list(judge_cache.rglob("*.json"))
+    leaked = [p for p in written if secret.encode() in p.read_bytes()]
+    assert leaked == []
+    redacted = [p for p in written if b"[redacted]" in p.read_bytes()]
+    assert any(p.is_relative_to(judge_cache) for p in redacted)  # the 200 answer, cached
+    assert any(p.name == "log.txt" and "work" in p.parts for p in redacted)  # the 500, logged
 
 
 # ----------------------------------------------------------------------------- rating probabilities
