@@ -432,9 +432,12 @@ def cmd_run(host: Host, args: argparse.Namespace) -> int:
 
     executor = _executor(host, args, plan, settings)
     console = terminal_console(stderr=False)  # the leaderboard and the summary
-    progress_console = terminal_console()
+    # on a terminal, the live display draws on stderr; elsewhere (a log, a pipe) progress is
+    # plain lines on stdout, so stderr carries nothing but errors
+    errors = terminal_console()
+    progress_console = errors if errors.is_terminal else console
     _note_limit_per_subtask(plan, progress_console)
-    live = LiveRun(progress_console, len(plan.cells))
+    live = LiveRun(progress_console, len(plan.cells), errors=errors)
     host.pm.register(live, name="harness-cli-live")
     try:
         with live, reporting_to(live):

@@ -8,8 +8,9 @@ log file never reaches it.
 
 Where that stream is not a terminal (CI logs, `nohup`, Slurm, `| tee`) a display redrawn
 in place would show nothing until the end, so it writes plain lines instead: the plan, each
-cell as it starts and ends (with the counts and the ETA), failures as they happen, and a
-line on the current cell's phase at most every `HEARTBEAT_S` seconds.
+cell as it starts and ends (with the counts and the ETA) and a line on the current cell's
+phase at most every `HEARTBEAT_S` seconds. Failures go to `errors` as they happen, one line
+each, in both modes (the CLI keeps them on stderr and plain progress on stdout).
 """
 
 from __future__ import annotations
@@ -55,8 +56,10 @@ def _duration(seconds: float | None) -> str:
 class LiveRun:
     """Progress of a whole run, redrawn in place."""
 
-    def __init__(self, console: Console, total: int, heartbeat_s: float = HEARTBEAT_S) -> None:
+    def __init__(self, console: Console, total: int, heartbeat_s: float = HEARTBEAT_S,
+                 errors: Console | None = None) -> None:
         self.console = console
+        self.errors = errors or console  # where failures go as they happen
         self.total = total
         self.plain = not console.is_terminal  # lines, not a display redrawn in place
         self.heartbeat_s = heartbeat_s
@@ -77,7 +80,7 @@ class LiveRun:
 
     @hookimpl
     def harness_run_started(self, plan: Any) -> None:
-        if self.plain:
+        if self.plain and plan.count("pending"):
             states = ", ".join(f"{plan.count(state)} {name}" for state, name in (
                 ("pending", "to compute"), ("done", "done before"), ("n/a", "n/a"),
                 ("error", "refused"), ("unavailable", "not run here")) if plan.count(state))
@@ -99,7 +102,7 @@ class LiveRun:
         if outcome.status in ("ok", "failed") and took is not None:
             self.computed_seconds += took
         if outcome.status == "failed":
-            self.console.print(f"[red]failed[/red] {escape(cell.title)}: "
+            self.errors.print(f"[red]failed[/red] {escape(cell.title)}: "
                                f"{escape(redact(outcome.error))}")
         elif self.plain and outcome.status == "ok":
             value = "" if outcome.headline is None else f" = {outcome.headline:.4g}"
