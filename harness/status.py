@@ -11,6 +11,7 @@ numbers came from other code.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -48,7 +49,8 @@ def _code_change(host: Host, record: CellRecord) -> str:
 
 def matrix_status(host: Host, out: Path) -> list[CellStatus]:
     store = Store(out)
-    store.tidy()  # a lock left by a killed process is no running cell
+    with contextlib.suppress(OSError):  # a folder this user may only read is shown as it is
+        store.tidy()  # a lock left by a killed process is no running cell
     problems: list[Problem] = []
     done = {r.fingerprint[:16]: r for r in store.results(problems)}
     failed = {r.fingerprint[:16]: r for r in store.failures(problems)}
