@@ -794,8 +794,12 @@ def markdown(board: Board) -> str:
         lines.append("| " + " | ".join([row.label, *cells, _win_rate_text(row),
                                         _format_params(row.trainable_params),
                                         _format_flops(row.flops_per_document)]) + " |")
-    lines += ["", "Cells show the headline metric ± its standard error. Mean win rate: the share of "
-              "other methods a method beats on a task, averaged over tasks. " + COST_NOTE, ""]
+    seeds = any(cell.seed_spread is not None for row in board.rows for cell in row.cells.values())
+    lines += ["", "Cells show the headline metric ± its standard error"
+              + ("; a cell over several seeds (\"(3 seeds)\") shows their mean ± the standard "
+                 "deviation over seeds" if seeds else "")
+              + ". Mean win rate: the share of other methods a method beats on a task, averaged "
+              "over tasks. " + COST_NOTE, ""]
     note = significance_note(board)
     if note:
         lines += [note, ""]
