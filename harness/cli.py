@@ -477,7 +477,8 @@ def _note_limit_per_subtask(plan: Any, console: Any) -> None:
                 and cell.task not in noted:
             noted.add(cell.task)
             console.print(f"note: --limit counts per lm-eval task: {_escape(cell.task)} evaluates "
-                          f"{_escape(cell.documents)} per cell")
+                          f"{_escape(cell.documents)} per cell",
+                          soft_wrap=not console.is_terminal)  # a terminal wraps it at words
 
 
 def _executor(host: Host, args: argparse.Namespace, plan: Any, settings: RunSettings) -> Any:
