@@ -23,7 +23,6 @@ judgment is paid for twice. Failed calls are not cached, so a rerun retries them
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import logging
 import math
@@ -36,10 +35,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Mapping, Sequence
 
+from harness.content_cache import ContentCache, content_key
 from harness.data import read_jsonl_rows
 from harness.errors import (DataError, HarnessError, UsageError, redact, redact_tree,
                             register_secret)
-from harness.store import atomic_write_text, canonical_json
 
 log = logging.getLogger(__name__)
 
@@ -362,10 +361,12 @@ CACHE_ENV = "HARNESS_JUDGE_CACHE"
 
 
 class JudgmentCache:
-    """Judgments on disk, one JSON file per content key, written atomically."""
+    """Judgments on disk, one JSON file per content key (a `ContentCache` entry)."""
 
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
+        self._store = ContentCache(self.root, suffix=".json", fan_out=True,
+                                   damage=(OSError, ValueError, KeyError, AttributeError))
 
     @classmethod
     def default(cls) -> "JudgmentCache":
@@ -376,19 +377,10 @@ class JudgmentCache:
 
     @staticmethod
     def key(judge: dict[str, Any], messages: Messages) -> str:
-        return hashlib.sha256(canonical_json({"judge": judge, "messages": messages}).encode()).hexdigest()
-
-    def _path(self, key: str) -> Path:
-        return self.root / key[:2] / f"{key}.json"
+        return content_key({"judge": judge, "messages": messages})
 
     def get(self, key: str) -> Judgment | None:
-        try:
-            record = json.loads(self._path(key).read_text(encoding="utf-8"))
-            probabilities = record.get("rating_probabilities")
-            return Judgment(record["judgment"], None if probabilities is None else
-                            {int(k): float(v) for k, v in probabilities.items()})
-        except (OSError, ValueError, KeyError, AttributeError):
-            return None
+        return self._store.load(key, _read_judgment)
 
     def put(self, key: str, judge: dict[str, Any], request: JudgeRequest, judgment: Judgment
             ) -> None:
@@ -397,8 +389,15 @@ class JudgmentCache:
         record = {"key": key, "judge": judge, "prompt": request.prompt, "label": request.label,
                   "messages": request.messages, "judgment": judgment.text,
                   "rating_probabilities": probabilities, "created": time.time()}
-        atomic_write_text(self._path(key), json.dumps(redact_tree(record), ensure_ascii=False,
-                                                      indent=1))
+        text = json.dumps(redact_tree(record), ensure_ascii=False, indent=1)
+        self._store.publish(key, lambda path: path.write_text(text, encoding="utf-8"))
+
+
+def _read_judgment(path: Path) -> Judgment:
+    record = json.loads(path.read_text(encoding="utf-8"))
+    probabilities = record.get("rating_probabilities")
+    return Judgment(record["judgment"], None if probabilities is None else
+                    {int(k): float(v) for k, v in probabilities.items()})
 
 
 def run_judgments(settings: JudgeSettings, cache: JudgmentCache, requests: Sequence[JudgeRequest],

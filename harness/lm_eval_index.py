@@ -11,12 +11,12 @@ lm-eval, builds it anew.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import importlib.metadata as md
-import os
 import pickle
 from pathlib import Path
 from typing import Any, Iterator
+
+from harness.content_cache import ContentCache, DamagedEntry, content_key
 
 INDEX_FORMAT = 1
 
@@ -24,15 +24,14 @@ INDEX_FORMAT = 1
 def index_key(include_path: list[str], include_defaults: bool) -> str:
     import lm_eval.tasks
 
-    digest = hashlib.sha256(f"{INDEX_FORMAT}:{md.version('lm_eval')}".encode())
-    if include_defaults:  # an installed lm-eval changes its files only with its version
-        digest.update(str(Path(lm_eval.tasks.__file__).parent.resolve()).encode())
-    for folder in map(Path, include_path):
-        digest.update(str(folder.resolve()).encode())
-        for path in sorted(folder.rglob("*.yaml")):
-            stat = path.stat()
-            digest.update(f"{path}:{stat.st_size}:{stat.st_mtime_ns}".encode())
-    return digest.hexdigest()[:32]
+    return content_key({
+        "format": INDEX_FORMAT, "lm_eval": md.version("lm_eval"),
+        # an installed lm-eval changes its files only with its version
+        "defaults": str(Path(lm_eval.tasks.__file__).parent.resolve()) if include_defaults else None,
+        "include": [[str(folder.resolve()),
+                     [[str(path), path.stat().st_size, path.stat().st_mtime_ns]
+                      for path in sorted(folder.rglob("*.yaml"))]]
+                    for folder in map(Path, include_path)]})
 
 
 @contextlib.contextmanager
@@ -54,23 +53,30 @@ def _prebuilt_index(index: dict[str, Any]) -> Iterator[None]:
         manager.TaskIndex = original
 
 
+def _read_index(path: Path) -> dict[str, Any]:
+    index = pickle.loads(path.read_bytes())
+    if not isinstance(index, dict):
+        raise DamagedEntry(f"{path}: not a task index")
+    return index
+
+
 def cached_task_manager(include_path: list[str], include_defaults: bool) -> Any:
     from lm_eval.tasks import TaskManager
 
     from harness.zoo import cache_root
 
     arguments = {"include_path": include_path or None, "include_defaults": include_defaults}
-    path = cache_root() / "lm-eval-index" / f"{index_key(include_path, include_defaults)}.pickle"
-    try:
-        index = pickle.loads(path.read_bytes())
-    except (OSError, pickle.UnpicklingError, EOFError, AttributeError, ImportError):
-        index = None
-    if isinstance(index, dict):
+    store = ContentCache(cache_root() / "lm-eval-index", suffix=".pickle", key_chars=32,
+                         damage=(pickle.UnpicklingError, EOFError, AttributeError, ImportError))
+    key = index_key(include_path, include_defaults)
+    index = store.load(key, _read_index)
+    if index is not None:
         with _prebuilt_index(index):
             return TaskManager(**arguments)
-    manager = TaskManager(**arguments)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    staging = path.with_name(f".{path.name}.{os.getpid()}")
-    staging.write_bytes(pickle.dumps(manager._index, protocol=pickle.HIGHEST_PROTOCOL))
-    os.replace(staging, path)
-    return manager
+
+    def write(path: Path) -> Any:
+        manager = TaskManager(**arguments)
+        path.write_bytes(pickle.dumps(manager._index, protocol=pickle.HIGHEST_PROTOCOL))
+        return manager
+
+    return store.publish(key, write)

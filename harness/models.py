@@ -7,6 +7,7 @@ models take.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -15,8 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from harness import zoo
+from harness.content_cache import ContentCache, DamagedEntry, content_key
 from harness.errors import ModelLoadError, UsageError, first_line
-from harness.store import atomic_write_text, file_sha256
+from harness.store import file_sha256
 
 
 @dataclass(frozen=True)
@@ -75,8 +77,8 @@ class ModelRef:
 def weights_digest(directory: Path) -> str:
     """sha256 over the config, weight, tokenizer and generation files of a local model.
 
-    Digests are memoised in the directory's neighbourhood by (name, size, mtime) so a large
-    local checkpoint is hashed once, not at every plan.
+    A file's digest is memoised (a `ContentCache` entry) by its path, size and modification
+    time, so a large local checkpoint is hashed once, not at every plan.
     """
     files = sorted(p for p in directory.iterdir()
                    if p.is_file() and (p.suffix in {".safetensors", ".bin", ".pt", ".model"}
@@ -85,21 +87,27 @@ def weights_digest(directory: Path) -> str:
                                        or p.name.startswith("tokenizer")))
     if not files:
         raise ModelLoadError(f"{directory}: no config.json or weight files found")
-    memo_path = zoo.cache_root() / "weight-digests.json"
-    try:
-        memo = json.loads(memo_path.read_text())
-    except (OSError, ValueError):
-        memo = {}
+    memo = ContentCache(zoo.cache_root() / "weight-digests", suffix=".sha256", fan_out=True)
     total = hashlib.sha256()
     for path in files:
         stat = path.stat()
-        key = f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}"
-        if key not in memo:
-            memo[key] = file_sha256(path)
-        total.update(f"{path.name}:{memo[key]}".encode())
-    memo_path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(memo_path, json.dumps(memo, indent=0, sort_keys=True))
+        digest = memo.fetch(content_key([str(path.resolve()), stat.st_size, stat.st_mtime_ns]),
+                            _read_digest, functools.partial(_write_digest, source=path))
+        total.update(f"{path.name}:{digest}".encode())
     return total.hexdigest()
+
+
+def _read_digest(entry: Path) -> str:
+    digest = entry.read_text()
+    if len(digest) != 64:
+        raise DamagedEntry(f"{entry}: not a sha256 digest")
+    return digest
+
+
+def _write_digest(entry: Path, source: Path) -> str:
+    digest = file_sha256(source)
+    entry.write_text(digest)
+    return digest
 
 
 def torch_dtype(name: str) -> Any:

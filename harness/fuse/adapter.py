@@ -15,7 +15,7 @@ every k a second map is fitted on the first 80% of the words and scored on the r
 
 from __future__ import annotations
 
-import os
+import pickle
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -24,7 +24,7 @@ import torch
 
 from harness.fuse.tensor import t_least_squares, t_product, t_transpose
 from harness.fuse.words import Dictionary, word_token_ids
-from harness.store import fingerprint
+from harness.content_cache import ContentCache, content_key
 
 ADAPTER_VERSION = 2
 HELD_OUT_SHARE = 0.2
@@ -140,30 +140,34 @@ def load_or_fit_adapter(identity_a: Any, identity_b: Any, embeddings_a: torch.Te
     """The adapter from A to B, each T_k read from `<cache_root>/fuse-adapters`, keyed by
     (A identity, B identity, dictionary hash, k, max_words), or fitted and stored there."""
     device = embeddings_a.device
-    keys = {k: fingerprint({"version": ADAPTER_VERSION, "a": identity_a, "b": identity_b,
+    keys = {k: content_key({"version": ADAPTER_VERSION, "a": identity_a, "b": identity_b,
                             "dictionary": dictionary.digest, "k": k,
                             "max_words": config.max_words})
             for k in range(1, config.max_subtokens + 1)}
-    paths = {k: Path(cache_root) / "fuse-adapters" / f"k{k}-{key[:32]}.pt" for k, key in keys.items()}
-    cached = {k: torch.load(p, map_location=device, weights_only=True)
-              for k, p in paths.items() if p.is_file()}
-    missing = [k for k in paths if k not in cached]
+    store = ContentCache(Path(cache_root) / "fuse-adapters", suffix=".pt", key_chars=32,
+                         damage=(RuntimeError, EOFError, pickle.UnpicklingError))
+
+    def read(path: Path) -> dict[str, Any]:
+        return torch.load(path, map_location=device, weights_only=True)
+
+    cached = {k: entry for k, key in keys.items()
+              if (entry := store.load(key, read, f"k{k}-")) is not None}
+    missing = [k for k in keys if k not in cached]
     if missing:
         ids_a = word_token_ids(tokenizer_a, dictionary.words)
         ids_b = word_token_ids(tokenizer_b, dictionary.words)
         fitted = fit_adapter(embeddings_a, embeddings_b, ids_a, ids_b, config, missing)
         for k, t, words, held in zip(missing, fitted.maps, fitted.words, fitted.held_out):
-            cached[k] = {"map": t.cpu(), "words": words, "held_out": [held.words, held.residual, held.total]}
-            _atomic_save(cached[k], paths[k])
-    ordered = [cached[k] for k in sorted(paths)]
+            fitted_entry = {"map": t.cpu(), "words": words,
+                            "held_out": [held.words, held.residual, held.total]}
+
+            def write(path: Path, entry: dict[str, Any] = fitted_entry) -> dict[str, Any]:
+                torch.save(entry, path)
+                return entry
+
+            cached[k] = store.publish(keys[k], write, f"k{k}-")
+    ordered = [cached[k] for k in sorted(keys)]
     return Adapter(tuple(entry["map"].to(device) for entry in ordered),
                    tuple(int(entry["words"]) for entry in ordered),
                    tuple(HeldOut(int(e["held_out"][0]), float(e["held_out"][1]), float(e["held_out"][2]))
                          for e in ordered))
-
-
-def _atomic_save(obj: Any, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    staging = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save(obj, staging)
-    os.replace(staging, path)

@@ -9,7 +9,6 @@ gradient is exact backprop; the others reach the primary model's tokens through 
 
 from __future__ import annotations
 
-import json
 import random
 from dataclasses import dataclass
 from typing import Any, Sequence
@@ -22,8 +21,7 @@ from harness.fuse.caption import PrimaryLM
 from harness.fuse.search import search
 from harness.fuse.words import word_start_token
 from harness.specs import BuildContext
-from harness.store import atomic_write_text
-from harness.training.cache import fit_fingerprint, fit_folder
+from harness.training.cache import fit_cache, fit_fingerprint, read_record, write_record
 from harness.training.data import data_digest, training_examples
 
 SEPARATOR = "\n"  # between the prompt and the example, at discovery and evaluation alike
@@ -139,9 +137,10 @@ def discover(ctx: BuildContext, members: Sequence[Member], method: str) -> dict[
     chosen = random.Random(ctx.seed).sample(examples, min(options.train_examples, len(examples)))
     device = members[0].device
     key = fit_fingerprint(ctx, method, options, data_digest(chosen), device.type)
-    folder = fit_folder(ctx, method, key)
-    if folder.record.is_file():
-        return json.loads(folder.record.read_text()) | {"fit_cached": True}
+    fits, label = fit_cache(ctx), f"{method}-"
+    stored = fits.load(key, read_record, label)
+    if stored is not None:
+        return stored | {"fit_cached": True}
     objective = AnswerObjective(members, chosen)
     placeholder = word_start_token(members[0].tokenizer, "!" if options.algorithm == "autodan" else ".")
     result = search(objective, options.search_config(), ctx.seed, placeholder)
@@ -153,5 +152,5 @@ def discover(ctx: BuildContext, members: Sequence[Member], method: str) -> dict[
               "step_losses": result.step_losses,
               "no_prompt_loss": float(objective.losses(torch.zeros(1, 0, dtype=torch.long))[0]),
               "train_examples": len(chosen), "train_data": source, "fit_fingerprint": key}
-    atomic_write_text(folder.record, json.dumps(report, indent=2, sort_keys=True))
+    fits.publish(key, lambda folder: write_record(folder, report), label)
     return report | {"fit_cached": False}

@@ -25,16 +25,15 @@ window.
 
 from __future__ import annotations
 
-import hashlib
-import json
-import os
-import tempfile
+import zipfile
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
+
+from harness.content_cache import ContentCache, content_key
 
 MARKERS = ("▁", "Ġ")
 # Priority order: an id holding several roles maps by the first the expert also has.
@@ -154,9 +153,8 @@ def build_map(reference: Sequence[str], expert: Sequence[str],
 
 
 def map_key(reference: Any, expert: Any) -> str:
-    payload = json.dumps([ALGORITHM_VERSION, vocabulary(reference), special_ids(reference),
-                          vocabulary(expert), special_ids(expert)], ensure_ascii=False)
-    return hashlib.sha256(payload.encode()).hexdigest()
+    return content_key([ALGORITHM_VERSION, vocabulary(reference), special_ids(reference),
+                        vocabulary(expert), special_ids(expert)])
 
 
 def default_cache_dir() -> Path:
@@ -173,19 +171,20 @@ def cached_map(reference: Any, expert: Any, cache_dir: Path | None = None) -> Vo
     key = map_key(reference, expert)
     if key in _MEMORY:
         return _MEMORY[key]
-    folder = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    path = folder / f"{key}.npz"
-    if path.exists():
+    store = ContentCache(Path(cache_dir) if cache_dir is not None else default_cache_dir(),
+                         suffix=".npz", damage=(ValueError, KeyError, OSError, zipfile.BadZipFile))
+
+    def read(path: Path) -> VocabularyMap:
         with np.load(path) as stored:
-            mapping = VocabularyMap(stored["index"], dict(zip(HOW, map(int, stored["counts"]))))
-    else:
+            return VocabularyMap(stored["index"], dict(zip(HOW, map(int, stored["counts"]))))
+
+    def write(path: Path) -> VocabularyMap:
         mapping = build_map(vocabulary(reference), vocabulary(expert), special_ids(reference),
                             special_ids(expert))
-        folder.mkdir(parents=True, exist_ok=True)
-        handle, staging = tempfile.mkstemp(dir=folder, suffix=".npz")
-        with os.fdopen(handle, "wb") as stream:
-            np.savez(stream, index=mapping.index,
-                     counts=np.array([mapping.counts[h] for h in HOW]))
-        os.replace(staging, path)  # concurrent builders write identical content
+        with path.open("wb") as stream:
+            np.savez(stream, index=mapping.index, counts=np.array([mapping.counts[h] for h in HOW]))
+        return mapping
+
+    mapping = store.fetch(key, read, write)
     _MEMORY[key] = mapping
     return mapping

@@ -16,12 +16,11 @@ at import time.
 from __future__ import annotations
 
 import hashlib
-import json
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from harness.errors import HarnessError
 from harness.specs import BuildContext
-from harness.store import atomic_write_text
 from harness.training import cache, data, loop
 from harness.training.data import (IGNORE_INDEX, EncodedExample, encode_examples,
                                    read_alpaca_json, training_examples, untrainable_reason)
@@ -97,13 +96,12 @@ def fit(ctx: BuildContext, model: Any, tokenizer: Any, method: str,
         data_hash += f"+validation:{data.data_digest(validation)}"
     device = loop.model_device(model)
     key = cache.fit_fingerprint(ctx, method, options, data_hash, device.type)
-    folder = cache.fit_folder(ctx, method, key)
-    if folder.finished():
-        import torch
-
-        cache.load_into(parameters, torch.load(folder.adapter, map_location="cpu",
-                                               weights_only=True), folder.adapter)
-        report = json.loads(folder.record.read_text()) | {"fit_cached": True}
+    fits, label = cache.fit_cache(ctx), f"{method}-"
+    stored = fits.load(key, cache.read_fit, label)
+    if stored is not None:
+        state, record = stored
+        cache.load_into(parameters, state, fits.path(key, label) / cache.ADAPTER)
+        report = record | {"fit_cached": True}
     else:
         image_token = data.model_image_token(model, tokenizer)
         encoded = encode_examples(tokenizer, examples, options.max_seq_len, options.loss_on_prompt,
@@ -112,14 +110,21 @@ def fit(ctx: BuildContext, model: Any, tokenizer: Any, method: str,
                                                      options.loss_on_prompt,
                                                      image_token=image_token), early_stopping)
                      if validation and early_stopping is not None else None)
-        report = loop.train(model, parameters, encoded, options, ctx.seed, folder,
+        report = loop.train(model, parameters, encoded, options, ctx.seed,
+                            fits.scratch(key, label) / cache.CHECKPOINT,
                             pad_id=data.padding_id(data.text_tokenizer(tokenizer)),
                             validation=validated)
         report |= {"train_examples": len(encoded), "train_data": source, "fit_fingerprint": key}
-        cache.atomic_torch_save({n: p.detach().cpu() for n, p in parameters.items()},
-                                folder.adapter)
-        atomic_write_text(folder.record, json.dumps(report, indent=2, sort_keys=True))
-        folder.checkpoint.unlink(missing_ok=True)
+
+        def write(folder: Path) -> None:
+            import torch
+
+            torch.save({n: p.detach().cpu() for n, p in parameters.items()},
+                       folder / cache.ADAPTER)
+            cache.write_record(folder, report)
+
+        fits.publish(key, write, label)
+        fits.discard_scratch(key, label)
         report |= {"fit_cached": False}
     from harness.cost import training_flops
     from harness.lm import count_parameters

@@ -4,24 +4,25 @@ its version and distribution, options, base models, data, seed, device, librarie
 
 from __future__ import annotations
 
-import hashlib
 import importlib.metadata as md
 import json
 import os
-from dataclasses import dataclass
+import pickle
 from pathlib import Path
 from typing import Any
 
+from harness.content_cache import ContentCache, content_key
 from harness.errors import HarnessError
 from harness.specs import BuildContext, options_to_dict
 from harness.training.options import NON_RESULT_OPTIONS, TrainingOptions
 
 FIT_SCHEMA = 2
+ADAPTER, RECORD, CHECKPOINT = "adapter.pt", "fit.json", "checkpoint.pt"
 
 
 def fit_fingerprint(ctx: BuildContext, method: str, options: TrainingOptions, data_hash: str,
                     device: str) -> str:
-    identity = {
+    return content_key({
         "schema": FIT_SCHEMA,
         "method": method,
         "code": dict(ctx.method_code),
@@ -32,8 +33,7 @@ def fit_fingerprint(ctx: BuildContext, method: str, options: TrainingOptions, da
         "seed": ctx.seed,
         "device": device,
         "versions": {name: _version(name) for name in ("torch", "transformers", "peft")},
-    }
-    return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()
+    })
 
 
 def _version(name: str) -> str:
@@ -43,33 +43,35 @@ def _version(name: str) -> str:
         return "absent"
 
 
-def fit_folder(ctx: BuildContext, method: str, key: str) -> "FitFolder":
-    return FitFolder(Path(ctx.cache_root) / "fits" / f"{method}-{key[:24]}")
+def fit_cache(ctx: BuildContext) -> ContentCache:
+    """Finished fits, one folder each (`<method>-<key>`: the trainable parameters in
+    `adapter.pt`, the report in `fit.json`); an unfinished one keeps its resumable
+    checkpoint in the entry's scratch folder."""
+    return ContentCache(Path(ctx.cache_root) / "fits", folder=True, key_chars=24,
+                        damage=(ValueError, RuntimeError, EOFError, pickle.UnpicklingError))
 
 
-@dataclass(frozen=True)
-class FitFolder:
-    """Where one fingerprint's adapter, its record and its in-progress checkpoint live."""
+def read_record(folder: Path) -> dict[str, Any]:
+    record = json.loads((folder / RECORD).read_text())
+    if not isinstance(record, dict):
+        raise ValueError(f"{folder / RECORD}: not a fit record")
+    return record
 
-    path: Path
 
-    @property
-    def adapter(self) -> Path:
-        return self.path / "adapter.pt"
+def read_fit(folder: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(trainable parameters, report) of a finished fit."""
+    import torch
 
-    @property
-    def record(self) -> Path:
-        return self.path / "fit.json"
+    record = read_record(folder)
+    return torch.load(folder / ADAPTER, map_location="cpu", weights_only=True), record
 
-    @property
-    def checkpoint(self) -> Path:
-        return self.path / "checkpoint.pt"
 
-    def finished(self) -> bool:
-        return self.adapter.is_file() and self.record.is_file()
+def write_record(folder: Path, report: dict[str, Any]) -> None:
+    (folder / RECORD).write_text(json.dumps(report, indent=2, sort_keys=True))
 
 
 def atomic_torch_save(obj: Any, path: Path) -> None:
+    """Replace a resumable checkpoint at once (a crash keeps the previous one)."""
     import torch
 
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -1,19 +1,27 @@
-"""The optimisation loop: seeded epoch permutations cut into steps, gradient
-accumulation over micro-batches, AdamW/Adafactor with transformers' schedules, bf16
-autocast on GPU, resumable checkpoints of the trainable parameters only. Progress (the
-step and its loss) goes to `harness.progress`, which the CLI shows."""
+"""The optimisation loops.
+
+`train` fits a method's trainable parameters: seeded epoch permutations cut into steps,
+gradient accumulation over micro-batches, AdamW/Adafactor with transformers' schedules,
+bf16 autocast on GPU, resumable checkpoints of the trainable parameters only. Progress (the
+step and its loss) goes to `harness.progress`, which the CLI shows.
+
+`optimise` trains a model from scratch on a stream of batches its caller draws (the trained
+zoo models): the same optimizer and schedules, gradient clipping, no checkpoints (a zoo
+build takes minutes and is cached whole).
+"""
 
 from __future__ import annotations
 
 import math
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from harness import progress
-from harness.training.cache import FitFolder, atomic_torch_save, load_into
+from harness.training.cache import atomic_torch_save, load_into
 from harness.training.data import IGNORE_INDEX, EncodedExample
-from harness.training.options import EarlyStopping, TrainingOptions
+from harness.training.options import EarlyStopping, Optimisation, Schedule, TrainingOptions
 
 if TYPE_CHECKING:
     import torch
@@ -74,17 +82,53 @@ def _stacked_images(image_inputs: list[dict[str, Any]], device: "torch.device",
     return stacked
 
 
-def _optimizer(parameters: list[Any], options: TrainingOptions) -> Any:
+def _optimizer(parameters: list[Any], name: str, lr: float, weight_decay: float) -> Any:
     import torch
 
-    if options.optimizer == "adafactor":
+    if name == "adafactor":
         from transformers.optimization import Adafactor
 
         # Fixed learning rate, no parameter scaling: the setting of prompt tuning (Lester et al.).
-        return Adafactor(parameters, lr=options.lr, weight_decay=options.weight_decay,
-                         scale_parameter=False, relative_step=False, warmup_init=False,
-                         decay_rate=-0.8)
-    return torch.optim.AdamW(parameters, lr=options.lr, weight_decay=options.weight_decay)
+        return Adafactor(parameters, lr=lr, weight_decay=weight_decay, scale_parameter=False,
+                         relative_step=False, warmup_init=False, decay_rate=-0.8)
+    return torch.optim.AdamW(parameters, lr=lr, weight_decay=weight_decay)
+
+
+def _scheduler(optimizer: Any, schedule: Schedule, warmup_ratio: float, steps: int) -> Any:
+    """transformers' schedule of that name, or "warmup_min_cosine": the lower of a linear
+    warm-up (from 1 / warm-up steps) and a cosine decay counted from step 0."""
+    import torch
+    from transformers import get_scheduler
+
+    warmup = round(warmup_ratio * steps)
+    if schedule == "warmup_min_cosine":
+        warmup = max(1, warmup)
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(
+            (s + 1) / warmup, 0.5 * (1 + math.cos(math.pi * min(1.0, s / steps)))))
+    return get_scheduler(schedule, optimizer, num_warmup_steps=warmup, num_training_steps=steps)
+
+
+def optimise(model: Any, optimisation: Optimisation, loss: Callable[[int], "torch.Tensor"]
+             ) -> float:
+    """Train every parameter of `model`; `loss(step)` draws the step's batch and returns
+    its loss. Leaves the model in eval mode; returns the last step's loss."""
+    import torch
+
+    optimizer = _optimizer(list(model.parameters()), "adamw", optimisation.lr,
+                           optimisation.weight_decay)
+    scheduler = _scheduler(optimizer, optimisation.schedule, optimisation.warmup_ratio,
+                           optimisation.steps)
+    model.train()
+    for step in range(optimisation.steps):
+        step_loss = loss(step)
+        step_loss.backward()
+        if optimisation.clip_norm is not None:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), optimisation.clip_norm)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+    model.eval()
+    return float(step_loss.detach())
 
 
 def _autocast(device: "torch.device") -> Any:
@@ -136,25 +180,24 @@ def validation_loss(model: Any, validation: Validation, options: TrainingOptions
 
 
 def train(model: Any, parameters: dict[str, Any], encoded: list[EncodedExample],
-          options: TrainingOptions, seed: int, folder: FitFolder, pad_id: int,
+          options: TrainingOptions, seed: int, checkpoint: Path, pad_id: int,
           validation: Validation | None = None) -> dict[str, Any]:
-    """Run (or resume) the fit in `folder`; returns the budget it took and its losses.
-    With `validation`, stops early and keeps the best validated parameters."""
+    """Run the fit, or resume it from `checkpoint` (where it saves its progress); returns
+    the budget it took and its losses. With `validation`, stops early and keeps the best
+    validated parameters."""
     import torch
-    from transformers import get_scheduler
 
     device = model_device(model)
     steps = total_steps(options, len(encoded))
-    optimizer = _optimizer(list(parameters.values()), options)
-    scheduler = get_scheduler(options.schedule, optimizer,
-                              num_warmup_steps=round(options.warmup_ratio * steps),
-                              num_training_steps=steps)
+    optimizer = _optimizer(list(parameters.values()), options.optimizer, options.lr,
+                           options.weight_decay)
+    scheduler = _scheduler(optimizer, options.schedule, options.warmup_ratio, steps)
     state: dict[str, Any] = {"step": 0, "train_tokens": 0, "train_seconds": 0.0, "first_loss": None,
              "final_loss": None, "validation_losses": [], "best_step": None, "stale": 0}
     best: dict[str, Any] = {}
-    if folder.checkpoint.is_file():
-        saved = torch.load(folder.checkpoint, map_location="cpu", weights_only=True)
-        load_into(parameters, saved["trainable"], folder.checkpoint)
+    if checkpoint.is_file():
+        saved = torch.load(checkpoint, map_location="cpu", weights_only=True)
+        load_into(parameters, saved["trainable"], checkpoint)
         best = saved.get("best", {})
         optimizer.load_state_dict(saved["optimizer"])
         scheduler.load_state_dict(saved["scheduler"])
@@ -194,13 +237,13 @@ def train(model: Any, parameters: dict[str, Any], encoded: list[EncodedExample],
                                "scheduler": scheduler.state_dict(),
                                "rng": torch.get_rng_state(), "cuda_rng": _cuda_rng(),
                                "state": state},
-                              folder.checkpoint)
+                              checkpoint)
     model.eval()
     report = {"train_steps": state["step"], "train_tokens": state["train_tokens"],
               "train_seconds": round(state["train_seconds"], 3),
               "first_loss": state["first_loss"], "final_loss": state["final_loss"]}
     if validation is not None:
-        load_into(parameters, best, folder.checkpoint)
+        load_into(parameters, best, checkpoint)
         report |= {"validation_losses": state["validation_losses"],
                    "best_step": state["best_step"], "stopped_early": state["step"] < steps}
     return report

@@ -4,9 +4,13 @@ method plugins subclass it at import time)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, get_args
 
 from harness.specs import option
+
+Schedule = Literal["linear", "cosine", "constant", "constant_with_warmup", "warmup_min_cosine"]
+# transformers' get_scheduler names, and ours: the lower of a linear warm-up (from 1/warm-up
+# steps) and a cosine decay measured from step 0 (the scene world's schedule)
 
 # Options that change how a fit is carried out but not what it computes.
 NON_RESULT_OPTIONS = frozenset({"checkpoint_every"})
@@ -61,3 +65,24 @@ class EarlyStopping:
     def __post_init__(self) -> None:
         if self.every < 1 or self.patience < 1:
             raise ValueError("early stopping needs every >= 1 and patience >= 1")
+
+
+@dataclass(frozen=True)
+class Optimisation:
+    """How a model trained from scratch on a stream of batches (a trained zoo model) is
+    optimised: AdamW over every parameter for `steps` steps, the learning-rate `schedule`
+    with `round(warmup_ratio * steps)` warm-up steps, gradients clipped to `clip_norm`
+    (None: not clipped). The default weight decay is torch's AdamW default."""
+
+    steps: int
+    lr: float
+    weight_decay: float = 0.01
+    schedule: Schedule = "constant"
+    warmup_ratio: float = 0.0
+    clip_norm: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.steps < 1 or self.lr <= 0:
+            raise ValueError("an optimisation needs steps >= 1 and a positive lr")
+        if self.schedule not in get_args(Schedule):
+            raise ValueError(f"unknown schedule {self.schedule!r}")
