@@ -29,105 +29,56 @@ their pack needs both; `expert-forms` knows the alphabet in several answer forms
 key-value arithmetic world of CALM's first experiment (`harness.zoo.kv`), the anchor on
 numeric arithmetic, the augmenting model on key-value substitution; both use the world's
 tokenizer (family "kv": every key one token, digits and operators one token each).
+
+The `scene-*` models are trained in the scene world (`harness.zoo.scenes`).
+
+Every model is a `ZooRecipe` (harness.zoo.recipe, which says how a new world registers); the
+random ones are listed here, the trained ones by their world's module (`WORLDS`). All are
+built the same way (`_build`) into one `ContentCache` keyed by the recipe's digest.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
 import os
-import shutil
-import tempfile
-from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
-from harness.zoo import experts, scenes
+from harness.content_cache import ContentCache, DamagedEntry, content_key
+from harness.zoo import experts, kv, scenes
+from harness.zoo.recipe import ZooRecipe, ZooTraining
+
+__all__ = ["ZooRecipe", "ZooTraining", "RECIPES", "WORLDS", "ZOO_PREFIX", "zoo_path",
+           "recipe_for", "recipe_fingerprint", "is_zoo_id", "is_vision_language", "is_clip",
+           "cache_root", "train_tokenizer", "random_model"]
 
 ZOO_PREFIX = "harness-zoo/"
 RECIPE_VERSION = 1
 CORPUS = Path(__file__).with_name("corpus.txt")
 
-
-@dataclass(frozen=True)
-class ZooRecipe:
-    name: str
-    architecture: str  # "llama", "gpt2", "llava" (vision tower + projector + llama), "clip" or
-    # "bert" (the scene world's sequence classifier)
-    tokenizer: str  # "metaspace", "bytelevel", "clip", "kv" (trained key-value models), or
-    # "scene-bytelevel" / "scene-clip" (the scene world's models, trained on its sentences)
-    vocab_size: int
-    hidden_size: int
-    layers: int
-    heads: int
-    kv_heads: int
-    seed: int
-    description: str
-
-
-RECIPES: dict[str, ZooRecipe] = {
-    r.name: r
-    for r in (
-        ZooRecipe("tiny-llama", "llama", "metaspace", 640, 64, 4, 4, 2, 0,
-                  "Llama-like, GQA (4 query / 2 key-value heads), Metaspace BPE"),
-        ZooRecipe("tiny-llama-b", "llama", "metaspace", 640, 64, 4, 4, 2, 1,
-                  "tiny-llama's architecture and tokenizer, other seed (for packs and merges)"),
-        ZooRecipe("tiny-gpt2", "gpt2", "bytelevel", 768, 64, 4, 4, 4, 0,
-                  "GPT-2-like, byte-level BPE"),
-        ZooRecipe("tiny-vlm", "llava", "metaspace", 640, 64, 4, 4, 2, 0,
-                  "Llava: tiny CLIP vision tower (32 px, 8 px patches) + projector + tiny Llama"),
-        ZooRecipe("tiny-clip", "clip", "clip", 512, 48, 2, 2, 2, 0,
-                  "CLIP dual encoder: text tower (CLIP tokenizer) + vision tower (32 px), "
-                  "32-d projections"),
-        # Pretrained on one synthetic domain each (harness.zoo.experts), two tokenizer families.
-        ZooRecipe("expert-ascending", "llama", "metaspace", 640, 64, 4, 4, 2, 0,
-                  "tiny-llama pretrained on the alphabet forwards (the mixed_domains task)"),
-        ZooRecipe("expert-descending", "gpt2", "bytelevel", 768, 64, 4, 4, 4, 0,
-                  "tiny-gpt2 pretrained on the alphabet backwards (the mixed_domains task)"),
-        ZooRecipe("expert-forms", "llama", "metaspace", 640, 64, 4, 4, 2, 0,
-                  "tiny-llama pretrained on alphabet questions answered in three forms "
-                  "(the answer_form task)"),
-        *(ZooRecipe(experts.overlap_name(domain, seed), architecture, tokenizer, vocab, 64, 4, 4,
-                    kv_heads, seed, f"{base} pretrained on the alphabet {domain} and on "
-                                    f"skipping runs copied with slips (seed {seed}; the "
-                                    "mixed_domains task's overlap)")
-          for seed in experts.OVERLAP_SEEDS
-          for domain, base, architecture, tokenizer, vocab, kv_heads in (
-              ("ascending", "tiny-llama", "llama", "metaspace", 640, 2),
-              ("descending", "tiny-gpt2", "gpt2", "bytelevel", 768, 4))),
-        # Trained in CALM's key-value world (harness.zoo.kv); GPT-2's learned absolute
-        # positions let the cross-attention match an anchor position to the same
-        # augmenting position (it has no positions of its own).
-        ZooRecipe("kv-augmenting", "gpt2", "kv", 618, 64, 4, 4, 4, 0,
-                  "trained to memorise key-value substitution over every key (CALM's m_A)"),
-        ZooRecipe("kv-anchor", "gpt2", "kv", 618, 64, 4, 4, 4, 0,
-                  "trained on numeric arithmetic only (CALM's anchor m_B)"),
-    )
-}
-
-# The scene world (harness.zoo.scenes), three training seeds each: an LM with byte-level BPE,
-# an attribute classifier and a CLIP with CLIP's tokenizer family, and their twins reading
-# the LM's tokenizer (the exact-gradient ceiling for FUSE).
-SCENE_MODELS = (
-    ("scene-lm", "gpt2", "scene-bytelevel", "GPT-2 trained on the scene world's sentences"),
-    ("scene-classifier", "bert", "scene-clip",
-     "BERT-style classifier of a scene sentence's first object (colour x shape), CLIP tokenizer"),
-    ("scene-classifier-bytelevel", "bert", "scene-bytelevel",
-     "scene-classifier reading scene-lm's tokenizer (exact gradients to its tokens)"),
-    ("scene-clip", "clip", "scene-clip", "CLIP trained contrastively on rendered scenes and captions"),
-    ("scene-clip-bytelevel", "clip", "scene-bytelevel",
-     "scene-clip reading scene-lm's tokenizer (exact gradients to its tokens)"),
+# Left at their seeded initialisation.
+RANDOM_RECIPES = (
+    ZooRecipe("tiny-llama", "llama", "metaspace", 640, 64, 4, 4, 2, 0,
+              "Llama-like, GQA (4 query / 2 key-value heads), Metaspace BPE"),
+    ZooRecipe("tiny-llama-b", "llama", "metaspace", 640, 64, 4, 4, 2, 1,
+              "tiny-llama's architecture and tokenizer, other seed (for packs and merges)"),
+    ZooRecipe("tiny-gpt2", "gpt2", "bytelevel", 768, 64, 4, 4, 4, 0,
+              "GPT-2-like, byte-level BPE"),
+    ZooRecipe("tiny-vlm", "llava", "metaspace", 640, 64, 4, 4, 2, 0,
+              "Llava: tiny CLIP vision tower (32 px, 8 px patches) + projector + tiny Llama"),
+    ZooRecipe("tiny-clip", "clip", "clip", 512, 48, 2, 2, 2, 0,
+              "CLIP dual encoder: text tower (CLIP tokenizer) + vision tower (32 px), "
+              "32-d projections"),
 )
-SCENE_SEEDS = (0, 1, 2)
-SCENE_WIDTHS = {"gpt2": (16, 2), "bert": (48, 4), "clip": (48, 4)}  # width, heads
-RECIPES.update({
+# The worlds whose modules list trained recipes (`RECIPES`); see ZooRecipe to add one.
+WORLDS = (experts, kv, scenes)
+RECIPES: dict[str, ZooRecipe] = {
     recipe.name: recipe
-    for name, architecture, tokenizer, description in SCENE_MODELS for seed in SCENE_SEEDS
-    for width, heads in [SCENE_WIDTHS[architecture]]
-    for recipe in [ZooRecipe(name + (f"-seed{seed}" if seed else ""), architecture, tokenizer, 0,
-                             width, 2, heads, heads, seed, f"{description} (training seed {seed})")]
-})
+    for recipe in (*RANDOM_RECIPES, *(r for world in WORLDS for r in world.RECIPES))
+}
 
 # The vision tower of "llava" recipes; 32 px images in 8 px patches give 16 image tokens.
 VISION_TOWER: dict[str, Any] = {"hidden_size": 32, "intermediate_size": 64,
@@ -167,60 +118,38 @@ def is_clip(recipe: ZooRecipe) -> bool:
     return recipe.architecture == "clip"
 
 
-def is_scene(recipe: ZooRecipe) -> bool:
-    """A scene-world model, trained on first use (harness.zoo.scenes)."""
-    return recipe.tokenizer.startswith("scene-")
-
-
-def scene_role(recipe: ZooRecipe) -> str:
-    return {"gpt2": "lm", "bert": "classifier", "clip": "clip"}[recipe.architecture]
-
-
-def is_trained(recipe: ZooRecipe) -> bool:
-    """A key-value model, trained on first use (harness.zoo.kv) instead of left random."""
-    return recipe.tokenizer == "kv"
-
-
 def recipe_fingerprint(recipe: ZooRecipe) -> str:
-    content: dict[str, Any] = {"recipe": asdict(recipe), "version": RECIPE_VERSION,
+    content: dict[str, Any] = {"recipe": recipe.card(), "version": RECIPE_VERSION,
                                "corpus": hashlib.sha256(CORPUS.read_bytes()).hexdigest()}
     if is_vision_language(recipe):  # text-only recipes keep the fingerprints they always had
         content["vision_tower"] = VISION_TOWER
     if is_clip(recipe):
         content["clip_towers"] = CLIP_TOWERS
-    pretraining = experts.pretraining_fingerprint(recipe.name)
-    if pretraining is not None:
-        content["pretraining"] = pretraining
-    if is_trained(recipe):
-        from harness.zoo import kv
+    if recipe.training is not None:
+        content |= recipe.training.identity()
+    return content_key(content)
 
-        content["training"] = kv.training_identity(recipe.name)
-    if is_scene(recipe):
-        content["scene_training"] = asdict(scenes.training_for(scene_role(recipe),
-                                                               recipe.tokenizer.removeprefix("scene-")))
-        content["scene_world"] = scenes.world_identity()
-    payload = json.dumps(content, sort_keys=True)
-    return hashlib.sha256(payload.encode()).hexdigest()
+
+def _zoo_cache() -> ContentCache:
+    return ContentCache(cache_root() / "zoo", folder=True, key_chars=12)
+
+
+def _built(folder: Path) -> Path:
+    if not (folder / "config.json").is_file():
+        raise DamagedEntry(f"{folder}: no config.json")
+    return folder
 
 
 def zoo_path(model_id: str) -> Path:
-    """Local directory of a zoo model, building it on first use (atomically)."""
+    """Local directory of a zoo model, building it on first use."""
     recipe = recipe_for(model_id)
-    target = cache_root() / "zoo" / f"{recipe.name}-{recipe_fingerprint(recipe)[:12]}"
-    if (target / "config.json").exists():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{recipe.name}-", dir=target.parent))
-    try:
+    zoo, key, label = _zoo_cache(), recipe_fingerprint(recipe), f"{recipe.name}-"
+
+    def build(staging: Path) -> Path:
         _build(recipe, staging)
-        try:
-            os.rename(staging, target)
-        except OSError:  # another process finished first; its copy is identical
-            if not (target / "config.json").exists():
-                raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return target
+        return zoo.path(key, label)
+
+    return zoo.fetch(key, _built, build, label)
 
 
 def train_tokenizer(kind: str, vocab_size: int, text: Sequence[str] | None = None) -> Any:
@@ -327,37 +256,52 @@ def _config(recipe: ZooRecipe, tokenizer: Any) -> Any:
                       bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
 
 
-def _build(recipe: ZooRecipe, out: Path) -> None:
+def random_model(recipe: ZooRecipe) -> tuple[Any, tuple[Any, ...]]:
+    """The recipe's model at its seeded initialisation, and what is saved beside it
+    (tokenizer, processors)."""
     import torch
     from transformers import AutoModel, AutoModelForCausalLM, AutoModelForImageTextToText
 
-    if is_scene(recipe):
-        scenes.build(scene_role(recipe), recipe.tokenizer.removeprefix("scene-"), recipe.hidden_size,
-                     recipe.layers, recipe.heads, recipe.seed, out)
-        (out / "zoo_recipe.json").write_text(json.dumps(asdict(recipe), indent=2, sort_keys=True))
-        return
-    if is_trained(recipe):
-        from harness.zoo import kv
-
-        kv.build(recipe.name, recipe.architecture, recipe.hidden_size, recipe.layers, recipe.heads,
-                 recipe.seed, out)
-        (out / "zoo_recipe.json").write_text(json.dumps(asdict(recipe), indent=2, sort_keys=True))
-        return
     tokenizer = _wrap_tokenizer(recipe)
     config = _config(recipe, tokenizer)
     torch.manual_seed(recipe.seed)
     if is_vision_language(recipe):
-        model, preprocessing = AutoModelForImageTextToText.from_config(config), _processor(tokenizer)
-    elif is_clip(recipe):
-        model, preprocessing = AutoModel.from_config(config), tokenizer
-        _image_processor(CLIP_TOWERS["vision"]["image_size"]).save_pretrained(out)
+        return AutoModelForImageTextToText.from_config(config), (_processor(tokenizer),)
+    if is_clip(recipe):
+        return (AutoModel.from_config(config),
+                (tokenizer, _image_processor(CLIP_TOWERS["vision"]["image_size"])))
+    return AutoModelForCausalLM.from_config(config), (tokenizer,)
+
+
+def _build(recipe: ZooRecipe, out: Path) -> None:
+    """Build (and train, through harness.training) the recipe's model into `out`."""
+    from harness.training.loop import optimise
+
+    if recipe.training is None:
+        model, companions = random_model(recipe)
+        for part in (model, *companions):
+            part.save_pretrained(out)
     else:
-        model, preprocessing = AutoModelForCausalLM.from_config(config), tokenizer
-    model.save_pretrained(out)
-    preprocessing.save_pretrained(out)
-    if recipe.name in experts.PRETRAINING:
-        experts.pretrain(recipe.name, out)
-    (out / "zoo_recipe.json").write_text(json.dumps(asdict(recipe), indent=2, sort_keys=True))
+        with _one_thread():  # tiny widths: intra-op threads cost more than they save
+            prepared = recipe.training.prepare(recipe)
+            final_loss = optimise(prepared.model, recipe.training.optimisation, prepared.loss)
+        for part in (prepared.model, *prepared.companions):
+            part.save_pretrained(out)
+        recipe.training.finish(recipe, prepared, final_loss, out)
+    (out / "zoo_recipe.json").write_text(json.dumps(recipe.card(), indent=2, sort_keys=True))
+
+
+@contextlib.contextmanager
+def _one_thread() -> Iterator[None]:
+    """One intra-op thread (also what keeps a trained model the same on any machine)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _processor(tokenizer: Any) -> Any:

@@ -31,7 +31,7 @@ paper's sense (form, not knowledge).
 
 The `mixed_domains` and `answer_form` tasks ask for what these corpora teach. Training is
 deterministic (fixed seeds, data drawn from a seeded generator) and takes seconds on a CPU
-core; the result is cached like every zoo model.
+core; the result is cached like every zoo model. The recipes are this module's `RECIPES`.
 """
 
 from __future__ import annotations
@@ -39,8 +39,10 @@ from __future__ import annotations
 import random
 import string
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any, ClassVar
+
+from harness.training.options import Optimisation
+from harness.zoo.recipe import Prepared, ZooRecipe, ZooTraining
 
 ALPHABET = string.ascii_lowercase
 STEPS = {"ascending": 1, "descending": -1, "skipping": 2}
@@ -48,8 +50,11 @@ DOMAINS = tuple(STEPS)
 
 
 @dataclass(frozen=True, kw_only=True)
-class Pretraining:
-    """A pretraining budget; subclasses say which texts it is spent on."""
+class Pretraining(ZooTraining):
+    """A pretraining budget spent on a random zoo model (the recipe's architecture and
+    tokenizer); subclasses say which texts it is spent on. AdamW at a constant rate (torch's
+    default weight decay), no clipping; batches of texts drawn from a generator seeded with
+    `seed`, the loss over every token but padding."""
 
     steps: int = 300
     batch_size: int = 32
@@ -59,6 +64,35 @@ class Pretraining:
 
     def text(self, rng: random.Random) -> str:
         raise NotImplementedError
+
+    @property
+    def optimisation(self) -> Optimisation:
+        return Optimisation(steps=self.steps, lr=self.lr)
+
+    def identity(self) -> dict[str, Any]:
+        return {"pretraining": asdict(self)}
+
+    def prepare(self, recipe: ZooRecipe) -> Prepared:
+        import torch
+
+        from harness.zoo import random_model
+
+        model, companions = random_model(recipe)
+        tokenizer = companions[0]
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        end = [tokenizer.eos_token_id] if self.ends_documents else []
+        rng = random.Random(self.seed)
+        torch.manual_seed(self.seed)
+
+        def loss(step: int) -> Any:
+            texts = [self.text(rng) for _ in range(self.batch_size)]
+            batch = _right_padded([tokenizer(text)["input_ids"] + end for text in texts], pad)
+            labels = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
+            logits = model(**batch).logits[:, :-1]
+            return torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]),
+                                                     labels[:, 1:].reshape(-1), ignore_index=-100)
+
+        return Prepared(model, companions, loss)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -130,14 +164,28 @@ def overlap_name(domain: str, seed: int) -> str:
     return f"overlap-{domain}" + (f"-s{seed}" if seed else "")
 
 
-# Zoo recipe name -> its pretraining; the recipes themselves live in harness.zoo.RECIPES.
-PRETRAINING: dict[str, Pretraining] = {
-    "expert-ascending": DomainPretraining(domain="ascending"),
-    "expert-descending": DomainPretraining(domain="descending"),
-    "expert-forms": AnswerFormPretraining(),
-    **{overlap_name(domain, seed): OverlapPretraining(domain=domain, slip=slip, seed=seed)
-       for seed in OVERLAP_SEEDS for domain, slip in (("ascending", 3), ("descending", 4))},
-}
+def _expert(name: str, base: str, training: Pretraining, description: str) -> ZooRecipe:
+    """A recipe of `base`'s architecture and tokenizer (tiny-llama or tiny-gpt2), pretrained."""
+    architecture, tokenizer, vocab, kv_heads = {"tiny-llama": ("llama", "metaspace", 640, 2),
+                                                "tiny-gpt2": ("gpt2", "bytelevel", 768, 4)}[base]
+    return ZooRecipe(name, architecture, tokenizer, vocab, 64, 4, 4, kv_heads, training.seed,
+                     description, training)
+
+
+RECIPES = (
+    _expert("expert-ascending", "tiny-llama", DomainPretraining(domain="ascending"),
+            "tiny-llama pretrained on the alphabet forwards (the mixed_domains task)"),
+    _expert("expert-descending", "tiny-gpt2", DomainPretraining(domain="descending"),
+            "tiny-gpt2 pretrained on the alphabet backwards (the mixed_domains task)"),
+    _expert("expert-forms", "tiny-llama", AnswerFormPretraining(),
+            "tiny-llama pretrained on alphabet questions answered in three forms "
+            "(the answer_form task)"),
+    *(_expert(overlap_name(domain, seed), base, OverlapPretraining(domain=domain, slip=slip, seed=seed),
+              f"{base} pretrained on the alphabet {domain} and on skipping runs copied with "
+              f"slips (seed {seed}; the mixed_domains task's overlap)")
+      for seed in OVERLAP_SEEDS
+      for domain, slip, base in (("ascending", 3, "tiny-llama"), ("descending", 4, "tiny-gpt2"))),
+)
 
 
 def letter_run(domain: str, start: int, length: int) -> list[str]:
@@ -147,53 +195,6 @@ def letter_run(domain: str, start: int, length: int) -> list[str]:
     if domain not in STEPS:
         raise ValueError(f"unknown domain {domain!r}; domains: {', '.join(DOMAINS)}")
     return [ALPHABET[(start + STEPS[domain] * i) % len(ALPHABET)] for i in range(length)]
-
-
-def pretraining_fingerprint(name: str) -> dict[str, Any] | None:
-    """What enters a zoo recipe's fingerprint for its pretraining (None: not an expert)."""
-    plan = PRETRAINING.get(name)
-    return None if plan is None else asdict(plan)
-
-
-def pretrain(name: str, folder: Path) -> None:
-    """Pretrain the freshly built zoo model in `folder` on its corpus, in place."""
-    import torch
-
-    plan = PRETRAINING[name]
-    threads = torch.get_num_threads()
-    # A 64-wide model gains nothing from intra-op threads, and on a busy machine their
-    # synchronisation costs more than the arithmetic.
-    torch.set_num_threads(1)
-    try:
-        _pretrain(plan, folder)
-    finally:
-        torch.set_num_threads(threads)
-
-
-def _pretrain(plan: Pretraining, folder: Path) -> None:
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(folder)
-    model = AutoModelForCausalLM.from_pretrained(folder)
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    rng = random.Random(plan.seed)
-    torch.manual_seed(plan.seed)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=plan.lr)
-    model.train()
-    for _ in range(plan.steps):
-        texts = [plan.text(rng) for _ in range(plan.batch_size)]
-        end = [tokenizer.eos_token_id] if plan.ends_documents else []
-        batch = _right_padded([tokenizer(text)["input_ids"] + end for text in texts], pad)
-        labels = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
-        logits = model(**batch).logits[:, :-1]
-        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]),
-                                                 labels[:, 1:].reshape(-1), ignore_index=-100)
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad()
-    model.eval()
-    model.save_pretrained(folder)
 
 
 def _right_padded(encoded: list[list[int]], pad: int) -> dict[str, Any]:

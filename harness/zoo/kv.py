@@ -31,7 +31,7 @@ mapping); `harness-zoo/kv-anchor` on numeric_arithmetic only. Both are small GPT
 (learned absolute positions: the cross-attention has no positions of its own, so the
 anchor finds "the augmenting state at my position" through them), trained
 deterministically on first use (seeded initialisation and data order, one thread) and
-cached like every zoo model. The sizes and budgets are the smallest we found that learn
+cached like every zoo model (this module's `RECIPES`). The sizes and budgets are the smallest we found that learn
 their skill on two CPU cores (about 6 and 10 minutes on a shared machine); the anchor, like
 the paper's (m_B solves 73.7% of numeric arithmetic), is far from perfect at it.
 """
@@ -46,6 +46,9 @@ from dataclasses import asdict, dataclass
 from functools import cache
 from pathlib import Path
 from typing import Any, Literal
+
+from harness.training.options import Optimisation
+from harness.zoo.recipe import Prepared, ZooRecipe, ZooTraining
 
 WORLD_SEED = 9
 N_KEYS = 600
@@ -136,8 +139,10 @@ def examples(dataset: Dataset, split: Split, count: int,
 # ------------------------------------------------------------------------- zoo models
 
 @dataclass(frozen=True)
-class Curriculum:
-    """How a key-value zoo model is trained."""
+class Curriculum(ZooTraining):
+    """How a key-value zoo model is trained: `examples` training examples of `dataset`,
+    batches drawn with replacement (a generator seeded with the recipe's seed), the loss on
+    the target tokens; AdamW, a 5% warm-up then cosine decay, gradients clipped to norm 1."""
 
     dataset: Dataset
     examples: int
@@ -147,20 +152,56 @@ class Curriculum:
     weight_decay: float = 0.0
     intermediate_factor: int = 4
 
+    @property
+    def optimisation(self) -> Optimisation:
+        return Optimisation(steps=self.steps, lr=self.lr, weight_decay=self.weight_decay,
+                            schedule="cosine", warmup_ratio=0.05, clip_norm=1.0)
 
-CURRICULA = {
-    "kv-augmenting": Curriculum("kv_substitution", examples=20_000, steps=600, batch_size=128,
-                                lr=5e-3),
-    "kv-anchor": Curriculum("numeric_arithmetic", examples=14_000, steps=1500, batch_size=128,
-                            lr=3e-3),
-}
-
-
-def training_identity(name: str) -> dict[str, Any]:
-    """What enters the zoo fingerprint of a key-value model besides its recipe."""
-    return {"curriculum": asdict(CURRICULA[name]),
+    def identity(self) -> dict[str, Any]:
+        return {"training": {
+            "curriculum": asdict(self),
             "world": [WORLD_SEED, N_KEYS, KEY_LENGTH, list(VALUES), list(OPERANDS), OPERATORS,
-                      COMPOSITION_SHARE, VALIDATION_SHARE, EVAL_BUCKET], "symbols": SYMBOLS}
+                      COMPOSITION_SHARE, VALIDATION_SHARE, EVAL_BUCKET], "symbols": SYMBOLS}}
+
+    def prepare(self, recipe: ZooRecipe) -> Prepared:
+        import torch
+        from transformers import AutoModelForCausalLM
+
+        tokenizer = kv_tokenizer()
+        torch.manual_seed(recipe.seed)
+        model = AutoModelForCausalLM.from_config(_config(
+            recipe.architecture, tokenizer, recipe.hidden_size, recipe.layers, recipe.heads,
+            self.intermediate_factor))
+        model.generation_config.pad_token_id = tokenizer.pad_token_id
+        ids, labels = _encode(tokenizer, examples(self.dataset, "train", self.examples))
+        order = torch.Generator().manual_seed(recipe.seed)
+
+        def loss(step: int) -> Any:
+            rows = torch.randint(len(ids), (self.batch_size,), generator=order)
+            batch_ids, batch_labels = ids[rows], labels[rows]
+            width = int((batch_ids != tokenizer.pad_token_id).sum(1).max())
+            batch_ids, batch_labels = batch_ids[:, :width], batch_labels[:, :width]
+            return model(input_ids=batch_ids, attention_mask=batch_ids != tokenizer.pad_token_id,
+                         labels=batch_labels).loss
+
+        return Prepared(model, (tokenizer,), loss)
+
+    def finish(self, recipe: ZooRecipe, prepared: Prepared, final_loss: float, out: Path) -> None:
+        (out / "zoo_training.json").write_text(json.dumps(
+            self.identity()["training"] | {"final_loss": final_loss}, indent=2, sort_keys=True))
+
+
+# GPT-2's learned absolute positions let the cross-attention match an anchor position to the
+# same augmenting position (it has no positions of its own).
+RECIPES = (
+    ZooRecipe("kv-augmenting", "gpt2", "kv", 618, 64, 4, 4, 4, 0,
+              "trained to memorise key-value substitution over every key (CALM's m_A)",
+              Curriculum("kv_substitution", examples=20_000, steps=600, batch_size=128, lr=5e-3)),
+    ZooRecipe("kv-anchor", "gpt2", "kv", 618, 64, 4, 4, 4, 0,
+              "trained on numeric arithmetic only (CALM's anchor m_B)",
+              Curriculum("numeric_arithmetic", examples=14_000, steps=1500, batch_size=128,
+                         lr=3e-3)),
+)
 
 
 def kv_tokenizer() -> Any:
@@ -176,22 +217,6 @@ def kv_tokenizer() -> Any:
     return PreTrainedTokenizerFast(tokenizer_object=raw, bos_token="<s>", eos_token="</s>",
                                    unk_token="<unk>", pad_token="<pad>",
                                    model_max_length=MAX_POSITIONS)
-
-
-def build(name: str, architecture: str, hidden_size: int, layers: int, heads: int, seed: int,
-          out: Path) -> None:
-    """Train the key-value zoo model `name` and save it (with its tokenizer) to `out`."""
-    import torch
-
-    curriculum = CURRICULA[name]
-    # one thread: tiny matrices gain nothing from more, and spinning threads lose a lot
-    # on shared cores; one fixed thread count also keeps the result reproducible
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        _train(name, curriculum, architecture, hidden_size, layers, heads, seed, out)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _config(architecture: str, tokenizer: Any, hidden_size: int, layers: int, heads: int,
@@ -210,43 +235,6 @@ def _config(architecture: str, tokenizer: Any, hidden_size: int, layers: int, he
                        num_hidden_layers=layers, num_attention_heads=heads,
                        num_key_value_heads=heads, max_position_embeddings=MAX_POSITIONS,
                        tie_word_embeddings=False, **special)
-
-
-def _train(name: str, curriculum: Curriculum, architecture: str, hidden_size: int, layers: int,
-           heads: int, seed: int, out: Path) -> None:
-    import torch
-    from transformers import AutoModelForCausalLM, get_scheduler
-
-    tokenizer = kv_tokenizer()
-    config = _config(architecture, tokenizer, hidden_size, layers, heads,
-                     curriculum.intermediate_factor)
-    torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_config(config)
-    ids, labels = _encode(tokenizer, examples(curriculum.dataset, "train", curriculum.examples))
-    optimizer = torch.optim.AdamW(model.parameters(), lr=curriculum.lr,
-                                  weight_decay=curriculum.weight_decay)
-    schedule = get_scheduler("cosine", optimizer, num_warmup_steps=curriculum.steps // 20,
-                             num_training_steps=curriculum.steps)
-    order = torch.Generator().manual_seed(seed)
-    model.train()
-    for _ in range(curriculum.steps):
-        rows = torch.randint(len(ids), (curriculum.batch_size,), generator=order)
-        batch_ids, batch_labels = ids[rows], labels[rows]
-        width = int((batch_ids != tokenizer.pad_token_id).sum(1).max())
-        batch_ids, batch_labels = batch_ids[:, :width], batch_labels[:, :width]
-        loss = model(input_ids=batch_ids, attention_mask=batch_ids != tokenizer.pad_token_id,
-                     labels=batch_labels).loss
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        schedule.step()
-        optimizer.zero_grad(set_to_none=True)
-    model.eval()
-    model.generation_config.pad_token_id = tokenizer.pad_token_id
-    model.save_pretrained(out)
-    tokenizer.save_pretrained(out)
-    (out / "zoo_training.json").write_text(json.dumps(
-        training_identity(name) | {"final_loss": float(loss.detach())}, indent=2, sort_keys=True))
 
 
 def _encode(tokenizer: Any, rows: list[dict[str, str]]) -> tuple[Any, Any]:

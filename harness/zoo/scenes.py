@@ -6,8 +6,8 @@ relation. Its caption comes from a template grammar ("a big red circle above a s
 square"; sizes are mentioned or not, and a relation can be said both ways), and Pillow draws
 it as a small RGB image. Sentences are the caption after `PREFIX` and end with a period.
 
-Zoo recipes trained here (each cached by content like every zoo model; training runs on one
-thread, data drawn from a seeded generator):
+Zoo recipes trained here (this module's `RECIPES`, each cached by content like every zoo
+model; training runs on one thread, data drawn from a seeded generator):
 
 - `lm`: a GPT-2 (byte-level BPE, trained on the world's sentences) trained as a causal LM;
 - `classifier`: a BERT-style encoder that reads a sentence, or any prefix of one that
@@ -28,8 +28,10 @@ import math
 import random
 import re
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
+
+from harness.training.options import Optimisation
+from harness.zoo.recipe import Prepared, ZooRecipe, ZooTraining
 
 PREFIX = "an image of"
 IMAGE_SIZE = 32
@@ -221,8 +223,10 @@ def _draw(draw: Any, shape: str, x: float, y: float, r: int, fill: tuple[int, in
 
 
 @dataclass(frozen=True)
-class SceneTraining:
-    """How one scene model is trained (all of it enters the zoo fingerprint)."""
+class SceneTraining(ZooTraining):
+    """How one scene model is trained (all of it enters the zoo fingerprint): batches drawn
+    from a generator seeded with the recipe's seed; AdamW (weight decay 0.01), the lower of a
+    5% linear warm-up and a cosine decay, gradients clipped to norm 1."""
 
     role: str  # "lm", "classifier" or "clip"
     tokenizer: str  # "bytelevel" (the LM's) or "clip" (CLIP's family, trained on the world)
@@ -234,6 +238,27 @@ class SceneTraining:
     images: int = 4000  # CLIP: rendered scenes drawn from, once each, with their jitter
     temperature: float = 0.07  # CLIP's initial logit scale is 1 / temperature
     version: int = 1
+
+    @property
+    def optimisation(self) -> Optimisation:
+        return Optimisation(steps=self.steps, lr=self.lr, weight_decay=0.01,
+                            schedule="warmup_min_cosine", warmup_ratio=0.05, clip_norm=1.0)
+
+    def identity(self) -> dict[str, Any]:
+        return {"scene_training": asdict(self), "scene_world": world_identity()}
+
+    def prepare(self, recipe: ZooRecipe) -> Prepared:
+        import torch
+
+        tokenizer = scene_tokenizer(self)
+        torch.manual_seed(recipe.seed)
+        model = _model(self.role, tokenizer, recipe.hidden_size, recipe.layers, recipe.heads)
+        loss = _LOSSES[self.role](model, tokenizer, self, recipe.seed)
+        if self.role != "clip":
+            return Prepared(model, (tokenizer,), loss)
+        from harness.zoo import _image_processor
+
+        return Prepared(model, (tokenizer, _image_processor(IMAGE_SIZE)), loss)
 
 
 ROLES = ("lm", "classifier", "clip")
@@ -254,39 +279,10 @@ def world_identity() -> dict[str, Any]:
             "relations": RELATIONS, "preference_spread": PREFERENCE_SPREAD}
 
 
-def training_for(role: str, tokenizer: str) -> SceneTraining:
-    base = TRAINING[role]
-    return SceneTraining(**{**asdict(base), "tokenizer": tokenizer})
-
-
 def tokenizer_corpus(plan: SceneTraining) -> list[str]:
     """The sentences every scene tokenizer is trained on (one corpus, whatever the seed, so
     that the LM and its twins share one vocabulary)."""
     return corpus(plan.corpus_sentences, seed=0)
-
-
-def build(role: str, tokenizer_kind: str, width: int, layers: int, heads: int, seed: int,
-          out: Path) -> None:
-    """Train the scene model `role` (with tokenizer family `tokenizer_kind`) into `out`."""
-    import torch
-
-    plan = training_for(role, tokenizer_kind)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny widths: intra-op threads cost more than they save
-    try:
-        tokenizer = scene_tokenizer(plan)
-        torch.manual_seed(seed)
-        model = _model(role, tokenizer, width, layers, heads)
-        _TRAINERS[role](model, tokenizer, plan, seed)
-        model.eval()
-        model.save_pretrained(out)
-        tokenizer.save_pretrained(out)
-        if role == "clip":
-            from harness.zoo import _image_processor
-
-            _image_processor(IMAGE_SIZE).save_pretrained(out)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def scene_tokenizer(plan: SceneTraining) -> Any:
@@ -354,24 +350,8 @@ def framed(tokenizer: Any, texts: Sequence[str]) -> dict[str, Any]:
     return {"input_ids": ids, "attention_mask": mask}
 
 
-def _optimise(model: Any, steps: int, lr: float, loss: Callable[[int], Any]) -> None:
-    """AdamW with a linear warm-up (5%) and cosine decay; `loss(step)` draws its own batch."""
-    import torch
-
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
-    warmup = max(1, steps // 20)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(
-        (s + 1) / warmup, 0.5 * (1 + math.cos(math.pi * min(1.0, s / steps)))))
-    model.train()
-    for step in range(steps):
-        loss(step).backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        schedule.step()
-        optimizer.zero_grad()
-
-
-def _train_lm(model: Any, tokenizer: Any, plan: SceneTraining, seed: int) -> None:
+def _lm_loss(model: Any, tokenizer: Any, plan: SceneTraining, seed: int
+             ) -> Callable[[int], Any]:
     import torch.nn.functional as F
 
     rng = random.Random(seed)
@@ -383,7 +363,7 @@ def _train_lm(model: Any, tokenizer: Any, plan: SceneTraining, seed: int) -> Non
         logits = model(**batch).logits[:, :-1]
         return F.cross_entropy(logits.transpose(1, 2), labels[:, 1:], ignore_index=-100)
 
-    _optimise(model, plan.steps, plan.lr, loss)
+    return loss
 
 
 def classifier_prefix(text: str, rng: random.Random) -> str:
@@ -394,7 +374,8 @@ def classifier_prefix(text: str, rng: random.Random) -> str:
     return " ".join(words[:rng.randint(colour_at + 1, len(words))])
 
 
-def _train_classifier(model: Any, tokenizer: Any, plan: SceneTraining, seed: int) -> None:
+def _classifier_loss(model: Any, tokenizer: Any, plan: SceneTraining, seed: int
+                     ) -> Callable[[int], Any]:
     import torch
     import torch.nn.functional as F
 
@@ -409,10 +390,11 @@ def _train_classifier(model: Any, tokenizer: Any, plan: SceneTraining, seed: int
         return sum(F.cross_entropy(logits[:, head], torch.tensor(classes))
                    for head, classes in zip(CLASSIFIER_HEADS, zip(*map(head_classes, labels))))
 
-    _optimise(model, plan.steps, plan.lr, loss)
+    return loss
 
 
-def _train_clip(model: Any, tokenizer: Any, plan: SceneTraining, seed: int) -> None:
+def _clip_loss(model: Any, tokenizer: Any, plan: SceneTraining, seed: int
+              ) -> Callable[[int], Any]:
     from harness.zoo import _image_processor
 
     rng = random.Random(seed)
@@ -427,12 +409,42 @@ def _train_clip(model: Any, tokenizer: Any, plan: SceneTraining, seed: int) -> N
         out = model(pixel_values=pixels[chosen], return_loss=True, **framed(tokenizer, texts))
         return out.loss
 
-    _optimise(model, plan.steps, plan.lr, loss)
+    return loss
 
 
-_TRAINERS: dict[str, Callable[[Any, Any, SceneTraining, int], None]] = {
-    "lm": _train_lm, "classifier": _train_classifier, "clip": _train_clip,
+_LOSSES: dict[str, Callable[[Any, Any, SceneTraining, int], Callable[[int], Any]]] = {
+    "lm": _lm_loss, "classifier": _classifier_loss, "clip": _clip_loss,
 }
+
+# Three training seeds each: an LM with byte-level BPE, an attribute classifier and a CLIP with
+# CLIP's tokenizer family, and their twins reading the LM's tokenizer (the exact-gradient
+# ceiling for FUSE).
+MODELS = (
+    ("scene-lm", "gpt2", "bytelevel", "GPT-2 trained on the scene world's sentences"),
+    ("scene-classifier", "bert", "clip",
+     "BERT-style classifier of a scene sentence's first object (colour x shape), CLIP tokenizer"),
+    ("scene-classifier-bytelevel", "bert", "bytelevel",
+     "scene-classifier reading scene-lm's tokenizer (exact gradients to its tokens)"),
+    ("scene-clip", "clip", "clip", "CLIP trained contrastively on rendered scenes and captions"),
+    ("scene-clip-bytelevel", "clip", "bytelevel",
+     "scene-clip reading scene-lm's tokenizer (exact gradients to its tokens)"),
+)
+SEEDS = (0, 1, 2)
+WIDTHS = {"gpt2": (16, 2), "bert": (48, 4), "clip": (48, 4)}  # width, heads
+ROLE_OF = {"gpt2": "lm", "bert": "classifier", "clip": "clip"}
+
+
+def training_for(role: str, tokenizer: str) -> SceneTraining:
+    base = TRAINING[role]
+    return SceneTraining(**{**asdict(base), "tokenizer": tokenizer})
+
+
+RECIPES = tuple(
+    ZooRecipe(name + (f"-seed{seed}" if seed else ""), architecture, f"scene-{tokenizer}", 0,
+              width, 2, heads, heads, seed, f"{description} (training seed {seed})",
+              training_for(ROLE_OF[architecture], tokenizer))
+    for name, architecture, tokenizer, description in MODELS for seed in SEEDS
+    for width, heads in [WIDTHS[architecture]])
 
 
 def evaluation_scenes(count: int, seed: int) -> Iterator[Scene]:
