@@ -95,7 +95,7 @@ class ContentCache:
             result = write(staging)
             _settle(staging)
             self._rename(staging, path)
-            _fsync(path.parent)
+            fsync(path.parent)
         finally:
             if staging.is_dir():
                 shutil.rmtree(staging, ignore_errors=True)
@@ -147,7 +147,8 @@ class ContentCache:
         shutil.rmtree(path.with_name(f".{path.name}.partial"), ignore_errors=True)
 
 
-def _fsync(path: Path) -> None:
+def fsync(path: Path) -> None:
+    """Flush a file or folder to disk."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -175,4 +176,4 @@ def _settle(path: Path) -> None:
     mask = _umask()
     for item in [*path.rglob("*"), path] if path.is_dir() else [path]:
         os.chmod(item, (0o777 if item.is_dir() else 0o666) & ~mask)
-        _fsync(item)
+        fsync(item)

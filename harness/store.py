@@ -47,6 +47,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
+from harness.content_cache import fsync
 from harness.errors import DataError, redact
 from harness.records import NEWER_SCHEMA, CellRecord
 
@@ -88,14 +89,6 @@ def _umask() -> int:
 def _follow_umask(path: Path, directory: bool = False) -> None:
     """tempfile makes 0600 files and 0700 folders; give them the user's usual mode."""
     os.chmod(path, (0o777 if directory else 0o666) & ~_umask())
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _owner_tag() -> str:
@@ -160,7 +153,7 @@ def atomic_write_text(path: Path, text: str) -> None:
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
-        _fsync_dir(path.parent)
+        fsync(path.parent)
 
 
 def jsonl_text(records: Iterable[dict[str, Any]]) -> str:
@@ -577,11 +570,11 @@ class Store:
                 with path.open("rb") as handle:
                     os.fsync(handle.fileno())
             _follow_umask(staging, directory=True)
-            _fsync_dir(staging)
+            fsync(staging)
             if target.exists():
                 os.rename(target, old)
             os.rename(staging, target)
-            _fsync_dir(target.parent)
+            fsync(target.parent)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
