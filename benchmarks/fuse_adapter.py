@@ -87,7 +87,7 @@ def caption_benchmark(steps: int) -> None:
     from harness.fuse.caption import CaptionObjective, ClipText, PrimaryLM
     from harness.fuse.search import SearchConfig, search
     from harness.fuse.words import word_start_token
-    from harness.models import ModelRef, load_causal_lm, load_clip
+    from harness.models.loading import ModelRef, load_causal_lm, load_clip
     from harness.tasks.coco_captioning import FIXTURES
 
     lm_ref, clip_ref = ModelRef("harness-zoo/tiny-gpt2"), ModelRef("harness-zoo/tiny-clip")

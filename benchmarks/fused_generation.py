@@ -28,7 +28,7 @@ def members(count: int, size: str, device: str, dtype: Any, folder: Path) -> lis
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-    from harness.models import ModelRef
+    from harness.models.loading import ModelRef
 
     tokenizer = AutoTokenizer.from_pretrained(ModelRef("harness-zoo/tiny-llama").location())
     hidden, layers, heads, kv_heads = SIZES[size]

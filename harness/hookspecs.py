@@ -25,10 +25,10 @@ from typing import TYPE_CHECKING, Callable
 import pluggy
 
 if TYPE_CHECKING:
-    from harness.reporting import Board
-    from harness.executors import ExecutorSpec
-    from harness.runner import Cell, CellOutcome, Plan
-    from harness.specs import MethodSpec, TaskSpec
+    from harness.report.board import Board
+    from harness.run.executors import ExecutorSpec
+    from harness.run.runner import Cell, CellOutcome, Plan
+    from harness.contract import MethodSpec, TaskSpec
 
 hookspec = pluggy.HookspecMarker("harness")
 
@@ -96,7 +96,7 @@ def harness_executors() -> list[ExecutorSpec]:
 
     An executor receives an `ExecutionContext` (the plan, its jobs, slots, GPUs, timeout,
     retries) and returns every job cell's `CellOutcome`. Jobs travel as JSON job specs
-    (`harness.executors.job_spec`) that a worker runs with `run_job_spec`, so an executor
+    (`harness.run.executors.job_spec`) that a worker runs with `run_job_spec`, so an executor
     only has to start workers somewhere that shares the --out folder. The host's own
     executors (local, ray, slurm) are contributed the same way.
     """

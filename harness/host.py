@@ -1,8 +1,10 @@
 """The pluggy host: discovers plugins and collects their methods, tasks and writers.
 
-The host's own leaderboard writers (`harness.reporting`) and executors
-(`harness.executors`) are part of the host, not plugins a switch can block: `-p no:NAME` and `HARNESS_DISABLE_PLUGIN_AUTOLOAD` act on the
-entry-point plugins only.
+Three kinds of plugin, loaded in this order (pytest's default plugins are the model):
+the host's own leaderboard writers and executors (`HOST_PLUGINS`: part of the host, never
+blocked), the built-in methods and tasks (`BUILTIN_PLUGINS`: blocked with `-p no:NAME`), and
+third-party plugins from the `harness` entry-point group (blocked with `-p no:NAME`, all of
+them with `HARNESS_DISABLE_PLUGIN_AUTOLOAD=1`) or named with `-p module`.
 """
 
 from __future__ import annotations
@@ -24,15 +26,26 @@ import pluggy
 from harness import __version__, hookspecs
 from harness.errors import HarnessError, UsageError, did_you_mean
 from harness.hookspecs import ReportWriter
-from harness.records import CodeInfo
-from harness.specs import MethodSpec, TaskSpec
+from harness.results.records import CodeInfo
+from harness.contract import MethodSpec, TaskSpec
 
 ENTRY_POINT_GROUP = "harness"
 BUILTIN_DISTRIBUTION = "harness"
 AUTOLOAD_OFF = "HARNESS_DISABLE_PLUGIN_AUTOLOAD"
 EXTRA_PLUGINS = "HARNESS_PLUGINS"
 # The host's own plugins: leaderboard writers and executors, never blocked by a switch.
-HOST_PLUGINS = ("harness.reporting", "harness.executors")
+HOST_PLUGINS = ("harness.report.board", "harness.run.executors")
+# Built-in methods (plugins/NAME) and tasks (tasks/NAME), each registered as NAME.
+BUILTIN_PLUGINS = (
+    "harness.plugins.single", "harness.plugins.packllm", "harness.plugins.ensemble",
+    "harness.plugins.top1_ppl", "harness.plugins.dexperts", "harness.plugins.merge",
+    "harness.plugins.aligner", "harness.plugins.adalink", "harness.plugins.lora",
+    "harness.plugins.prompt_tuning", "harness.plugins.llama_adapter", "harness.plugins.full_ft",
+    "harness.plugins.fuse", "harness.plugins.fuse_prompt", "harness.plugins.calm",
+    "harness.tasks.mmlu", "harness.tasks.gsm8k", "harness.tasks.coco_captioning",
+    "harness.tasks.vicuna_bench", "harness.tasks.flores", "harness.tasks.humaneval",
+    "harness.tasks.mixed_domains", "harness.tasks.kv_arithmetic",
+)
 # What a plugin's source hash covers: code and the configs shipped beside it.
 SOURCE_SUFFIXES = (".py", ".yaml", ".yml", ".jinja")
 
@@ -102,19 +115,23 @@ def load_host(switches: Iterable[str] = ()) -> Host:
         pm.set_blocked(name)
     host = Host(pm)
 
+    builtin = f"{BUILTIN_DISTRIBUTION} {__version__}"
     for module in HOST_PLUGINS:
         _register(host, module, "built-in", functools.partial(importlib.import_module, module),
-                  module, f"{BUILTIN_DISTRIBUTION} {__version__}")
+                  module, builtin)
+    for module in BUILTIN_PLUGINS:
+        name = module.rsplit(".", 1)[1]
+        if not pm.is_blocked(name):
+            _register(host, name, "built-in", functools.partial(importlib.import_module, module),
+                      module, builtin)
     if not os.environ.get(AUTOLOAD_OFF):
         for entry_point in sorted(md.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
             if pm.is_blocked(entry_point.name) or pm.has_plugin(entry_point.name):
                 continue
             dist = entry_point.dist
-            builtin = dist is None or dist.name == BUILTIN_DISTRIBUTION
-            distribution = (f"{BUILTIN_DISTRIBUTION} {__version__}" if dist is None or builtin
-                            else f"{dist.name} {dist.version}")
-            _register(host, entry_point.name, "built-in" if builtin else distribution,
-                      entry_point.load, entry_point.value, distribution)
+            distribution = f"{dist.name} {dist.version}" if dist else "unknown"
+            _register(host, entry_point.name, distribution, entry_point.load, entry_point.value,
+                      distribution)
     if extra and os.getcwd() not in sys.path:
         sys.path.append(os.getcwd())  # `-p mymodule` finds mymodule.py here, as `python -m` does
     for module_name in extra:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from harness.errors import UsageError
-from harness.specs import DataSource, option
+from harness.contract import DataSource, option
 
 DATA_DIR_VARIABLE = "HARNESS_DATA_DIR"
 DEFAULT_OUT = "harness_out"
@@ -72,7 +72,7 @@ class RunSettings:
     def resolved(self) -> "RunSettings":
         """The settings with their run-time defaults filled in: the device (cuda when
         available) and the data source ($HARNESS_DATA_DIR when nothing else is named)."""
-        from harness.models import default_device
+        from harness.models.loading import default_device
 
         data, data_dir = self.data, self.data_dir
         env_dir = os.environ.get(DATA_DIR_VARIABLE)

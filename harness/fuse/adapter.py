@@ -24,7 +24,7 @@ import torch
 
 from harness.fuse.tensor import t_least_squares, t_product, t_transpose
 from harness.fuse.words import Dictionary, word_token_ids
-from harness.store import fingerprint
+from harness.results.store import fingerprint
 
 ADAPTER_VERSION = 2
 HELD_OUT_SHARE = 0.2

@@ -80,7 +80,7 @@ def model_name(base: str, seed: int) -> str:
 
 def load_world(seed: int, cache_root: Path) -> World:
     from harness.fuse.caption import PrimaryLM
-    from harness.models import ModelRef, load_causal_lm
+    from harness.models.loading import ModelRef, load_causal_lm
     from harness.training import freeze
     from harness.zoo import scenes
 
@@ -107,7 +107,7 @@ def attribute_rows(world: World, config: ClaimConfig) -> tuple[list[dict[str, An
     from harness.fuse.attribute import AttributeObjective, ClassifierText
     from harness.fuse.search import search
     from harness.fuse.words import word_start_token
-    from harness.models import ModelRef, _load_weights, load_tokenizer
+    from harness.models.loading import ModelRef, _load_weights, load_tokenizer
     from harness.training import freeze
     from harness.zoo import scenes
 
@@ -155,7 +155,7 @@ def caption_rows(world: World, config: ClaimConfig) -> tuple[list[dict[str, Any]
     from harness.fuse.caption import CaptionObjective, CaptionWeights, ClipText
     from harness.fuse.search import search
     from harness.fuse.words import word_start_token
-    from harness.models import ModelRef, load_clip
+    from harness.models.loading import ModelRef, load_clip
     from harness.training import freeze
     from harness.zoo import scenes
 
@@ -216,7 +216,7 @@ def paired(rows: Sequence[dict[str, Any]], arm_a: str, arm_b: str, key: str, uni
            binary: bool, resamples: int) -> dict[str, Any]:
     """A against B on `key`, paired by (seed, unit): mean difference, its bootstrap 95%
     interval and p-value, and for 0/1 keys the exact McNemar p-value (the reported one)."""
-    from harness.significance import bootstrap_differences, bootstrap_summary, mcnemar_p, pair_seed
+    from harness.report.significance import bootstrap_differences, bootstrap_summary, mcnemar_p, pair_seed
 
     by_arm = {arm: {(r["seed"], r[unit]): r[key] for r in rows if r["arm"] == arm} for arm in (arm_a, arm_b)}
     keys = sorted(set(by_arm[arm_a]) & set(by_arm[arm_b]))

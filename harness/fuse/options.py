@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from harness.specs import BuildContext, option
+from harness.contract import BuildContext, option
 
 
 @dataclass(frozen=True)

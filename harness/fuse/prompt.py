@@ -21,8 +21,8 @@ from harness.fuse.bridge import Bridge, splice
 from harness.fuse.caption import PrimaryLM
 from harness.fuse.search import search
 from harness.fuse.words import word_start_token
-from harness.specs import BuildContext
-from harness.store import atomic_write_text
+from harness.contract import BuildContext
+from harness.results.store import atomic_write_text
 from harness.training.cache import fit_fingerprint, fit_folder
 from harness.training.data import data_digest, training_examples
 

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from lm_eval.api.model import LM, hash_args
 from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
 
-from harness import progress
+from harness.run import progress
 from harness.errors import ModelLoadError, UsageError
 from harness.fusion.alignment import cached_map, special_ids, vocabulary
 from harness.fusion.options import PackOptions
@@ -514,7 +514,7 @@ class PackLM(LM):
 
 def load_pack(ctx: Any) -> Pack:
     """The members of `ctx.models`, loaded through transformers, on the cell's device."""
-    from harness.models import load_causal_lm
+    from harness.models.loading import load_causal_lm
 
     members = []
     for ref in ctx.models:

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from harness.cost import add_extra_flops
+from harness.models.cost import add_extra_flops
 from harness.errors import UsageError
 
 IGNORED = -100  # a target index no vocabulary uses

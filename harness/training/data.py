@@ -11,7 +11,7 @@ from typing import Any
 
 from harness.data import read_json_file
 from harness.errors import DataError, HarnessError, UsageError
-from harness.specs import BuildContext, MethodSpec, TaskContext, TaskSpec
+from harness.contract import BuildContext, MethodSpec, TaskContext, TaskSpec
 from harness.training.options import TrainingOptions
 
 IGNORE_INDEX = -100

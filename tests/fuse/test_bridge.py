@@ -10,7 +10,7 @@ from harness import zoo
 from harness.fuse.bridge import Alignment, Bridge, Side, connect
 from harness.fuse.tensor import t_identity, t_product
 from harness.fuse.words import decoded_spans, token_words
-from harness.models import ModelRef, load_tokenizer
+from harness.models.loading import ModelRef, load_tokenizer
 
 TEXT = " a red circle on a white background"
 D_A, D_B = 5, 4

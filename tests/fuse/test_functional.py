@@ -33,7 +33,7 @@ import pytest
 
 from harness import zoo
 from harness.fuse import claims
-from harness.significance import mcnemar_p
+from harness.report.significance import mcnemar_p
 
 TARGETS = 12
 RESULTS = Path(__file__).parents[2] / "results" / "claims" / "fuse"

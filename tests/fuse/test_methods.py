@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 
 from harness.host import load_host
-from harness.models import ModelRef
-from harness.runner import MethodRow, TaskColumn, plan_cells, run_plan
+from harness.models.loading import ModelRef
+from harness.run.runner import MethodRow, TaskColumn, plan_cells, run_plan
 from harness.settings import RunSettings
-from harness.store import Store
+from harness.results.store import Store
 from harness.tasks.coco_captioning import scoring
 from support import run_cli
 

@@ -92,7 +92,7 @@ def test_incompatible_cell_is_na_not_a_crash(tmp_path: Path) -> None:
     plugin = tmp_path / "scorer_only.py"
     plugin.write_text(textwrap.dedent("""
         from harness import hookimpl
-        from harness.specs import Capability, MethodSpec
+        from harness.contract import Capability, MethodSpec
 
         @hookimpl
         def harness_methods():

@@ -14,8 +14,8 @@ from typing import Callable
 import pytest
 
 from harness import cli
-from harness.records import CellRecord, RowInfo, Score, TaskInfo, row_key
-from harness.store import Store
+from harness.results.records import CellRecord, RowInfo, Score, TaskInfo, row_key
+from harness.results.store import Store
 
 SMOKE = ["--data", "embedded", "--limit", "1"]
 

@@ -16,9 +16,9 @@ from rich.console import Console
 
 from harness import cli
 from harness.host import load_host
-from harness.records import CellRecord, RowInfo, Score, TaskInfo, row_key
-from harness.reporting import build_board, rich_tables
-from harness.store import Store
+from harness.results.records import CellRecord, RowInfo, Score, TaskInfo, row_key
+from harness.report.board import build_board, rich_tables
+from harness.results.store import Store
 from support import run_cli
 
 PLUGINS = Path(__file__).parent / "fixtures" / "plugins"
@@ -148,7 +148,7 @@ def test_verify_and_status_on_a_healthy_folder(args, needle, tmp_path: Path) -> 
 def test_without_a_terminal_progress_is_plain_lines_with_a_heartbeat() -> None:
     from types import SimpleNamespace
 
-    from harness.display import LiveRun
+    from harness.cli.display import LiveRun
 
     buffer = io.StringIO()
     live = LiveRun(Console(file=buffer, width=80, force_terminal=False), total=2,

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from harness.cli import main
-from harness.records import CellRecord, RowInfo, Score, TaskInfo, row_key
-from harness.store import Store
+from harness.results.records import CellRecord, RowInfo, Score, TaskInfo, row_key
+from harness.results.store import Store
 
 PLUGINS = Path(__file__).parent / "fixtures" / "plugins"
 
@@ -47,7 +47,7 @@ def _flores_samples(hypotheses: list[str]) -> list[dict]:
 @pytest.fixture
 def results(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     from harness.api import TaskContext
-    from harness.specs import DataSource
+    from harness.contract import DataSource
     from harness.tasks import flores
 
     monkeypatch.syspath_prepend(str(PLUGINS))

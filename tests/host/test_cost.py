@@ -9,14 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from harness import cost
+from harness.models import cost
 from harness.host import load_host
-from harness.models import ModelRef, load_causal_lm, load_tokenizer
-from harness.records import CellRecord
-from harness.reporting import board_json, build_board, markdown, pareto_front, plot_cost_png
-from harness.runner import MethodRow, TaskColumn, plan_cells, run_plan
+from harness.models.loading import ModelRef, load_causal_lm, load_tokenizer
+from harness.results.records import CellRecord
+from harness.report.board import board_json, build_board, markdown, pareto_front, plot_cost_png
+from harness.run.runner import MethodRow, TaskColumn, plan_cells, run_plan
 from harness.settings import RunSettings
-from harness.store import Store, read_jsonl
+from harness.results.store import Store, read_jsonl
 
 TINY = ModelRef("harness-zoo/tiny-llama")
 V1_RESULTS = Path(__file__).parent / "fixtures" / "v1_results"

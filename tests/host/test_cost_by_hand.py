@@ -11,11 +11,11 @@ from typing import Any, Callable
 import pytest
 import torch
 
-from harness import cost
+from harness.models import cost
 from harness.errors import HarnessError
 from harness.lm import count_parameters
-from harness.models import ModelRef, load_causal_lm
-from harness.records import PhaseCost
+from harness.models.loading import ModelRef, load_causal_lm
+from harness.results.records import PhaseCost
 
 TINY_LLAMA, TINY_LLAMA_B, TINY_GPT2 = (ModelRef(f"harness-zoo/{name}", dtype="float32")
                                        for name in ("tiny-llama", "tiny-llama-b", "tiny-gpt2"))
@@ -84,7 +84,7 @@ def test_a_pack_counts_each_member_and_its_fusion():
 def _peft(method: str, **options: Any) -> Any:
     import importlib
 
-    plugin = importlib.import_module(f"harness.methods.{method}")
+    plugin = importlib.import_module(f"harness.plugins.{method}")
     spec = plugin.harness_methods()[0]
     return plugin.adapt(fresh(TINY_LLAMA), spec.options(**options))
 
@@ -116,8 +116,8 @@ def test_full_fine_tuning_is_six_times_parameters_per_token():
 
 
 def test_calm_counts_the_augmenting_forward_at_inference_and_in_the_fit():
-    from harness.methods.calm.config import CalmOptions
-    from harness.methods.calm.model import compose
+    from harness.plugins.calm.config import CalmOptions
+    from harness.plugins.calm.model import compose
 
     anchor, augmenting = fresh(TINY_LLAMA), fresh(TINY_LLAMA_B)
     compose(anchor, augmenting, CalmOptions())

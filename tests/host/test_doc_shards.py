@@ -6,11 +6,11 @@ from __future__ import annotations
 import pytest
 
 from harness.host import load_host
-from harness.models import ModelRef
-from harness.runner import MethodRow, TaskColumn, make_jobs, plan_cells, run_plan
+from harness.models.loading import ModelRef
+from harness.run.runner import MethodRow, TaskColumn, make_jobs, plan_cells, run_plan
 from harness.settings import RunSettings
-from harness.shards import merged_samples
-from harness.store import Store, read_jsonl
+from harness.run.shards import merged_samples
+from harness.results.store import Store, read_jsonl
 
 TASKS = {
     "mmlu": ("harness-zoo/tiny-llama", {"subjects": ["astronomy"], "num_fewshot": 2}),

@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 from support import CHOICE_OPTIONS, commit_binary_cell, commit_choice_cell
 
-from harness.reporting import BoardOptions, build_board, html_page
-from harness.store import Store
+from harness.report.board import BoardOptions, build_board, html_page
+from harness.results.store import Store
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 playwright = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")

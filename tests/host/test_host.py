@@ -58,7 +58,7 @@ def test_plugin_that_raises_at_import_is_one_clear_error(tmp_path: Path,
 def test_duplicate_method_names_are_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     module = _plugin_module(tmp_path, monkeypatch, "dup_plugin", """
         from harness import hookimpl
-        from harness.specs import MethodSpec
+        from harness.contract import MethodSpec
 
         @hookimpl
         def harness_methods():
@@ -74,7 +74,7 @@ def test_help_list_and_leaderboard_do_not_import_torch() -> None:
         from harness.cli import main
         for argv in (["list"], ["list", "--json"]):
             main(argv)
-        import harness.reporting
+        import harness.report.board
         heavy = [m for m in ("torch", "transformers", "lm_eval", "datasets") if m in sys.modules]
         print("HEAVY:", heavy)
     """)

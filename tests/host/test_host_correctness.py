@@ -11,12 +11,12 @@ import pytest
 
 from harness.errors import UsageError
 from harness.host import load_host, source_digest
-from harness.models import ModelRef
-from harness.records import CellRecord
-from harness.reporting import build_board, markdown
-from harness.runner import MethodRow, TaskColumn, plan_cells
+from harness.models.loading import ModelRef
+from harness.results.records import CellRecord
+from harness.report.board import build_board, markdown
+from harness.run.runner import MethodRow, TaskColumn, plan_cells
 from harness.settings import RunSettings
-from harness.store import Store
+from harness.results.store import Store
 from support import run_cli
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -130,7 +130,7 @@ def test_third_party_distribution_and_source_enter_the_record(plugin_dir, monkey
 
 
 def test_fit_fingerprints_follow_the_method_version(tmp_path: Path) -> None:
-    from harness.methods.aligner.config import AlignerOptions
+    from harness.plugins.aligner.config import AlignerOptions
     from harness.training.cache import fit_fingerprint
 
     from adapters.adapters_support import build_context, label_task, synthetic_task

@@ -25,7 +25,7 @@ import pytest
 import sqlitedict
 
 from harness import cli
-from harness.store import Store, read_jsonl
+from harness.results.store import Store, read_jsonl
 
 PLUGINS = Path(__file__).parent / "fixtures" / "plugins"
 SUITE = """

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from harness.records import (CellCost, CellRecord, ModelCost, PhaseCost, RowInfo, Score, TaskInfo,
+from harness.results.records import (CellCost, CellRecord, ModelCost, PhaseCost, RowInfo, Score, TaskInfo,
                              row_key)
-from harness.reporting import _gold, board_json, build_board, html_page, markdown, page_template
-from harness.store import Store
+from harness.report.board import _gold, board_json, build_board, html_page, markdown, page_template
+from harness.results.store import Store
 from support import CHOICE_OPTIONS, commit_binary_cell, commit_choice_cell, run_cli
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -207,7 +207,7 @@ def test_untrusted_cells_are_shown_in_every_format_and_fail_check(results: Path,
     from rich.console import Console
 
     from harness import cli
-    from harness.reporting import rich_tables
+    from harness.report.board import rich_tables
 
     store = Store(results)
     lora = _record("lora (tiny-llama)", "lora", "mmlu", "ok", 0.40, 0.05, trainable=4096)

@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 
 from harness.host import load_host
-from harness.models import ModelRef
-from harness.runner import MethodRow, TaskColumn, evaluate_cell, plan_cells, row_label
+from harness.models.loading import ModelRef
+from harness.run.runner import MethodRow, TaskColumn, evaluate_cell, plan_cells, row_label
 from harness.settings import RunSettings
-from harness.store import Store, read_jsonl
+from harness.results.store import Store, read_jsonl
 from support import run_cli
 
 pytestmark = pytest.mark.slow
@@ -110,7 +110,7 @@ def test_two_methods_on_one_task_never_share_responses(tmp_path: Path) -> None:
 
 def test_shards_partition_the_matrix_and_claims_exclude_each_other(tmp_path: Path) -> None:
     cells = _cells(tmp_path)
-    from harness.runner import Plan
+    from harness.run.runner import Plan
 
     plan = Plan(cells, Store(tmp_path))
     parts = [plan.shard(k, 3).cells for k in (1, 2, 3)]
@@ -139,7 +139,7 @@ def test_embedded_suite_covers_every_builtin_method_and_task(tmp_path: Path) -> 
 def test_a_row_built_once_gives_the_per_cell_results(tmp_path: Path) -> None:
     """A frozen method's row runs its tasks on one built LM; every record and sample equals
     what one build per cell gives."""
-    from harness.runner import make_jobs, run_plan
+    from harness.run.runner import make_jobs, run_plan
 
     host = load_host()
     single, mmlu, gsm8k = host.method("single"), host.task("mmlu"), host.task("gsm8k")

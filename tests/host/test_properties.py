@@ -15,9 +15,9 @@ from rich.console import Console
 
 from harness.cli import load_suite
 from harness.errors import HarnessError
-from harness.records import CellRecord, RowInfo, Score, TaskInfo, row_key
-from harness.reporting import board_json, build_board, html_page, markdown, rich_tables
-from harness.store import Store, fingerprint
+from harness.results.records import CellRecord, RowInfo, Score, TaskInfo, row_key
+from harness.report.board import board_json, build_board, html_page, markdown, rich_tables
+from harness.results.store import Store, fingerprint
 
 SETTINGS = settings(max_examples=60, deadline=None,
                     suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from harness.specs import DataSource, TaskContext
+from harness.contract import DataSource, TaskContext
 from harness.tasks import gsm8k, mmlu
 
 

@@ -19,9 +19,9 @@ import pytest
 
 from harness import cli
 from harness.host import load_host
-from harness.records import CellRecord, RowInfo, Score, TaskInfo, row_key
-from harness.runner import Plan, run_plan
-from harness.store import Store
+from harness.results.records import CellRecord, RowInfo, Score, TaskInfo, row_key
+from harness.run.runner import Plan, run_plan
+from harness.results.store import Store
 
 PLUGINS = Path(__file__).parent / "fixtures" / "plugins"
 
@@ -61,7 +61,7 @@ def test_status_clears_the_lock_and_scratch_of_a_cell_killed_after_its_commit(tm
     for path in (*leftovers, mine, unrelated):
         path.write_text("")
 
-    from harness.status import matrix_status
+    from harness.results.status import matrix_status
 
     [status] = matrix_status(load_host([]), tmp_path)
     assert status.state == "done"

@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 
 from harness.host import load_host
-from harness.models import ModelRef
-from harness.reporting import build_board, compare_rows
-from harness.runner import MethodRow, TaskColumn, make_jobs, plan_cells
+from harness.models.loading import ModelRef
+from harness.report.board import build_board, compare_rows
+from harness.run.runner import MethodRow, TaskColumn, make_jobs, plan_cells
 from harness.settings import RunSettings
-from harness.store import Store
+from harness.results.store import Store
 from support import commit_binary_cell, run_cli
 
 

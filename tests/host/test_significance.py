@@ -13,7 +13,7 @@ from statsmodels.stats.multitest import multipletests
 
 from support import commit_binary_cell
 
-from harness.significance import (BOOTSTRAP, MCNEMAR, DocumentScores, bootstrap_differences,
+from harness.report.significance import (BOOTSTRAP, MCNEMAR, DocumentScores, bootstrap_differences,
                                   bootstrap_summary, compare, holm, mcnemar_p, pair_seed)
 
 # 20 documents: A alone right on 7, B alone right on 2, both right on 6, both wrong on 5.
@@ -142,7 +142,7 @@ def test_flores_sentence_statistics_reproduce_its_corpus_scores() -> None:
 
 @pytest.fixture
 def scored_results(tmp_path):
-    from harness.store import Store
+    from harness.results.store import Store
 
     store = Store(tmp_path / "results")
     base = [1] * 5 + [0] * 25
@@ -156,7 +156,7 @@ def scored_results(tmp_path):
 
 
 def test_leaderboard_marks_rows_against_their_best_member(scored_results) -> None:
-    from harness.reporting import board_json, build_board, markdown
+    from harness.report.board import board_json, build_board, markdown
 
     board = build_board(scored_results)
     cells = {row.label: row.cells["mmlu"] for row in board.rows}
@@ -181,7 +181,7 @@ def test_leaderboard_marks_rows_against_their_best_member(scored_results) -> Non
 
 
 def test_significance_is_deterministic_and_resamples_are_an_option(scored_results) -> None:
-    from harness.reporting import BoardOptions, board_json, build_board
+    from harness.report.board import BoardOptions, board_json, build_board
 
     assert board_json(build_board(scored_results)) == board_json(build_board(scored_results))
     few = json.loads(board_json(build_board(scored_results, BoardOptions(resamples=20))))
@@ -189,8 +189,8 @@ def test_significance_is_deterministic_and_resamples_are_an_option(scored_result
 
 
 def test_differing_document_sets_are_paired_on_the_shared_ones_and_said(tmp_path) -> None:
-    from harness.reporting import build_board
-    from harness.store import Store
+    from harness.report.board import build_board
+    from harness.results.store import Store
 
     store = Store(tmp_path)
     commit_binary_cell(store, "single (tiny-llama)", "single", ["tiny-llama"], [1, 0, 1, 0])

@@ -9,7 +9,7 @@ import pytest
 
 from harness import zoo
 from harness.errors import UsageError
-from harness.models import ModelRef, load_causal_lm
+from harness.models.loading import ModelRef, load_causal_lm
 
 
 def _digest(folder: Path) -> dict[str, str]:

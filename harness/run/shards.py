@@ -18,13 +18,14 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from harness import cost, progress
+from harness.models import cost
+from harness.run import progress
 from harness.errors import HarnessError, first_line, redact
-from harness.records import phase_cost
-from harness.runner import (Cell, CellOutcome, Host, Job, Plan, build_context, build_lm,
+from harness.results.records import phase_cost
+from harness.run.runner import (Cell, CellOutcome, Host, Job, Plan, build_context, build_lm,
                             collect_samples, make_record, numerics, record_failure,
                             run_lm_eval, score_samples, task_context)
-from harness.store import atomic_write_text
+from harness.results.store import atomic_write_text
 
 PLACEHOLDERS = {"loglikelihood": (0.0, False), "loglikelihood_rolling": 0.0, "generate_until": ""}
 

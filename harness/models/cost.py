@@ -1,6 +1,6 @@
 """Counting what a cell computes: tokens, forward passes and FLOPs per model, by phase.
 
-Every model the host loads (`harness.models`) is watched: a forward pre-hook counts the
+Every model the host loads (`harness.models.loading`) is watched: a forward pre-hook counts the
 positions of each call into the meter of the cell running now, under that cell's current
 phase ("build", "inference", "scoring"). One mechanism in the host covers every method:
 a pack of K members is K watched models, so its K-fold cost shows without the plugin
@@ -8,7 +8,7 @@ doing anything. Work outside the models (PackLLM's weighted sum of K logit vecto
 added with `add_extra_flops`.
 
 Answers lm-eval's response cache kept from an interrupted run come with the work counted
-for them then (`harness.response_cache`), which `restore` adds back: a resumed cell counts
+for them then (`harness.run.response_cache`), which `restore` adds back: a resumed cell counts
 what an uninterrupted one does.
 
 FLOPs are estimated as 2 * parameters * positions (a multiply and an add per weight per
@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterator, Mapping
 
 from harness.errors import HarnessError
-from harness.records import CellCost, ModelCost, PhaseCost
+from harness.results.records import CellCost, ModelCost, PhaseCost
 
 PHASES = ("build", "inference", "scoring")
 _WATCHED = "_harness_cost_name"
@@ -57,7 +57,7 @@ class CostMeter:
         default_factory=lambda: {phase: {} for phase in PHASES})
     extras: dict[str, dict[str, int]] = field(
         default_factory=lambda: {phase: {} for phase in PHASES})
-    # Work done before this process, kept with cached answers (harness.response_cache)
+    # Work done before this process, kept with cached answers (harness.run.response_cache)
     restored: dict[str, list[PhaseCost]] = field(
         default_factory=lambda: {phase: [] for phase in PHASES})
 
@@ -302,7 +302,7 @@ def cell_cost(meter: CostMeter | None, phases: Mapping[str, PhaseCost] | None,
             f"cost: the method reports {report['total_params']} model parameters but no "
             f"watched model ran while it answered {documents} documents, so its FLOPs would "
             "read 0; load models through harness.api.load_causal_lm, and a wrapper that "
-            "calls a model's forward directly through harness.cost.watch_wrapper")
+            "calls a model's forward directly through harness.models.cost.watch_wrapper")
     memory, kind = peak_memory(device)
     trainable, total = report.get("trainable_params"), report.get("total_params")
     wall = {"build": timings.get("build_s"), "fit": report.get("train_seconds"),

@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from harness.host import Host
-from harness.records import CellRecord
-from harness.store import Problem, Store
+from harness.results.records import CellRecord
+from harness.results.store import Problem, Store
 
 ORDER = ("running", "failed", "untrusted", "pending", "done", "n/a")
 
@@ -87,7 +87,7 @@ def print_status(statuses: list[CellStatus], out: Path) -> None:
     from rich.markup import escape
     from rich.table import Table
 
-    from harness.display import terminal_console
+    from harness.cli.display import terminal_console
 
     console = terminal_console(stderr=False)
     if not statuses:

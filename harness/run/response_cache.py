@@ -20,9 +20,9 @@ import contextlib
 import dataclasses
 from typing import Any, Iterator
 
-from harness import cost
+from harness.models import cost
 from harness.errors import redact
-from harness.records import PhaseCost, phase_cost
+from harness.results.records import PhaseCost, phase_cost
 
 RESPONSE = "harness_response"  # marks a response stored with its cost
 

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 from harness.errors import DataError, HarnessError
-from harness.records import CellRecord
+from harness.results.records import CellRecord
 
 DEFAULT_RESAMPLES = 1000
 DEFAULT_ALPHA = 0.05

@@ -136,7 +136,7 @@ class CellCost:
     `inference` is lm-eval's evaluation (what a reader of the leaderboard pays per
     document), `build` every model call while the method was built (training steps, a
     teacher's logits), `scoring` the task's scorer (a local judge). Training FLOPs are
-    estimated by `harness.cost.training_flops`."""
+    estimated by `harness.models.cost.training_flops`."""
 
     inference: PhaseCost
     build: PhaseCost

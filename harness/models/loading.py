@@ -16,7 +16,7 @@ from typing import Any
 
 from harness import zoo
 from harness.errors import ModelLoadError, UsageError, first_line
-from harness.store import atomic_write_text, file_sha256
+from harness.results.store import atomic_write_text, file_sha256
 
 
 @dataclass(frozen=True)
@@ -184,8 +184,8 @@ def load_clip(ref: ModelRef) -> tuple[Any, Any, Any]:
 
 def _load_weights(auto_class: Any, ref: ModelRef, what: str, **kwargs: Any) -> Any:
     """`auto_class.from_pretrained` in the reference's dtype, in eval mode on its device,
-    its forward calls counted into the running cell's cost (harness.cost)."""
-    from harness.cost import watch
+    its forward calls counted into the running cell's cost (harness.models.cost)."""
+    from harness.models.cost import watch
 
     model = _from_pretrained(auto_class, ref, what, dtype=torch_dtype(ref.resolved_dtype),
                              **kwargs)

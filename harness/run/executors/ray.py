@@ -12,9 +12,9 @@ import os
 from typing import Any
 
 from harness.errors import UsageError, first_line
-from harness.executors import (ExecutionContext, exit_reason, finish_job, job_id, run_worker,
+from harness.run.executors import (ExecutionContext, exit_reason, finish_job, job_id, run_worker,
                                worker_command, write_job_spec)
-from harness.runner import CellOutcome, Job
+from harness.run.runner import CellOutcome, Job
 
 # Variables a worker needs to find the same plugins, caches and offline settings.
 FORWARDED_PREFIXES = ("HARNESS_", "HF_", "TRANSFORMERS_", "PYTHONPATH", "TOKENIZERS_")

@@ -1,7 +1,7 @@
 """The run's one live display: matrix progress, the current cell and its phase.
 
 `LiveRun` is a pluggy plugin (it follows the run through the lifecycle hooks) and a
-`harness.progress` sink (it follows the current cell's phases: load, fit with its loss,
+`harness.run.progress` sink (it follows the current cell's phases: load, fit with its loss,
 lm-eval requests, score). It draws on a duplicate of the terminal's file descriptor taken
 before the run starts, so that the library output the runner redirects into each cell's
 log file never reaches it.

@@ -4,11 +4,11 @@ A claims suite runs every configuration it compares once per seed, in one of two
 trained methods through the run's seeds (`seeds: [1, 2, 3]`: one cell per seed), packs of
 zoo experts through experts of different training seeds (rows labelled "... (seed N)"). A
 claim pools the documents of every seed: each (seed, document) is one pair, compared with
-the exact McNemar test of `harness.significance` (a bootstrap interval beside it). An
+the exact McNemar test of `harness.report.significance` (a bootstrap interval beside it). An
 *oracle router* is a row computed per document as the best of some `single` rows: the
 ceiling of any method that answers each document with one member.
 
-`python -m harness.claims [--results results/claims]` prints the README's claims table from
+`python -m harness.report.claims [--results results/claims]` prints the README's claims table from
 the committed results (exit 1 when a claim's rows are missing).
 """
 
@@ -22,9 +22,9 @@ from pathlib import Path
 from typing import Literal, Sequence
 
 from harness.errors import DataError
-from harness.records import CellRecord
-from harness.significance import Comparison, DocKey, DocumentScores, compare, document_scores
-from harness.store import Store
+from harness.results.records import CellRecord
+from harness.report.significance import Comparison, DocKey, DocumentScores, compare, document_scores
+from harness.results.store import Store
 
 SEED_SUFFIX = re.compile(r" \(seed (\d+)\)$")
 ORACLE = "oracle router"
@@ -143,7 +143,7 @@ def table(root: Path, claims: Sequence[Claim] = CLAIMS) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m harness.claims", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m harness.report.claims", description=__doc__)
     parser.add_argument("--results", type=Path, default=Path("results/claims"),
                         help="the claims results root (default: results/claims)")
     args = parser.parse_args(argv)

@@ -1,2 +1,2 @@
 """Package data: the HTML leaderboard page (`leaderboard.html`), filled by
-harness.reporting.html_page."""
+harness.report.board.html_page."""

@@ -15,9 +15,9 @@ import os
 from typing import Any
 
 from harness.errors import UsageError, first_line
-from harness.executors import (ExecutionContext, exit_reason, finish_job, run_worker,
+from harness.run.executors import (ExecutionContext, exit_reason, finish_job, run_worker,
                                worker_command, write_job_spec)
-from harness.runner import CellOutcome, Job
+from harness.run.runner import CellOutcome, Job
 
 SLURM_VARIABLE_PREFIX = "HARNESS_SLURM_"
 DEFAULT_TIMEOUT_MIN = 24 * 60

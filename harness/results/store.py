@@ -48,7 +48,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
 from harness.errors import DataError, redact
-from harness.records import NEWER_SCHEMA, CellRecord
+from harness.results.records import NEWER_SCHEMA, CellRecord
 
 RESULT_FILE = "result.json"
 SAMPLES_FILE = "samples.jsonl"

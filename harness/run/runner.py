@@ -30,17 +30,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Literal
 
-from harness import cost, progress
+from harness.models import cost
+from harness.run import progress
 from harness.errors import DataError, HarnessError, MissingTool, UsageError, first_line
 from harness.host import Host
-from harness.models import ModelRef
-from harness.records import CellRecord, CodeInfo, RowInfo, Score, TaskInfo, row_key
-from harness.response_cache import metered_response_cache
+from harness.models.loading import ModelRef
+from harness.results.records import CellRecord, CodeInfo, RowInfo, Score, TaskInfo, row_key
+from harness.run.response_cache import metered_response_cache
 from harness.settings import RunSettings
-from harness.specs import (BuildContext, LmEvalPlan, MethodSpec, MetricValues, TaskContext,
+from harness.contract import (BuildContext, LmEvalPlan, MethodSpec, MetricValues, TaskContext,
                            TaskSpec, options_to_dict)
 from harness.stats import mean_and_stderr
-from harness.store import Store, file_sha256, fingerprint
+from harness.results.store import Store, file_sha256, fingerprint
 from harness.training import untrainable_reason
 
 # "unavailable": a system tool the cell needs is missing here and the run skips such cells;
@@ -235,7 +236,7 @@ def plan_cells(host: Host, rows: list[MethodRow], columns: list[TaskColumn],
 def model_problem(row: MethodRow) -> str | None:
     """Why a row's base models cannot be identified (an unknown zoo name, a local folder
     without weights), found at planning time."""
-    from harness.models import is_vision_language
+    from harness.models.loading import is_vision_language
 
     for ref in row.models:
         try:
@@ -379,7 +380,7 @@ class Job:
 
 def make_jobs(cells: list[Cell], group: bool = True, doc_shards: int = 1) -> list[Job]:
     """Pending cells grouped into jobs (`group=False`: one cell per job); with
-    `doc_shards` > 1, each cell's documents split over that many jobs (harness.shards)."""
+    `doc_shards` > 1, each cell's documents split over that many jobs (harness.run.shards)."""
     if doc_shards > 1:
         return [Job([cell], (index, doc_shards)) for cell in cells if cell.state == "pending"
                 for index in range(doc_shards)]
@@ -457,7 +458,7 @@ def run_job(host: Host, plan: Plan, job: Job, capture_logs: bool = True) -> list
     every cell once.
     """
     if job.shard is not None:
-        from harness.shards import run_shard
+        from harness.run.shards import run_shard
 
         return run_shard(host, plan, job, capture_logs)
     built: BuiltLM | None = None
@@ -562,7 +563,7 @@ def evaluate_cell(cell: Cell, workdir: Path, store: Store | None = None,
     samples, score, record. Returns the record, the samples and, with `keep`, the LM for
     the job's next cell."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    # answers a killed try saved come back with their work (harness.response_cache), unless
+    # answers a killed try saved come back with their work (harness.run.response_cache), unless
     # an older harness stored them
     resumed = any(workdir.glob(f"{RESPONSES}*"))
     with cost.metering(cost.CostMeter()) as meter:
@@ -667,7 +668,7 @@ def run_lm_eval(cell: Cell, lm: Any, workdir: Path) -> dict[str, Any]:
             num_fewshot=plan.num_fewshot, limit=settings.limit,
             # lm-eval keys its response cache by request only (lm-eval #2715): a folder per
             # cell fingerprint keeps methods apart and lets a killed cell resume its requests,
-            # their cost included (harness.response_cache)
+            # their cost included (harness.run.response_cache)
             use_cache=str(workdir / RESPONSES),
             log_samples=True, bootstrap_iters=0, task_manager=manager,
             gen_kwargs=plan.gen_kwargs, confirm_run_unsafe_code=plan.confirm_run_unsafe_code,
@@ -775,9 +776,9 @@ def _number(value: Any) -> float | None:
 @functools.lru_cache(maxsize=8)
 def task_manager(include_path: tuple[str, ...], include_defaults: bool = True) -> Any:
     """lm-eval's task manager. Its index of lm-eval's ~14,700 task files takes seconds to
-    build, so it is kept on disk (harness.lm_eval_index) and built once per lm-eval
+    build, so it is kept on disk (harness.run.lm_eval_index) and built once per lm-eval
     version and set of task folders, not once per process."""
-    from harness.lm_eval_index import cached_task_manager
+    from harness.run.lm_eval_index import cached_task_manager
 
     return cached_task_manager(list(include_path), include_defaults)
 

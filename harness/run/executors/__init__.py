@@ -23,16 +23,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from harness import hookimpl, progress
+from harness import hookimpl
+from harness.run import progress
 from harness.errors import HarnessError, UsageError, did_you_mean
 from harness.host import Host, load_host
-from harness.models import ModelRef
+from harness.models.loading import ModelRef
 from harness.options import build_options
-from harness.runner import (CellOutcome, Job, MethodRow, Plan, TaskColumn, plan_cells,
+from harness.run.runner import (CellOutcome, Job, MethodRow, Plan, TaskColumn, plan_cells,
                             record_failure, run_job)
 from harness.settings import RunSettings
-from harness.specs import options_to_dict
-from harness.store import Store, atomic_write_text
+from harness.contract import options_to_dict
+from harness.results.store import Store, atomic_write_text
 
 JOBS_FOLDER = "jobs"
 
@@ -233,19 +234,19 @@ def executor_named(host: Host, name: str) -> ExecutorSpec:
 
 
 def _run_local(ctx: ExecutionContext) -> list[CellOutcome]:
-    from harness.executors.local import run_local
+    from harness.run.executors.local import run_local
 
     return run_local(ctx)
 
 
 def _run_ray(ctx: ExecutionContext) -> list[CellOutcome]:
-    from harness.executors.ray import run_ray
+    from harness.run.executors.ray import run_ray
 
     return run_ray(ctx)
 
 
 def _run_slurm(ctx: ExecutionContext) -> list[CellOutcome]:
-    from harness.executors.slurm import run_slurm
+    from harness.run.executors.slurm import run_slurm
 
     return run_slurm(ctx)
 

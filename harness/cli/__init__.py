@@ -25,8 +25,8 @@ from harness import __version__
 from harness.errors import HarnessError, UsageError, did_you_mean, first_line, redact
 from harness.host import Host, load_host
 from harness.options import build_options, option_infos, parse_pairs
-from harness.reporting import DEFAULT_MAX_SAMPLES
-from harness.significance import DEFAULT_RESAMPLES
+from harness.report.board import DEFAULT_MAX_SAMPLES
+from harness.report.significance import DEFAULT_RESAMPLES
 from harness.settings import (DEFAULT_OUT, SETTING_NAMES, RunRequest, RunSettings, SuiteMethod,
                               SuiteTask)
 
@@ -57,7 +57,7 @@ def _board_arguments(parser: argparse.ArgumentParser) -> None:
 def board_options(host: Host, resamples: int = DEFAULT_RESAMPLES,
                   max_samples: int = DEFAULT_MAX_SAMPLES) -> Any:
     """The leaderboard's options with the loaded tasks' corpus metrics."""
-    from harness.reporting import BoardOptions
+    from harness.report.board import BoardOptions
 
     if resamples < 1:
         raise UsageError(f"--resamples must be at least 1, got {resamples}")
@@ -276,8 +276,8 @@ def _scoped_task_options(options: dict[str, Any]) -> tuple[dict[str, Any], dict[
 
 
 def resolve(host: Host, request: RunRequest) -> tuple[list[Any], list[Any], RunSettings]:
-    from harness.models import ModelRef
-    from harness.runner import MethodRow, TaskColumn
+    from harness.models.loading import ModelRef
+    from harness.run.runner import MethodRow, TaskColumn
 
     settings = build_options(RunSettings, request.settings, "run settings").resolved()
     rows = []
@@ -302,7 +302,7 @@ def resolve(host: Host, request: RunRequest) -> tuple[list[Any], list[Any], RunS
 
 
 def _plugin_entry(host: Host, spec: Any) -> dict[str, Any]:
-    from harness.specs import MethodSpec
+    from harness.contract import MethodSpec
 
     options = [{"name": o.name, "type": o.type, "default": o.default, "help": o.help}
                for o in option_infos(spec.options)]
@@ -413,10 +413,10 @@ def _print_plugin(entry: dict[str, Any]) -> None:
 
 
 def cmd_run(host: Host, args: argparse.Namespace) -> int:
-    from harness.display import LiveRun, terminal_console
-    from harness.progress import reporting_to
-    from harness.runner import plan_cells, run_plan
-    from harness.store import Store
+    from harness.cli.display import LiveRun, terminal_console
+    from harness.run.progress import reporting_to
+    from harness.run.runner import plan_cells, run_plan
+    from harness.results.store import Store
 
     rows, columns, settings = resolve(host, request_from_args(args))
     out = Path(settings.out)
@@ -483,8 +483,8 @@ def _note_limit_per_subtask(plan: Any, console: Any) -> None:
 
 def _executor(host: Host, args: argparse.Namespace, plan: Any, settings: RunSettings) -> Any:
     """The chosen executor, bound to this run's slots, GPUs, timeout and retries."""
-    from harness.executors import ExecutionContext, executor_named
-    from harness.executors.local import visible_gpus
+    from harness.run.executors import ExecutionContext, executor_named
+    from harness.run.executors.local import visible_gpus
 
     spec = executor_named(host, args.executor)
     if args.gpus is not None:
@@ -506,13 +506,13 @@ def _executor(host: Host, args: argparse.Namespace, plan: Any, settings: RunSett
 
 
 def cmd_job(host: Host, args: argparse.Namespace) -> int:
-    from harness.executors import worker_main
+    from harness.run.executors import worker_main
 
     return worker_main(args.spec, capture_logs=not args.verbose)
 
 
 def _print_plan(plan: Any, out: Path) -> None:
-    from harness.display import terminal_console
+    from harness.cli.display import terminal_console
 
     console = terminal_console(stderr=False)
     styles = {"done": "green", "pending": "yellow", "n/a": "dim", "error": "red",
@@ -535,7 +535,7 @@ def _print_plan(plan: Any, out: Path) -> None:
 
 def write_leaderboards(host: Host, results: Path, out: Path, console: Any = None,
                        options: Any = None) -> list[Path]:
-    from harness.reporting import build_board, rich_tables
+    from harness.report.board import build_board, rich_tables
 
     board = build_board(results, options or board_options(host))
     written = [path for writer in host.report_writers() for path in writer.write(board, out)]
@@ -546,8 +546,8 @@ def write_leaderboards(host: Host, results: Path, out: Path, console: Any = None
 
 
 def cmd_leaderboard(host: Host, args: argparse.Namespace) -> int:
-    from harness.display import terminal_console
-    from harness.reporting import board_digest, build_board, drawn_from, rich_tables
+    from harness.cli.display import terminal_console
+    from harness.report.board import board_digest, build_board, drawn_from, rich_tables
 
     if not (args.results / "cells").is_dir():
         raise UsageError(f"{args.results}: no results (expected a cells/ folder)")
@@ -617,7 +617,7 @@ def _print_short_diff(committed: Path, fresh: Path, most: int = 20) -> None:
 
 
 def cmd_compare(host: Host, args: argparse.Namespace) -> int:
-    from harness.reporting import compare_rows
+    from harness.report.board import compare_rows
 
     if not (args.results / "cells").is_dir():
         raise UsageError(f"{args.results}: no results (expected a cells/ folder)")
@@ -665,7 +665,7 @@ def cmd_compare(host: Host, args: argparse.Namespace) -> int:
 
 
 def cmd_rescore(host: Host, args: argparse.Namespace) -> int:
-    from harness.rescore import rescore
+    from harness.results.rescore import rescore
 
     if not (args.results / "cells").is_dir():
         raise UsageError(f"{args.results}: no results (expected a cells/ folder)")
@@ -688,7 +688,7 @@ def _number_text(value: float | None) -> str:
 
 
 def cmd_status(host: Host, args: argparse.Namespace) -> int:
-    from harness.status import matrix_status, print_status
+    from harness.results.status import matrix_status, print_status
 
     status = matrix_status(host, args.out)
     if args.json:
@@ -699,7 +699,7 @@ def cmd_status(host: Host, args: argparse.Namespace) -> int:
 
 
 def cmd_verify(host: Host, args: argparse.Namespace) -> int:
-    from harness.store import Store
+    from harness.results.store import Store
 
     if not args.out.is_dir():
         raise UsageError(f"{args.out}: no such results folder")
@@ -751,6 +751,3 @@ def main(argv: Sequence[str] | None = None) -> int:
               file=sys.stderr)
         return 130
 
-
-if __name__ == "__main__":
-    sys.exit(main())

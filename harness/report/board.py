@@ -7,7 +7,7 @@ HTML page, JSON with per-cell provenance and a PNG plot; they are contributed th
 add LaTeX or CSV the same way.
 
 Each scored cell also carries its paired test against its row's reference row
-(harness.significance; Holm-corrected over the board), and the HTML page embeds up to
+(harness.report.significance; Holm-corrected over the board), and the HTML page embeds up to
 `max_samples` documents per cell for its explorer.
 
 Every text output is deterministic (the bootstrap is seeded): regenerating it from the same
@@ -31,11 +31,11 @@ from typing import Any, Mapping, Sequence
 from harness import hookimpl
 from harness.errors import DataError, redact
 from harness.hookspecs import ReportWriter
-from harness.records import CellRecord
-from harness.significance import (BOOTSTRAP, DEFAULT_ALPHA, DEFAULT_RESAMPLES, MCNEMAR,
+from harness.results.records import CellRecord
+from harness.report.significance import (BOOTSTRAP, DEFAULT_ALPHA, DEFAULT_RESAMPLES, MCNEMAR,
                                   Comparison, DocumentScores, compare, document_scores, holm,
                                   pair_seed)
-from harness.store import Problem, Store, atomic_write_text
+from harness.results.store import Problem, Store, atomic_write_text
 
 COST_HEADER = "inference FLOPs/doc"
 COST_NOTE = ("Inference FLOPs/doc: 2 × parameters × tokens of every model the method ran, plus its "
@@ -841,7 +841,7 @@ _SLOT = re.compile(r"@([A-Z]+)@")
 
 def page_template() -> str:
     """The page's HTML, CSS and JavaScript, with an @NAME@ slot for each generated part."""
-    return resources.files("harness.templates").joinpath(PAGE_TEMPLATE).read_text(encoding="utf-8")
+    return resources.files("harness.report.templates").joinpath(PAGE_TEMPLATE).read_text(encoding="utf-8")
 
 
 def html_page(board: Board) -> str:

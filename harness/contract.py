@@ -18,8 +18,8 @@ from harness.errors import UsageError
 if TYPE_CHECKING:  # heavy types only for annotations
     from lm_eval.api.model import LM
 
-    from harness.models import ModelRef
-    from harness.store import Store
+    from harness.models.loading import ModelRef
+    from harness.results.store import Store
 
 
 class Capability(str, enum.Enum):
@@ -252,7 +252,7 @@ MetricValues = Mapping[str, tuple[float, float | None]]  # key -> (value, stderr
 class CorpusMetric:
     """How a metric that `TaskSpec.score` computes is recomputed on any multiset of the
     cell's documents, without a model, judge or sandbox: what paired bootstrap tests
-    (harness.significance) resample.
+    (harness.report.significance) resample.
 
     statistics(samples, score_details): one entry per document, keyed by the sample's
         `(task, doc_id)`, read from the stored samples and the cell's `score_details`
