@@ -19,16 +19,13 @@ level. Import them inside ``MethodSpec.build`` and the task callables.
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 import pluggy
 
 if TYPE_CHECKING:
-    from harness.report.board import Board
-    from harness.run.executors import ExecutorSpec
-    from harness.run.runner import Cell, CellOutcome, Plan
-    from harness.contract import MethodSpec, TaskSpec
+    from harness.contract import (Cell, CellOutcome, ExecutorSpec, MethodSpec, Plan, ReportWriter,
+                                  TaskSpec)
 
 hookspec = pluggy.HookspecMarker("harness")
 
@@ -111,19 +108,3 @@ def harness_report_writers() -> list[ReportWriter]:
 
     The host's own writers (Markdown, HTML, JSON, PNG) are contributed the same way.
     """
-
-
-class ReportWriter:
-    """A named leaderboard writer: `write(board, out_dir)` returns the files it wrote.
-
-    `checked` writers produce deterministic text that `harness leaderboard --check`
-    compares byte for byte against the committed copy; an unchecked writer (a PNG plot)
-    lists the file names it writes in `outputs`, so --check knows they are accounted for.
-    """
-
-    def __init__(self, name: str, write: "Callable[[Board, Path], list[Path]]",
-                 checked: bool = True, outputs: tuple[str, ...] = ()) -> None:
-        self.name = name
-        self.write = write
-        self.checked = checked
-        self.outputs = outputs

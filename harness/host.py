@@ -24,17 +24,16 @@ from typing import Any, Callable, Iterable, Mapping
 import pluggy
 
 from harness import __version__, hookspecs
+from harness.contract import MethodSpec, ReportWriter, TaskSpec
 from harness.errors import HarnessError, UsageError, did_you_mean
-from harness.hookspecs import ReportWriter
 from harness.results.records import CodeInfo
-from harness.contract import MethodSpec, TaskSpec
 
 ENTRY_POINT_GROUP = "harness"
 BUILTIN_DISTRIBUTION = "harness"
 AUTOLOAD_OFF = "HARNESS_DISABLE_PLUGIN_AUTOLOAD"
 EXTRA_PLUGINS = "HARNESS_PLUGINS"
 # The host's own plugins: leaderboard writers and executors, never blocked by a switch.
-HOST_PLUGINS = ("harness.report.board", "harness.run.executors")
+HOST_PLUGINS = ("harness.report.writers", "harness.run.executors")
 # Built-in methods (plugins/NAME) and tasks (tasks/NAME), each registered as NAME.
 BUILTIN_PLUGINS = (
     "harness.plugins.single", "harness.plugins.packllm", "harness.plugins.ensemble",

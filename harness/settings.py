@@ -16,10 +16,33 @@ from pathlib import Path
 from typing import Any, Literal
 
 from harness.errors import UsageError
-from harness.contract import DataSource, option
+from harness.options import option
 
 DATA_DIR_VARIABLE = "HARNESS_DATA_DIR"
 DEFAULT_OUT = "harness_out"
+
+
+@dataclass(frozen=True)
+class DataSource:
+    """Where a task's documents come from for one run.
+
+    kind "hf": the task's Hugging Face dataset id; "local": files in the original format
+    under `path`; "embedded": the small sample the task plugin ships (for smoke runs and
+    the offline default, never for published numbers).
+    """
+
+    kind: Literal["hf", "local", "embedded"]
+    path: Path | None = None
+
+    def describe(self) -> str:
+        return self.kind if self.path is None else f"{self.kind}:{self.path}"
+
+    @property
+    def folder(self) -> Path:
+        """The root of the original files (for kind "local")."""
+        if self.path is None:
+            raise UsageError(f"data {self.kind!r} has no folder: pass --data-dir")
+        return self.path
 
 
 @dataclass(frozen=True)

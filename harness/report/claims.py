@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import Literal, Sequence
 
 from harness.errors import DataError
-from harness.results.records import CellRecord
 from harness.report.significance import Comparison, DocKey, DocumentScores, compare, document_scores
+from harness.results.records import CellRecord
 from harness.results.store import Store
 
 SEED_SUFFIX = re.compile(r" \(seed (\d+)\)$")

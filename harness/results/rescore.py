@@ -22,11 +22,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from harness.contract import DataSource, TaskContext, TaskSpec, options_to_dict
 from harness.errors import DataError, HarnessError, UsageError
 from harness.host import Host
 from harness.options import build_options
 from harness.results.records import CellRecord, Score, TaskInfo
-from harness.contract import DataSource, TaskContext, TaskSpec, options_to_dict
 from harness.results.store import Store, fingerprint
 
 
@@ -46,7 +46,7 @@ def data_source(description: str) -> DataSource:
 
 
 def _plan_identity(spec: TaskSpec, ctx: TaskContext) -> Any:
-    from harness.run.runner import config_identity
+    from harness.run.identity import config_identity
 
     plan = spec.lm_eval(ctx)
     return {"tasks": config_identity(plan.tasks), "num_fewshot": plan.num_fewshot,
@@ -55,7 +55,7 @@ def _plan_identity(spec: TaskSpec, ctx: TaskContext) -> Any:
 
 def rescore_cell(host: Host, source: Store, target: Store, record: CellRecord,
                  overrides: Mapping[str, Any], workdir: Path) -> Rescored:
-    from harness.run.runner import mean_metrics
+    from harness.run.cell import mean_metrics
 
     spec = host.task(record.task.name)
     options = build_options(spec.options, {**record.task.options, **overrides},

@@ -20,8 +20,8 @@ import contextlib
 import dataclasses
 from typing import Any, Iterator
 
-from harness.models import cost
 from harness.errors import redact
+from harness.models import cost
 from harness.results.records import PhaseCost, phase_cost
 
 RESPONSE = "harness_response"  # marks a response stored with its cost

@@ -18,14 +18,16 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from harness.models import cost
-from harness.run import progress
+from harness.contract import Cell, CellOutcome, Job, Plan, PluginHost
 from harness.errors import HarnessError, first_line, redact
+from harness.models import cost
 from harness.results.records import phase_cost
-from harness.run.runner import (Cell, CellOutcome, Host, Job, Plan, build_context, build_lm,
-                            collect_samples, make_record, numerics, record_failure,
-                            run_lm_eval, score_samples, task_context)
 from harness.results.store import atomic_write_text
+from harness.run import progress
+from harness.run.cell import (build_context, build_lm, make_record, numerics, record_failure,
+                              score_samples)
+from harness.run.lm_eval_adapter import collect_samples, run_lm_eval
+from harness.run.plan import task_context
 
 PLACEHOLDERS = {"loglikelihood": (0.0, False), "loglikelihood_rolling": 0.0, "generate_until": ""}
 
@@ -78,7 +80,7 @@ def shard_path(plan: Plan, cell: Cell, index: int, count: int) -> Path:
     return plan.store.workdir(cell.fingerprint) / "shards" / f"{index}-of-{count}.json"
 
 
-def run_shard(host: Host, plan: Plan, job: Job, capture_logs: bool) -> list[CellOutcome]:
+def run_shard(host: PluginHost, plan: Plan, job: Job, capture_logs: bool) -> list[CellOutcome]:
     """Evaluate one shard of one cell, then merge and record the cell if every shard is
     there. Returns the cell's outcome, or a "shard" outcome while shards are missing."""
     [cell] = job.cells

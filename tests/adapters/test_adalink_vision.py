@@ -12,7 +12,9 @@ import torch
 from harness.host import load_host
 from harness.models.loading import ModelRef, load_vision_lm
 from harness.options import build_options
-from harness.run.runner import MethodRow, TaskColumn, plan_cells, run_plan
+from harness.contract import MethodRow, TaskColumn
+from harness.run.plan import plan_cells
+from harness.run.jobs import run_plan
 from harness.settings import RunSettings
 from harness.contract import BuildContext, DataSource, TaskContext
 from harness.results.store import Store

@@ -17,7 +17,8 @@ from rich.console import Console
 from harness import cli
 from harness.host import load_host
 from harness.results.records import CellRecord, RowInfo, Score, TaskInfo, row_key
-from harness.report.board import build_board, rich_tables
+from harness.report.board import build_board
+from harness.report.terminal import rich_tables
 from harness.results.store import Store
 from support import run_cli
 
@@ -171,7 +172,7 @@ def test_without_a_terminal_progress_is_plain_lines_with_a_heartbeat() -> None:
 
 
 def test_task_options_can_name_one_task_of_several() -> None:
-    from harness.cli import build_parser, request_from_args
+    from harness.cli.arguments import build_parser, request_from_args
 
     args = build_parser().parse_args(["run", "-m", "single", "-t", "mmlu,gsm8k", "-O",
                                       "num_fewshot=0", "-O", "gsm8k.max_gen_toks=8"])

@@ -13,8 +13,13 @@ from harness.models import cost
 from harness.host import load_host
 from harness.models.loading import ModelRef, load_causal_lm, load_tokenizer
 from harness.results.records import CellRecord
-from harness.report.board import board_json, build_board, markdown, pareto_front, plot_cost_png
-from harness.run.runner import MethodRow, TaskColumn, plan_cells, run_plan
+from harness.report.json_board import board_json
+from harness.report.board import build_board
+from harness.report.markdown import markdown
+from harness.report.plots import pareto_front, plot_cost_png
+from harness.contract import MethodRow, TaskColumn
+from harness.run.plan import plan_cells
+from harness.run.jobs import run_plan
 from harness.settings import RunSettings
 from harness.results.store import Store, read_jsonl
 

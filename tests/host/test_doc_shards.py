@@ -7,7 +7,9 @@ import pytest
 
 from harness.host import load_host
 from harness.models.loading import ModelRef
-from harness.run.runner import MethodRow, TaskColumn, make_jobs, plan_cells, run_plan
+from harness.contract import MethodRow, TaskColumn
+from harness.run.jobs import make_jobs, run_plan
+from harness.run.plan import plan_cells
 from harness.settings import RunSettings
 from harness.run.shards import merged_samples
 from harness.results.store import Store, read_jsonl

@@ -20,7 +20,9 @@ from pathlib import Path
 import pytest
 from support import CHOICE_OPTIONS, commit_binary_cell, commit_choice_cell
 
-from harness.report.board import BoardOptions, build_board, html_page
+from harness.report.model import BoardOptions
+from harness.report.board import build_board
+from harness.report.html import html_page
 from harness.results.store import Store
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

@@ -74,7 +74,7 @@ def test_help_list_and_leaderboard_do_not_import_torch() -> None:
         from harness.cli import main
         for argv in (["list"], ["list", "--json"]):
             main(argv)
-        import harness.report.board
+        import harness.report.writers, harness.report.terminal, harness.report.compare
         heavy = [m for m in ("torch", "transformers", "lm_eval", "datasets") if m in sys.modules]
         print("HEAVY:", heavy)
     """)

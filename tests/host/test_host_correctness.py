@@ -13,8 +13,10 @@ from harness.errors import UsageError
 from harness.host import load_host, source_digest
 from harness.models.loading import ModelRef
 from harness.results.records import CellRecord
-from harness.report.board import build_board, markdown
-from harness.run.runner import MethodRow, TaskColumn, plan_cells
+from harness.report.board import build_board
+from harness.report.markdown import markdown
+from harness.contract import MethodRow, TaskColumn
+from harness.run.plan import plan_cells
 from harness.settings import RunSettings
 from harness.results.store import Store
 from support import run_cli

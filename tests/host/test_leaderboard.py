@@ -10,7 +10,11 @@ import pytest
 
 from harness.results.records import (CellCost, CellRecord, ModelCost, PhaseCost, RowInfo, Score, TaskInfo,
                              row_key)
-from harness.report.board import _gold, board_json, build_board, html_page, markdown, page_template
+from harness.report.samples import _gold
+from harness.report.json_board import board_json
+from harness.report.board import build_board
+from harness.report.html import html_page, page_template
+from harness.report.markdown import markdown
 from harness.results.store import Store
 from support import CHOICE_OPTIONS, commit_binary_cell, commit_choice_cell, run_cli
 
@@ -207,7 +211,7 @@ def test_untrusted_cells_are_shown_in_every_format_and_fail_check(results: Path,
     from rich.console import Console
 
     from harness import cli
-    from harness.report.board import rich_tables
+    from harness.report.terminal import rich_tables
 
     store = Store(results)
     lora = _record("lora (tiny-llama)", "lora", "mmlu", "ok", 0.40, 0.05, trainable=4096)

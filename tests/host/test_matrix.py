@@ -14,7 +14,9 @@ import pytest
 
 from harness.host import load_host
 from harness.models.loading import ModelRef
-from harness.run.runner import MethodRow, TaskColumn, evaluate_cell, plan_cells, row_label
+from harness.contract import MethodRow, TaskColumn, row_label
+from harness.run.cell import evaluate_cell
+from harness.run.plan import plan_cells
 from harness.settings import RunSettings
 from harness.results.store import Store, read_jsonl
 from support import run_cli
@@ -110,7 +112,7 @@ def test_two_methods_on_one_task_never_share_responses(tmp_path: Path) -> None:
 
 def test_shards_partition_the_matrix_and_claims_exclude_each_other(tmp_path: Path) -> None:
     cells = _cells(tmp_path)
-    from harness.run.runner import Plan
+    from harness.contract import Plan
 
     plan = Plan(cells, Store(tmp_path))
     parts = [plan.shard(k, 3).cells for k in (1, 2, 3)]
@@ -126,7 +128,7 @@ def test_shards_partition_the_matrix_and_claims_exclude_each_other(tmp_path: Pat
 
 
 def test_embedded_suite_covers_every_builtin_method_and_task(tmp_path: Path) -> None:
-    from harness.cli import load_suite
+    from harness.run.request import load_suite
 
     host = load_host()
     builtin = {name for name in [*host.methods, *host.tasks]
@@ -139,7 +141,7 @@ def test_embedded_suite_covers_every_builtin_method_and_task(tmp_path: Path) -> 
 def test_a_row_built_once_gives_the_per_cell_results(tmp_path: Path) -> None:
     """A frozen method's row runs its tasks on one built LM; every record and sample equals
     what one build per cell gives."""
-    from harness.run.runner import make_jobs, run_plan
+    from harness.run.jobs import make_jobs, run_plan
 
     host = load_host()
     single, mmlu, gsm8k = host.method("single"), host.task("mmlu"), host.task("gsm8k")

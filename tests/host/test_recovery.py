@@ -20,7 +20,8 @@ import pytest
 from harness import cli
 from harness.host import load_host
 from harness.results.records import CellRecord, RowInfo, Score, TaskInfo, row_key
-from harness.run.runner import Plan, run_plan
+from harness.contract import Plan
+from harness.run.jobs import run_plan
 from harness.results.store import Store
 
 PLUGINS = Path(__file__).parent / "fixtures" / "plugins"

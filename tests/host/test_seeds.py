@@ -11,8 +11,11 @@ import pytest
 
 from harness.host import load_host
 from harness.models.loading import ModelRef
-from harness.report.board import build_board, compare_rows
-from harness.run.runner import MethodRow, TaskColumn, make_jobs, plan_cells
+from harness.report.board import build_board
+from harness.report.compare import compare_rows
+from harness.contract import MethodRow, TaskColumn
+from harness.run.jobs import make_jobs
+from harness.run.plan import plan_cells
 from harness.settings import RunSettings
 from harness.results.store import Store
 from support import commit_binary_cell, run_cli

@@ -156,7 +156,9 @@ def scored_results(tmp_path):
 
 
 def test_leaderboard_marks_rows_against_their_best_member(scored_results) -> None:
-    from harness.report.board import board_json, build_board, markdown
+    from harness.report.json_board import board_json
+    from harness.report.board import build_board
+    from harness.report.markdown import markdown
 
     board = build_board(scored_results)
     cells = {row.label: row.cells["mmlu"] for row in board.rows}
@@ -181,7 +183,9 @@ def test_leaderboard_marks_rows_against_their_best_member(scored_results) -> Non
 
 
 def test_significance_is_deterministic_and_resamples_are_an_option(scored_results) -> None:
-    from harness.report.board import BoardOptions, board_json, build_board
+    from harness.report.model import BoardOptions
+    from harness.report.json_board import board_json
+    from harness.report.board import build_board
 
     assert board_json(build_board(scored_results)) == board_json(build_board(scored_results))
     few = json.loads(board_json(build_board(scored_results, BoardOptions(resamples=20))))

@@ -10,7 +10,9 @@ import pytest
 
 from harness.host import load_host
 from harness.models.loading import ModelRef
-from harness.run.runner import MethodRow, TaskColumn, plan_cells, run_plan
+from harness.contract import MethodRow, TaskColumn
+from harness.run.plan import plan_cells
+from harness.run.jobs import run_plan
 from harness.settings import RunSettings
 from harness.contract import DataSource, TaskContext
 from harness.results.store import Store

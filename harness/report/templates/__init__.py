@@ -1,2 +1,2 @@
 """Package data: the HTML leaderboard page (`leaderboard.html`), filled by
-harness.report.board.html_page."""
+harness.report.html.html_page."""

@@ -19,56 +19,22 @@ import dataclasses
 import json
 import os
 import sys
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from harness import hookimpl
-from harness.run import progress
+from harness.contract import (CellOutcome, ExecutionContext, ExecutorSpec, Job, MethodRow, Plan,
+                              TaskColumn, options_to_dict)
 from harness.errors import HarnessError, UsageError, did_you_mean
 from harness.host import Host, load_host
 from harness.models.loading import ModelRef
 from harness.options import build_options
-from harness.run.runner import (CellOutcome, Job, MethodRow, Plan, TaskColumn, plan_cells,
-                            record_failure, run_job)
-from harness.settings import RunSettings
-from harness.contract import options_to_dict
 from harness.results.store import Store, atomic_write_text
-
-JOBS_FOLDER = "jobs"
-
-
-@dataclass
-class ExecutionContext:
-    """Everything an executor needs to run a plan's jobs."""
-
-    host: Host
-    plan: Plan
-    jobs: list[Job]
-    switches: list[str]  # the -p plugin switches the workers must load too
-    slots: int = 1  # jobs at once
-    gpus: list[str] = field(default_factory=list)  # visible GPU ids to share out
-    timeout_s: float | None = None  # per job attempt
-    retries: int = 0  # further attempts of a job that failed or timed out
-    capture_logs: bool = True
-
-    def finished_elsewhere(self, outcomes: list[CellOutcome]) -> None:
-        """Cells that ran in another process: the lifecycle hooks (the live display among
-        them) hear of them here, as they hear of cells run in this process."""
-        for outcome in outcomes:
-            self.host.hook.harness_cell_finished(cell=outcome.cell, outcome=outcome)
-
-    @property
-    def folder(self) -> Path:
-        return self.plan.store.root / JOBS_FOLDER
-
-
-@dataclass(frozen=True)
-class ExecutorSpec:
-    name: str
-    description: str
-    run: Callable[[ExecutionContext], list[CellOutcome]]
-
+from harness.run import progress
+from harness.run.cell import record_failure
+from harness.run.jobs import run_job
+from harness.run.plan import plan_cells
+from harness.settings import RunSettings
 
 # ----------------------------------------------------------------------------- job specs
 

@@ -14,8 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness.run.executors import ExecutionContext, finish_job, worker_command, write_job_spec
-from harness.run.runner import CellOutcome, Job, run_job
+from harness.contract import CellOutcome, ExecutionContext, Job
+from harness.run.executors import finish_job, worker_command, write_job_spec
+from harness.run.jobs import run_job
 
 # Bytes of GPU memory per parameter, by dtype, with room for activations and caches.
 BYTES_PER_PARAMETER = {"float32": 4, "bfloat16": 2, "float16": 2}

@@ -11,10 +11,10 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from harness.contract import CellOutcome, ExecutionContext, Job
 from harness.errors import UsageError, first_line
-from harness.run.executors import (ExecutionContext, exit_reason, finish_job, job_id, run_worker,
-                               worker_command, write_job_spec)
-from harness.run.runner import CellOutcome, Job
+from harness.run.executors import (exit_reason, finish_job, job_id, run_worker, worker_command,
+                                   write_job_spec)
 
 # Variables a worker needs to find the same plugins, caches and offline settings.
 FORWARDED_PREFIXES = ("HARNESS_", "HF_", "TRANSFORMERS_", "PYTHONPATH", "TOKENIZERS_")

@@ -14,10 +14,10 @@ import math
 import os
 from typing import Any
 
+from harness.contract import CellOutcome, ExecutionContext, Job
 from harness.errors import UsageError, first_line
-from harness.run.executors import (ExecutionContext, exit_reason, finish_job, run_worker,
-                               worker_command, write_job_spec)
-from harness.run.runner import CellOutcome, Job
+from harness.run.executors import (exit_reason, finish_job, run_worker, worker_command,
+                                   write_job_spec)
 
 SLURM_VARIABLE_PREFIX = "HARNESS_SLURM_"
 DEFAULT_TIMEOUT_MIN = 24 * 60

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Literal, Mapping, Sequence
 
-from harness.errors import UsageError
+from harness.settings import DataSource
 
 if TYPE_CHECKING:  # heavy types only for annotations
     from lm_eval.api.model import LM
@@ -48,13 +48,6 @@ def at_least(options: Any, **minimums: float) -> None:
         value = getattr(options, name)
         if value is not None and value < minimum:
             raise ValueError(f"{name} must be at least {minimum}, got {value}")
-
-
-def option(default: Any = dataclasses.MISSING, help: str = "", *,
-           default_factory: Any = dataclasses.MISSING) -> Any:
-    """A field of a plugin's options dataclass with its help text (`harness list NAME`
-    shows it): `rank: int = option(64, "bottleneck width r")`."""
-    return field(default=default, default_factory=default_factory, metadata={"help": help})
 
 
 @dataclass(frozen=True)
@@ -172,29 +165,6 @@ class Metric:
     key: str
     label: str
     higher_is_better: bool = True
-
-
-@dataclass(frozen=True)
-class DataSource:
-    """Where a task's documents come from for one run.
-
-    kind "hf": the task's Hugging Face dataset id; "local": files in the original format
-    under `path`; "embedded": the small sample the task plugin ships (for smoke runs and
-    the offline default, never for published numbers).
-    """
-
-    kind: Literal["hf", "local", "embedded"]
-    path: Path | None = None
-
-    def describe(self) -> str:
-        return self.kind if self.path is None else f"{self.kind}:{self.path}"
-
-    @property
-    def folder(self) -> Path:
-        """The root of the original files (for kind "local")."""
-        if self.path is None:
-            raise UsageError(f"data {self.kind!r} has no folder: pass --data-dir")
-        return self.path
 
 
 @dataclass
