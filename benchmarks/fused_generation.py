@@ -78,9 +78,9 @@ def main() -> None:
     import torch
     from lm_eval.models.huggingface import HFLM
 
-    from harness.fusion.options import PackOptions
-    from harness.fusion.pack_lm import Member, Pack, PackLM
-    from harness.fusion.weights import PerplexitySoftmax
+    from harness.fusion._options import PackOptions
+    from harness.fusion._pack_lm import Member, Pack, PackLM
+    from harness.fusion._weights import PerplexitySoftmax
 
     torch.set_grad_enabled(False)
     dtype = torch.bfloat16 if args.device.startswith("cuda") else torch.float32

@@ -18,23 +18,22 @@ A method plugin::
 
 Methods of one family share toolkits that are public as well: `harness.fusion` (logit
 fusion of packs with different tokenizers), `harness.fuse` (gradients across tokenizers),
-`harness.isolation.sandbox` (running generated code) and `harness.judge` (LLM judges).
+`harness.isolation._sandbox` (running generated code) and `harness.judge` (LLM judges).
 `tests/host/test_public_surface.py` keeps the built-in plugins to these.
 """
 
 from harness import hookimpl
+from harness.contract import (ANCHOR_AUGMENTING, MODEL_PACK, ONE_MODEL, TEXT_CAPABILITIES,
+                              BuildContext, Capability, CorpusMetric, DataSource, LmEvalPlan,
+                              MethodSpec, Metric, MetricValues, ModelSlots, NoOptions, Samples,
+                              TaskContext, TaskSpec, Training, at_least, option)
 from harness.data import (dataset_dict, first_existing, first_response, read_csv_rows,
                           read_json_file, read_jsonl_rows)
 from harness.errors import (DataError, HarnessError, MissingTool, ModelLoadError, UsageError,
                             did_you_mean)
 from harness.lm import count_parameters, hf_lm, hf_multimodal_lm
 from harness.models.loading import (ModelRef, default_device, is_vision_language, load_causal_lm,
-                            load_clip, load_processor, load_tokenizer, load_vision_lm)
-from harness.contract import (ANCHOR_AUGMENTING, MODEL_PACK, ONE_MODEL, TEXT_CAPABILITIES,
-                           BuildContext, Capability, CorpusMetric, DataSource, LmEvalPlan,
-                           MethodSpec, Metric,
-                           MetricValues, ModelSlots, NoOptions, Samples, TaskContext, TaskSpec,
-                           Training, at_least, option)
+                                    load_clip, load_processor, load_tokenizer, load_vision_lm)
 from harness.stats import mean_and_stderr
 from harness.training import (EarlyStopping, TrainingOptions, fit, fitted_lm, freeze, peft_model,
                               trainable_parameters)

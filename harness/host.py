@@ -33,7 +33,7 @@ BUILTIN_DISTRIBUTION = "harness"
 AUTOLOAD_OFF = "HARNESS_DISABLE_PLUGIN_AUTOLOAD"
 EXTRA_PLUGINS = "HARNESS_PLUGINS"
 # The host's own plugins: leaderboard writers and executors, never blocked by a switch.
-HOST_PLUGINS = ("harness.report.writers", "harness.run.executors")
+HOST_PLUGINS = ("harness.report.writers", "harness.run.executors.registry")
 # Built-in methods (plugins/NAME) and tasks (tasks/NAME), each registered as NAME.
 BUILTIN_PLUGINS = (
     "harness.plugins.single", "harness.plugins.packllm", "harness.plugins.ensemble",

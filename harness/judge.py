@@ -37,9 +37,8 @@ from pathlib import Path
 from typing import Any, Literal, Mapping, Sequence
 
 from harness.data import read_jsonl_rows
-from harness.errors import (DataError, HarnessError, UsageError, redact, redact_tree,
-                            register_secret)
-from harness.results.store import atomic_write_text, canonical_json
+from harness.errors import DataError, HarnessError, UsageError, redact, redact_tree, register_secret
+from harness.files import atomic_write_text, canonical_json
 
 log = logging.getLogger(__name__)
 

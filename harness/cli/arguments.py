@@ -9,11 +9,10 @@ from pathlib import Path
 from typing import Any, NoReturn, Sequence
 
 from harness import __version__
+from harness.contract.board import DEFAULT_MAX_SAMPLES, DEFAULT_RESAMPLES
 from harness.errors import UsageError
 from harness.host import Host
 from harness.options import option_infos, parse_pairs
-from harness.report.model import DEFAULT_MAX_SAMPLES
-from harness.report.significance import DEFAULT_RESAMPLES
 from harness.run.request import load_suite
 from harness.settings import (DEFAULT_OUT, SETTING_NAMES, RunRequest, RunSettings, SuiteMethod,
                               SuiteTask)
@@ -42,7 +41,7 @@ def _board_arguments(parser: argparse.ArgumentParser) -> None:
 def board_options(host: Host, resamples: int = DEFAULT_RESAMPLES,
                   max_samples: int = DEFAULT_MAX_SAMPLES) -> Any:
     """The leaderboard's options with the loaded tasks' corpus metrics."""
-    from harness.report.model import BoardOptions
+    from harness.contract.board import BoardOptions
 
     if resamples < 1:
         raise UsageError(f"--resamples must be at least 1, got {resamples}")

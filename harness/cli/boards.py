@@ -13,7 +13,7 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
-from harness.cli.arguments import split_names, board_options
+from harness.cli.arguments import board_options, split_names
 from harness.errors import HarnessError, UsageError, redact
 from harness.host import Host
 

@@ -7,7 +7,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from harness.cli.arguments import split_names, request_from_args
+from harness.cli.arguments import request_from_args, split_names
 from harness.cli.boards import write_leaderboards
 from harness.cli.listing import escape_markup
 from harness.errors import UsageError, redact
@@ -89,8 +89,8 @@ def _note_limit_per_subtask(plan: Any, console: Any) -> None:
 def _executor(host: Host, args: argparse.Namespace, plan: Any, settings: RunSettings) -> Any:
     """The chosen executor, bound to this run's slots, GPUs, timeout and retries."""
     from harness.contract import ExecutionContext
-    from harness.run.executors import executor_named
     from harness.run.executors.local import visible_gpus
+    from harness.run.executors.registry import executor_named
 
     spec = executor_named(host, args.executor)
     if args.gpus is not None:

@@ -12,7 +12,7 @@ import pluggy
 from harness.contract.matrix import CellOutcome, Job, Plan
 
 if TYPE_CHECKING:
-    from harness.report.model import Board
+    from harness.contract.board import Board
 
 
 class PluginHost(Protocol):

@@ -16,7 +16,7 @@ from typing import Any
 
 from harness import zoo
 from harness.errors import ModelLoadError, UsageError, first_line
-from harness.results.store import atomic_write_text, file_sha256
+from harness.files import atomic_write_text, file_sha256
 
 
 @dataclass(frozen=True)

@@ -15,10 +15,11 @@ import statistics
 from pathlib import Path
 from typing import Any
 
+from harness.contract.board import (Board, BoardCell, BoardOptions, BoardRow, BoardTask,
+                                    mean_win_rates)
 from harness.errors import DataError
 from harness.report.comparisons import add_comparisons
 from harness.report.documents import CellData, latest_per_cell, newest_record
-from harness.report.model import Board, BoardCell, BoardOptions, BoardRow, BoardTask, mean_win_rates
 from harness.report.samples import add_samples
 from harness.results.records import CellRecord
 from harness.results.store import Problem, Store

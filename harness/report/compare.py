@@ -7,10 +7,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
+from harness.contract.board import Board, BoardOptions, BoardRow, BoardTask
 from harness.report.board import build_board
 from harness.report.comparisons import paired_test
 from harness.report.documents import CellData, latest_per_cell
-from harness.report.model import Board, BoardOptions, BoardRow, BoardTask
 from harness.report.significance import Comparison, holm
 from harness.results.store import Store
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import dataclasses
 
+from harness.contract.board import Board, BoardOptions, BoardRow, BoardTask
 from harness.errors import DataError
 from harness.report.documents import CellData
-from harness.report.model import Board, BoardOptions, BoardRow, BoardTask
 from harness.report.significance import Comparison, DocumentScores, compare, holm, pair_seed
 
 

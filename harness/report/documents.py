@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from harness.contract.board import BoardOptions
 from harness.errors import DataError
-from harness.report.model import BoardOptions
 from harness.report.significance import DocumentScores, document_scores
 from harness.results.records import CellRecord
 from harness.results.store import Store

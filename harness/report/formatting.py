@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from harness.report.model import SIGNIFICANT, Board, BoardCell, BoardRow
+from harness.contract.board import SIGNIFICANT, Board, BoardCell, BoardRow
 from harness.report.significance import BOOTSTRAP, MCNEMAR
 
 

@@ -8,9 +8,9 @@ import json
 import re
 from importlib import resources
 
+from harness.contract.board import COST_HEADER, SIGNIFICANT, Board
 from harness.report.formatting import format_flops, format_params, significance_note, win_rate_text
 from harness.report.json_board import board_json
-from harness.report.model import COST_HEADER, SIGNIFICANT, Board
 
 PAGE_TEMPLATE = "leaderboard.html"  # in harness/templates, package data
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 
-from harness.report.model import Board
+from harness.contract.board import Board
 
 
 def board_json(board: Board) -> str:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from harness.contract.board import COST_HEADER, COST_NOTE, Board
 from harness.report.formatting import (format_flops, format_params, marked, significance_note,
                                        win_rate_text)
-from harness.report.model import COST_HEADER, COST_NOTE, Board
 
 
 def markdown(board: Board) -> str:

@@ -7,8 +7,8 @@ import math
 from pathlib import Path
 from typing import Any
 
+from harness.contract.board import Board, BoardCell, BoardRow
 from harness.report.json_board import board_digest
-from harness.report.model import Board, BoardCell, BoardRow
 
 
 def plot_png(board: Board, path: Path) -> None:

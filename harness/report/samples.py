@@ -8,8 +8,18 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from harness.contract.board import Board, BoardTask
 from harness.report.documents import CellData
-from harness.report.model import SAMPLE_FIELDS, TEXT_CAP, Board, BoardTask
+
+TEXT_CAP = 1500  # characters of a prompt, response or reference the explorer keeps
+
+
+# Fields of lm-eval's sample logs that the explorer shows in their own columns (or not at
+# all); any other field is a method's or task's per-sample fact (PackLLM's weights, a
+# judge's verdict, a sandbox outcome).
+SAMPLE_FIELDS = frozenset({"doc", "doc_id", "doc_hash", "prompt_hash", "target_hash", "filter",
+                           "filtered_resps", "metrics", "prompt", "response", "target", "task",
+                           "arguments", "resps"})
 
 
 def _clip(text: Any, keep_tail: bool = False) -> str:

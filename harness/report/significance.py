@@ -27,11 +27,10 @@ import math
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
+from harness.contract.board import DEFAULT_ALPHA, DEFAULT_RESAMPLES
 from harness.errors import DataError, HarnessError
 from harness.results.records import CellRecord
 
-DEFAULT_RESAMPLES = 1000
-DEFAULT_ALPHA = 0.05
 MCNEMAR = "exact McNemar"
 BOOTSTRAP = "paired bootstrap"
 

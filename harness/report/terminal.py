@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from harness.contract.board import Board, BoardRow, BoardTask, mean_win_rates
 from harness.report.formatting import format_flops, format_params, marked, significance_note
-from harness.report.model import Board, BoardRow, BoardTask, mean_win_rates
 
 
 def rich_tables(board: Board, width: int = 80) -> list[Any]:

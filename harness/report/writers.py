@@ -7,14 +7,14 @@ from pathlib import Path
 from typing import Any
 
 from harness import hookimpl
-from harness.errors import redact
 from harness.contract import ReportWriter
+from harness.contract.board import Board
+from harness.errors import redact
+from harness.files import atomic_write_text
 from harness.report.html import html_page
 from harness.report.json_board import board_json
 from harness.report.markdown import markdown
-from harness.report.model import Board
 from harness.report.plots import PNG_FILES, plot_cost_png, plot_png
-from harness.results.store import atomic_write_text
 
 
 def _text_writer(name: str, filename: str, render: Any) -> ReportWriter:

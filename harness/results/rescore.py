@@ -24,10 +24,11 @@ from typing import Any, Mapping, Sequence
 
 from harness.contract import DataSource, TaskContext, TaskSpec, options_to_dict
 from harness.errors import DataError, HarnessError, UsageError
+from harness.files import fingerprint
 from harness.host import Host
 from harness.options import build_options
 from harness.results.records import CellRecord, Score, TaskInfo
-from harness.results.store import Store, fingerprint
+from harness.results.store import Store
 
 
 @dataclass(frozen=True)

@@ -32,153 +32,42 @@ readable as anything else the user writes.
 
 from __future__ import annotations
 
-import errno
-import hashlib
 import json
 import os
-import re
 import shutil
 import socket
 import tempfile
-import threading
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, ContextManager, Iterable
 
 from harness.errors import DataError, redact
+from harness.files import (abandoned, atomic_write_text, file_sha256, follow_umask, fsync_dir,
+                           jsonl_text, naming_full_disk, owner_tag, read_jsonl, write_jsonl)
+from harness.results import locks
+from harness.results.locks import LOCK_HEARTBEAT_S, LOCK_STALE_S, LockHolder
 from harness.results.records import NEWER_SCHEMA, CellRecord
 
 RESULT_FILE = "result.json"
+
+
 SAMPLES_FILE = "samples.jsonl"
+
+
 LOG_FILE = "log.txt"
+
+
 CHECKSUMS_FILE = "SHA256SUMS"
+
+
 PLAN_FILE = "plan.json"
+
+
 CHECKSUMMED = (RESULT_FILE, SAMPLES_FILE)
-# A lock whose holder has not refreshed it for this long is taken over, whatever the host
-# (containers change hostname at every start, so "another host" proves nothing).
-LOCK_STALE_S = 300.0
-LOCK_HEARTBEAT_S = 20.0
+
+
 QUARANTINE = "quarantine"  # untrusted files moved aside (`harness verify --repair`)
-
-
-def canonical_json(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
-
-
-def fingerprint(value: Any) -> str:
-    return hashlib.sha256(canonical_json(value).encode()).hexdigest()
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with Path(path).open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 22), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _umask() -> int:
-    current = os.umask(0)
-    os.umask(current)
-    return current
-
-
-def _follow_umask(path: Path, directory: bool = False) -> None:
-    """tempfile makes 0600 files and 0700 folders; give them the user's usual mode."""
-    os.chmod(path, (0o777 if directory else 0o666) & ~_umask())
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _owner_tag() -> str:
-    """`host-pid`, put in the name of every temporary file and folder the harness makes
-    beside its results, so that a later run can tell the leftovers of a killed process."""
-    return f"{socket.gethostname()}-{os.getpid()}"
-
-
-# `{_owner_tag()}.{suffix}` at the end of a temporary's name: tempfile's 8 random
-# characters, or the suffix of a set-aside cell folder or lock
-_TAG_PID = re.compile(r"-(\d+)\.(?:[a-z0-9_]{8}|old|aside)$")
-
-
-def _abandoned(path: Path, host: str, stale_s: float) -> bool:
-    """Whether a temporary file or folder named `...{_owner_tag()}.{suffix}` is a
-    leftover: its process is dead on this host, or it has not changed for `stale_s` (a
-    temporary lives for seconds)."""
-    match = _TAG_PID.search(path.name)
-    if match is None:
-        return False
-    if path.name[:match.start()].endswith(f".{host}") and not _pid_alive(int(match[1])):
-        return True
-    try:
-        return time.time() - path.lstat().st_ctime > stale_s
-    except FileNotFoundError:
-        return False
-
-
-@contextmanager
-def _naming_full_disk(path: Path) -> Iterator[None]:
-    """A full disk reported with the path written and the space left there."""
-    try:
-        yield
-    except OSError as exc:
-        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
-            raise
-        folder = next((p for p in (Path(path), *Path(path).parents) if p.exists()), Path("/"))
-        try:
-            space = shutil.disk_usage(folder).free
-            free = (f"{space / 2**30:.1f} GiB" if space >= 2**30 else f"{space / 2**20:.1f} MiB") \
-                + " free"
-        except OSError:
-            free = "free space unknown"
-        what = "quota exceeded" if exc.errno == errno.EDQUOT else "no space left on the device"
-        raise DataError(f"{path}: {what} ({free} in {folder}); free some space and rerun "
-                        f"the same command to resume") from exc
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write via a temp file in the same folder, fsync, rename."""
-    path = Path(path)
-    with _naming_full_disk(path):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{_owner_tag()}.", dir=path.parent)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                handle.write(text)
-                handle.flush()
-                os.fsync(handle.fileno())
-            _follow_umask(Path(tmp))
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        _fsync_dir(path.parent)
-
-
-def jsonl_text(records: Iterable[dict[str, Any]]) -> str:
-    """One JSON object per line, secrets redacted (samples can hold judge error bodies)."""
-    return "".join(redact(json.dumps(record, sort_keys=True, default=str, ensure_ascii=False))
-                   + "\n" for record in records)
-
-
-def write_jsonl(path: Path, records: Iterable[dict[str, Any]]) -> None:
-    with Path(path).open("w", encoding="utf-8") as handle:
-        handle.write(jsonl_text(records))
-        handle.flush()
-        os.fsync(handle.fileno())
-
-
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    with Path(path).open(encoding="utf-8") as handle:
-        return [json.loads(line) for line in handle if line.strip()]
 
 
 def record_json(record: CellRecord) -> str:
@@ -187,18 +76,6 @@ def record_json(record: CellRecord) -> str:
 
 def _redacted_log(log: Path) -> str:
     return redact(log.read_text(encoding="utf-8", errors="replace"))
-
-
-def _pid_alive(pid: int) -> bool:
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 @dataclass(frozen=True)
@@ -223,16 +100,6 @@ def _readable(paths: Iterable[Path], read: Callable[[Path], CellRecord],
             if problems is not None:
                 problems.append(Problem(path, str(exc)))
     return records
-
-
-@dataclass(frozen=True)
-class LockHolder:
-    host: str
-    pid: int
-    age_s: float  # since the holder's last heartbeat
-
-    def __str__(self) -> str:
-        return f"{self.host}:{self.pid} (heartbeat {self.age_s:.0f} s ago)"
 
 
 class Store:
@@ -370,97 +237,14 @@ class Store:
 
     # ------------------------------------------------------------------ locks
 
-    @contextmanager
-    def claim(self, fp: str, part: str = "") -> Iterator[LockHolder | None]:
+    def claim(self, fp: str, part: str = "") -> ContextManager[LockHolder | None]:
         """Hold a cell's lock (or the lock of one `part` of it, a document shard) while it
-        runs; yields None, or the live holder if another process has it.
-
-        The lock is created exclusively and whole (a hard link of a complete file), so
-        each cell runs once across processes and nodes sharing the folder. Its holder
-        refreshes its modification time every `heartbeat_s`; a lock that is empty,
-        unreadable, left by a dead process on this host, or not refreshed for
-        `lock_stale_s` is taken over.
-        """
-        lock = self.lock_path(fp, part)
-        lock.parent.mkdir(parents=True, exist_ok=True)
-        host = socket.gethostname()
-        me = {"host": host, "pid": os.getpid(), "started": time.time()}
-        fd, draft = tempfile.mkstemp(prefix=f".draft.{_owner_tag()}.", dir=lock.parent)
-        with os.fdopen(fd, "w") as handle:
-            json.dump(me, handle)
-        try:
-            for _attempt in range(100):
-                try:
-                    os.link(draft, lock)
-                    break
-                except FileExistsError:
-                    holder = self._live_holder(lock, host)
-                    if holder is not None:
-                        yield holder
-                        return
-            else:
-                raise DataError(f"{lock}: could not take the lock (it keeps changing)")
-        finally:
-            Path(draft).unlink(missing_ok=True)
-        stop = threading.Event()
-        beat = threading.Thread(target=self._heartbeat, args=(lock, stop), daemon=True)
-        beat.start()
-        try:
-            yield None
-        finally:
-            stop.set()
-            beat.join()
-            lock.unlink(missing_ok=True)
-
-    def _live_holder(self, lock: Path, my_host: str) -> LockHolder | None:
-        """The holder of an existing lock, or None after removing a dead or stale lock."""
-        try:
-            stat = lock.stat()
-        except FileNotFoundError:
-            return None  # released meanwhile: try again
-        try:
-            holder = json.loads(lock.read_text())
-            host, pid = str(holder["host"]), int(holder["pid"])
-        except FileNotFoundError:
-            return None
-        except (OSError, ValueError, KeyError, TypeError):
-            host, pid = "?", -1  # garbage: nobody can be holding it
-        age = time.time() - stat.st_mtime
-        dead = pid < 0 or (host == my_host and not _pid_alive(pid)) or age > self.lock_stale_s
-        if not dead:
-            return LockHolder(host, pid, age)
-        # Move the lock aside, then check it is the one judged dead: when two processes
-        # take over the same stale lock, the slower one may have moved the faster one's
-        # fresh lock, which it then puts back.
-        aside = lock.with_name(f"{lock.name}.stale.{_owner_tag()}.aside")
-        try:
-            os.rename(lock, aside)
-        except FileNotFoundError:
-            return None
-        try:
-            if aside.stat().st_ino != stat.st_ino:
-                os.link(aside, lock)
-        except OSError:
-            pass
-        aside.unlink(missing_ok=True)
-        return None
-
-    def _heartbeat(self, lock: Path, stop: threading.Event) -> None:
-        while not stop.wait(self.heartbeat_s):
-            try:
-                os.utime(lock)
-            except OSError:
-                return
+        runs; yields None, or the live holder if another process has it (`locks.claim`)."""
+        return locks.claim(self.lock_path(fp, part), self.lock_stale_s, self.heartbeat_s)
 
     def holder(self, fp: str, part: str = "") -> LockHolder | None:
         """Who holds a cell's (or a part's) lock now (`harness status`), without taking it."""
-        lock = self.lock_path(fp, part)
-        try:
-            stat = lock.stat()
-            data = json.loads(lock.read_text())
-            return LockHolder(str(data["host"]), int(data["pid"]), time.time() - stat.st_mtime)
-        except (OSError, ValueError, KeyError, TypeError):
-            return None
+        return locks.holder(self.lock_path(fp, part))
 
     # ------------------------------------------------------------------ leftovers
 
@@ -472,7 +256,7 @@ class Store:
         so a process recomputing that cell (--force) keeps its own."""
         host = socket.gethostname()
         for lock in sorted((self.root / "locks").glob("*.lock")):
-            self._live_holder(lock, host)  # removes the lock when its holder is gone
+            locks.live_holder(lock, host, self.lock_stale_s)  # removes it when its holder is gone
         temporaries = [path for prefix in (f".{PLAN_FILE}.", ".leaderboard.")
                        for path in self.root.glob(f"{prefix}*")]  # the root's own files
         temporaries += (self.root / "locks").glob("*.lock.stale.*")  # locks set aside
@@ -480,7 +264,7 @@ class Store:
                        *(self.root / "cells").glob("*/*")):  # the harness's own folders
             temporaries += folder.glob(".*")
         for leftover in temporaries:
-            if _abandoned(leftover, host, self.lock_stale_s):
+            if abandoned(leftover, host, self.lock_stale_s):
                 if leftover.is_dir():
                     shutil.rmtree(leftover, ignore_errors=True)
                 else:
@@ -547,7 +331,7 @@ class Store:
         """
         method, task, fp = record.row.method, record.task.name, record.fingerprint
         target = self.cell_dir(method, task, fp)
-        with _naming_full_disk(target):
+        with naming_full_disk(target):
             self._write_cell(target, record, samples, log)
         failure = self.failure_path(method, task, fp)
         for leftover in (failure, failure.with_suffix(".log.txt"),
@@ -560,9 +344,9 @@ class Store:
                     log: Path | None) -> None:
         target.parent.mkdir(parents=True, exist_ok=True)
         for leftover in target.parent.glob(f".{target.name}.*"):  # from killed processes
-            if _abandoned(leftover, socket.gethostname(), self.lock_stale_s):
+            if abandoned(leftover, socket.gethostname(), self.lock_stale_s):
                 shutil.rmtree(leftover, ignore_errors=True)
-        prefix = f".{target.name}.{_owner_tag()}."
+        prefix = f".{target.name}.{owner_tag()}."
         staging = Path(tempfile.mkdtemp(prefix=prefix, dir=target.parent))
         old = target.with_name(f"{prefix}old")
         try:
@@ -573,15 +357,15 @@ class Store:
             sums = "".join(f"{file_sha256(staging / name)}  {name}\n" for name in CHECKSUMMED)
             (staging / CHECKSUMS_FILE).write_text(sums, encoding="utf-8")
             for path in staging.iterdir():
-                _follow_umask(path)
+                follow_umask(path)
                 with path.open("rb") as handle:
                     os.fsync(handle.fileno())
-            _follow_umask(staging, directory=True)
-            _fsync_dir(staging)
+            follow_umask(staging, directory=True)
+            fsync_dir(staging)
             if target.exists():
                 os.rename(target, old)
             os.rename(staging, target)
-            _fsync_dir(target.parent)
+            fsync_dir(target.parent)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise

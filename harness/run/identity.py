@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.contract import Cell, options_to_dict
-from harness.results.store import file_sha256
+from harness.files import file_sha256
 
 IDENTITY_SCHEMA = 2
 

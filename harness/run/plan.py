@@ -11,9 +11,10 @@ from typing import Any
 from harness.contract import (Cell, LmEvalPlan, MethodRow, MethodSpec, Plan, TaskColumn,
                               TaskContext, TaskSpec)
 from harness.errors import DataError, HarnessError, MissingTool, UsageError
+from harness.files import fingerprint
 from harness.host import Host
 from harness.models.loading import ModelRef
-from harness.results.store import Store, fingerprint
+from harness.results.store import Store
 from harness.run.identity import cell_identity, library_versions
 from harness.settings import RunSettings
 from harness.training import untrainable_reason

@@ -20,9 +20,9 @@ from typing import Any
 
 from harness.contract import Cell, CellOutcome, Job, Plan, PluginHost
 from harness.errors import HarnessError, first_line, redact
+from harness.files import atomic_write_text
 from harness.models import cost
 from harness.results.records import phase_cost
-from harness.results.store import atomic_write_text
 from harness.run import progress
 from harness.run.cell import (build_context, build_lm, make_record, numerics, record_failure,
                               score_samples)

@@ -292,8 +292,8 @@ def _wrap_tokenizer(recipe: ZooRecipe) -> Any:
 
 
 def _config(recipe: ZooRecipe, tokenizer: Any) -> Any:
-    from transformers import (CLIPConfig, CLIPTextConfig, CLIPVisionConfig, GPT2Config,
-                              LlamaConfig, LlavaConfig)
+    from transformers import (CLIPConfig, CLIPTextConfig, CLIPVisionConfig, GPT2Config, LlamaConfig,
+                              LlavaConfig)
 
     vocab = len(tokenizer)
     if recipe.architecture == "clip":

@@ -9,10 +9,8 @@ from lm_eval.api.model import LM
 from tqdm.auto import tqdm
 
 from harness.api import HarnessError
-from harness.fuse.bridge import Bridge
-from harness.fuse.caption import CaptionObjective, CaptionWeights, ClipText, PrimaryLM
-from harness.fuse.search import SearchConfig, search
-from harness.fuse.words import word_start_token
+from harness.fuse import (Bridge, CaptionObjective, CaptionWeights, ClipText, PrimaryLM,
+                          SearchConfig, search, word_start_token)
 
 
 class FuseCaptioner(LM):

@@ -217,9 +217,9 @@ def baseline_answers(ctx: TaskContext) -> tuple[dict[Any, str], str] | None:
 
 def score(samples: Samples, ctx: TaskContext) -> MetricValues:
     """Judge every answer; annotate each sample with its judgments; return the metrics."""
+    from harness.api import default_device
     from harness.judge import (JudgeRequest, JudgeSettings, JudgmentCache, parse_preference,
                                parse_rating, run_judgments)
-    from harness.api import default_device
 
     options: VicunaBenchOptions = ctx.options
     files = data_files(ctx)

@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from harness.fuse.adapter import Adapter, AdapterConfig, fit_adapter
+from harness.fuse._adapter import Adapter, AdapterConfig, fit_adapter
 from harness import zoo
-from harness.fuse.bridge import Alignment, Bridge, Side, connect
-from harness.fuse.tensor import t_identity, t_product
-from harness.fuse.words import decoded_spans, token_words
+from harness.fuse._bridge import Alignment, Bridge, Side, connect
+from harness.fuse._tensor import t_identity, t_product
+from harness.fuse._words import decoded_spans, token_words
 from harness.models.loading import ModelRef, load_tokenizer
 
 TEXT = " a red circle on a white background"

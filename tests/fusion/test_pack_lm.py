@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from fusion.fusion_support import RecordingHook, Request
-from harness.fusion.options import PackOptions
-from harness.fusion.pack_lm import Member, Pack, PackLM, request_key
-from harness.fusion.weights import PerplexitySoftmax, Weighting
+from harness.fusion._options import PackOptions
+from harness.fusion._pack_lm import Member, Pack, PackLM, request_key
+from harness.fusion._weights import PerplexitySoftmax, Weighting
 
 REQUESTS = [("The planet Mars is", " red"), ("Two plus two", " is four."), ("", "Hello there"),
             ("Question: which colour?\nAnswer: ", "blue")]

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from harness.errors import UsageError
-from harness.fusion.weights import (ExpertContrast, GreedyGrid, PerplexitySoftmax, TopOne, Weighting,
+from harness.fusion._weights import (ExpertContrast, GreedyGrid, PerplexitySoftmax, TopOne, Weighting,
                                     first_minimum, fuse, fused_nll, log_perplexities, ranked)
 
 K, T, V = 4, 9, 50

@@ -21,7 +21,8 @@ from harness.contract import MethodRow, TaskColumn
 from harness.run.plan import plan_cells
 from harness.run.jobs import run_plan
 from harness.settings import RunSettings
-from harness.results.store import Store, read_jsonl
+from harness.results.store import Store
+from harness.files import read_jsonl
 
 TINY = ModelRef("harness-zoo/tiny-llama")
 V1_RESULTS = Path(__file__).parent / "fixtures" / "v1_results"

@@ -67,9 +67,9 @@ def test_a_single_model_counts_its_matrix_weights(ref):
 
 
 def test_a_pack_counts_each_member_and_its_fusion():
-    from harness.fusion.options import PackOptions
-    from harness.fusion.pack_lm import Member, Pack, PackLM
-    from harness.fusion.weights import PerplexitySoftmax
+    from harness.fusion._options import PackOptions
+    from harness.fusion._pack_lm import Member, Pack, PackLM
+    from harness.fusion._weights import PerplexitySoftmax
 
     members = [load_causal_lm(ref) for ref in (TINY_GPT2, TINY_GPT2)]
     pack = Pack([Member(f"m{k}", m, t) for k, (m, t) in enumerate(members)], "cpu")

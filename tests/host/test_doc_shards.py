@@ -12,7 +12,8 @@ from harness.run.jobs import make_jobs, run_plan
 from harness.run.plan import plan_cells
 from harness.settings import RunSettings
 from harness.run.shards import merged_samples
-from harness.results.store import Store, read_jsonl
+from harness.results.store import Store
+from harness.files import read_jsonl
 
 TASKS = {
     "mmlu": ("harness-zoo/tiny-llama", {"subjects": ["astronomy"], "num_fewshot": 2}),

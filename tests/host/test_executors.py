@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.results.store import Store, read_jsonl
+from harness.results.store import Store
+from harness.files import read_jsonl
 from support import REPO, run_cli
 
 PLUGINS = Path(__file__).parent / "fixtures" / "plugins"

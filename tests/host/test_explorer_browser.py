@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from support import CHOICE_OPTIONS, commit_binary_cell, commit_choice_cell
 
-from harness.report.model import BoardOptions
+from harness.contract.board import BoardOptions
 from harness.report.board import build_board
 from harness.report.html import html_page
 from harness.results.store import Store

@@ -25,7 +25,8 @@ import pytest
 import sqlitedict
 
 from harness import cli
-from harness.results.store import Store, read_jsonl
+from harness.results.store import Store
+from harness.files import read_jsonl
 
 PLUGINS = Path(__file__).parent / "fixtures" / "plugins"
 SUITE = """

@@ -18,7 +18,8 @@ from harness.contract import MethodRow, TaskColumn, row_label
 from harness.run.cell import evaluate_cell
 from harness.run.plan import plan_cells
 from harness.settings import RunSettings
-from harness.results.store import Store, read_jsonl
+from harness.results.store import Store
+from harness.files import read_jsonl
 from support import run_cli
 
 pytestmark = pytest.mark.slow

@@ -21,7 +21,8 @@ from harness.report.board import build_board
 from harness.report.html import html_page
 from harness.report.markdown import markdown
 from harness.report.terminal import rich_tables
-from harness.results.store import Store, fingerprint
+from harness.results.store import Store
+from harness.files import fingerprint
 
 SETTINGS = settings(max_examples=60, deadline=None,
                     suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -183,7 +183,7 @@ def test_leaderboard_marks_rows_against_their_best_member(scored_results) -> Non
 
 
 def test_significance_is_deterministic_and_resamples_are_an_option(scored_results) -> None:
-    from harness.report.model import BoardOptions
+    from harness.contract.board import BoardOptions
     from harness.report.json_board import board_json
     from harness.report.board import build_board
 

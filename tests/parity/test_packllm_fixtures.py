@@ -12,10 +12,10 @@ from typing import Any
 import pytest
 import torch
 
-from harness.fusion.alignment import build_map, special_ids, vocabulary
-from harness.fusion.options import PackOptions
-from harness.fusion.pack_lm import Member, Pack, PackLM
-from harness.fusion.weights import GreedyGrid, Weighting, fuse
+from harness.fusion._alignment import build_map, special_ids, vocabulary
+from harness.fusion._options import PackOptions
+from harness.fusion._pack_lm import Member, Pack, PackLM
+from harness.fusion._weights import GreedyGrid, Weighting, fuse
 from parity.packllm_support import CASES, RULES, seeded_lm
 from parity.parity_support import load_fixture
 

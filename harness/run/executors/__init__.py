@@ -22,14 +22,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from harness import hookimpl
-from harness.contract import (CellOutcome, ExecutionContext, ExecutorSpec, Job, MethodRow, Plan,
-                              TaskColumn, options_to_dict)
-from harness.errors import HarnessError, UsageError, did_you_mean
-from harness.host import Host, load_host
+from harness.contract import (CellOutcome, ExecutionContext, Job, MethodRow, Plan, TaskColumn,
+                              options_to_dict)
+from harness.errors import HarnessError
+from harness.files import atomic_write_text
+from harness.host import load_host
 from harness.models.loading import ModelRef
 from harness.options import build_options
-from harness.results.store import Store, atomic_write_text
+from harness.results.store import Store
 from harness.run import progress
 from harness.run.cell import record_failure
 from harness.run.jobs import run_job
@@ -186,44 +186,3 @@ def finish_job(ctx: ExecutionContext, job: Job, spec_path: Path, why: str) -> li
                                  f"{why} (log: {spec_path.with_suffix('.log')})")
     ctx.finished_elsewhere(finished)
     return finished
-
-
-# ----------------------------------------------------------------------------- registry
-
-
-def executor_named(host: Host, name: str) -> ExecutorSpec:
-    executors = {e.name: e for group in host.pm.hook.harness_executors() for e in group}
-    if name not in executors:
-        raise UsageError(f"unknown executor {name!r}{did_you_mean(name, executors)}; "
-                         f"known: {', '.join(sorted(executors))}")
-    return executors[name]
-
-
-def _run_local(ctx: ExecutionContext) -> list[CellOutcome]:
-    from harness.run.executors.local import run_local
-
-    return run_local(ctx)
-
-
-def _run_ray(ctx: ExecutionContext) -> list[CellOutcome]:
-    from harness.run.executors.ray import run_ray
-
-    return run_ray(ctx)
-
-
-def _run_slurm(ctx: ExecutionContext) -> list[CellOutcome]:
-    from harness.run.executors.slurm import run_slurm
-
-    return run_slurm(ctx)
-
-
-@hookimpl
-def harness_executors() -> list[ExecutorSpec]:
-    return [
-        ExecutorSpec("local", "this machine: in process with one slot, else a pool of worker "
-                              "processes sharing the GPUs (--jobs, --gpus)", _run_local),
-        ExecutorSpec("ray", "a Ray cluster (pip install harness[ray]): one Ray task per job "
-                            "with the GPUs it needs", _run_ray),
-        ExecutorSpec("slurm", "Slurm through submitit (pip install harness[slurm]): a job "
-                              "array with a concurrency cap", _run_slurm),
-    ]

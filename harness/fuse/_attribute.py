@@ -14,8 +14,8 @@ from typing import Any, Sequence
 import torch
 import torch.nn.functional as F
 
-from harness.fuse.bridge import Bridge
-from harness.fuse.caption import FramedText, GuidedObjective, PrimaryLM
+from harness.fuse._bridge import Bridge
+from harness.fuse._caption import FramedText, GuidedObjective, PrimaryLM
 
 
 class ClassifierText(FramedText):

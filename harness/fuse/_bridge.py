@@ -32,9 +32,9 @@ from typing import Any, Literal, Sequence
 import torch
 import torch.nn.functional as F
 
-from harness.fuse.adapter import Adapter, AdapterConfig, load_or_fit_adapter
-from harness.fuse.tensor import slice_transpose, t_product
-from harness.fuse.words import decoded_spans, read_dictionary, token_words, tokenize_spans
+from harness.fuse._adapter import Adapter, AdapterConfig, load_or_fit_adapter
+from harness.fuse._tensor import slice_transpose, t_product
+from harness.fuse._words import decoded_spans, read_dictionary, token_words, tokenize_spans
 
 Adjoint = Literal["correct", "official"]
 ADJOINTS = ("correct", "official")

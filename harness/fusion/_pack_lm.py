@@ -28,12 +28,12 @@ import torch.nn.functional as F
 from lm_eval.api.model import LM, hash_args
 from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
 
-from harness.run import progress
 from harness.errors import ModelLoadError, UsageError
-from harness.fusion.alignment import cached_map, special_ids, vocabulary
-from harness.fusion.options import PackOptions
-from harness.fusion.weights import Weighting, fuse
+from harness.fusion._alignment import cached_map, special_ids, vocabulary
+from harness.fusion._options import PackOptions
+from harness.fusion._weights import Weighting, fuse
 from harness.lm import batch_backoff, initial_batch_size
+from harness.run import progress
 
 DEFAULT_MAX_LENGTH = 2048
 RECORD_FILE = "fusion-weights.jsonl"

@@ -22,9 +22,9 @@ from typing import Any, Sequence
 
 import torch
 
-from harness.fuse.tensor import t_least_squares, t_product, t_transpose
-from harness.fuse.words import Dictionary, word_token_ids
-from harness.results.store import fingerprint
+from harness.files import fingerprint
+from harness.fuse._tensor import t_least_squares, t_product, t_transpose
+from harness.fuse._words import Dictionary, word_token_ids
 
 ADAPTER_VERSION = 2
 HELD_OUT_SHARE = 0.2

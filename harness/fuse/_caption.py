@@ -22,8 +22,8 @@ import torch
 import torch.nn.functional as F
 
 from harness.errors import UsageError
-from harness.fuse.bridge import Bridge, splice
-from harness.fuse.words import printable_tokens
+from harness.fuse._bridge import Bridge, splice
+from harness.fuse._words import printable_tokens
 
 
 @dataclass(frozen=True)

@@ -43,17 +43,17 @@ class FuseOptions:
                 raise ValueError(f"{name} must be at least 1")
 
     def search_config(self) -> Any:
-        from harness.fuse.search import SearchConfig
+        from harness.fuse._search import SearchConfig
 
         return SearchConfig(**{name: getattr(self, name) for name in (
             "algorithm", "guidance", "steps", "candidates", "beam_width", "logit_weight",
             "length", "swaps", "eval_batch")})
 
     def connect(self, a: Any, b: Any, ctx: BuildContext) -> Any:
-        """(bridge, adapter report) from side `a` to side `b` (`harness.fuse.bridge.Side`),
+        """(bridge, adapter report) from side `a` to side `b` (`harness.fuse._bridge.Side`),
         the adapter cached under the run's cache root."""
-        from harness.fuse.adapter import AdapterConfig
-        from harness.fuse.bridge import connect
+        from harness.fuse._adapter import AdapterConfig
+        from harness.fuse._bridge import connect
 
         config = AdapterConfig(max_subtokens=self.max_subtokens, max_words=self.max_words)
         return connect(a, b, config, self.dictionary, self.adjoint, ctx.seed, Path(ctx.cache_root))

@@ -17,12 +17,12 @@ from typing import Any, Sequence
 import torch
 import torch.nn.functional as F
 
-from harness.fuse.bridge import Bridge, splice
-from harness.fuse.caption import PrimaryLM
-from harness.fuse.search import search
-from harness.fuse.words import word_start_token
 from harness.contract import BuildContext
-from harness.results.store import atomic_write_text
+from harness.files import atomic_write_text
+from harness.fuse._bridge import Bridge, splice
+from harness.fuse._caption import PrimaryLM
+from harness.fuse._search import search
+from harness.fuse._words import word_start_token
 from harness.training.cache import fit_fingerprint, fit_folder
 from harness.training.data import data_digest, training_examples
 

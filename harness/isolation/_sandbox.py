@@ -1,7 +1,7 @@
 """Judging model-written Python functions without trusting them.
 
-Each program runs as two sandboxed processes (see `harness.isolation.confinement` for the
-layers and `harness.isolation.child` for the code inside):
+Each program runs as two sandboxed processes (see `harness.isolation._confinement` for the
+layers and `harness.isolation._child` for the code inside):
 
 - the candidate runs the prompt and the model's completion and answers calls of the entry
   point with plain data;
@@ -39,11 +39,11 @@ from pathlib import Path
 from typing import Any, Literal, Sequence
 
 from harness.errors import HarnessError
-from harness.isolation.confinement import (MAX_WORKERS, ConfinedProcess, Isolation, bubblewrap,
-                                       bubblewrap_problem, cgroup_parents, interpreters,
-                                       signal_of)
+from harness.isolation._cgroups import cgroup_parents
+from harness.isolation._confinement import (MAX_WORKERS, ConfinedProcess, Isolation, bubblewrap,
+                                            bubblewrap_problem, interpreters, signal_of)
 
-CHILD_SOURCE = Path(__file__).with_name("child.py").read_text(encoding="utf-8")
+CHILD_SOURCE = Path(__file__).with_name("_child.py").read_text(encoding="utf-8")
 VERDICT_READ_LIMIT = 64 * 1024
 # Below these, no program can do anything but fail: two sandboxed interpreters take about
 # 0.2 s to start, and the interpreter alone needs about 20 MB of address space.

@@ -7,35 +7,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from harness.report.significance import DEFAULT_ALPHA, DEFAULT_RESAMPLES
 from harness.results.store import Problem
 
 COST_HEADER = "inference FLOPs/doc"
-
-
 COST_NOTE = ("Inference FLOPs/doc: 2 × parameters × tokens of every model the method ran, plus its "
              "own extra work (logit fusion), per evaluated document, over the row's scored cells "
              "(— where the records predate cost counting).")
-
-
+DEFAULT_RESAMPLES = 1000  # of the paired bootstrap
+DEFAULT_ALPHA = 0.05
 DEFAULT_MAX_SAMPLES = 50
-
-
 SIGNIFICANCE_SEED = 0  # fixed, so committed leaderboards regenerate to the same bytes
-
-
 SIGNIFICANT = "†"
-
-
-TEXT_CAP = 1500  # characters of a prompt, response or reference the explorer keeps
-
-
-# Fields of lm-eval's sample logs that the explorer shows in their own columns (or not at
-# all); any other field is a method's or task's per-sample fact (PackLLM's weights, a
-# judge's verdict, a sandbox outcome).
-SAMPLE_FIELDS = frozenset({"doc", "doc_id", "doc_hash", "prompt_hash", "target_hash", "filter",
-                           "filtered_resps", "metrics", "prompt", "response", "target", "task",
-                           "arguments", "resps"})
 
 
 @dataclass(frozen=True)

@@ -20,8 +20,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from harness.models.cost import add_extra_flops
 from harness.errors import UsageError
+from harness.models.cost import add_extra_flops
 
 IGNORED = -100  # a target index no vocabulary uses
 # About four float32 roundings of a loss: above the noise of identical members, below the
