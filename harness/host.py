@@ -9,6 +9,7 @@ them with `HARNESS_DISABLE_PLUGIN_AUTOLOAD=1`) or named with `-p module`.
 
 from __future__ import annotations
 
+import ast
 import functools
 import hashlib
 import importlib
@@ -195,23 +196,86 @@ def _packages_distributions() -> Mapping[str, list[str]]:
     return md.packages_distributions()
 
 
+# The harness's toolkits: a plugin's code digest covers each one it reaches through its
+# imports (through `harness.api` too), so editing a toolkit changes the fingerprints of
+# exactly the cells whose code imports it. The host's own modules are not listed: a change
+# there is a new harness version, which every fingerprint already carries.
+TOOLKITS = ("harness.fusion", "harness.fuse", "harness.training", "harness.zoo",
+            "harness.isolation", "harness.judge", "harness.lm", "harness.data", "harness.stats",
+            "harness.models")
+PUBLIC_SURFACE = "harness.api"
+
+
 @functools.lru_cache(maxsize=None)
 def source_digest(module_name: str) -> str:
-    """sha256 over a plugin's source: its package folder (code and shipped configs) when
-    the module is a package or inside one of a plugin's folders, else its one file."""
+    """sha256 over a plugin's code: its package folder (code and shipped configs) when the
+    module is a package, else its one file, and the source of every toolkit it reaches."""
     module = sys.modules.get(module_name)
     origin = getattr(module, "__file__", None)
     if not origin:
         return "unknown"
     path = Path(origin)
-    files = (sorted(p for p in path.parent.rglob("*") if p.suffix in SOURCE_SUFFIXES
-                    and "__pycache__" not in p.parts)
-             if path.name == "__init__.py" else [path])
+    own = _source_files(path.parent) if path.name == "__init__.py" else [path]
     digest = hashlib.sha256()
-    for file in files:
+    for file in own:
         digest.update(str(file.relative_to(path.parent)).encode())
         digest.update(hashlib.sha256(file.read_bytes()).digest())
+    for toolkit in sorted(_toolkits_reached(tuple(own))):
+        files = _toolkit_files(toolkit)
+        for file in files:
+            digest.update(f"{toolkit}:{file.relative_to(files[0].parent)}".encode())
+            digest.update(hashlib.sha256(file.read_bytes()).digest())
     return digest.hexdigest()
+
+
+def _source_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.suffix in SOURCE_SUFFIXES
+                  and "__pycache__" not in p.parts)
+
+
+def _toolkit_files(toolkit: str) -> list[Path]:
+    """A toolkit's source files, its `__init__.py` (or its one file) first."""
+    spec = importlib.util.find_spec(toolkit)
+    assert spec is not None and spec.origin is not None, toolkit
+    origin = Path(spec.origin)
+    if origin.name != "__init__.py":
+        return [origin]
+    return [origin, *(p for p in _source_files(origin.parent) if p != origin)]
+
+
+def _toolkits_reached(files: tuple[Path, ...]) -> set[str]:
+    """The toolkits the files import, and the toolkits those import, transitively."""
+    reached: set[str] = set()
+    pending = list(files)
+    while pending:
+        for toolkit in _toolkits_imported(pending.pop()) - reached:
+            reached.add(toolkit)
+            pending += _toolkit_files(toolkit)
+    return reached
+
+
+def _toolkits_imported(file: Path) -> set[str]:
+    names: list[str] = []
+    for node in ast.walk(ast.parse(file.read_bytes(), str(file))):
+        if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            if node.module == PUBLIC_SURFACE:  # each name at the module that defines it
+                names += [_api_sources().get(alias.name, "") for alias in node.names]
+            else:
+                names += [node.module, *(f"{node.module}.{alias.name}" for alias in node.names)]
+        elif isinstance(node, ast.Import):
+            names += [alias.name for alias in node.names]
+    return {toolkit for name in names for toolkit in TOOLKITS
+            if name == toolkit or name.startswith(toolkit + ".")}
+
+
+@functools.lru_cache(maxsize=1)
+def _api_sources() -> dict[str, str]:
+    """Each name `harness.api` re-exports -> the module it comes from."""
+    spec = importlib.util.find_spec(PUBLIC_SURFACE)
+    assert spec is not None and spec.origin is not None
+    tree = ast.parse(Path(spec.origin).read_bytes())
+    return {alias.asname or alias.name: node.module for node in tree.body
+            if isinstance(node, ast.ImportFrom) and node.module for alias in node.names}
 
 
 def _collect(host: Host) -> None:
