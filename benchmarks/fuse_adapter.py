@@ -97,7 +97,7 @@ def caption_benchmark(steps: int) -> None:
     text = ClipText(clip, clip_tokenizer, "An image of")
     bridge, _ = connect(Side(lm_ref.identity(), tokenizer, primary.embeddings),
                         Side(clip_ref.identity(), clip_tokenizer, text.embeddings),
-                        AdapterConfig(), "", "correct", 0, zoo.cache_root())
+                        AdapterConfig(), "", "correct", 0, cache_root())
     with Image.open(sorted((FIXTURES / "images").iterdir())[0]) as image:
         features = text.image_features([image.convert("RGB")], processor)
     objective = CaptionObjective(primary, text, bridge, features)

@@ -32,12 +32,12 @@ from harness.data import (dataset_dict, first_existing, first_response, read_csv
 from harness.errors import (DataError, HarnessError, MissingTool, ModelLoadError, UsageError,
                             did_you_mean)
 from harness.lm import count_parameters, hf_lm, hf_multimodal_lm
-from harness.models.loading import (ModelRef, default_device, is_vision_language, load_causal_lm,
-                                    load_clip, load_processor, load_tokenizer, load_vision_lm)
+from harness.models.loading import (ModelRef, is_vision_language, load_causal_lm, load_clip,
+                                    load_processor, load_tokenizer, load_vision_lm)
+from harness.settings import cache_root, default_device
 from harness.stats import mean_and_stderr
 from harness.training import (EarlyStopping, TrainingOptions, fit, fitted_lm, freeze, peft_model,
                               trainable_parameters)
-from harness.zoo import cache_root
 from harness.zoo.kv import DATASETS as KV_DATASETS
 from harness.zoo.kv import Dataset as KvDataset
 from harness.zoo.kv import examples as kv_examples

@@ -111,7 +111,16 @@ def load_host(switches: Iterable[str] = ()) -> Host:
     pm.add_hookspecs(hookspecs)
     env_extra = [s for s in os.environ.get(EXTRA_PLUGINS, "").split(",") if s.strip()]
     extra, blocked = _plugin_switches([*env_extra, *switches])
-    for name in blocked:
+    entry_points = sorted(md.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name)
+    known = [*(m.rsplit(".", 1)[1] for m in BUILTIN_PLUGINS), *(e.name for e in entry_points),
+             *extra]
+    for name in sorted(blocked):
+        if name in HOST_PLUGINS:
+            raise UsageError(f"-p no:{name}: the host's own plugins (its leaderboard writers "
+                             f"and executors) cannot be blocked")
+        if name not in known:
+            raise UsageError(f"-p no:{name}: no plugin is called {name!r}"
+                             f"{did_you_mean(name, known)}; plugins: {', '.join(known)}")
         pm.set_blocked(name)
     host = Host(pm)
 
@@ -125,7 +134,7 @@ def load_host(switches: Iterable[str] = ()) -> Host:
             _register(host, name, "built-in", functools.partial(importlib.import_module, module),
                       module, builtin)
     if not os.environ.get(AUTOLOAD_OFF):
-        for entry_point in sorted(md.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
+        for entry_point in entry_points:
             if pm.is_blocked(entry_point.name) or pm.has_plugin(entry_point.name):
                 continue
             dist = entry_point.dist

@@ -369,7 +369,7 @@ class JudgmentCache:
     @classmethod
     def default(cls) -> "JudgmentCache":
         """$HARNESS_JUDGE_CACHE, else `judgments/` in the harness cache."""
-        from harness.zoo import cache_root
+        from harness.settings import cache_root
 
         return cls(Path(os.environ.get(CACHE_ENV) or cache_root() / "judgments"))
 

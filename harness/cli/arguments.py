@@ -91,19 +91,6 @@ def build_parser() -> argparse.ArgumentParser:
                      help="run only shard K of N (1-based), e.g. one per GPU or array job; all "
                           "shards share --out, and a cell claimed by one process is skipped by "
                           "the others")
-    run.add_argument("--executor", default="local", metavar="NAME",
-                     help="where jobs run: local (default), ray or slurm (`harness list` of "
-                          "executors: see the README)")
-    run.add_argument("--jobs", type=int, metavar="N",
-                     help="jobs at once (default: one per GPU, else 1); a job is a row's tasks "
-                          "on one built model, or one training cell")
-    run.add_argument("--gpus", metavar="IDS",
-                     help="GPU ids to share out among jobs (default: every visible GPU when "
-                          "--device is cuda)")
-    run.add_argument("--job-timeout", type=float, metavar="S",
-                     help="seconds before a job attempt is stopped (pool, ray and slurm)")
-    run.add_argument("--retries", type=int, default=0, metavar="N",
-                     help="further attempts of a job that failed or timed out (default 0)")
     run.add_argument("--dry-run", action="store_true", help="show the plan (done/pending/n/a) only")
     run.add_argument("--force", action="store_true", help="recompute finished cells")
     run.add_argument("--no-leaderboard", action="store_true",

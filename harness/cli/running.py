@@ -7,7 +7,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from harness.cli.arguments import request_from_args, split_names
+from harness.cli.arguments import request_from_args
 from harness.cli.boards import write_leaderboards
 from harness.cli.listing import escape_markup
 from harness.errors import UsageError, redact
@@ -92,22 +92,15 @@ def _executor(host: Host, args: argparse.Namespace, plan: Any, settings: RunSett
     from harness.run.executors.local import visible_gpus
     from harness.run.executors.registry import executor_named
 
-    spec = executor_named(host, args.executor)
-    if args.gpus is not None:
-        gpus = split_names([args.gpus])
-    else:
-        gpus = visible_gpus() if (settings.device or "").startswith("cuda") else []
-    if args.jobs is not None and args.jobs < 1:
-        raise UsageError(f"--jobs must be at least 1, got {args.jobs}")
-    if args.retries < 0:
-        raise UsageError(f"--retries must be at least 0, got {args.retries}")
-    if args.job_timeout is not None and args.job_timeout <= 0:
-        raise UsageError(f"--job-timeout must be positive, got {args.job_timeout}")
-    slots = args.jobs or max(1, len(gpus))
+    spec = executor_named(host, settings.executor)
+    gpus = list(settings.gpus) or (visible_gpus() if settings.torch_device.startswith("cuda")
+                                   else [])
+    slots = settings.jobs or max(1, len(gpus))
 
     def run(jobs: list[Any]) -> list[Any]:
         return spec.run(ExecutionContext(host, plan, jobs, list(args.plugins), slots, gpus,
-                                         args.job_timeout, args.retries, not args.verbose))
+                                         settings.job_timeout, settings.retries,
+                                         not args.verbose))
     return run
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Literal, Mapping, Sequence
 
 from harness.settings import DataSource
+from harness.settings import cache_root as default_cache_root
 
 if TYPE_CHECKING:  # heavy types only for annotations
     from lm_eval.api.model import LM
@@ -118,7 +119,7 @@ class BuildContext:
     workdir: Path
     data: "DataSource"
     method_code: dict[str, str] = field(default_factory=dict)
-    cache_root: Path = field(default_factory=lambda: Path.home() / ".cache" / "harness")
+    cache_root: Path = field(default_factory=default_cache_root)
     report: dict[str, Any] = field(default_factory=dict)
 
 
@@ -176,7 +177,8 @@ class TaskContext:
     data: where documents come from; `data.kind` is "hf", "local" (files in the original
         format under `data.path`) or "embedded" (the sample the plugin ships).
     workdir: scratch folder (the store's root at planning time, the cell's workdir later).
-    limit, seed: the run's settings.
+    limit, seed, device: the run's settings (a model-based scorer, such as a local judge,
+        runs on `device`).
     store: the results store of this run (`store.find(task=..., row=...)` returns finished
         cells, e.g. a pairwise judge's baseline); None outside a run.
     score_details: filled by `score`: facts stored beside the metrics in the cell's record
@@ -191,6 +193,7 @@ class TaskContext:
     limit: int | None
     seed: int
     store: "Store | None" = None
+    device: str = "cpu"
     score_details: dict[str, Any] = field(default_factory=dict)
 
 

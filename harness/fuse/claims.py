@@ -290,7 +290,7 @@ def run(config: ClaimConfig, cache_root: Path, log: Any = sys.stderr) -> dict[st
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from harness import zoo
+    from harness.settings import cache_root
 
     parser = argparse.ArgumentParser(prog="python -m harness.fuse.claims", description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", default="0,1,2", help="training seeds of the scene models")
@@ -303,7 +303,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError:
         parser.error(f"--seeds: a comma-separated list of integers, got {args.seeds!r}")
     config = replace(ClaimConfig(), seeds=seeds, targets=args.targets, images=args.images)
-    results = run(config, zoo.cache_root())
+    results = run(config, cache_root())
     text = json.dumps(results["summary"], indent=2, sort_keys=True)
     if args.out is None:
         print(text)

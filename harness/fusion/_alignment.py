@@ -160,7 +160,7 @@ def map_key(reference: Any, expert: Any) -> str:
 
 
 def default_cache_dir() -> Path:
-    from harness.zoo import cache_root
+    from harness.settings import cache_root
 
     return cache_root() / "fusion" / "vocabulary-maps"
 

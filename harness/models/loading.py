@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ from typing import Any
 from harness import zoo
 from harness.errors import ModelLoadError, UsageError, first_line
 from harness.files import atomic_write_text, file_sha256
+from harness.settings import cache_root
 
 
 @dataclass(frozen=True)
@@ -85,7 +85,7 @@ def weights_digest(directory: Path) -> str:
                                        or p.name.startswith("tokenizer")))
     if not files:
         raise ModelLoadError(f"{directory}: no config.json or weight files found")
-    memo_path = zoo.cache_root() / "weight-digests.json"
+    memo_path = cache_root() / "weight-digests.json"
     try:
         memo = json.loads(memo_path.read_text())
     except (OSError, ValueError):
@@ -191,14 +191,3 @@ def _load_weights(auto_class: Any, ref: ModelRef, what: str, **kwargs: Any) -> A
                              **kwargs)
     model.to(ref.device).eval()
     return watch(model, ref.id)
-
-
-def default_device() -> str:
-    if os.environ.get("HARNESS_DEVICE"):
-        return os.environ["HARNESS_DEVICE"]
-    try:
-        import torch
-
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    except ImportError:
-        return "cpu"

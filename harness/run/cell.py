@@ -79,7 +79,7 @@ def evaluate_cell(cell: Cell, workdir: Path, store: Store | None = None,
     with cost.metering(cost.CostMeter()) as meter:
         record, samples, built = _evaluate_metered(cell, workdir, store, built)
         record.cost = cost.cell_cost(meter, None, record.n_samples or 0, record.timings,
-                                     record.method_report, cell.settings.device or "cpu",
+                                     record.method_report, cell.settings.torch_device,
                                      expect_model_calls=not resumed)
     return record, samples, built if keep else None
 
@@ -128,13 +128,13 @@ class _timed:
 
 
 def build_context(cell: Cell, workdir: Path) -> BuildContext:
-    from harness.zoo import cache_root
+    from harness.settings import cache_root
 
     settings = cell.settings
     method_code = cell.code.get("method")
     return BuildContext(models=cell.row.models, options=cell.row.options, task=cell.column.spec,
                         task_options=cell.column.options, seed=settings.seed,
-                        device=settings.device or "cpu", batch_size=settings.batch_size,
+                        device=settings.torch_device, batch_size=settings.batch_size,
                         workdir=workdir, data=settings.data_source,
                         method_code={"version": method_code.version,
                                      "distribution": method_code.distribution}
@@ -173,7 +173,7 @@ def make_record(cell: Cell, metrics: MetricValues, samples: list[dict[str, Any]]
                       "versions": output.get("versions"), "task_results": output.get("results")}
     record.method_report = context.report
     record.timings = timings
-    record.hardware = hardware(cell.settings.device or "cpu")
+    record.hardware = hardware(cell.settings.torch_device)
     record.numerics = numerics(cell, lm)
     record.git_commit = git_commit()
     return record

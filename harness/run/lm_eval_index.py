@@ -57,7 +57,7 @@ def _prebuilt_index(index: dict[str, Any]) -> Iterator[None]:
 def cached_task_manager(include_path: list[str], include_defaults: bool) -> Any:
     from lm_eval.tasks import TaskManager
 
-    from harness.zoo import cache_root
+    from harness.settings import cache_root
 
     arguments = {"include_path": include_path or None, "include_defaults": include_defaults}
     path = cache_root() / "lm-eval-index" / f"{index_key(include_path, include_defaults)}.pickle"

@@ -31,7 +31,7 @@ def incompatibility(host: Host, method: MethodSpec, task: TaskSpec,
 def task_context(cell: Cell, workdir: Path, store: Store | None = None) -> TaskContext:
     return TaskContext(options=cell.column.options, data=cell.settings.data_source,
                        workdir=workdir, limit=cell.settings.limit, seed=cell.settings.seed,
-                       store=store)
+                       store=store, device=cell.settings.torch_device)
 
 
 def check_rows(rows: list[MethodRow]) -> None:

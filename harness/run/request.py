@@ -90,7 +90,7 @@ def resolve(host: Host, request: RunRequest) -> tuple[list[Any], list[Any], RunS
     for entry in request.methods:
         spec = host.method(entry.method)
         model_ids = entry.models or spec.default_models
-        models = tuple(ModelRef.parse(m, device=settings.device or "cpu", dtype=settings.dtype)
+        models = tuple(ModelRef.parse(m, device=settings.torch_device, dtype=settings.dtype)
                        for m in model_ids)
         options = build_options(spec.options, entry.options, f"method {spec.name!r}")
         for name in entry.tasks:

@@ -182,7 +182,7 @@ def _merge(plan: Plan, cell: Cell, paths: list[Path], capture_logs: bool) -> Cel
     phases = {name: cost.combined([phase_cost(s["cost"][name]) for s in shards if "cost" in s])
               for name in ("build", "inference")} | {"scoring": meter.phase_cost("scoring")}
     record.cost = cost.cell_cost(None, phases, record.n_samples or 0, timings,
-                                 record.method_report, cell.settings.device or "cpu")
+                                 record.method_report, cell.settings.torch_device)
     record.numerics = shards[0]["numerics"]
     if not record.has_score:
         record.status = "failed"

@@ -54,6 +54,7 @@ SPEC_IMPORTS = "from harness.api import MethodSpec, TaskSpec, Metric, LmEvalPlan
 
 CASES = [
     # ---------------------------------------------------------------- names
+    Case("block an unknown plugin", ["-p", "no:packlm", "list"], 2, "did you mean 'packllm'"),
     Case("unknown method", ["run", "-m", "packlm", "-t", "mmlu", *SMOKE], 2,
          "unknown method 'packlm' (did you mean 'packllm'?)"),
     Case("unknown task", ["run", "-m", "single", "-t", "mmmlu", *SMOKE], 2,

@@ -192,9 +192,11 @@ def test_check_cannot_be_fooled_by_blocking_the_writers(plugin_dir: Path, tmp_pa
     markdown_file = out / "leaderboard.md"
     markdown_file.write_text(markdown_file.read_text() + "edited\n")
     for env in ({}, {"HARNESS_DISABLE_PLUGIN_AUTOLOAD": "1"}):
-        result = run_cli("-p", "no:reporters", "leaderboard", "--results", str(out), "--check",
-                         env=env)
+        result = run_cli("leaderboard", "--results", str(out), "--check", env=env)
         assert result.returncode == 1 and "out of date" in result.stderr
+        blocked = run_cli("-p", "no:harness.report.writers", "leaderboard", "--results", str(out),
+                          "--check", env=env)
+        assert blocked.returncode == 2 and "cannot be blocked" in blocked.stderr
     assert run_cli("leaderboard", "--results", str(out)).returncode == 0
     (out / "leaderboard.tex").write_text("a table no writer produces\n")
     orphan = run_cli("leaderboard", "--results", str(out), "--check")

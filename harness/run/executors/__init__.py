@@ -71,7 +71,7 @@ def run_job_spec(spec: dict[str, Any], capture_logs: bool = True) -> list[dict[s
     host = load_host(spec["switches"])
     settings = RunSettings(**spec["settings"])
     method = host.method(spec["method"]["method"])
-    models = tuple(ModelRef.parse(m, device=settings.device or "cpu", dtype=settings.dtype)
+    models = tuple(ModelRef.parse(m, device=settings.torch_device, dtype=settings.dtype)
                    for m in spec["method"]["models"])
     options = build_options(method.options, spec["method"]["options"], f"method {method.name!r}")
     row = MethodRow(method, models, options, spec["method"]["label"])
