@@ -15,9 +15,10 @@ from harness.contract.matrix import (Cell, CellOutcome, Job, MethodRow, Plan, St
 from harness.contract.outputs import (JOBS_FOLDER, ExecutionContext, ExecutorSpec, PluginHost,
                                       ReportWriter)
 from harness.contract.specs import (ANCHOR_AUGMENTING, MODEL_PACK, ONE_MODEL, TEXT_CAPABILITIES,
-                                    BuildContext, Capability, CorpusMetric, LmEvalPlan, MethodSpec,
-                                    Metric, MetricValues, ModelSlots, NoOptions, Samples,
-                                    TaskContext, TaskSpec, Training, at_least, options_to_dict)
+                                    BuildContext, Capability, CorpusMetric, HarnessLM, LmEvalPlan,
+                                    MethodSpec, Metric, MetricValues, ModelSlots, NoOptions,
+                                    Samples, TaskContext, TaskSpec, Training, at_least,
+                                    options_to_dict)
 from harness.options import option
 from harness.settings import DataSource
 
@@ -26,7 +27,8 @@ __all__ = [
     "MethodSpec", "TaskSpec", "Metric", "CorpusMetric", "Capability", "TEXT_CAPABILITIES",
     "ModelSlots", "ONE_MODEL", "MODEL_PACK", "ANCHOR_AUGMENTING", "Training", "NoOptions",
     "option", "at_least", "options_to_dict",
-    "BuildContext", "TaskContext", "DataSource", "LmEvalPlan", "Samples", "MetricValues",
+    "BuildContext", "TaskContext", "DataSource", "HarnessLM", "LmEvalPlan", "Samples",
+    "MetricValues",
     # the matrix
     "MethodRow", "TaskColumn", "Cell", "Plan", "State", "Job", "CellOutcome", "row_label",
     # executors and writers

@@ -11,7 +11,8 @@ import dataclasses
 import enum
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Literal, Mapping, Sequence
+from typing import (TYPE_CHECKING, Any, Callable, Literal, Mapping, Protocol, Sequence,
+                    runtime_checkable)
 
 from harness.settings import DataSource
 from harness.settings import cache_root as default_cache_root
@@ -123,6 +124,23 @@ class BuildContext:
     report: dict[str, Any] = field(default_factory=dict)
 
 
+@runtime_checkable
+class HarnessLM(Protocol):
+    """An lm-eval `LM` that also talks to the host (PackLLM's pack, FUSE's captioner); a
+    method's `build` may return one instead of a plain `LM`.
+
+    begin_cell: the host reuses this LM for the next task of its row (a `MethodSpec` with
+        `reuse_across_tasks`): per-cell state (records, `ctx.report`) starts afresh.
+    sample_annotations: what the method recorded for one of lm-eval's per-sample logs
+        (PackLLM's weights per token): merged into the stored sample and shown by the
+        leaderboard's explorer.
+    """
+
+    def begin_cell(self, ctx: BuildContext) -> None: ...
+
+    def sample_annotations(self, sample: dict[str, Any]) -> dict[str, Any]: ...
+
+
 @dataclass(frozen=True)
 class MethodSpec:
     """A method plugin: builds an lm-eval `LM` from resolved base models.
@@ -146,7 +164,7 @@ class MethodSpec:
     # fit fingerprint, so results and cached fits of the old code are recomputed.
     version: str = "1"
     # A method that does not train is built once per row and its LM evaluated on every
-    # task of the row (`begin_cell(ctx)`, when the LM defines it, resets per-cell state).
+    # task of the row (a `HarnessLM`'s `begin_cell(ctx)` resets its per-cell state).
     # False when `build` depends on the task it is given.
     reuse_across_tasks: bool = True
     # GPUs one job of this method needs; None: estimated from its models' weights.

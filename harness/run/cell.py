@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from harness.contract import (BuildContext, Cell, CellOutcome, MethodRow, MetricValues, TaskContext,
-                              options_to_dict)
+from harness.contract import (BuildContext, Cell, CellOutcome, HarnessLM, MethodRow, MetricValues,
+                              TaskContext, options_to_dict)
 from harness.errors import HarnessError, first_line
 from harness.models import cost
 from harness.results.records import CellRecord, RowInfo, Score, TaskInfo
@@ -100,9 +100,8 @@ def _evaluate_metered(cell: Cell, workdir: Path, store: Store | None, built: Bui
         lm = built.lm
         context.report.update(copy.deepcopy(built.report))
         timings["build_s"], timings["build_shared"] = built.seconds, 1.0
-        begin = getattr(lm, "begin_cell", None)
-        if callable(begin):  # the LM's per-cell state (records, report) starts afresh
-            begin(context)
+        if isinstance(lm, HarnessLM):  # the LM's per-cell state (records, report) starts afresh
+            lm.begin_cell(context)
     with _timed(timings, "evaluate_s"), cost.phase("inference"):
         output = run_lm_eval(cell, lm, workdir)
     samples = collect_samples(output, lm)
@@ -184,6 +183,7 @@ def numerics(cell: Cell, lm: Any) -> dict[str, Any]:
     for and the one used, the models' dtypes and attention implementations."""
     models = list(_transformers_models(lm)) if lm is not None else []
     return {"batch_size": cell.settings.batch_size,
+            # lm-eval's HFLM keeps the sizes "auto" found per request length in batch_sizes
             "batch_size_used": (getattr(lm, "batch_sizes", None) or getattr(lm, "batch_size", None)
                                 if lm is not None else None),
             "dtypes": sorted({str(m.dtype).removeprefix("torch.") for m in models}),

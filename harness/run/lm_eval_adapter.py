@@ -10,7 +10,7 @@ import logging
 from pathlib import Path
 from typing import Any, Iterator
 
-from harness.contract import Cell
+from harness.contract import Cell, HarnessLM
 from harness.errors import HarnessError
 from harness.run import progress
 from harness.run.response_cache import metered_response_cache
@@ -78,13 +78,12 @@ def _without_environment_probe() -> Iterator[None]:
 def collect_samples(output: dict[str, Any], lm: Any) -> list[dict[str, Any]]:
     """Step 3: lm-eval's sample logs, compacted, each annotated with what the method
     recorded for that sample's own requests (e.g. PackLLM's weights)."""
-    annotate = getattr(lm, "sample_annotations", None)
     samples = []
     for task_name in sorted(output["samples"]):
         for raw in output["samples"][task_name]:
             sample = _compact_sample(task_name, raw)
-            if callable(annotate):
-                sample.update(annotate(raw))
+            if isinstance(lm, HarnessLM):
+                sample.update(lm.sample_annotations(raw))
             samples.append(sample)
     return samples
 
