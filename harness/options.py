@@ -152,9 +152,3 @@ def type_name(annotation: Any) -> str:
     if annotation is type(None):
         return "None"
     return getattr(annotation, "__name__", str(annotation))
-
-
-def describe_options(options_cls: type) -> str:
-    """`name=default, ...` on one line."""
-    return ", ".join(f"{info.name}={'required' if info.required else repr(info.default)}"
-                     for info in option_infos(options_cls))

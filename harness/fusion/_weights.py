@@ -75,12 +75,6 @@ def fuse(logits: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     return fused
 
 
-def fused_nll(logits: torch.Tensor, weights: torch.Tensor, targets: torch.Tensor,
-              mask: torch.Tensor) -> float:
-    """Mean NLL of the fused model over the masked positions."""
-    return F.cross_entropy(fuse(logits[:, mask], weights), targets[mask]).item()
-
-
 def _mixture(kept: torch.Tensor, new: torch.Tensor, keep: float) -> torch.Tensor:
     # The grid's end points return an operand untouched, so lambda = 1 reproduces the
     # current fusion bit for bit (opt's "never worse than top-1" guarantee is exact).
