@@ -10,6 +10,7 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
+HOST_FIXTURES = REPO / "tests" / "host" / "fixtures"
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None,

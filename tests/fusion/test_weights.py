@@ -7,8 +7,8 @@ import torch
 import torch.nn.functional as F
 
 from harness.errors import UsageError
-from harness.fusion._weights import (ExpertContrast, GreedyGrid, PerplexitySoftmax, TopOne, Weighting,
-                                    first_minimum, fuse, log_perplexities, ranked)
+from harness.fusion._weights import (ExpertContrast, GreedyGrid, PerplexitySoftmax, TopOne,
+                                     Weighting, first_minimum, fuse, log_perplexities, ranked)
 
 K, T, V = 4, 9, 50
 

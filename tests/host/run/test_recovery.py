@@ -16,15 +16,16 @@ import sys
 from pathlib import Path
 
 import pytest
+from support import HOST_FIXTURES
 
 from harness import cli
+from harness.contract import Plan
 from harness.host import load_host
 from harness.results.records import CellRecord, RowInfo, Score, TaskInfo, row_key
-from harness.contract import Plan
-from harness.run.jobs import run_plan
 from harness.results.store import Store
+from harness.run.jobs import run_plan
 
-PLUGINS = Path(__file__).parent / "fixtures" / "plugins"
+PLUGINS = HOST_FIXTURES / "plugins"
 
 
 def _done_cell(store: Store, fingerprint: str = "a" * 64) -> CellRecord:

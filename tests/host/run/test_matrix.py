@@ -11,19 +11,19 @@ import time
 from pathlib import Path
 
 import pytest
+from support import HOST_FIXTURES, run_cli
 
+from harness.contract import MethodRow, TaskColumn, row_label
+from harness.files import read_jsonl
 from harness.host import load_host
 from harness.models.loading import ModelRef
-from harness.contract import MethodRow, TaskColumn, row_label
+from harness.results.store import Store
 from harness.run.cell import evaluate_cell
 from harness.run.plan import plan_cells
 from harness.settings import RunSettings
-from harness.results.store import Store
-from harness.files import read_jsonl
-from support import run_cli
 
 pytestmark = pytest.mark.slow
-MATRIX = ["run", "--suite", str(Path(__file__).parent / "fixtures" / "tiny_matrix.yaml")]
+MATRIX = ["run", "--suite", str(HOST_FIXTURES / "tiny_matrix.yaml")]
 
 
 def _result_files(root: Path) -> dict[str, float]:

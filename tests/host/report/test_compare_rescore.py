@@ -7,12 +7,13 @@ import json
 from pathlib import Path
 
 import pytest
+from support import HOST_FIXTURES
 
 from harness.cli import main
 from harness.results.records import CellRecord, RowInfo, Score, TaskInfo, row_key
 from harness.results.store import Store
 
-PLUGINS = Path(__file__).parent / "fixtures" / "plugins"
+PLUGINS = HOST_FIXTURES / "plugins"
 
 
 def _commit(store: Store, label: str, method: str, task: str, key: str, samples: list[dict],

@@ -11,9 +11,9 @@ from typing import Any, Callable
 import pytest
 import torch
 
-from harness.models import cost
 from harness.errors import HarnessError
 from harness.lm import count_parameters
+from harness.models import cost
 from harness.models.loading import ModelRef, load_causal_lm
 from harness.results.records import PhaseCost
 

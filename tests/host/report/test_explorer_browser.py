@@ -18,7 +18,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from support import CHOICE_OPTIONS, commit_binary_cell, commit_choice_cell
+from support import CHOICE_OPTIONS, HOST_FIXTURES, commit_binary_cell, commit_choice_cell
 
 from harness.contract.board import BoardOptions
 from harness.report.board import build_board
@@ -33,7 +33,7 @@ pytestmark = pytest.mark.skipif(CHROMIUM is None,
 PACKLLM = "packllm (tiny-llama + tiny-gpt2)"
 LLAMA = "single (tiny-llama)"
 VIEWPORT = {"width": 1000, "height": 640}
-REFERENCE_SCREENSHOT = Path(__file__).parent / "fixtures" / "explorer" / "choice-panel-layout.png"
+REFERENCE_SCREENSHOT = HOST_FIXTURES / "explorer" / "choice-panel-layout.png"
 # Mean absolute difference of two layout screenshots shrunk to 40 px blocks, in grey
 # levels (0-255). Measured against the reference: serif, monospace, Liberation Sans or a
 # 17 px root font 2.9-3.3; the page without its stylesheet 13.2; the panel not opened 15.2.

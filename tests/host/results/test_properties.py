@@ -13,16 +13,16 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from rich.console import Console
 
-from harness.run.request import load_suite
 from harness.errors import HarnessError
-from harness.results.records import CellRecord, RowInfo, Score, TaskInfo, row_key
-from harness.report.json_board import board_json
+from harness.files import fingerprint
 from harness.report.board import build_board
 from harness.report.html import html_page
+from harness.report.json_board import board_json
 from harness.report.markdown import markdown
 from harness.report.terminal import rich_tables
+from harness.results.records import CellRecord, RowInfo, Score, TaskInfo, row_key
 from harness.results.store import Store
-from harness.files import fingerprint
+from harness.run.request import load_suite
 
 SETTINGS = settings(max_examples=60, deadline=None,
                     suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -8,20 +8,20 @@ import shutil
 from pathlib import Path
 
 import pytest
+from support import HOST_FIXTURES, run_cli
 
+from harness.contract import MethodRow, TaskColumn
 from harness.errors import UsageError
 from harness.host import load_host, source_digest
 from harness.models.loading import ModelRef
-from harness.results.records import CellRecord
 from harness.report.board import build_board
 from harness.report.markdown import markdown
-from harness.contract import MethodRow, TaskColumn
+from harness.results.records import CellRecord
+from harness.results.store import Store
 from harness.run.plan import plan_cells
 from harness.settings import RunSettings
-from harness.results.store import Store
-from support import run_cli
 
-FIXTURES = Path(__file__).parent / "fixtures"
+FIXTURES = HOST_FIXTURES
 PLUGINS = FIXTURES / "plugins"
 CONSTANT = ("-p", "constant_plugin")
 SMOKE = ("--data", "embedded", "--limit", "1", "-O", "num_fewshot=0")
@@ -132,10 +132,10 @@ def test_third_party_distribution_and_source_enter_the_record(plugin_dir, monkey
 
 
 def test_fit_fingerprints_follow_the_method_version(tmp_path: Path) -> None:
+    from adapters.adapters_support import build_context, label_task, synthetic_task
+
     from harness.plugins.aligner.config import AlignerOptions
     from harness.training.cache import fit_fingerprint
-
-    from adapters.adapters_support import build_context, label_task, synthetic_task
 
     ctx = build_context(AlignerOptions(), synthetic_task(label_task(4, 0)[0]), tmp_path)
     ctx.method_code = {"version": "1", "distribution": "harness 0.2.0"}

@@ -8,24 +8,25 @@ import shutil
 from pathlib import Path
 
 import pytest
+from support import HOST_FIXTURES
 
-from harness.models import cost
+from harness.contract import MethodRow, TaskColumn
+from harness.files import read_jsonl
 from harness.host import load_host
+from harness.models import cost
 from harness.models.loading import ModelRef, load_causal_lm, load_tokenizer
-from harness.results.records import CellRecord
-from harness.report.json_board import board_json
 from harness.report.board import build_board
+from harness.report.json_board import board_json
 from harness.report.markdown import markdown
 from harness.report.plots import pareto_front, plot_cost_png
-from harness.contract import MethodRow, TaskColumn
-from harness.run.plan import plan_cells
-from harness.run.jobs import run_plan
-from harness.settings import RunSettings
+from harness.results.records import CellRecord
 from harness.results.store import Store
-from harness.files import read_jsonl
+from harness.run.jobs import run_plan
+from harness.run.plan import plan_cells
+from harness.settings import RunSettings
 
 TINY = ModelRef("harness-zoo/tiny-llama")
-V1_RESULTS = Path(__file__).parent / "fixtures" / "v1_results"
+V1_RESULTS = HOST_FIXTURES / "v1_results"
 
 
 @pytest.fixture(scope="module")

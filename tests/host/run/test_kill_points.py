@@ -23,12 +23,13 @@ from typing import Any, Callable, Iterator
 
 import pytest
 import sqlitedict
+from support import HOST_FIXTURES
 
 from harness import cli
-from harness.results.store import Store
 from harness.files import read_jsonl
+from harness.results.store import Store
 
-PLUGINS = Path(__file__).parent / "fixtures" / "plugins"
+PLUGINS = HOST_FIXTURES / "plugins"
 SUITE = """
 methods: [{method: constant, options: {score: -3, answer: "42"}}]
 tasks: [{task: mmlu, options: {num_fewshot: 0}}, {task: gsm8k, options: {num_fewshot: 0}}]

@@ -13,12 +13,12 @@ import time
 from pathlib import Path
 
 import pytest
+from support import HOST_FIXTURES, REPO, run_cli
 
-from harness.results.store import Store
 from harness.files import read_jsonl
-from support import REPO, run_cli
+from harness.results.store import Store
 
-PLUGINS = Path(__file__).parent / "fixtures" / "plugins"
+PLUGINS = HOST_FIXTURES / "plugins"
 SUITE = """
 methods:
   - {method: constant, options: {score: -2}}

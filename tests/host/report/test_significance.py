@@ -10,11 +10,10 @@ import numpy
 import pytest
 from scipy.stats import binomtest
 from statsmodels.stats.multitest import multipletests
-
 from support import commit_binary_cell
 
 from harness.report.significance import (BOOTSTRAP, MCNEMAR, DocumentScores, bootstrap_differences,
-                                  bootstrap_summary, compare, holm, mcnemar_p, pair_seed)
+                                         bootstrap_summary, compare, holm, mcnemar_p, pair_seed)
 
 # 20 documents: A alone right on 7, B alone right on 2, both right on 6, both wrong on 5.
 A = [1] * 7 + [0] * 2 + [1] * 6 + [0] * 5
@@ -156,8 +155,8 @@ def scored_results(tmp_path):
 
 
 def test_leaderboard_marks_rows_against_their_best_member(scored_results) -> None:
-    from harness.report.json_board import board_json
     from harness.report.board import build_board
+    from harness.report.json_board import board_json
     from harness.report.markdown import markdown
 
     board = build_board(scored_results)
@@ -184,8 +183,8 @@ def test_leaderboard_marks_rows_against_their_best_member(scored_results) -> Non
 
 def test_significance_is_deterministic_and_resamples_are_an_option(scored_results) -> None:
     from harness.contract.board import BoardOptions
-    from harness.report.json_board import board_json
     from harness.report.board import build_board
+    from harness.report.json_board import board_json
 
     assert board_json(build_board(scored_results)) == board_json(build_board(scored_results))
     few = json.loads(board_json(build_board(scored_results, BoardOptions(resamples=20))))

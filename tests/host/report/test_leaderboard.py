@@ -7,18 +7,18 @@ import shutil
 from pathlib import Path
 
 import pytest
+from support import CHOICE_OPTIONS, HOST_FIXTURES, commit_binary_cell, commit_choice_cell, run_cli
 
-from harness.results.records import (CellCost, CellRecord, ModelCost, PhaseCost, RowInfo, Score, TaskInfo,
-                             row_key)
-from harness.report.samples import _gold
-from harness.report.json_board import board_json
 from harness.report.board import build_board
 from harness.report.html import html_page, page_template
+from harness.report.json_board import board_json
 from harness.report.markdown import markdown
+from harness.report.samples import _gold
+from harness.results.records import (CellCost, CellRecord, ModelCost, PhaseCost, RowInfo, Score,
+                                     TaskInfo, row_key)
 from harness.results.store import Store
-from support import CHOICE_OPTIONS, commit_binary_cell, commit_choice_cell, run_cli
 
-GOLDEN = Path(__file__).parent / "golden"
+GOLDEN = HOST_FIXTURES / "golden"
 
 
 def _record(label: str, method: str, task: str, status: str, value: float | None = None,

@@ -5,15 +5,15 @@ from __future__ import annotations
 
 import pytest
 
+from harness.contract import MethodRow, TaskColumn
+from harness.files import read_jsonl
 from harness.host import load_host
 from harness.models.loading import ModelRef
-from harness.contract import MethodRow, TaskColumn
+from harness.results.store import Store
 from harness.run.jobs import make_jobs, run_plan
 from harness.run.plan import plan_cells
-from harness.settings import RunSettings
 from harness.run.shards import merged_samples
-from harness.results.store import Store
-from harness.files import read_jsonl
+from harness.settings import RunSettings
 
 TASKS = {
     "mmlu": ("harness-zoo/tiny-llama", {"subjects": ["astronomy"], "num_fewshot": 2}),

@@ -13,16 +13,16 @@ from pathlib import Path
 
 import pytest
 from rich.console import Console
+from support import HOST_FIXTURES, run_cli
 
 from harness import cli
 from harness.host import load_host
-from harness.results.records import CellRecord, RowInfo, Score, TaskInfo, row_key
 from harness.report.board import build_board
 from harness.report.terminal import rich_tables
+from harness.results.records import CellRecord, RowInfo, Score, TaskInfo, row_key
 from harness.results.store import Store
-from support import run_cli
 
-PLUGINS = Path(__file__).parent / "fixtures" / "plugins"
+PLUGINS = HOST_FIXTURES / "plugins"
 
 
 def _names() -> list[str]:
