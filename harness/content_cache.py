@@ -31,10 +31,11 @@ import json
 import os
 import secrets
 import shutil
-import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, TypeVar
+
+from harness.files import follow_umask, fsync_dir, owner_tag
 
 T = TypeVar("T")
 
@@ -87,15 +88,14 @@ class ContentCache:
         `write` returns (which must not refer to the staging path)."""
         path = self.path(key, label)
         path.parent.mkdir(parents=True, exist_ok=True)
-        staging = path.with_name(f".{path.name}.{socket.gethostname()}-{os.getpid()}."
-                                 f"{secrets.token_hex(4)}{self.suffix}")
+        staging = path.with_name(f".{path.name}.{owner_tag()}.{secrets.token_hex(4)}{self.suffix}")
         if self.folder:
             staging.mkdir()
         try:
             result = write(staging)
             _settle(staging)
             self._rename(staging, path)
-            fsync(path.parent)
+            fsync_dir(path.parent)
         finally:
             if staging.is_dir():
                 shutil.rmtree(staging, ignore_errors=True)
@@ -125,7 +125,7 @@ class ContentCache:
 
     def _remove(self, path: Path) -> None:
         """Take an entry away: renamed aside first, so no reader meets half of it."""
-        aside = path.with_name(f".{path.name}.{socket.gethostname()}-{os.getpid()}.damaged")
+        aside = path.with_name(f".{path.name}.{owner_tag()}.damaged")
         try:
             os.rename(path, aside)
         except FileNotFoundError:
@@ -147,33 +147,12 @@ class ContentCache:
         shutil.rmtree(path.with_name(f".{path.name}.partial"), ignore_errors=True)
 
 
-def fsync(path: Path) -> None:
-    """Flush a file or folder to disk."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _umask() -> int:
-    try:  # Linux states it without changing it (a change would race with other threads)
-        status = Path("/proc/self/status").read_text()
-        return int(next(line.split()[1] for line in status.splitlines()
-                        if line.startswith("Umask:")), 8)
-    except (OSError, StopIteration, ValueError):
-        current = os.umask(0o022)
-        os.umask(current)
-        return current
-
-
 def _settle(path: Path) -> None:
     """Give a staged file, or every file and folder of a staged folder, the umask's mode
     and flush it to disk before the rename publishes it (a rename can reach the disk before
     the data it names)."""
     if not path.exists():
         raise FileNotFoundError(f"{path}: the build wrote nothing")
-    mask = _umask()
     for item in [*path.rglob("*"), path] if path.is_dir() else [path]:
-        os.chmod(item, (0o777 if item.is_dir() else 0o666) & ~mask)
-        fsync(item)
+        follow_umask(item, directory=item.is_dir())
+        fsync_dir(item)

@@ -3,7 +3,7 @@
 `train` fits a method's trainable parameters: seeded epoch permutations cut into steps,
 gradient accumulation over micro-batches, AdamW/Adafactor with transformers' schedules,
 bf16 autocast on GPU, resumable checkpoints of the trainable parameters only. Progress (the
-step and its loss) goes to `harness.progress`, which the CLI shows.
+step and its loss) goes to `harness.run.progress`, which the CLI shows.
 
 `optimise` trains a model from scratch on a stream of batches its caller draws (the trained
 zoo models): the same optimizer and schedules, gradient clipping, no checkpoints (a zoo
@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
-from harness import progress
+from harness.run import progress
 from harness.training.cache import atomic_torch_save, load_into
 from harness.training.data import IGNORE_INDEX, EncodedExample
 from harness.training.options import EarlyStopping, Optimisation, Schedule, TrainingOptions

@@ -43,11 +43,11 @@ import contextlib
 import dataclasses
 import hashlib
 import json
-import os
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 from harness.content_cache import ContentCache, DamagedEntry, content_key
+from harness.settings import cache_root
 from harness.zoo import experts, kv, scenes
 from harness.zoo.recipe import ZooRecipe, ZooTraining
 
@@ -94,10 +94,6 @@ MAX_POSITIONS = 4096
 
 def is_zoo_id(model_id: str) -> bool:
     return model_id.startswith(ZOO_PREFIX)
-
-
-def cache_root() -> Path:
-    return Path(os.environ.get("HARNESS_CACHE", Path.home() / ".cache" / "harness"))
 
 
 def recipe_for(model_id: str) -> ZooRecipe:
@@ -221,8 +217,8 @@ def _wrap_tokenizer(recipe: ZooRecipe) -> Any:
 
 
 def _config(recipe: ZooRecipe, tokenizer: Any) -> Any:
-    from transformers import (CLIPConfig, CLIPTextConfig, CLIPVisionConfig, GPT2Config,
-                              LlamaConfig, LlavaConfig)
+    from transformers import (CLIPConfig, CLIPTextConfig, CLIPVisionConfig, GPT2Config, LlamaConfig,
+                              LlavaConfig)
 
     vocab = len(tokenizer)
     if recipe.architecture == "clip":
