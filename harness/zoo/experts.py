@@ -39,10 +39,12 @@ from __future__ import annotations
 import random
 import string
 from dataclasses import asdict, dataclass
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from harness.training.options import Optimisation
 from harness.zoo.recipe import Prepared, ZooRecipe, ZooTraining
+
+if TYPE_CHECKING:
+    from harness.training.options import Optimisation
 
 ALPHABET = string.ascii_lowercase
 STEPS = {"ascending": 1, "descending": -1, "skipping": 2}
@@ -67,6 +69,8 @@ class Pretraining(ZooTraining):
 
     @property
     def optimisation(self) -> Optimisation:
+        from harness.training.options import Optimisation
+
         return Optimisation(steps=self.steps, lr=self.lr)
 
     def identity(self) -> dict[str, Any]:

@@ -45,10 +45,12 @@ import string
 from dataclasses import asdict, dataclass
 from functools import cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from harness.training.options import Optimisation
 from harness.zoo.recipe import Prepared, ZooRecipe, ZooTraining
+
+if TYPE_CHECKING:
+    from harness.training.options import Optimisation
 
 WORLD_SEED = 9
 N_KEYS = 600
@@ -154,6 +156,8 @@ class Curriculum(ZooTraining):
 
     @property
     def optimisation(self) -> Optimisation:
+        from harness.training.options import Optimisation
+
         return Optimisation(steps=self.steps, lr=self.lr, weight_decay=self.weight_decay,
                             schedule="cosine", warmup_ratio=0.05, clip_norm=1.0)
 

@@ -9,9 +9,10 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
-from harness.training.options import Optimisation
+if TYPE_CHECKING:  # harness.models imports the zoo, and harness.training the host's contract
+    from harness.training.options import Optimisation
 
 
 @dataclass(frozen=True)
@@ -69,7 +70,7 @@ class ZooTraining(ABC):
 
     @property
     @abstractmethod
-    def optimisation(self) -> Optimisation:
+    def optimisation(self) -> "Optimisation":
         """Optimizer budget and schedule (harness.training)."""
 
     @abstractmethod

@@ -28,10 +28,12 @@ import math
 import random
 import re
 from dataclasses import asdict, dataclass
-from typing import Any, Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
-from harness.training.options import Optimisation
 from harness.zoo.recipe import Prepared, ZooRecipe, ZooTraining
+
+if TYPE_CHECKING:
+    from harness.training.options import Optimisation
 
 PREFIX = "an image of"
 IMAGE_SIZE = 32
@@ -241,6 +243,8 @@ class SceneTraining(ZooTraining):
 
     @property
     def optimisation(self) -> Optimisation:
+        from harness.training.options import Optimisation
+
         return Optimisation(steps=self.steps, lr=self.lr, weight_decay=0.01,
                             schedule="warmup_min_cosine", warmup_ratio=0.05, clip_norm=1.0)
 
