@@ -225,3 +225,43 @@ def test_planning_can_tell_which_tasks_a_training_method_cannot_fit_for(tmp_path
     named = AlignerOptions(training_data=str(tmp_path / "alpaca.json"))
     assert training.untrainable_reason(aligner, named, eval_only) is None
     assert training.untrainable_reason(host.method("single"), None, eval_only) is None
+
+
+def test_stream_training_schedule_is_the_lower_of_warm_up_and_cosine() -> None:
+    import math
+
+    from harness.training.loop import _scheduler
+
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    scheduler = _scheduler(optimizer, "warmup_min_cosine", 0.05, 100)
+    rates = []
+    for _ in range(100):
+        rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    assert rates == pytest.approx([min((s + 1) / 5, 0.5 * (1 + math.cos(math.pi * s / 100)))
+                                   for s in range(100)])
+
+
+def test_optimise_trains_every_parameter_from_a_stream_and_clips() -> None:
+    from harness.training.loop import optimise
+    from harness.training.options import Optimisation
+
+    torch.manual_seed(0)
+    model = torch.nn.Linear(4, 1)
+    inputs = torch.randn(64, 4)
+    targets = inputs @ torch.tensor([1.0, -2.0, 3.0, 0.5]) + 1.0
+    losses = []
+
+    def loss(step: int) -> torch.Tensor:
+        rows = torch.arange(step % 4 * 16, step % 4 * 16 + 16)
+        value = ((model(inputs[rows]).squeeze(1) - targets[rows]) ** 2).mean()
+        losses.append(float(value.detach()))
+        return value
+
+    final = optimise(model, Optimisation(steps=300, lr=0.05, schedule="cosine", warmup_ratio=0.05,
+                                         clip_norm=1.0), loss)
+    assert len(losses) == 300 and final == losses[-1] and not model.training
+    assert final < losses[0] / 50
+    with pytest.raises(ValueError, match="unknown schedule"):
+        Optimisation(steps=1, lr=1.0, schedule="sometimes")  # type: ignore[arg-type]

@@ -56,3 +56,16 @@ def test_model_reference_parsing() -> None:
     assert (ref.id, ref.revision, ref.device, ref.dtype) == ("meta-llama/Llama-2-7b-hf", "abc123",
                                                              "cuda", "bfloat16")
     assert ref.identity()["revision"] == "abc123"
+
+
+def test_every_world_registers_its_trained_recipes_once() -> None:
+    from harness.training.options import Optimisation
+
+    trained = [recipe for world in zoo.WORLDS for recipe in world.RECIPES]
+    assert len({r.name for r in trained}) == len(trained)
+    assert [zoo.RECIPES[r.name] for r in trained] == trained
+    assert all(isinstance(r.training, zoo.ZooTraining) and isinstance(r.training.optimisation, Optimisation)
+               for r in trained)
+    assert all(zoo.RECIPES[r.name].training is None for r in zoo.RANDOM_RECIPES)
+    assert set(zoo.RECIPES) == {r.name for r in (*zoo.RANDOM_RECIPES, *trained)}
+
