@@ -255,11 +255,11 @@ def _toolkit_files(toolkit: str) -> list[Path]:
 def _toolkits_reached(files: tuple[Path, ...]) -> set[str]:
     """The toolkits the files import, and the toolkits those import, transitively."""
     reached: set[str] = set()
-    pending = list(files)
+    pending = [file for file in files if file.suffix == ".py"]
     while pending:
         for toolkit in _toolkits_imported(pending.pop()) - reached:
             reached.add(toolkit)
-            pending += _toolkit_files(toolkit)
+            pending += [file for file in _toolkit_files(toolkit) if file.suffix == ".py"]
     return reached
 
 

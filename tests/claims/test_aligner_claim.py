@@ -32,7 +32,7 @@ BASE = (ModelRef("harness-zoo/expert-forms"),)
 
 
 def test_one_global_token_moves_the_form_and_keeps_the_content(tmp_path: Path) -> None:
-    host = load_host(["no:reporters"])
+    host = load_host()
     aligner = host.method("aligner")
     rows = [MethodRow(host.method("single"), BASE, host.method("single").options(), "base"),
             MethodRow(aligner, BASE, aligner.options(num_tokens=1, lr=0.03, max_steps=100,

@@ -37,7 +37,7 @@ PACK = (ModelRef("harness-zoo/overlap-ascending"), ModelRef("harness-zoo/overlap
 
 def _per_domain_accuracy(out: Path, methods: tuple[str, ...], limit: int
                          ) -> dict[str, dict[str, float]]:
-    host = load_host(["no:reporters"])
+    host = load_host()
     rows = [MethodRow(host.method(m), PACK, host.method(m).options(), m) for m in methods]
     task = host.task("mixed_domains")
     store = Store(out)
