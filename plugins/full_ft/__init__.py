@@ -10,7 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from harness.api import BuildContext, MethodSpec, Training, TrainingOptions, hookimpl
+from harness.api import (BuildContext, MethodSpec, Training, TrainingOptions, freeze, hookimpl,
+                         is_multimodal, vision_tower, vision_when_multimodal)
 
 
 @dataclass(frozen=True)
@@ -24,7 +25,9 @@ class FullFtOptions(TrainingOptions):
 
 
 def adapt(model: Any, options: FullFtOptions) -> Any:
-    """Every weight of `model` becomes trainable, held in float32.
+    """Every weight of `model` becomes trainable, held in float32; on a vision-language
+    model every weight but the vision tower's (the projector and the language model, as in
+    LLaVA's fine-tuning stage).
 
     bf16 weights would round updates of lr 2e-5 away (bf16 keeps ~3 significant digits);
     on GPU the fit still computes in bf16 through autocast.
@@ -32,6 +35,9 @@ def adapt(model: Any, options: FullFtOptions) -> Any:
     model.float()
     for parameter in model.parameters():
         parameter.requires_grad_(True)
+    tower = vision_tower(model) if is_multimodal(model) else None
+    if tower is not None:
+        freeze(tower)
     return model
 
 
@@ -48,6 +54,7 @@ def harness_methods() -> list[MethodSpec]:
         description="Full fine-tuning of all weights (small models): the adapters' upper bound.",
         build=build,
         options=FullFtOptions,
+        model_capabilities=vision_when_multimodal,
         training=Training(description="Stanford Alpaca recipe: AdamW lr 2e-5, batch 128, "
                                       "3 epochs, cosine"),
     )]
