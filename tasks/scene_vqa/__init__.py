@@ -1,17 +1,20 @@
-"""`scene_vqa`: questions about rendered scenes, answered in one word (AdaLink's claim).
+"""`scene_vqa`: questions about rendered scenes, answered in a word or two (AdaLink's claim).
 
 The scene world (`harness.zoo.scenes`: one or two coloured shapes, related by above / below
 / left of / right of / and, drawn by Pillow at 32 px) asked three kinds of question, each
-answered by one word and scored by exact match:
+answered by a word (or two) and scored by exact match:
 
 - colour: "what colour is the square ?" -> "red" (a shape the scene shows once);
 - shape: "what shape is the red thing ?" -> "square" (a colour the scene shows once);
-- relation: "is the circle above the square ?" -> "yes" / "no" (two things of different
-  shapes in a spatial relation; half the questions ask the true relation, half its inverse).
+- relation: "where is the circle ?" -> "above", "below", "left of" or "right of" (two
+  things of different shapes in a spatial relation: where the asked one is, relative to
+  the other).
 
 The zoo's `scene-vlm` was pretrained to caption these scenes ("an image of a big red
 circle above a small blue square.") and has never seen a question: what it knows about a
-scene, it can only say as a caption. Adapting it to answer is the task.
+scene, it can only say as a caption. Adapting it to answer is the task. Every answer is
+words the captions use, so the model can already say them; the questions' own words it has
+never read.
 
 The documents are generated from `seed` in every data mode: scenes drawn with the world's
 habits from one generator per split (train, validation, test), so no image is in two
@@ -19,7 +22,7 @@ splits; each document keeps its scene and jitter, and its image is rendered from
 (lm-eval's `doc_to_image`). Training examples carry the image as a PNG file, rendered once
 into the harness cache (`<cache>/scene_vqa/`, named by content). Greedy decoding up to 4
 tokens; `exact_match` (the headline) compares the whitespace-normalised answer with the
-word.
+expected words.
 """
 
 from __future__ import annotations
@@ -68,13 +71,11 @@ def question(scene: Any, rng: random.Random) -> tuple[str, str, str] | None:
         thing = rng.choice(unique_colours)
         asked["shape"] = (f"what shape is the {thing.colour} thing ?", thing.shape)
     if len(things) == 2 and scene.relation != "and" and shapes[0] != shapes[1]:
-        (first, second), relation = things, scene.relation
-        if rng.random() < 0.5:  # ask about the second thing: the relation said the other way
-            first, second, relation = second, first, SCENE_INVERSE[relation]
-        true = rng.random() < 0.5
-        said = relation if true else SCENE_INVERSE[relation]
-        asked["relation"] = (f"is the {first.shape} {said} the {second.shape} ?",
-                             "yes" if true else "no")
+        first, second = things
+        if rng.random() < 0.5:  # where the first thing is, relative to the second
+            asked["relation"] = (f"where is the {first.shape} ?", scene.relation)
+        else:
+            asked["relation"] = (f"where is the {second.shape} ?", SCENE_INVERSE[scene.relation])
     if not asked:
         return None
     kind = rng.choice(sorted(asked))
@@ -171,7 +172,7 @@ def harness_tasks() -> list[TaskSpec]:
     return [TaskSpec(
         name="scene_vqa",
         description="Questions about rendered synthetic scenes (colour, shape, relation), "
-                    "one-word answers; exact match.",
+                    "short answers; exact match.",
         headline=Metric("exact_match,none", "exact match"),
         lm_eval=lm_eval_plan,
         requires=frozenset({Capability.VISION, Capability.GENERATION}),
