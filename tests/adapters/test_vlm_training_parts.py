@@ -42,5 +42,6 @@ def test_text_only_models_keep_their_targets_and_capabilities() -> None:
     host = load_host(["harness.methods.lora", "harness.methods.full_ft"])
     for name in ("lora", "full_ft"):
         capabilities = host.method(name).model_capabilities
+        assert capabilities is not None
         assert capabilities((TINY_VLM,)) == frozenset({Capability.VISION})
         assert capabilities((ModelRef("harness-zoo/tiny-llama"),)) == frozenset()
