@@ -18,15 +18,13 @@ from pathlib import Path
 
 import pytest
 
-from harness.claims import CLAIMS, evaluate
 from harness.host import load_host
 from harness.models import ModelRef
 from harness.runner import MethodRow, TaskColumn, plan_cells, run_plan
 from harness.settings import RunSettings
 from harness.store import Store
-from support import run_cli
 
-from claims.claims_support import committed_verdicts
+from claims.claims_support import assert_suite_reproduces_the_committed_verdicts
 
 BASE = (ModelRef("harness-zoo/scene-vlm"),)
 
@@ -59,12 +57,4 @@ def test_adalink_teaches_a_captioner_to_answer(tmp_path: Path) -> None:
     "fits 5 adapters for three seeds on a VLM (about 20 minutes on a busy two-core machine); "
     "set HARNESS_SLOW_TESTS=1 to run it"))
 def test_the_full_comparison_over_three_fit_seeds(tmp_path: Path) -> None:
-    result = run_cli("run", "--suite", "adalink_claims", "--out", str(tmp_path / "adalink"),
-                     timeout=3600)
-    assert result.returncode == 0, result.stderr
-    committed = committed_verdicts()
-    for claim in (c for c in CLAIMS if c.results == "adalink"):
-        comparison, seeds = evaluate(claim, tmp_path)
-        assert seeds == 3
-        assert claim.holds(comparison) == committed[claim.statement], (claim.statement,
-                                                                       comparison)
+    assert_suite_reproduces_the_committed_verdicts("adalink_claims", "adalink", tmp_path)
