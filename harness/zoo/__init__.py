@@ -12,6 +12,7 @@ with "Ġ". Fusion methods that align vocabularies are tested across that gap.
 `tiny-vlm` is a vision-language model of transformers' Llava class: a tiny CLIP vision
 tower, Llava's projector and a tiny Llama, saved with its `LlavaProcessor` so that
 `AutoProcessor` / `AutoModelForImageTextToText.from_pretrained` load it like a hub VLM.
+`scene-vlm` has its shape but is pretrained to caption the scene world (harness.zoo.vlm).
 
 `tiny-clip` is a CLIP dual encoder (transformers' `CLIPModel`: text tower, vision tower,
 projections) with a third tokenizer family, CLIP's: lower-cased, split on whitespace and
