@@ -1,5 +1,6 @@
 """`full_ft`: full fine-tuning of every weight, the upper bound for the adapters (meant for
-small models: float32 weights plus two optimizer copies of every parameter).
+small models: float32 weights plus two optimizer copies of every parameter). On a
+vision-language model every weight but the vision tower's.
 
 Defaults are the Stanford Alpaca recipe: AdamW lr 2e-5, no weight decay, effective batch
 128, 3 epochs, 3% warm-up then cosine decay, loss on the response only, 512 tokens.
@@ -51,7 +52,8 @@ def build(ctx: BuildContext) -> Any:
 def harness_methods() -> list[MethodSpec]:
     return [MethodSpec(
         name="full_ft",
-        description="Full fine-tuning of all weights (small models): the adapters' upper bound.",
+        description="Full fine-tuning of all weights (small models; on a VLM all but the vision "
+                    "tower's): the adapters' upper bound.",
         build=build,
         options=FullFtOptions,
         model_capabilities=vision_when_multimodal,

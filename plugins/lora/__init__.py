@@ -3,7 +3,8 @@
 Defaults are the alpaca-lora recipe, the LoRA baseline of instruction-tuning comparisons
 such as Aligner's: rank 8, alpha 16, dropout 0.05 on q_proj and v_proj; AdamW lr 3e-4,
 effective batch 128 from micro-batches of 4, 3 epochs, linear decay after ~100 warm-up
-steps (8% of a 3-epoch Alpaca run), loss on prompt and response.
+steps (8% of a 3-epoch Alpaca run), loss on prompt and response. On a vision-language
+model the named modules are the language model's only (a CLIP vision tower has q_proj too).
 """
 
 from __future__ import annotations
