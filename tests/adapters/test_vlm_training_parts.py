@@ -6,12 +6,12 @@ both declare vision for a VLM so the planner lets them run image tasks. < 2 s.""
 from __future__ import annotations
 
 from harness.host import load_host
-from harness.methods.full_ft import FullFtOptions
-from harness.methods.full_ft import adapt as full_ft
-from harness.methods.lora import LoraOptions
-from harness.methods.lora import adapt as lora
-from harness.models import ModelRef, load_vision_lm
-from harness.specs import Capability
+from harness.plugins.full_ft import FullFtOptions
+from harness.plugins.full_ft import adapt as full_ft
+from harness.plugins.lora import LoraOptions
+from harness.plugins.lora import adapt as lora
+from harness.models.loading import ModelRef, load_vision_lm
+from harness.contract import Capability
 from harness.training.multimodal import language_model_targets
 
 TINY_VLM = ModelRef("harness-zoo/tiny-vlm", dtype="float32")
@@ -39,7 +39,7 @@ def test_full_ft_on_a_vlm_trains_all_but_the_vision_tower() -> None:
 
 
 def test_text_only_models_keep_their_targets_and_capabilities() -> None:
-    host = load_host(["harness.methods.lora", "harness.methods.full_ft"])
+    host = load_host(["harness.plugins.lora", "harness.plugins.full_ft"])
     for name in ("lora", "full_ft"):
         capabilities = host.method(name).model_capabilities
         assert capabilities is not None

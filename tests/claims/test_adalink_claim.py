@@ -19,10 +19,12 @@ from pathlib import Path
 import pytest
 
 from harness.host import load_host
-from harness.models import ModelRef
-from harness.runner import MethodRow, TaskColumn, plan_cells, run_plan
+from harness.models.loading import ModelRef
+from harness.contract import MethodRow, TaskColumn
+from harness.run.plan import plan_cells
+from harness.run.jobs import run_plan
 from harness.settings import RunSettings
-from harness.store import Store
+from harness.results.store import Store
 
 from claims.claims_support import assert_suite_reproduces_the_committed_verdicts
 
@@ -30,7 +32,7 @@ BASE = (ModelRef("harness-zoo/scene-vlm"),)
 
 
 def test_adalink_teaches_a_captioner_to_answer(tmp_path: Path) -> None:
-    host = load_host(["no:reporters"])
+    host = load_host()
     single, adalink = host.method("single"), host.method("adalink")
     rows = [MethodRow(single, BASE, single.options(), "base"),
             MethodRow(adalink, BASE, adalink.options(lr=0.03, max_steps=150, batch_size=16,

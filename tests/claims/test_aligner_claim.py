@@ -17,10 +17,12 @@ from pathlib import Path
 import pytest
 
 from harness.host import load_host
-from harness.models import ModelRef
-from harness.runner import MethodRow, TaskColumn, plan_cells, run_plan
+from harness.models.loading import ModelRef
+from harness.contract import MethodRow, TaskColumn
+from harness.run.plan import plan_cells
+from harness.run.jobs import run_plan
 from harness.settings import RunSettings
-from harness.store import Store
+from harness.results.store import Store
 
 from claims.claims_support import assert_suite_reproduces_the_committed_verdicts
 
@@ -28,7 +30,7 @@ BASE = (ModelRef("harness-zoo/expert-forms"),)
 
 
 def test_one_global_token_moves_the_form_and_keeps_the_content(tmp_path: Path) -> None:
-    host = load_host(["no:reporters"])
+    host = load_host()
     aligner = host.method("aligner")
     rows = [MethodRow(host.method("single"), BASE, host.method("single").options(), "base"),
             MethodRow(aligner, BASE, aligner.options(num_tokens=1, lr=0.03, max_steps=100,

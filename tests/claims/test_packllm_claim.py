@@ -20,10 +20,12 @@ from pathlib import Path
 import pytest
 
 from harness.host import load_host
-from harness.models import ModelRef
-from harness.runner import MethodRow, TaskColumn, plan_cells, run_plan
+from harness.models.loading import ModelRef
+from harness.contract import MethodRow, TaskColumn
+from harness.run.plan import plan_cells
+from harness.run.jobs import run_plan
 from harness.settings import RunSettings
-from harness.store import Store
+from harness.results.store import Store
 
 from claims.claims_support import assert_suite_reproduces_the_committed_verdicts
 
@@ -33,7 +35,7 @@ PACK = (ModelRef("harness-zoo/overlap-ascending"), ModelRef("harness-zoo/overlap
 
 def _per_domain_accuracy(out: Path, methods: tuple[str, ...], limit: int
                          ) -> dict[str, dict[str, float]]:
-    host = load_host(["no:reporters"])
+    host = load_host()
     rows = [MethodRow(host.method(m), PACK, host.method(m).options(), m) for m in methods]
     task = host.task("mixed_domains")
     store = Store(out)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from harness.specs import DataSource, TaskContext
+from harness.contract import DataSource, TaskContext
 from harness.tasks import scene_vqa
 from harness.zoo import scenes
 
