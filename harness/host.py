@@ -44,7 +44,7 @@ BUILTIN_PLUGINS = (
     "harness.plugins.fuse", "harness.plugins.fuse_prompt", "harness.plugins.calm",
     "harness.tasks.mmlu", "harness.tasks.gsm8k", "harness.tasks.coco_captioning",
     "harness.tasks.vicuna_bench", "harness.tasks.flores", "harness.tasks.humaneval",
-    "harness.tasks.mixed_domains", "harness.tasks.kv_arithmetic",
+    "harness.tasks.mixed_domains", "harness.tasks.kv_arithmetic", "harness.tasks.scene_vqa",
 )
 # What a plugin's source hash covers: code and the configs shipped beside it.
 SOURCE_SUFFIXES = (".py", ".yaml", ".yml", ".jinja")
