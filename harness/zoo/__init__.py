@@ -12,6 +12,7 @@ with "Ġ". Fusion methods that align vocabularies are tested across that gap.
 `tiny-vlm` is a vision-language model of transformers' Llava class: a tiny CLIP vision
 tower, Llava's projector and a tiny Llama, saved with its `LlavaProcessor` so that
 `AutoProcessor` / `AutoModelForImageTextToText.from_pretrained` load it like a hub VLM.
+`scene-vlm` has its shape but is pretrained to caption the scene world (harness.zoo.vlm).
 
 `tiny-clip` is a CLIP dual encoder (transformers' `CLIPModel`: text tower, vision tower,
 projections) with a third tokenizer family, CLIP's: lower-cased, split on whitespace and
@@ -48,7 +49,7 @@ from typing import Any, Iterator, Sequence
 
 from harness.content_cache import ContentCache, DamagedEntry, content_key
 from harness.settings import cache_root
-from harness.zoo import experts, kv, scenes
+from harness.zoo import experts, kv, scenes, vlm
 from harness.zoo.recipe import ZooRecipe, ZooTraining
 
 __all__ = ["ZooRecipe", "ZooTraining", "RECIPES", "WORLDS", "ZOO_PREFIX", "zoo_path",
@@ -74,7 +75,7 @@ RANDOM_RECIPES = (
               "32-d projections"),
 )
 # The worlds whose modules list trained recipes (`RECIPES`); see ZooRecipe to add one.
-WORLDS = (experts, kv, scenes)
+WORLDS = (experts, kv, vlm, scenes)
 RECIPES: dict[str, ZooRecipe] = {
     recipe.name: recipe
     for recipe in (*RANDOM_RECIPES, *(r for world in WORLDS for r in world.RECIPES))

@@ -243,10 +243,7 @@ class SceneTraining(ZooTraining):
 
     @property
     def optimisation(self) -> Optimisation:
-        from harness.training.options import Optimisation
-
-        return Optimisation(steps=self.steps, lr=self.lr, weight_decay=0.01,
-                            schedule="warmup_min_cosine", warmup_ratio=0.05, clip_norm=1.0)
+        return scene_optimisation(self.steps, self.lr)
 
     def identity(self) -> dict[str, Any]:
         return {"scene_training": asdict(self), "scene_world": world_identity()}
@@ -263,6 +260,15 @@ class SceneTraining(ZooTraining):
         from harness.zoo import _image_processor
 
         return Prepared(model, (tokenizer, _image_processor(IMAGE_SIZE)), loss)
+
+
+def scene_optimisation(steps: int, lr: float) -> Optimisation:
+    """The scene world's schedule: AdamW (weight decay 0.01), the lower of a 5% linear
+    warm-up and a cosine decay, gradients clipped to norm 1."""
+    from harness.training.options import Optimisation
+
+    return Optimisation(steps=steps, lr=lr, weight_decay=0.01, schedule="warmup_min_cosine",
+                        warmup_ratio=0.05, clip_norm=1.0)
 
 
 ROLES = ("lm", "classifier", "clip")

@@ -10,6 +10,7 @@ from harness import zoo
 from harness.fuse._bridge import Alignment, Bridge, Side, connect
 from harness.fuse._tensor import t_identity, t_product
 from harness.fuse._words import decoded_spans, token_words
+from harness.settings import cache_root
 from harness.models.loading import ModelRef, load_tokenizer
 
 TEXT = " a red circle on a white background"

@@ -34,6 +34,7 @@ import pytest
 from harness import zoo
 from harness.fuse import claims
 from harness.report.significance import mcnemar_p
+from harness.settings import cache_root
 
 TARGETS = 12
 RESULTS = Path(__file__).parents[2] / "results" / "claims" / "fuse"
