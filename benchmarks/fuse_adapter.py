@@ -87,7 +87,8 @@ def caption_benchmark(steps: int) -> None:
     from harness.fuse._caption import CaptionObjective, ClipText, PrimaryLM
     from harness.fuse._search import SearchConfig, search
     from harness.fuse._words import word_start_token
-    from harness.models.loading import ModelRef, load_causal_lm, load_clip
+    from harness.contract import ModelRef
+    from harness.models.loading import load_causal_lm, load_clip, model_identity
     from harness.tasks.coco_captioning import FIXTURES
 
     lm_ref, clip_ref = ModelRef("harness-zoo/tiny-gpt2"), ModelRef("harness-zoo/tiny-clip")
@@ -95,8 +96,8 @@ def caption_benchmark(steps: int) -> None:
     clip, clip_tokenizer, processor = load_clip(clip_ref)
     primary = PrimaryLM.with_text_prefix(lm, tokenizer, "An image of")
     text = ClipText(clip, clip_tokenizer, "An image of")
-    bridge, _ = connect(Side(lm_ref.identity(), tokenizer, primary.embeddings),
-                        Side(clip_ref.identity(), clip_tokenizer, text.embeddings),
+    bridge, _ = connect(Side(model_identity(lm_ref), tokenizer, primary.embeddings),
+                        Side(model_identity(clip_ref), clip_tokenizer, text.embeddings),
                         AdapterConfig(), "", "correct", 0, cache_root())
     with Image.open(sorted((FIXTURES / "images").iterdir())[0]) as image:
         features = text.image_features([image.convert("RGB")], processor)

@@ -28,9 +28,10 @@ def members(count: int, size: str, device: str, dtype: Any, folder: Path) -> lis
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-    from harness.models.loading import ModelRef
+    from harness.contract import ModelRef
+    from harness.models.loading import model_location
 
-    tokenizer = AutoTokenizer.from_pretrained(ModelRef("harness-zoo/tiny-llama").location())
+    tokenizer = AutoTokenizer.from_pretrained(model_location(ModelRef("harness-zoo/tiny-llama")))
     hidden, layers, heads, kv_heads = SIZES[size]
     loaded = []
     for seed in range(count):

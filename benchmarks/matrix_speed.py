@@ -99,9 +99,10 @@ def random_llama(folder: Path, hidden: int, layers: int) -> Path:
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-    from harness.models.loading import ModelRef
+    from harness.contract import ModelRef
+    from harness.models.loading import model_location
 
-    tokenizer = AutoTokenizer.from_pretrained(ModelRef("harness-zoo/tiny-llama").location())
+    tokenizer = AutoTokenizer.from_pretrained(model_location(ModelRef("harness-zoo/tiny-llama")))
     torch.manual_seed(0)
     config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=hidden,
                          intermediate_size=4 * hidden, num_hidden_layers=layers,

@@ -25,15 +25,15 @@ fusion of packs with different tokenizers), `harness.fuse` (gradients across tok
 from harness import hookimpl
 from harness.contract import (ANCHOR_AUGMENTING, MODEL_PACK, ONE_MODEL, TEXT_CAPABILITIES,
                               BuildContext, Capability, CorpusMetric, DataSource, HarnessLM,
-                              LmEvalPlan, MethodSpec, Metric, MetricValues, ModelSlots, NoOptions,
-                              Samples, TaskContext, TaskSpec, Training, at_least, option)
+                              LmEvalPlan, MethodSpec, Metric, MetricValues, ModelRef, ModelSlots,
+                              NoOptions, Samples, TaskContext, TaskSpec, Training, at_least, option)
 from harness.data import (dataset_dict, first_existing, first_response, read_csv_rows,
                           read_json_file, read_jsonl_rows)
 from harness.errors import (DataError, HarnessError, MissingTool, ModelLoadError, UsageError,
                             did_you_mean)
 from harness.lm import count_parameters, hf_lm, hf_multimodal_lm
-from harness.models.loading import (ModelRef, is_vision_language, load_causal_lm, load_clip,
-                                    load_processor, load_tokenizer, load_vision_lm)
+from harness.models.loading import (is_vision_language, load_causal_lm, load_clip, load_processor,
+                                    load_tokenizer, load_vision_lm, model_identity, model_location)
 from harness.settings import cache_root, default_device
 from harness.stats import mean_and_stderr
 from harness.training import (EarlyStopping, TrainingOptions, fit, fitted_lm, freeze, peft_model,
@@ -67,7 +67,7 @@ __all__ = [
     "random_scene", "render_scene", "scene_from_parts", "SCENE_INVERSE",
     # helpers for methods
     "load_causal_lm", "load_tokenizer", "load_vision_lm", "load_processor", "load_clip",
-    "is_vision_language", "default_device", "hf_lm", "hf_multimodal_lm", "count_parameters",
+    "is_vision_language", "default_device", "model_identity", "model_location", "hf_lm", "hf_multimodal_lm", "count_parameters",
     # the shared training path
     "TrainingOptions", "EarlyStopping", "fit", "fitted_lm", "freeze", "trainable_parameters",
     "peft_model", "is_multimodal", "language_model_targets", "vision_tower",

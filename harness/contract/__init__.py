@@ -16,8 +16,8 @@ from harness.contract.outputs import (JOBS_FOLDER, ExecutionContext, ExecutorSpe
                                       ReportWriter)
 from harness.contract.specs import (ANCHOR_AUGMENTING, MODEL_PACK, ONE_MODEL, TEXT_CAPABILITIES,
                                     BuildContext, Capability, CorpusMetric, HarnessLM, LmEvalPlan,
-                                    MethodSpec, Metric, MetricValues, ModelSlots, NoOptions,
-                                    Samples, TaskContext, TaskSpec, Training, at_least,
+                                    MethodSpec, Metric, MetricValues, ModelRef, ModelSlots,
+                                    NoOptions, Samples, TaskContext, TaskSpec, Training, at_least,
                                     options_to_dict)
 from harness.options import option
 from harness.settings import DataSource
@@ -27,7 +27,7 @@ __all__ = [
     "MethodSpec", "TaskSpec", "Metric", "CorpusMetric", "Capability", "TEXT_CAPABILITIES",
     "ModelSlots", "ONE_MODEL", "MODEL_PACK", "ANCHOR_AUGMENTING", "Training", "NoOptions",
     "option", "at_least", "options_to_dict",
-    "BuildContext", "TaskContext", "DataSource", "HarnessLM", "LmEvalPlan", "Samples",
+    "BuildContext", "TaskContext", "DataSource", "HarnessLM", "ModelRef", "LmEvalPlan", "Samples",
     "MetricValues",
     # the matrix
     "MethodRow", "TaskColumn", "Cell", "Plan", "State", "Job", "CellOutcome", "row_label",

@@ -9,9 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from harness.contract.specs import LmEvalPlan, MethodSpec, TaskSpec, options_to_dict
+from harness.contract.specs import LmEvalPlan, MethodSpec, ModelRef, TaskSpec, options_to_dict
 from harness.errors import UsageError
-from harness.models.loading import ModelRef
 from harness.results.records import CodeInfo, row_key
 from harness.results.store import Store
 from harness.settings import RunSettings

@@ -14,13 +14,13 @@ from pathlib import Path
 from typing import (TYPE_CHECKING, Any, Callable, Literal, Mapping, Protocol, Sequence,
                     runtime_checkable)
 
+from harness.errors import UsageError
 from harness.settings import DataSource
 from harness.settings import cache_root as default_cache_root
 
 if TYPE_CHECKING:  # heavy types only for annotations
     from lm_eval.api.model import LM
 
-    from harness.models.loading import ModelRef
     from harness.results.store import Store
 
 
@@ -50,6 +50,37 @@ def at_least(options: Any, **minimums: float) -> None:
         value = getattr(options, name)
         if value is not None and value < minimum:
             raise ValueError(f"{name} must be at least {minimum}, got {value}")
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """One base model: a Hugging Face id, a local directory or a zoo name, plus revision,
+    dtype and device (`harness.models.loading` resolves and loads it)."""
+
+    id: str
+    revision: str = "main"
+    dtype: str = "auto"
+    device: str = "cpu"
+
+    @classmethod
+    def parse(cls, text: str, device: str = "cpu", dtype: str = "auto") -> "ModelRef":
+        """`org/name`, `org/name@revision`, `/local/dir` or `harness-zoo/tiny-llama`."""
+        text = text.strip()
+        if not text:
+            raise UsageError("empty model reference")
+        model_id, _, revision = text.partition("@")
+        return cls(id=model_id, revision=revision or "main", dtype=dtype, device=device)
+
+    @property
+    def short_name(self) -> str:
+        return Path(self.id.rstrip("/")).name
+
+    @property
+    def resolved_dtype(self) -> str:
+        """"auto" is bfloat16 on a GPU and float32 elsewhere, decided by this model's device."""
+        if self.dtype != "auto":
+            return self.dtype
+        return "bfloat16" if self.device.startswith("cuda") else "float32"
 
 
 @dataclass(frozen=True)

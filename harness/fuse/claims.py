@@ -79,8 +79,9 @@ def model_name(base: str, seed: int) -> str:
 
 
 def load_world(seed: int, cache_root: Path) -> World:
+    from harness.contract import ModelRef
     from harness.fuse._caption import PrimaryLM
-    from harness.models.loading import ModelRef, load_causal_lm
+    from harness.models.loading import load_causal_lm, model_identity
     from harness.training import freeze
     from harness.zoo import scenes
 
@@ -94,9 +95,10 @@ def connect_secondary(world: World, ref: Any, tokenizer: Any, embeddings: Any,
                       config: ClaimConfig) -> tuple[Any, dict[str, Any]]:
     from harness.fuse._adapter import AdapterConfig
     from harness.fuse._bridge import Side, connect
+    from harness.models.loading import model_identity
 
-    return connect(Side(world.lm_ref.identity(), world.primary.tokenizer, world.primary.embeddings),
-                   Side(ref.identity(), tokenizer, embeddings), AdapterConfig(), config.dictionary,
+    return connect(Side(model_identity(world.lm_ref), world.primary.tokenizer, world.primary.embeddings),
+                   Side(model_identity(ref), tokenizer, embeddings), AdapterConfig(), config.dictionary,
                    "correct", world.seed, world.cache_root)
 
 
@@ -104,10 +106,11 @@ def attribute_rows(world: World, config: ClaimConfig) -> tuple[list[dict[str, An
     """One row per (target, arm) for this seed's world, and the adapter's report."""
     from transformers import AutoModelForSequenceClassification
 
+    from harness.contract import ModelRef
     from harness.fuse._attribute import AttributeObjective, ClassifierText
     from harness.fuse._search import search
     from harness.fuse._words import word_start_token
-    from harness.models.loading import ModelRef, _load_weights, load_tokenizer
+    from harness.models.loading import _load_weights, load_tokenizer
     from harness.training import freeze
     from harness.zoo import scenes
 
@@ -152,10 +155,11 @@ def caption_rows(world: World, config: ClaimConfig) -> tuple[list[dict[str, Any]
     """One row per (rendered scene, arm), each caption scored by this seed's scene CLIP."""
     import torch
 
+    from harness.contract import ModelRef
     from harness.fuse._caption import CaptionObjective, CaptionWeights, ClipText
     from harness.fuse._search import search
     from harness.fuse._words import word_start_token
-    from harness.models.loading import ModelRef, load_clip
+    from harness.models.loading import load_clip
     from harness.training import freeze
     from harness.zoo import scenes
 

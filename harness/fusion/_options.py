@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from harness.contract import option
+from harness.options import option
 
 # What each protocol sets for (reference_on, weights_on, option_score).
 PROTOCOLS = {

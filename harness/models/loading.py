@@ -16,62 +16,36 @@ from typing import Any
 
 from harness import zoo
 from harness.content_cache import ContentCache, DamagedEntry, content_key
+from harness.contract.specs import ModelRef
 from harness.errors import ModelLoadError, UsageError, first_line
 from harness.files import file_sha256
 from harness.settings import cache_root
 
 
-@dataclass(frozen=True)
-class ModelRef:
-    """One base model: id or path, plus revision, dtype and device."""
+def model_location(ref: ModelRef) -> str:
+    """What `from_pretrained` receives for `ref`: a local directory (a zoo model's, built on
+    first use) or the hub id."""
+    if zoo.is_zoo_id(ref.id):
+        return str(zoo.zoo_path(ref.id))
+    return ref.id
 
-    id: str
-    revision: str = "main"
-    dtype: str = "auto"
-    device: str = "cpu"
 
-    @classmethod
-    def parse(cls, text: str, device: str = "cpu", dtype: str = "auto") -> "ModelRef":
-        """`org/name`, `org/name@revision`, `/local/dir` or `harness-zoo/tiny-llama`."""
-        text = text.strip()
-        if not text:
-            raise UsageError("empty model reference")
-        model_id, _, revision = text.partition("@")
-        return cls(id=model_id, revision=revision or "main", dtype=dtype, device=device)
+def model_identity(ref: ModelRef) -> dict[str, Any]:
+    """What a fingerprint records of `ref`: the weights, tokenizer, dtype and device kind.
 
-    @property
-    def short_name(self) -> str:
-        return Path(self.id.rstrip("/")).name
-
-    def location(self) -> str:
-        """What `from_pretrained` receives: a local directory or the hub id."""
-        if zoo.is_zoo_id(self.id):
-            return str(zoo.zoo_path(self.id))
-        return self.id
-
-    @property
-    def resolved_dtype(self) -> str:
-        """"auto" is bfloat16 on a GPU and float32 elsewhere, decided by this model's device."""
-        if self.dtype != "auto":
-            return self.dtype
-        return "bfloat16" if self.device.startswith("cuda") else "float32"
-
-    def identity(self) -> dict[str, Any]:
-        """What the cell fingerprint records: the weights, tokenizer, dtype and device kind.
-
-        A hub id is recorded with the revision asked for; pin one (`id@commit`) for results
-        that must not follow upstream updates.
-        """
-        numerics = {"dtype": self.resolved_dtype, "device": self.device.split(":")[0]}
-        if zoo.is_zoo_id(self.id):
-            return {"id": self.id, "zoo_recipe": zoo.recipe_fingerprint(zoo.recipe_for(self.id)),
-                    **numerics}
-        local = Path(self.id).expanduser()
-        if local.is_dir():
-            return {"id": str(local.resolve()), "files_sha256": weights_digest(local), **numerics}
-        if self.id.startswith(("/", "./", "../", "~")):
-            raise ModelLoadError(f"{self.id}: no such model folder")
-        return {"id": self.id, "revision": self.revision, **numerics}
+    A hub id is recorded with the revision asked for; pin one (`id@commit`) for results
+    that must not follow upstream updates.
+    """
+    numerics = {"dtype": ref.resolved_dtype, "device": ref.device.split(":")[0]}
+    if zoo.is_zoo_id(ref.id):
+        return {"id": ref.id, "zoo_recipe": zoo.recipe_fingerprint(zoo.recipe_for(ref.id)),
+                **numerics}
+    local = Path(ref.id).expanduser()
+    if local.is_dir():
+        return {"id": str(local.resolve()), "files_sha256": weights_digest(local), **numerics}
+    if ref.id.startswith(("/", "./", "../", "~")):
+        raise ModelLoadError(f"{ref.id}: no such model folder")
+    return {"id": ref.id, "revision": ref.revision, **numerics}
 
 
 def weights_digest(directory: Path) -> str:
@@ -136,7 +110,7 @@ def load_processor(ref: ModelRef) -> Any:
 
 def _from_pretrained(auto_class: Any, ref: ModelRef, what: str, **kwargs: Any) -> Any:
     try:
-        return auto_class.from_pretrained(ref.location(), revision=ref.revision, **kwargs)
+        return auto_class.from_pretrained(model_location(ref), revision=ref.revision, **kwargs)
     except Exception as exc:  # transformers raises many types for a bad reference
         raise ModelLoadError(f"cannot load {what} {ref.id!r}: {first_line(exc)}") from exc
 

@@ -14,6 +14,7 @@ from typing import Any
 
 from harness.contract import Cell, options_to_dict
 from harness.files import file_sha256
+from harness.models.loading import model_identity
 
 IDENTITY_SCHEMA = 2
 
@@ -37,7 +38,7 @@ def cell_identity(cell: Cell, versions: dict[str, str]) -> dict[str, Any]:
     return {
         "schema": IDENTITY_SCHEMA,
         "method": {"name": cell.method, "options": options_to_dict(cell.row.options),
-                   "models": [m.identity() for m in cell.row.models],
+                   "models": [model_identity(m) for m in cell.row.models],
                    "version": method_code.version, "distribution": method_code.distribution},
         "task": {"name": cell.task, "options": options_to_dict(cell.column.options),
                  "version": task_code.version, "distribution": task_code.distribution},

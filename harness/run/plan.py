@@ -8,12 +8,12 @@ import itertools
 from pathlib import Path
 from typing import Any
 
-from harness.contract import (Cell, LmEvalPlan, MethodRow, MethodSpec, Plan, TaskColumn,
+from harness.contract import (Cell, LmEvalPlan, MethodRow, MethodSpec, ModelRef, Plan, TaskColumn,
                               TaskContext, TaskSpec)
 from harness.errors import DataError, HarnessError, MissingTool, UsageError
 from harness.files import fingerprint
 from harness.host import Host
-from harness.models.loading import ModelRef
+from harness.models.loading import model_identity
 from harness.results.store import Store
 from harness.run.identity import cell_identity, library_versions
 from harness.settings import RunSettings
@@ -88,7 +88,7 @@ def model_problem(row: MethodRow) -> str | None:
 
     for ref in row.models:
         try:
-            ref.identity()
+            model_identity(ref)
             is_vision_language(ref)
         except HarnessError as exc:
             return f"model {ref.id!r}: {exc}"

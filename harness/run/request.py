@@ -82,8 +82,7 @@ def _suite_entries(ref: str, data: dict[str, Any], key: str, name_key: str,
 
 
 def resolve(host: Host, request: RunRequest) -> tuple[list[Any], list[Any], RunSettings]:
-    from harness.contract import MethodRow, TaskColumn
-    from harness.models.loading import ModelRef
+    from harness.contract import MethodRow, ModelRef, TaskColumn
 
     settings = build_options(RunSettings, request.settings, "run settings").resolved()
     rows = []

@@ -21,8 +21,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from harness.contract import BuildContext
 from harness.errors import HarnessError
-from harness.contract import BuildContext
-from harness.training import cache, data, loop
+from harness.training import cache, checkpoint, data, loop
 from harness.training.data import (IGNORE_INDEX, EncodedExample, encode_examples, read_alpaca_json,
                                    training_examples, untrainable_reason)
 from harness.training.options import EarlyStopping, TrainingOptions
@@ -101,7 +100,7 @@ def fit(ctx: BuildContext, model: Any, tokenizer: Any, method: str,
     stored = fits.load(key, cache.read_fit, label)
     if stored is not None:
         state, record = stored
-        cache.load_into(parameters, state, fits.path(key, label) / cache.ADAPTER)
+        checkpoint.load_into(parameters, state, fits.path(key, label) / cache.ADAPTER)
         report = record | {"fit_cached": True}
     else:
         image_token = data.model_image_token(model, tokenizer)

@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import importlib.metadata as md
 import json
-import os
 import pickle
 from pathlib import Path
 from typing import Any
 
 from harness.content_cache import ContentCache, content_key
 from harness.contract import BuildContext, options_to_dict
-from harness.errors import HarnessError
+from harness.models.loading import model_identity
 from harness.training.options import NON_RESULT_OPTIONS, TrainingOptions
 
 FIT_SCHEMA = 2
@@ -28,7 +27,7 @@ def fit_fingerprint(ctx: BuildContext, method: str, options: TrainingOptions, da
         "code": dict(ctx.method_code),
         "options": {k: v for k, v in options_to_dict(options).items()
                     if k not in NON_RESULT_OPTIONS},
-        "models": [m.identity() for m in ctx.models],
+        "models": [model_identity(m) for m in ctx.models],
         "data": data_hash,
         "seed": ctx.seed,
         "device": device,
@@ -68,25 +67,3 @@ def read_fit(folder: Path) -> tuple[dict[str, Any], dict[str, Any]]:
 
 def write_record(folder: Path, report: dict[str, Any]) -> None:
     (folder / RECORD).write_text(json.dumps(report, indent=2, sort_keys=True))
-
-
-def atomic_torch_save(obj: Any, path: Path) -> None:
-    """Replace a resumable checkpoint at once (a crash keeps the previous one)."""
-    import torch
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    staging = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save(obj, staging)
-    os.replace(staging, path)
-
-
-def load_into(parameters: dict[str, Any], state: dict[str, Any], source: Path) -> None:
-    import torch
-
-    if set(state) != set(parameters):
-        missing, extra = sorted(set(parameters) - set(state)), sorted(set(state) - set(parameters))
-        raise HarnessError(f"{source}: trainable parameters do not match "
-                           f"(missing {missing[:3]}, unexpected {extra[:3]})")
-    with torch.no_grad():
-        for name, parameter in parameters.items():
-            parameter.copy_(state[name].to(parameter.device, parameter.dtype))

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from harness.run import progress
-from harness.training.cache import atomic_torch_save, load_into
+from harness.training.checkpoint import atomic_torch_save, load_into
 from harness.training.data import IGNORE_INDEX, EncodedExample
 from harness.training.options import EarlyStopping, Optimisation, Schedule, TrainingOptions
 

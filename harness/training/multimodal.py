@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-from harness.contract import Capability
-from harness.models.loading import ModelRef, is_vision_language
+from harness.contract import Capability, ModelRef
+from harness.models.loading import is_vision_language
 
 # Where common VLMs keep their vision encoder (Llava: `model.vision_tower`).
 VISION_TOWER_NAMES = ("vision_tower", "vision_model", "visual")

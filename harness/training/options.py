@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal, get_args
 
-from harness.contract import option
+from harness.options import option
 
 Schedule = Literal["linear", "cosine", "constant", "constant_with_warmup", "warmup_min_cosine"]
 # transformers' get_scheduler names, and ours: the lower of a linear warm-up (from 1/warm-up

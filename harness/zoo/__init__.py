@@ -41,24 +41,28 @@ built the same way (`_build`) into one `ContentCache` keyed by the recipe's dige
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterator
 
 from harness.content_cache import ContentCache, DamagedEntry, content_key
 from harness.settings import cache_root
 from harness.zoo import experts, kv, scenes, vlm
+from harness.zoo.builders import (CLIP_TOWERS, CORPUS, VISION_TOWER, is_clip, is_vision_language,
+                                  random_model)
 from harness.zoo.recipe import ZooRecipe, ZooTraining
 
 __all__ = ["ZooRecipe", "ZooTraining", "RECIPES", "WORLDS", "ZOO_PREFIX", "zoo_path",
            "recipe_for", "recipe_fingerprint", "is_zoo_id", "is_vision_language", "is_clip",
            "cache_root", "train_tokenizer", "random_model"]
 
+
 ZOO_PREFIX = "harness-zoo/"
+
+
 RECIPE_VERSION = 1
-CORPUS = Path(__file__).with_name("corpus.txt")
+
 
 # Left at their seeded initialisation.
 RANDOM_RECIPES = (
@@ -74,23 +78,16 @@ RANDOM_RECIPES = (
               "CLIP dual encoder: text tower (CLIP tokenizer) + vision tower (32 px), "
               "32-d projections"),
 )
+
+
 # The worlds whose modules list trained recipes (`RECIPES`); see ZooRecipe to add one.
 WORLDS = (experts, kv, vlm, scenes)
+
+
 RECIPES: dict[str, ZooRecipe] = {
     recipe.name: recipe
     for recipe in (*RANDOM_RECIPES, *(r for world in WORLDS for r in world.RECIPES))
 }
-
-# The vision tower of "llava" recipes; 32 px images in 8 px patches give 16 image tokens.
-VISION_TOWER: dict[str, Any] = {"hidden_size": 32, "intermediate_size": 64,
-                                "num_hidden_layers": 2, "num_attention_heads": 2,
-                                "image_size": 32, "patch_size": 8}
-IMAGE_TOKEN = "<image>"
-# The towers of "clip" recipes besides the recipe's text width; CLIP's 77-token context.
-CLIP_TOWERS: dict[str, Any] = {"vision": VISION_TOWER, "projection_dim": 32,
-                               "max_text_positions": 77}
-
-MAX_POSITIONS = 4096
 
 
 def is_zoo_id(model_id: str) -> bool:
@@ -105,14 +102,6 @@ def recipe_for(model_id: str) -> ZooRecipe:
         raise UsageError(f"unknown zoo model {model_id!r}{did_you_mean(name, RECIPES)}; "
                          f"zoo models: {', '.join(ZOO_PREFIX + n for n in RECIPES)}")
     return RECIPES[name]
-
-
-def is_vision_language(recipe: ZooRecipe) -> bool:
-    return recipe.architecture == "llava"
-
-
-def is_clip(recipe: ZooRecipe) -> bool:
-    return recipe.architecture == "clip"
 
 
 def recipe_fingerprint(recipe: ZooRecipe) -> str:
@@ -149,127 +138,6 @@ def zoo_path(model_id: str) -> Path:
     return zoo.fetch(key, _built, build, label)
 
 
-def train_tokenizer(kind: str, vocab_size: int, text: Sequence[str] | None = None) -> Any:
-    """Train a tokenizer of the given family on `text` (default: the shipped corpus's lines),
-    deterministically."""
-    from tokenizers import (Tokenizer, decoders, models, normalizers, pre_tokenizers, processors,
-                            trainers)
-
-    if text is None:
-        text = CORPUS.read_text(encoding="utf-8").splitlines()
-    if kind == "metaspace":
-        specials = ["<unk>", "<s>", "</s>", "<pad>"]
-        tok = Tokenizer(models.BPE(unk_token="<unk>"))
-        tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="first")
-        tok.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="first")
-        alphabet = [chr(c) for c in range(32, 127)] + ["▁"]
-        trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=specials,
-                                      initial_alphabet=alphabet, show_progress=False)
-        tok.train_from_iterator(text, trainer)
-        bos = tok.token_to_id("<s>")
-        tok.post_processor = processors.TemplateProcessing(
-            single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", bos)])
-    elif kind == "bytelevel":
-        specials = ["<|endoftext|>"]
-        tok = Tokenizer(models.BPE())
-        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-        tok.decoder = decoders.ByteLevel()
-        trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=specials,
-                                      initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-                                      show_progress=False)
-        tok.train_from_iterator(text, trainer)
-    elif kind == "clip":
-        start, end = "<|startoftext|>", "<|endoftext|>"
-        tok = Tokenizer(models.BPE(unk_token=end, end_of_word_suffix="</w>"))
-        tok.normalizer = normalizers.Sequence([normalizers.NFC(), normalizers.Lowercase()])
-        tok.pre_tokenizer = pre_tokenizers.Whitespace()
-        tok.decoder = decoders.BPEDecoder(suffix="</w>")
-        alphabet = [chr(c) for c in range(33, 127) if not chr(c).isupper()]
-        trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=[start, end],
-                                      initial_alphabet=alphabet, end_of_word_suffix="</w>",
-                                      show_progress=False)
-        tok.train_from_iterator(text, trainer)
-        tok.post_processor = processors.TemplateProcessing(
-            single=f"{start} $A {end}", pair=f"{start} $A {end} $B {end}",
-            special_tokens=[(start, tok.token_to_id(start)), (end, tok.token_to_id(end))])
-    else:
-        raise ValueError(f"unknown tokenizer family {kind!r}")
-    return tok
-
-
-def _wrap_tokenizer(recipe: ZooRecipe) -> Any:
-    from transformers import PreTrainedTokenizerFast
-
-    raw = train_tokenizer(recipe.tokenizer, recipe.vocab_size)
-    if recipe.tokenizer == "metaspace":
-        extra = ({"extra_special_tokens": {"image_token": IMAGE_TOKEN}}
-                 if is_vision_language(recipe) else {})
-        return PreTrainedTokenizerFast(tokenizer_object=raw, bos_token="<s>", eos_token="</s>",
-                                       unk_token="<unk>", pad_token="<pad>",
-                                       model_max_length=MAX_POSITIONS, **extra)
-    if recipe.tokenizer == "clip":  # openai's CLIP pads with its end-of-text token
-        return PreTrainedTokenizerFast(tokenizer_object=raw, bos_token="<|startoftext|>",
-                                       eos_token="<|endoftext|>", unk_token="<|endoftext|>",
-                                       pad_token="<|endoftext|>",
-                                       model_max_length=CLIP_TOWERS["max_text_positions"])
-    return PreTrainedTokenizerFast(tokenizer_object=raw, bos_token="<|endoftext|>",
-                                   eos_token="<|endoftext|>", unk_token="<|endoftext|>",
-                                   model_max_length=MAX_POSITIONS)
-
-
-def _config(recipe: ZooRecipe, tokenizer: Any) -> Any:
-    from transformers import (CLIPConfig, CLIPTextConfig, CLIPVisionConfig, GPT2Config, LlamaConfig,
-                              LlavaConfig)
-
-    vocab = len(tokenizer)
-    if recipe.architecture == "clip":
-        text = CLIPTextConfig(vocab_size=vocab, hidden_size=recipe.hidden_size,
-                              intermediate_size=recipe.hidden_size * 2,
-                              num_hidden_layers=recipe.layers, num_attention_heads=recipe.heads,
-                              max_position_embeddings=CLIP_TOWERS["max_text_positions"],
-                              bos_token_id=tokenizer.bos_token_id,
-                              eos_token_id=tokenizer.eos_token_id,
-                              pad_token_id=tokenizer.pad_token_id)
-        return CLIPConfig(text_config=text.to_dict(),
-                          vision_config=CLIPVisionConfig(**CLIP_TOWERS["vision"]).to_dict(),
-                          projection_dim=CLIP_TOWERS["projection_dim"])
-    if recipe.architecture == "llava":
-        text = _config(dataclasses.replace(recipe, architecture="llama"), tokenizer)
-        patches = (VISION_TOWER["image_size"] // VISION_TOWER["patch_size"]) ** 2
-        return LlavaConfig(vision_config=CLIPVisionConfig(**VISION_TOWER), text_config=text,
-                           image_token_index=tokenizer.convert_tokens_to_ids(IMAGE_TOKEN),
-                           vision_feature_select_strategy="default", vision_feature_layer=-1,
-                           image_seq_length=patches)
-    if recipe.architecture == "llama":
-        return LlamaConfig(vocab_size=vocab, hidden_size=recipe.hidden_size,
-                           intermediate_size=recipe.hidden_size * 2,
-                           num_hidden_layers=recipe.layers, num_attention_heads=recipe.heads,
-                           num_key_value_heads=recipe.kv_heads,
-                           max_position_embeddings=MAX_POSITIONS,
-                           bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-                           pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=False)
-    return GPT2Config(vocab_size=vocab, n_embd=recipe.hidden_size, n_layer=recipe.layers,
-                      n_head=recipe.heads, n_positions=MAX_POSITIONS,
-                      bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
-
-
-def random_model(recipe: ZooRecipe) -> tuple[Any, tuple[Any, ...]]:
-    """The recipe's model at its seeded initialisation, and what is saved beside it
-    (tokenizer, processors)."""
-    import torch
-    from transformers import AutoModel, AutoModelForCausalLM, AutoModelForImageTextToText
-
-    tokenizer = _wrap_tokenizer(recipe)
-    config = _config(recipe, tokenizer)
-    torch.manual_seed(recipe.seed)
-    if is_vision_language(recipe):
-        return AutoModelForImageTextToText.from_config(config), (_processor(tokenizer),)
-    if is_clip(recipe):
-        return (AutoModel.from_config(config),
-                (tokenizer, _image_processor(CLIP_TOWERS["vision"]["image_size"])))
-    return AutoModelForCausalLM.from_config(config), (tokenizer,)
-
-
 def _build(recipe: ZooRecipe, out: Path) -> None:
     """Build (and train, through harness.training) the recipe's model into `out`."""
     from harness.training.loop import optimise
@@ -299,22 +167,3 @@ def _one_thread() -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(threads)
-
-
-def _processor(tokenizer: Any) -> Any:
-    """Llava's processor: CLIP-style resize/crop to the tower's size, `<image>` expanded to
-    one token per patch (the CLS feature is dropped by the "default" selection strategy)."""
-    from transformers import LlavaProcessor
-
-    images = _image_processor(VISION_TOWER["image_size"])
-    return LlavaProcessor(image_processor=images, tokenizer=tokenizer,
-                          patch_size=VISION_TOWER["patch_size"], image_token=IMAGE_TOKEN,
-                          vision_feature_select_strategy="default", num_additional_image_tokens=1)
-
-
-def _image_processor(side: int) -> Any:
-    """CLIP's preprocessing (resize the short edge, centre crop, CLIP's mean and std) at
-    `side` pixels."""
-    from transformers import CLIPImageProcessorPil
-
-    return CLIPImageProcessorPil(size={"shortest_edge": side}, crop_size={"height": side, "width": side})

@@ -79,7 +79,7 @@ class Pretraining(ZooTraining):
     def prepare(self, recipe: ZooRecipe) -> Prepared:
         import torch
 
-        from harness.zoo import random_model
+        from harness.zoo.builders import random_model
 
         model, companions = random_model(recipe)
         tokenizer = companions[0]

@@ -173,7 +173,7 @@ class Curriculum(ZooTraining):
 
         tokenizer = kv_tokenizer()
         torch.manual_seed(recipe.seed)
-        model = AutoModelForCausalLM.from_config(_config(
+        model = AutoModelForCausalLM.from_config(model_config(
             recipe.architecture, tokenizer, recipe.hidden_size, recipe.layers, recipe.heads,
             self.intermediate_factor))
         model.generation_config.pad_token_id = tokenizer.pad_token_id
@@ -223,7 +223,7 @@ def kv_tokenizer() -> Any:
                                    model_max_length=MAX_POSITIONS)
 
 
-def _config(architecture: str, tokenizer: Any, hidden_size: int, layers: int, heads: int,
+def model_config(architecture: str, tokenizer: Any, hidden_size: int, layers: int, heads: int,
             intermediate_factor: int) -> Any:
     from transformers import GPT2Config, LlamaConfig
 

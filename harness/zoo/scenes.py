@@ -257,9 +257,9 @@ class SceneTraining(ZooTraining):
         loss = _LOSSES[self.role](model, tokenizer, self, recipe.seed)
         if self.role != "clip":
             return Prepared(model, (tokenizer,), loss)
-        from harness.zoo import _image_processor
+        from harness.zoo.builders import clip_image_processor
 
-        return Prepared(model, (tokenizer, _image_processor(IMAGE_SIZE)), loss)
+        return Prepared(model, (tokenizer, clip_image_processor(IMAGE_SIZE)), loss)
 
 
 def scene_optimisation(steps: int, lr: float) -> Optimisation:
@@ -301,7 +301,7 @@ def scene_tokenizer(plan: SceneTraining) -> Any:
     token after the vocabulary the LM reads, so the LM's token ids are shared)."""
     from transformers import PreTrainedTokenizerFast
 
-    from harness.zoo import CLIP_TOWERS, train_tokenizer
+    from harness.zoo.builders import CLIP_TOWERS, train_tokenizer
 
     raw = train_tokenizer(plan.tokenizer, plan.tokenizer_vocab, tokenizer_corpus(plan))
     end = "<|endoftext|>"
@@ -405,11 +405,11 @@ def _classifier_loss(model: Any, tokenizer: Any, plan: SceneTraining, seed: int
 
 def _clip_loss(model: Any, tokenizer: Any, plan: SceneTraining, seed: int
               ) -> Callable[[int], Any]:
-    from harness.zoo import _image_processor
+    from harness.zoo.builders import clip_image_processor
 
     rng = random.Random(seed)
     scenes = [random_scene(rng) for _ in range(plan.images)]
-    processor = _image_processor(IMAGE_SIZE)
+    processor = clip_image_processor(IMAGE_SIZE)
     pixels = processor(images=[render(s, seed * plan.images + i) for i, s in enumerate(scenes)],
                        return_tensors="pt")["pixel_values"]
 

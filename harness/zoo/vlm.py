@@ -60,12 +60,12 @@ class VlmTraining(ZooTraining):
         import torch
         from transformers import AutoModelForImageTextToText
 
-        from harness.zoo import _config, _processor
+        from harness.zoo.builders import model_config, vlm_processor
 
         text_tokenizer = self.tokenizer()
-        processor = _processor(text_tokenizer)
+        processor = vlm_processor(text_tokenizer)
         torch.manual_seed(recipe.seed)
-        model = AutoModelForImageTextToText.from_config(_config(recipe, text_tokenizer))
+        model = AutoModelForImageTextToText.from_config(model_config(recipe, text_tokenizer))
         return Prepared(model, (processor,), self._loss(model, processor, recipe.seed))
 
     def tokenizer(self) -> Any:
@@ -73,7 +73,7 @@ class VlmTraining(ZooTraining):
         Llama-like zoo tokenizer's specials and Llava's image token."""
         from transformers import PreTrainedTokenizerFast
 
-        from harness.zoo import IMAGE_TOKEN, MAX_POSITIONS, train_tokenizer
+        from harness.zoo.builders import IMAGE_TOKEN, MAX_POSITIONS, train_tokenizer
 
         text = scenes.corpus(self.tokenizer_sentences, seed=0) + [QUESTION_WORDS]
         raw = train_tokenizer("metaspace", self.tokenizer_vocab, text)
@@ -123,7 +123,7 @@ def scene_from_parts(things: Sequence[Sequence[str]], relation: str | None) -> s
 def encode(processor: Any, prompt: str, target: str) -> tuple[list[int], list[int]]:
     """(input ids, labels) of prompt + target + EOS as the harness's fit encodes an image
     example: the target split off the joint encoding, loss on the target only."""
-    from harness.zoo import IMAGE_TOKEN, VISION_TOWER
+    from harness.zoo.builders import IMAGE_TOKEN, VISION_TOWER
 
     patches = (VISION_TOWER["image_size"] // VISION_TOWER["patch_size"]) ** 2
     tok = processor.tokenizer

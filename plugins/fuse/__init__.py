@@ -29,7 +29,7 @@ class FuseCaptionOptions(FuseOptions):
 
 
 def build(ctx: BuildContext) -> Any:
-    from harness.api import freeze, load_causal_lm, load_clip
+    from harness.api import freeze, load_causal_lm, load_clip, model_identity
     from harness.fuse import CaptionWeights, ClipText, PrimaryLM, Side
 
     from .lm import FuseCaptioner
@@ -42,8 +42,8 @@ def build(ctx: BuildContext) -> Any:
     primary = PrimaryLM.with_text_prefix(lm, tokenizer, options.prefix)
     clip_text = ClipText(clip, clip_tokenizer, options.prefix)
     bridge, adapter_report = options.connect(
-        Side(ctx.models[0].identity(), tokenizer, primary.embeddings),
-        Side(ctx.models[1].identity(), clip_tokenizer, clip_text.embeddings), ctx)
+        Side(model_identity(ctx.models[0]), tokenizer, primary.embeddings),
+        Side(model_identity(ctx.models[1]), clip_tokenizer, clip_text.embeddings), ctx)
     ctx.report.update(trainable_params=0,
                       total_params=sum(p.numel() for m in (lm, clip) for p in m.parameters()),
                       adapter=adapter_report)

@@ -36,7 +36,7 @@ class FusePromptOptions(FuseOptions):
 
 
 def build(ctx: BuildContext) -> Any:
-    from harness.api import freeze, hf_lm, load_causal_lm
+    from harness.api import freeze, hf_lm, load_causal_lm, model_identity
     from harness.fuse import SEPARATOR, Member, Side, discover
 
     from .lm import PrefixedLM
@@ -45,7 +45,7 @@ def build(ctx: BuildContext) -> Any:
     if options.eval_member >= len(ctx.models):
         raise UsageError(f"eval_member={options.eval_member} but the pack has {len(ctx.models)} models")
     loaded = [load_causal_lm(ref) for ref in ctx.models]
-    sides = [Side(ref.identity(), tokenizer, model.get_input_embeddings().weight)
+    sides = [Side(model_identity(ref), tokenizer, model.get_input_embeddings().weight)
              for ref, (model, tokenizer) in zip(ctx.models, loaded)]
     members, adapters = [], []
     for side, (model, tokenizer) in zip(sides, loaded):

@@ -7,7 +7,7 @@ import shutil
 from pathlib import Path
 from typing import Any, Sequence
 
-from harness.api import ModelLoadError, ModelRef, UsageError, load_tokenizer
+from harness.api import ModelLoadError, ModelRef, UsageError, load_tokenizer, model_location
 
 from . import MergeOptions
 
@@ -18,7 +18,7 @@ SHAPE_FIELDS = ("hidden_size", "num_hidden_layers", "num_attention_heads", "num_
 
 def mergekit_reference(ref: ModelRef) -> str:
     """How mergekit names a model: a local folder, or a hub id with its revision."""
-    location = ref.location()
+    location = model_location(ref)
     return location if Path(location).is_dir() else f"{location}@{ref.revision}"
 
 
@@ -66,7 +66,7 @@ def check_mergeable(models: Sequence[ModelRef]) -> None:
     if len(set(tokenizer_families([load_tokenizer(ref) for ref in models]))) > 1:
         raise UsageError("merge needs models sharing one tokenizer; "
                          + ", ".join(ref.id for ref in models) + " do not")
-    configs = [AutoConfig.from_pretrained(ref.location(), revision=ref.revision) for ref in models]
+    configs = [AutoConfig.from_pretrained(model_location(ref), revision=ref.revision) for ref in models]
     shapes = [(config.architectures, {f: getattr(config, f, None) for f in SHAPE_FIELDS})
               for config in configs]
     for ref, shape in zip(models[1:], shapes[1:]):

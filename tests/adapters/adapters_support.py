@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from harness.models.loading import ModelRef
+from harness.contract import ModelRef
 from harness.contract import BuildContext, DataSource, Metric, NoOptions, TaskSpec
 
 TINY_LLAMA = "harness-zoo/tiny-llama"

@@ -7,7 +7,7 @@ from typing import Any, Callable
 
 import pytest
 
-from harness.models.loading import ModelRef
+from harness.contract import ModelRef
 
 from adapters.adapters_support import TEST_DEVICE, TINY_LLAMA
 

@@ -113,7 +113,8 @@ PATCHES = 16  # tiny-vlm: 32 px images in 8 px patches, CLS dropped
 
 def _tiny_vlm() -> Any:
     """The zoo's Llava: tiny CLIP tower, Llava projector, tiny Llama (hidden size 64)."""
-    from harness.models.loading import ModelRef, load_vision_lm
+    from harness.contract import ModelRef
+    from harness.models.loading import load_vision_lm
 
     return load_vision_lm(ModelRef("harness-zoo/tiny-vlm", dtype="float32"))
 

@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from harness.host import load_host
-from harness.models.loading import ModelRef, load_vision_lm
+from harness.contract import ModelRef
+from harness.models.loading import load_vision_lm
 from harness.options import build_options
 from harness.contract import MethodRow, TaskColumn
 from harness.run.plan import plan_cells

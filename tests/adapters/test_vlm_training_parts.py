@@ -10,7 +10,8 @@ from harness.plugins.full_ft import FullFtOptions
 from harness.plugins.full_ft import adapt as full_ft
 from harness.plugins.lora import LoraOptions
 from harness.plugins.lora import adapt as lora
-from harness.models.loading import ModelRef, load_vision_lm
+from harness.contract import ModelRef
+from harness.models.loading import load_vision_lm
 from harness.contract import Capability
 from harness.training.multimodal import language_model_targets
 

@@ -6,7 +6,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from harness.models.loading import ModelRef, load_causal_lm
+from harness.contract import ModelRef
+from harness.models.loading import load_causal_lm
 from harness.contract import BuildContext, DataSource, NoOptions, TaskSpec
 
 ANCHOR = "harness-zoo/tiny-llama"

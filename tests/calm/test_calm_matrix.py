@@ -9,7 +9,7 @@ import json
 from pathlib import Path
 
 from harness.host import load_host
-from harness.models.loading import ModelRef
+from harness.contract import ModelRef
 from harness.options import build_options
 from harness.contract import MethodRow, TaskColumn
 from harness.run.plan import plan_cells

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from harness.host import load_host
-from harness.models.loading import ModelRef
+from harness.contract import ModelRef
 from harness.contract import MethodRow, TaskColumn
 from harness.run.plan import plan_cells
 from harness.run.jobs import run_plan

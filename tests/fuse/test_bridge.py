@@ -5,13 +5,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from harness.fuse._adapter import Adapter, AdapterConfig, fit_adapter
 from harness import zoo
+from harness.contract import ModelRef
+from harness.fuse._adapter import Adapter, AdapterConfig, fit_adapter
 from harness.fuse._bridge import Alignment, Bridge, Side, connect
 from harness.fuse._tensor import t_identity, t_product
 from harness.fuse._words import decoded_spans, token_words
+from harness.models.loading import load_tokenizer, model_identity
 from harness.settings import cache_root
-from harness.models.loading import ModelRef, load_tokenizer
 
 TEXT = " a red circle on a white background"
 D_A, D_B = 5, 4
@@ -147,7 +148,7 @@ def test_identical_models_pass_the_gradient_unchanged(tokenizers: tuple, pair: t
     tok_a, _ = tokenizers
     table_a, _, _ = pair
     ref = ModelRef("harness-zoo/tiny-gpt2")
-    side = Side(ref.identity(), tok_a, table_a)
+    side = Side(model_identity(ref), tok_a, table_a)
     bridge, report = connect(side, side, AdapterConfig(), "", "correct", 0, cache_root())
     assert bridge.identity and report == {"identity": True}
     ids = ids_of(tok_a)

@@ -8,7 +8,8 @@ from PIL import Image
 
 from harness import zoo
 from harness.fuse._caption import ClipText, PrimaryLM
-from harness.models.loading import ModelRef, load_causal_lm, load_clip, load_tokenizer
+from harness.contract import ModelRef
+from harness.models.loading import load_causal_lm, load_clip, load_tokenizer
 from harness.tasks.coco_captioning import FIXTURES
 
 

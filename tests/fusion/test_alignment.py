@@ -53,7 +53,8 @@ def test_pruned_search_equals_the_full_first_argmin():
 
 @pytest.fixture(scope="module")
 def zoo_tokenizers():
-    from harness.models.loading import ModelRef, load_tokenizer
+    from harness.contract import ModelRef
+    from harness.models.loading import load_tokenizer
 
     return (load_tokenizer(ModelRef("harness-zoo/tiny-llama")),
             load_tokenizer(ModelRef("harness-zoo/tiny-gpt2")))

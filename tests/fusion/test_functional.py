@@ -60,7 +60,8 @@ def train_expert(architecture: str, tokenizer, domain: str, seed: int):
 
 @pytest.fixture(scope="module")
 def tokenizers():
-    from harness.models.loading import ModelRef, load_tokenizer
+    from harness.contract import ModelRef
+    from harness.models.loading import load_tokenizer
 
     llama = load_tokenizer(ModelRef("harness-zoo/tiny-llama"))
     gpt2 = load_tokenizer(ModelRef("harness-zoo/tiny-gpt2"))

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from harness.errors import UsageError
-from harness.models.loading import ModelRef
+from harness.contract import ModelRef
 from harness.options import build_options
 
 TASKS = 3

@@ -19,7 +19,8 @@ REQUESTS = [("The planet Mars is", " red"), ("Two plus two", " is four."), ("", 
 
 @pytest.fixture(scope="module")
 def zoo():
-    from harness.models.loading import ModelRef, load_causal_lm
+    from harness.contract import ModelRef
+    from harness.models.loading import load_causal_lm
 
     return {name: load_causal_lm(ModelRef(f"harness-zoo/{name}"))
             for name in ("tiny-llama", "tiny-llama-b", "tiny-gpt2")}

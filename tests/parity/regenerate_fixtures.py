@@ -70,7 +70,8 @@ def packllm(checkout: Path) -> Path:
     os.environ["HARNESS_PARITY_PACKLLM"] = str(checkout)
     from harness.fusion._alignment import special_ids, vocabulary
     from harness.fusion._pack_lm import Member, Pack
-    from harness.models.loading import ModelRef, load_tokenizer
+    from harness.contract import ModelRef
+    from harness.models.loading import load_tokenizer
     from parity import test_packllm as live
     from parity.packllm_support import (CASES, MARKERS, official_mmlu_items, question_texts,
                                         seeded_lm)

@@ -53,7 +53,8 @@ def _levenshtein(a: str, b: str) -> int:
 
 @pytest.fixture(scope="module")
 def tokenizers() -> dict[str, Any]:
-    from harness.models.loading import ModelRef, load_tokenizer
+    from harness.contract import ModelRef
+    from harness.models.loading import load_tokenizer
 
     return {name: load_tokenizer(ModelRef(f"harness-zoo/{name}"))
             for name in ("tiny-llama", "tiny-gpt2")}

@@ -65,7 +65,8 @@ def test_greedy_ties_give_all_weight_to_the_last_copy(fixture):
 @pytest.fixture(scope="module")
 def tokenizers(fixture) -> dict[str, Any]:
     """The zoo tokenizers, which must be those the fixtures were computed with."""
-    from harness.models.loading import ModelRef, load_tokenizer
+    from harness.contract import ModelRef
+    from harness.models.loading import load_tokenizer
 
     _, meta = fixture
     loaded = {name: load_tokenizer(ModelRef(f"harness-zoo/{name}")) for name in NAMES}

@@ -9,7 +9,7 @@ import pytest
 
 from harness.errors import DataError, MissingTool
 from harness.host import load_host
-from harness.models.loading import ModelRef
+from harness.contract import ModelRef
 from harness.contract import MethodRow, TaskColumn
 from harness.run.plan import plan_cells
 from harness.run.jobs import run_plan

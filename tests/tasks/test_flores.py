@@ -11,7 +11,7 @@ from sacrebleu.metrics import BLEU, CHRF
 
 from harness.errors import DataError, UsageError
 from harness.host import load_host
-from harness.models.loading import ModelRef
+from harness.contract import ModelRef
 from harness.contract import MethodRow, TaskColumn
 from harness.run.plan import plan_cells
 from harness.run.jobs import run_plan

@@ -13,10 +13,10 @@ from typing import Callable
 import pytest
 
 from harness.host import load_host
-from harness.judge import (JudgeRequest, JudgeSettings, JudgmentCache, candidate_log_scores,
-                           expected_rating, parse_preference, parse_rating, rating_distribution,
-                           run_judgments)
-from harness.models.loading import ModelRef
+from harness.judge._judgments import JudgeRequest, JudgmentCache, run_judgments
+from harness.judge._backends import JudgeSettings
+from harness.judge._verdicts import candidate_log_scores, expected_rating, parse_preference, parse_rating, rating_distribution
+from harness.contract import ModelRef
 from harness.contract import MethodRow, TaskColumn
 from harness.run.plan import plan_cells
 from harness.run.jobs import run_plan

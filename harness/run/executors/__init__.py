@@ -22,12 +22,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from harness.contract import (CellOutcome, ExecutionContext, Job, MethodRow, Plan, TaskColumn,
-                              options_to_dict)
+from harness.contract import (CellOutcome, ExecutionContext, Job, MethodRow, ModelRef, Plan,
+                              TaskColumn, options_to_dict)
 from harness.errors import HarnessError
 from harness.files import atomic_write_text
 from harness.host import load_host
-from harness.models.loading import ModelRef
 from harness.options import build_options
 from harness.results.store import Store
 from harness.run import progress

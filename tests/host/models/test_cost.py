@@ -14,7 +14,8 @@ from harness.contract import MethodRow, TaskColumn
 from harness.files import read_jsonl
 from harness.host import load_host
 from harness.models import cost
-from harness.models.loading import ModelRef, load_causal_lm, load_tokenizer
+from harness.contract import ModelRef
+from harness.models.loading import load_causal_lm, load_tokenizer
 from harness.report.board import build_board
 from harness.report.json_board import board_json
 from harness.report.markdown import markdown

@@ -14,7 +14,8 @@ import torch
 from harness.errors import HarnessError
 from harness.lm import count_parameters
 from harness.models import cost
-from harness.models.loading import ModelRef, load_causal_lm
+from harness.contract import ModelRef
+from harness.models.loading import load_causal_lm
 from harness.results.records import PhaseCost
 
 TINY_LLAMA, TINY_LLAMA_B, TINY_GPT2 = (ModelRef(f"harness-zoo/{name}", dtype="float32")

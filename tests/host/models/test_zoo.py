@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 
 from harness import zoo
+from harness.contract import ModelRef
 from harness.errors import UsageError
-from harness.models.loading import ModelRef, load_causal_lm
+from harness.models.loading import load_causal_lm, model_identity
 
 
 def _digest(folder: Path) -> dict[str, str]:
@@ -55,7 +56,7 @@ def test_model_reference_parsing() -> None:
     ref = ModelRef.parse("meta-llama/Llama-2-7b-hf@abc123", device="cuda", dtype="bfloat16")
     assert (ref.id, ref.revision, ref.device, ref.dtype) == ("meta-llama/Llama-2-7b-hf", "abc123",
                                                              "cuda", "bfloat16")
-    assert ref.identity()["revision"] == "abc123"
+    assert model_identity(ref)["revision"] == "abc123"
 
 
 def test_every_world_registers_its_trained_recipes_once() -> None:

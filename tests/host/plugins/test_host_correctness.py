@@ -13,7 +13,7 @@ from support import HOST_FIXTURES, run_cli
 from harness.contract import MethodRow, TaskColumn
 from harness.errors import UsageError
 from harness.host import load_host, source_digest
-from harness.models.loading import ModelRef
+from harness.contract import ModelRef
 from harness.report.board import build_board
 from harness.report.markdown import markdown
 from harness.results.records import CellRecord

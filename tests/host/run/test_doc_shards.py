@@ -8,7 +8,7 @@ import pytest
 from harness.contract import MethodRow, TaskColumn
 from harness.files import read_jsonl
 from harness.host import load_host
-from harness.models.loading import ModelRef
+from harness.contract import ModelRef
 from harness.results.store import Store
 from harness.run.jobs import make_jobs, run_plan
 from harness.run.plan import plan_cells

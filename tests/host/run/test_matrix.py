@@ -16,7 +16,7 @@ from support import HOST_FIXTURES, run_cli
 from harness.contract import MethodRow, TaskColumn, row_label
 from harness.files import read_jsonl
 from harness.host import load_host
-from harness.models.loading import ModelRef
+from harness.contract import ModelRef
 from harness.results.store import Store
 from harness.run.cell import evaluate_cell
 from harness.run.plan import plan_cells

@@ -12,7 +12,7 @@ from support import commit_binary_cell, run_cli
 
 from harness.contract import MethodRow, TaskColumn
 from harness.host import load_host
-from harness.models.loading import ModelRef
+from harness.contract import ModelRef
 from harness.report.board import build_board
 from harness.report.compare import compare_rows
 from harness.results.store import Store
