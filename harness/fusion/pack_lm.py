@@ -34,6 +34,7 @@ from harness.fusion.alignment import cached_map, special_ids, vocabulary
 from harness.fusion.options import PackOptions
 from harness.fusion.weights import Weighting, fuse
 from harness.lm import batch_backoff, initial_batch_size
+from harness.prefix_cache import PrefixCache, shared_prefix_groups
 
 DEFAULT_MAX_LENGTH = 2048
 RECORD_FILE = "fusion-weights.jsonl"
@@ -70,7 +71,8 @@ def position_limit(model: Any) -> int | None:
 class Pack:
     """K members plus their vocabulary maps into each reference family."""
 
-    def __init__(self, members: Sequence[Member], device: str, map_cache: Path | None = None) -> None:
+    def __init__(self, members: Sequence[Member], device: str, map_cache: Path | None = None,
+                 prefix_cache: bool = True) -> None:
         families = tokenizer_families([m.tokenizer for m in members])
         for member, family in zip(members, families):
             member.family = family
@@ -82,6 +84,8 @@ class Pack:
             self.family_tokenizer.setdefault(member.family, member.tokenizer)
         self.map_counts: dict[str, dict[str, int]] = {}
         self._index: dict[tuple[int, int], torch.Tensor] = {}
+        self.prefix_caches = [PrefixCache(m.model, enabled=prefix_cache, keep_logits=True)
+                              for m in self.members]
 
     def __len__(self) -> int:
         return len(self.members)
@@ -132,6 +136,50 @@ class Pack:
             self.align(family, k, member.model(input_ids=self.translate(family, k, ids),
                                                attention_mask=attention_mask).logits)
             for k, member in enumerate(self.members)])
+
+
+    @property
+    def prefix_cache(self) -> bool:
+        """Whether every member may still continue cached prefixes."""
+        return all(cache.enabled for cache in self.prefix_caches)
+
+    def prefix_cache_usable(self, family: int, sample: list[int], shared: int) -> bool:
+        """Whether every member continues a cached prefix as it runs the whole input
+        (probed once per member, on `sample` split after `shared` tokens)."""
+        ids = torch.tensor(sample, device=self.device)
+        return all(cache.usable(self.translate(family, k, ids).tolist(), shared)
+                   for k, cache in enumerate(self.prefix_caches))
+
+    @torch.no_grad()
+    def prefixed_logits(self, family: int, prefix: list[int], ids: torch.Tensor
+                        ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Aligned logits of every member for right-padded rows `ids` continuing `prefix`
+        from its cache: ([K, len(prefix), V] of the prefix, [K, *ids.shape, V] of the rows)."""
+        prefix_ids = torch.tensor(prefix, device=self.device)
+        prefixes, rows = [], []
+        for k, cache in enumerate(self.prefix_caches):
+            own_prefix = self.translate(family, k, prefix_ids).tolist()
+            _, logits = cache.prefix(own_prefix)
+            assert logits is not None  # kept: the pack's caches keep their logits
+            prefixes.append(self.align(family, k, logits[0]))
+            rows.append(self.align(family, k, cache.continued(own_prefix,
+                                                              self.translate(family, k, ids))))
+        return torch.stack(prefixes), torch.stack(rows)
+
+
+class _RowLogits:
+    """One row's aligned member logits [K, positions, V], the shared prefix's kept apart."""
+
+    def __init__(self, prefix: torch.Tensor | None, own: torch.Tensor) -> None:
+        self.prefix, self.own = prefix, own
+        self.shared = 0 if prefix is None else prefix.shape[1]
+
+    def span(self, start: int, end: int) -> torch.Tensor:
+        """Positions start..end-1 of the whole sequence."""
+        if start >= self.shared:
+            return self.own[:, start - self.shared:end - self.shared]
+        assert self.prefix is not None
+        return torch.cat([self.prefix[:, start:], self.own[:, :end - self.shared]], 1)
 
 
 def request_key(args: Sequence[Any]) -> str:
@@ -270,38 +318,68 @@ class PackLM(LM):
     def _score(self, family: int, items: Sequence[tuple[list[int], list[int]]],
                weights_on: str | None, mean: bool = False) -> Iterator[tuple[float, bool, torch.Tensor]]:
         """(log-likelihood, is_greedy, weights) of each continuation after its context; with
-        `mean` the log-likelihood is the per-token mean instead of the sum."""
-        for start in range(0, len(items), self.batch_size):
-            batch = items[start:start + self.batch_size]
-            sequences = [(ctx + cont)[-(self.max_length + 1):] for ctx, cont in batch]
-            width = max(len(s) - 1 for s in sequences)
-            ids = torch.zeros((len(batch), width), dtype=torch.long, device=self.device)
+        `mean` the log-likelihood is the per-token mean instead of the sum. Items whose
+        contexts share a prefix continue it from each member's cache of it."""
+        sequences = [(ctx + cont)[-(self.max_length + 1):] for ctx, cont in items]
+        firsts = [max(0, len(s) - 1 - len(cont)) for s, (_, cont) in zip(sequences, items)]
+        results: list[Any] = [None] * len(items)
+        for shared, rows in self._batches(family, sequences, firsts):
+            width = max(len(sequences[i]) - 1 for i in rows) - shared
+            ids = torch.zeros((len(rows), width), dtype=torch.long, device=self.device)
             attention = torch.zeros_like(ids)
-            for row, sequence in enumerate(sequences):
-                ids[row, :len(sequence) - 1] = torch.tensor(sequence[:-1])
-                attention[row, :len(sequence) - 1] = 1
-            logits = self.pack.logits(family, ids, attention)
-            for row, ((context, continuation), sequence) in enumerate(zip(batch, sequences)):
-                length = len(sequence) - 1
-                targets = torch.tensor(sequence[1:], device=self.device)
-                first = max(0, length - len(continuation))
-                member_logits = logits[:, row, :length]
-                if weights_on == "context":
-                    key = (family, tuple(sequence[:first + 1]))
-                    if key not in self._weights_cache:
-                        mask = self.weight_mask(family, targets, first)
-                        self._weights_cache[key] = self.weighting(member_logits, targets, mask)
-                    weights = self._weights_cache[key]
-                else:
-                    weights = self.weighting(member_logits, targets,
-                                             self.weight_mask(family, targets, length))
-                scored = fuse(member_logits[:, first:], weights).log_softmax(-1)
-                wanted = targets[first:]
-                token_loglikelihoods = scored.gather(-1, wanted[:, None])
-                loglikelihood = (token_loglikelihoods.mean() if mean
-                                 else token_loglikelihoods.sum()).item()
-                greedy = bool((scored.argmax(-1) == wanted).all())
-                yield loglikelihood, greedy, weights
+            for row, index in enumerate(rows):
+                ids[row, :len(sequences[index]) - 1 - shared] = torch.tensor(sequences[index][shared:-1])
+                attention[row, :len(sequences[index]) - 1 - shared] = 1
+            if shared:
+                prefix_logits, logits = self.pack.prefixed_logits(
+                    family, sequences[rows[0]][:shared], ids)
+            else:
+                prefix_logits, logits = None, self.pack.logits(family, ids, attention)
+            for row, index in enumerate(rows):
+                results[index] = self._score_row(family, sequences[index], firsts[index],
+                                                 _RowLogits(prefix_logits, logits[:, row]),
+                                                 weights_on, mean)
+        yield from results
+
+    def _batches(self, family: int, sequences: list[list[int]], firsts: list[int]
+                 ) -> list[tuple[int, list[int]]]:
+        """(shared prefix length, item indices) per forward batch: the items of each group
+        sharing a context prefix together, longest first, then the rest in their order."""
+        groups = shared_prefix_groups([s[:f] for s, f in zip(sequences, firsts)]) \
+            if self.pack.prefix_cache else []
+        if groups and not self.pack.prefix_cache_usable(family, sequences[groups[0].members[0]][:-1],
+                                                       groups[0].length):
+            groups = []
+        batches = []
+        for group in groups:
+            members = sorted(group.members, key=lambda i: -len(sequences[i]))
+            batches += [(group.length, members[start:start + self.batch_size])
+                        for start in range(0, len(members), self.batch_size)]
+        grouped = {i for group in groups for i in group.members}
+        rest = [i for i in range(len(sequences)) if i not in grouped]
+        batches += [(0, rest[start:start + self.batch_size])
+                    for start in range(0, len(rest), self.batch_size)]
+        return batches
+
+    def _score_row(self, family: int, sequence: list[int], first: int, logits: "_RowLogits",
+                   weights_on: str | None, mean: bool) -> tuple[float, bool, torch.Tensor]:
+        length = len(sequence) - 1
+        targets = torch.tensor(sequence[1:], device=self.device)
+        if weights_on == "context":
+            key = (family, tuple(sequence[:first + 1]))
+            if key not in self._weights_cache:
+                mask = self.weight_mask(family, targets, first)
+                self._weights_cache[key] = self.weighting(logits.span(0, length), targets, mask)
+            weights = self._weights_cache[key]
+        else:
+            weights = self.weighting(logits.span(0, length), targets,
+                                     self.weight_mask(family, targets, length))
+        scored = fuse(logits.span(first, length), weights).log_softmax(-1)
+        wanted = targets[first:]
+        token_loglikelihoods = scored.gather(-1, wanted[:, None])
+        loglikelihood = (token_loglikelihoods.mean() if mean else token_loglikelihoods.sum()).item()
+        greedy = bool((scored.argmax(-1) == wanted).all())
+        return loglikelihood, greedy, weights
 
     def loglikelihood(self, requests: list[Any], disable_tqdm: bool = False) -> list[tuple[float, bool]]:
         return batch_backoff(self, self.batch_setting, lambda: self._loglikelihood(requests))
@@ -520,7 +598,7 @@ def load_pack(ctx: Any) -> Pack:
     for ref in ctx.models:
         model, tokenizer = load_causal_lm(ref)
         members.append(Member(ref.short_name, model.to(ctx.device).eval(), tokenizer))
-    return Pack(members, ctx.device)
+    return Pack(members, ctx.device, prefix_cache=ctx.prefix_cache)
 
 
 def build_pack_lm(ctx: Any, weighting: Weighting) -> PackLM:
