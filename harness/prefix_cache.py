@@ -78,7 +78,7 @@ def _best_grouping(order: list[int], neighbours: list[int], lo: int, hi: int, mi
     common prefix, or the best grouping of each sub-run split where that prefix ends."""
     shared = min(neighbours[lo:hi - 1])
     whole = (hi - lo - 1) * shared if shared >= min_shared else 0
-    saved, groups = 0, []
+    saved, groups = 0, list[PrefixGroup]()
     if depth < MAX_NESTING:
         start = lo
         for i in range(lo, hi):
@@ -186,6 +186,14 @@ class PrefixCache:
         return ids, mask, expanded_cache(cache, len(rows), self.model.config)
 
 
+def shared_prompts(prompts: dict[Any, list[list[int]]]) -> dict[Any, list[tuple[int, ...]]]:
+    """Per key, the prefixes its prompts share (`shared_prefix_groups`), longest first: what
+    a generation batch of those prompts may continue from a cache."""
+    return {key: sorted({tuple(rows[g.members[0]][:g.length]) for g in shared_prefix_groups(rows)},
+                        key=len, reverse=True)
+            for key, rows in prompts.items()}
+
+
 def generation_prefix(rows: Sequence[Sequence[int]], candidates: Sequence[Sequence[int]]) -> int:
     """How many leading ids a generation batch may take from a cache: the longest candidate
     (a prefix the run's prompts share) that every row starts with, else what the rows share;
@@ -214,9 +222,7 @@ class PrefixCachedHFLM(HFLM):
         however small, then continues the longest of them that all its rows start with."""
         if self.prefixes.enabled:
             prompts = [self.tok_encode(request.args[0]) for request in requests]
-            self._shared_prompts = sorted(
-                {tuple(prompts[g.members[0]][:g.length]) for g in shared_prefix_groups(prompts)},
-                key=len, reverse=True)
+            self._shared_prompts = shared_prompts({None: prompts})[None]
         return super().generate_until(requests, disable_tqdm)
 
     def _loglikelihood_tokens(self, requests: list[tuple[tuple[str, str], list[int], list[int]]],

@@ -34,7 +34,8 @@ from harness.fusion.alignment import cached_map, special_ids, vocabulary
 from harness.fusion.options import PackOptions
 from harness.fusion.weights import Weighting, fuse
 from harness.lm import batch_backoff, initial_batch_size
-from harness.prefix_cache import PrefixCache, shared_prefix_groups
+from harness.prefix_cache import (MIN_SHARED_TOKENS, PrefixCache, expanded_cache,
+                                  generation_prefix, shared_prefix_groups, shared_prompts)
 
 DEFAULT_MAX_LENGTH = 2048
 RECORD_FILE = "fusion-weights.jsonl"
@@ -205,6 +206,7 @@ class PackLM(LM):
         self.max_length = options.max_length or (min(limits) if limits else DEFAULT_MAX_LENGTH)
         self._reference_cache: dict[str, int] = {}
         self._weights_cache: dict[tuple[int, tuple[int, ...]], torch.Tensor] = {}
+        self._shared_prompts: dict[int, list[tuple[int, ...]]] = {}  # per reference family
         self.begin(record_path, report if report is not None else {})
 
     def begin(self, record_path: Path | None, report: dict[str, Any]) -> None:
@@ -446,6 +448,8 @@ class PackLM(LM):
             groups.setdefault((family, budget, until), []).append((position, prompt))
         results: list[str] = [""] * len(requests)
         progress.current().phase("requests (generate_until)", len(requests))
+        self._shared_prompts = shared_prompts({family: [p for _, p in items]
+                                               for (family, _, _), items in groups.items()})
         for (family, budget, until), items in groups.items():
             items.sort(key=lambda item: -len(item[1]))
             for start in range(0, len(items), self.batch_size):
@@ -461,6 +465,15 @@ class PackLM(LM):
                 progress.current().advance(len(batch))
         self._update_report()
         return results
+
+    def _generation_prefix(self, family: int, prompts: list[list[int]]) -> int:
+        """How many leading ids of a generation batch continue the members' caches (0: none)."""
+        if not self.pack.prefix_cache:
+            return 0
+        shared = generation_prefix(prompts, self._shared_prompts.get(family, []))
+        if shared < MIN_SHARED_TOKENS or not self.pack.prefix_cache_usable(family, prompts[0], shared):
+            return 0
+        return shared
 
     def generate_tokens(self, family: int, prompt: list[int], budget: int,
                         until: Sequence[str] = ()) -> tuple[list[int], torch.Tensor]:
@@ -482,27 +495,40 @@ class PackLM(LM):
         tokenizer = self.tokenizer(family)
         eos, pad = tokenizer.eos_token_id, self.prefix_id(family)
         rows, width = len(prompts), max(len(p) for p in prompts)
+        shared = self._generation_prefix(family, prompts)
         ids = torch.full((rows, width), pad, dtype=torch.long, device=self.device)
         mask = torch.zeros_like(ids)
-        for row, prompt in enumerate(prompts):
-            ids[row, width - len(prompt):] = torch.tensor(prompt)
-            mask[row, width - len(prompt):] = 1
+        for row, prompt in enumerate(prompts):  # the shared prefix, padding, the row's own ids
+            ids[row, :shared] = torch.tensor(prompt[:shared])
+            ids[row, width - len(prompt) + shared:] = torch.tensor(prompt[shared:])
+            mask[row, :shared] = 1
+            mask[row, width - len(prompt) + shared:] = 1
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        caches, aligned = [], []
+        caches, aligned, prefix_aligned = [], [], []
         for k, member in enumerate(self.pack.members):
-            out = member.model(input_ids=self.pack.translate(family, k, ids), attention_mask=mask,
-                               position_ids=positions, use_cache=True)
+            member_ids = self.pack.translate(family, k, ids)
+            if shared:
+                prefix, prefix_logits = self.pack.prefix_caches[k].prefix(member_ids[0, :shared].tolist())
+                assert prefix_logits is not None  # kept: the pack's caches keep their logits
+                prefix_aligned.append(self.pack.align(family, k, prefix_logits[0]))
+                out = member.model(input_ids=member_ids[:, shared:], attention_mask=mask,
+                                   position_ids=positions[:, shared:], use_cache=True,
+                                   cache=expanded_cache(prefix, rows, member.model.config))
+            else:
+                out = member.model(input_ids=member_ids, attention_mask=mask,
+                                   position_ids=positions, use_cache=True)
             caches.append(out.cache)
             aligned.append(self.pack.align(family, k, out.logits))
-        prompt_logits = torch.stack(aligned)  # [K, rows, width, V]
+        prompt_logits = torch.stack(aligned)  # [K, rows, width - shared, V]
+        shared_logits = torch.stack(prefix_aligned) if shared else None
         weights = []
         for row, prompt in enumerate(prompts):
-            own = prompt_logits[:, row, width - len(prompt):]
-            targets = ids[row, width - len(prompt) + 1:]
-            weights.append(self.weighting(own[:, :-1], targets,
+            own = _RowLogits(shared_logits, prompt_logits[:, row, width - len(prompt):])
+            targets = torch.tensor(prompt[1:], device=self.device)
+            weights.append(self.weighting(own.span(0, len(prompt) - 1), targets,
                                           self.weight_mask(family, targets, len(targets))))
         next_logits = [fuse(prompt_logits[:, row, -1], weights[row]) for row in range(rows)]
-        del prompt_logits, aligned
+        del prompt_logits, aligned, shared_logits, prefix_aligned
         longest_stop = max((len(stop) for stop in until), default=0)
         generated: list[list[int]] = [[] for _ in prompts]
         steps: list[list[torch.Tensor]] = [[] for _ in prompts]
