@@ -30,6 +30,7 @@ from typing import Any, Sequence
 import torch
 from lm_eval.models.huggingface import HFLM
 
+from harness.cost import PROMPT_PREFIX
 from harness.lm import AUTO_BATCH_START
 
 log = logging.getLogger(__name__)
@@ -99,7 +100,9 @@ def expanded_cache(cache: Any, rows: int, config: Any) -> Any:
 
     layers = [(layer.keys.expand(rows, -1, -1, -1), layer.values.expand(rows, -1, -1, -1))
               for layer in cache.layers]
-    return DynamicCache(layers, config=config)
+    copy = DynamicCache(layers, config=config)
+    setattr(copy, PROMPT_PREFIX, copy.get_seq_length())  # the next call continues the prompt
+    return copy
 
 
 class PrefixCache:
