@@ -130,13 +130,13 @@ class PrefixCache:
 
     @torch.no_grad()
     def _agrees(self, sample: list[int], shared: int) -> bool:
-        ids = torch.tensor([sample], device=self.device)
+        ids = torch.tensor([sample, sample], device=self.device)  # a batch, as in use
         try:
-            reference = self.model(input_ids=ids).logits[0, shared:].float().log_softmax(-1)
-            prefix = self.model(input_ids=ids[:, :shared], use_cache=True).cache
+            reference = self.model(input_ids=ids).logits[:, shared:].float().log_softmax(-1)
+            prefix = self.model(input_ids=ids[:1, :shared], use_cache=True).cache
             cached = self.model(input_ids=ids[:, shared:], use_cache=True,
-                                cache=expanded_cache(prefix, 1, self.model.config)
-                                ).logits[0].float().log_softmax(-1)
+                                cache=expanded_cache(prefix, 2, self.model.config)
+                                ).logits.float().log_softmax(-1)
         except torch.OutOfMemoryError:
             raise
         except Exception as exc:  # any failure means: this model cannot continue a cache

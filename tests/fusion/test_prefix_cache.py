@@ -133,3 +133,22 @@ def test_groups_keep_the_longest_shared_prefixes() -> None:
     # too short a shared prefix is not worth a group
     assert shared_prefix_groups([[1, 2, 3, 4], [1, 2, 3, 5]]) == []
     assert shared_prefix_groups([[1] * 20 + [2], [1] * 20 + [3]]) == [PrefixGroup(20, (0, 1))]
+
+
+class Forgetful(torch.nn.Module):
+    """A model that drops the cache it is handed (as a wrapper reading only its input would)."""
+
+    def __init__(self, model: Any) -> None:
+        super().__init__()
+        self.inner, self.config, self.dtype = model, model.config, model.dtype
+
+    def forward(self, input_ids: torch.Tensor, cache: Any = None, **kwargs: Any) -> Any:
+        return self.inner(input_ids=input_ids, **kwargs)
+
+
+def test_a_model_that_cached_prefixes_would_change_runs_uncached(models) -> None:
+    model, _ = models["tiny-llama"]
+    sample = list(range(5, 45))
+    assert prefix_cache.PrefixCache(model).usable(sample, 30)
+    forgetful = prefix_cache.PrefixCache(Forgetful(model))
+    assert not forgetful.usable(sample, 30) and not forgetful.enabled
