@@ -99,7 +99,7 @@ def random_llama(folder: Path, hidden: int, layers: int) -> Path:
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-    from harness.models import ModelRef
+    from harness.models.loading import ModelRef
 
     tokenizer = AutoTokenizer.from_pretrained(ModelRef("harness-zoo/tiny-llama").location())
     torch.manual_seed(0)

@@ -38,8 +38,8 @@ def lm_eval_child(model: str, data_dir: str, docs: int, batch: int, out: str) ->
 
     from harness.host import load_host
     from harness.options import build_options
-    from harness.runner import resolve_task_specs, task_manager
-    from harness.specs import DataSource, TaskContext
+    from harness.contract import DataSource, TaskContext
+    from harness.run.lm_eval_adapter import resolve_task_specs, task_manager
 
     spec = load_host().task("mmlu")
     options = build_options(spec.options, {"subjects": list(SUBJECTS), "num_fewshot": SHOTS},

@@ -30,7 +30,7 @@ from typing import Any, Sequence
 import torch
 from lm_eval.models.huggingface import HFLM
 
-from harness.cost import PROMPT_PREFIX
+from harness.models.cost import PROMPT_PREFIX
 from harness.lm import AUTO_BATCH_START
 
 log = logging.getLogger(__name__)

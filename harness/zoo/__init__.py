@@ -43,6 +43,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
+from harness.settings import cache_root
 from harness.zoo import experts, scenes
 
 ZOO_PREFIX = "harness-zoo/"
@@ -143,10 +144,6 @@ MAX_POSITIONS = 4096
 
 def is_zoo_id(model_id: str) -> bool:
     return model_id.startswith(ZOO_PREFIX)
-
-
-def cache_root() -> Path:
-    return Path(os.environ.get("HARNESS_CACHE", Path.home() / ".cache" / "harness"))
 
 
 def recipe_for(model_id: str) -> ZooRecipe:
@@ -292,8 +289,8 @@ def _wrap_tokenizer(recipe: ZooRecipe) -> Any:
 
 
 def _config(recipe: ZooRecipe, tokenizer: Any) -> Any:
-    from transformers import (CLIPConfig, CLIPTextConfig, CLIPVisionConfig, GPT2Config,
-                              LlamaConfig, LlavaConfig)
+    from transformers import (CLIPConfig, CLIPTextConfig, CLIPVisionConfig, GPT2Config, LlamaConfig,
+                              LlavaConfig)
 
     vocab = len(tokenizer)
     if recipe.architecture == "clip":

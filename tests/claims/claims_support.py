@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from harness.claims import CLAIMS
+from harness.report.claims import CLAIMS
 
 CLAIMS_RESULTS = Path(__file__).resolve().parents[2] / "results" / "claims"
 

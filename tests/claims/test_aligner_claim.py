@@ -16,12 +16,14 @@ from pathlib import Path
 
 import pytest
 
-from harness.claims import CLAIMS, evaluate
+from harness.report.claims import CLAIMS, evaluate
 from harness.host import load_host
-from harness.models import ModelRef
-from harness.runner import MethodRow, TaskColumn, plan_cells, run_plan
+from harness.models.loading import ModelRef
+from harness.contract import MethodRow, TaskColumn
+from harness.run.plan import plan_cells
+from harness.run.jobs import run_plan
 from harness.settings import RunSettings
-from harness.store import Store
+from harness.results.store import Store
 from support import run_cli
 
 from claims.claims_support import committed_verdicts

@@ -18,16 +18,18 @@ import torch
 from lm_eval.api.model import LM
 
 from harness import prefix_cache
-from harness.fusion.options import PackOptions
-from harness.fusion.pack_lm import Member, Pack, PackLM
-from harness.fusion.weights import PerplexitySoftmax
+from harness.contract import MethodRow, TaskColumn
+from harness.fusion._options import PackOptions
+from harness.fusion._pack_lm import Member, Pack, PackLM
+from harness.fusion._weights import PerplexitySoftmax
 from harness.host import load_host
-from harness.models import ModelRef, load_causal_lm
+from harness.models.loading import ModelRef, load_causal_lm
 from harness.options import build_options
 from harness.prefix_cache import PrefixCachedHFLM, PrefixGroup, shared_prefix_groups
-from harness.runner import MethodRow, TaskColumn, plan_cells, run_lm_eval
+from harness.results.store import Store
+from harness.run.lm_eval_adapter import run_lm_eval
+from harness.run.plan import plan_cells
 from harness.settings import RunSettings
-from harness.store import Store
 
 TOLERANCE = 1e-4
 # Small generation budgets and few-shot prompts wherever a task has them (the shape caching is for).
