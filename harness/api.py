@@ -38,9 +38,15 @@ from harness.settings import cache_root, default_device
 from harness.stats import mean_and_stderr
 from harness.training import (EarlyStopping, TrainingOptions, fit, fitted_lm, freeze, peft_model,
                               trainable_parameters)
+from harness.training.multimodal import (is_multimodal, language_model_targets, vision_tower,
+                                         vision_when_multimodal)
 from harness.zoo.kv import DATASETS as KV_DATASETS
 from harness.zoo.kv import Dataset as KvDataset
 from harness.zoo.kv import examples as kv_examples
+from harness.zoo.scenes import INVERSE as SCENE_INVERSE
+from harness.zoo.scenes import random_scene
+from harness.zoo.scenes import render as render_scene
+from harness.zoo.vlm import scene_from_parts
 
 __all__ = [
     # registration
@@ -57,12 +63,15 @@ __all__ = [
     "mean_and_stderr", "cache_root",
     # the key-value arithmetic world the kv zoo models were trained in (CALM's Table 1)
     "KV_DATASETS", "KvDataset", "kv_examples",
+    # the scene world the scene VLM was pretrained in (harness.zoo.scenes, AdaLink's claim)
+    "random_scene", "render_scene", "scene_from_parts", "SCENE_INVERSE",
     # helpers for methods
     "load_causal_lm", "load_tokenizer", "load_vision_lm", "load_processor", "load_clip",
     "is_vision_language", "default_device", "hf_lm", "hf_multimodal_lm", "count_parameters",
     # the shared training path
     "TrainingOptions", "EarlyStopping", "fit", "fitted_lm", "freeze", "trainable_parameters",
-    "peft_model",
+    "peft_model", "is_multimodal", "language_model_targets", "vision_tower",
+    "vision_when_multimodal",
     # errors that become one line and an exit status
     "HarnessError", "UsageError", "DataError", "ModelLoadError", "MissingTool", "did_you_mean",
 ]

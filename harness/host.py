@@ -44,7 +44,7 @@ BUILTIN_PLUGINS = (
     "harness.plugins.fuse", "harness.plugins.fuse_prompt", "harness.plugins.calm",
     "harness.tasks.mmlu", "harness.tasks.gsm8k", "harness.tasks.coco_captioning",
     "harness.tasks.vicuna_bench", "harness.tasks.flores", "harness.tasks.humaneval",
-    "harness.tasks.mixed_domains", "harness.tasks.kv_arithmetic",
+    "harness.tasks.mixed_domains", "harness.tasks.kv_arithmetic", "harness.tasks.scene_vqa",
 )
 # What a plugin's source hash covers: code and the configs shipped beside it.
 SOURCE_SUFFIXES = (".py", ".yaml", ".yml", ".jinja")
@@ -255,11 +255,11 @@ def _toolkit_files(toolkit: str) -> list[Path]:
 def _toolkits_reached(files: tuple[Path, ...]) -> set[str]:
     """The toolkits the files import, and the toolkits those import, transitively."""
     reached: set[str] = set()
-    pending = list(files)
+    pending = [file for file in files if file.suffix == ".py"]
     while pending:
         for toolkit in _toolkits_imported(pending.pop()) - reached:
             reached.add(toolkit)
-            pending += _toolkit_files(toolkit)
+            pending += [file for file in _toolkit_files(toolkit) if file.suffix == ".py"]
     return reached
 
 

@@ -57,6 +57,7 @@ class Claim:
 
 
 OVERLAP_SINGLES = ("overlap-ascending", "overlap-descending")
+ADALINK, VLM_BASE = "adalink text+image", "scene-vlm (base)"
 CLAIMS = (
     Claim("PackLLM", "fusion beats top-1 perplexity routing", "+1.89 points (avg. of 25 tasks)",
           "packllm", "mixed_domains", "packllm", "top1_ppl"),
@@ -78,6 +79,16 @@ CLAIMS = (
     Claim("Aligner", "contrast: LoRA beats 1 token on knowledge", "not claimed (form only)",
           "aligner", "mixed_domains", "lora-all-linear (expert-ascending)",
           "aligner 1 token (expert-ascending)"),
+    Claim("AdaLink", "text and image links learn VQA (beat the captioning base)",
+          "adaptation to captioning and VQA", "adalink", "scene_vqa", ADALINK, VLM_BASE),
+    Claim("AdaLink", "within 3 points of LoRA on VQA", "competitive with LoRA (VQA tables)",
+          "adalink", "scene_vqa", ADALINK, "lora-all-linear", kind="within"),
+    Claim("AdaLink", "with a GELU link: within 3 points of LoRA on VQA",
+          "activation not published", "adalink", "scene_vqa", "adalink text+image, gelu",
+          "lora-all-linear", kind="within"),
+    Claim("AdaLink", "within 3 points of full fine-tuning on VQA",
+          "approaches full FT (COCO CIDEr about 140 for both)", "adalink", "scene_vqa", ADALINK,
+          "full_ft (all but the vision tower)", kind="within"),
 )
 
 

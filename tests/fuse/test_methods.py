@@ -28,7 +28,7 @@ def _row(host, method: str, label: str, **options) -> MethodRow:
 
 @pytest.mark.skipif(scoring.java_problem() is not None, reason="pycocoevalcap or Java missing")
 def test_fuse_rows_side_by_side_and_prompt_discovery(tmp_path: Path) -> None:
-    host = load_host(["no:reporters"])
+    host = load_host()
     rows = [_row(host, "fuse", "fuse", **SMALL_SEARCH),
             _row(host, "fuse", "fuse-no-gradient", guidance="none", **SMALL_SEARCH),
             _row(host, "fuse_prompt", "fuse_prompt", train_examples=2, **SMALL_SEARCH)]

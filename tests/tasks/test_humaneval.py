@@ -145,7 +145,7 @@ def test_a_missing_sandbox_fails_the_cell_or_leaves_it_not_run(monkeypatch, tmp_
     weak = dataclasses.replace(harness.isolation._sandbox.isolation(), bwrap=None,
                                weak_because="bubblewrap is not installed")
     monkeypatch.setattr(harness.isolation._sandbox, "isolation", lambda: weak)
-    host = load_host(["no:reporters"])
+    host = load_host()
     method, task = host.method("single"), host.task("humaneval")
     rows = [MethodRow(method, (ModelRef("harness-zoo/tiny-llama"),), method.options(), "x")]
     store = Store(tmp_path)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.isolation import child as sandbox_child
+from harness.isolation import _child as sandbox_child
 from harness.errors import HarnessError
 from harness.isolation._sandbox import Limits, Program, isolation, judge, run_programs
 from harness.isolation._cgroups import trace_prefix

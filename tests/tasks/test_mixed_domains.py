@@ -70,7 +70,7 @@ def test_bad_options_are_refused() -> None:
 
 
 def _accuracies(tmp_path: Path, rows: list[MethodRow], limit: int) -> dict[str, float]:
-    host = load_host(["no:reporters"])
+    host = load_host()
     task = host.task("mixed_domains")
     store = Store(tmp_path / "out")
     plan = plan_cells(host, rows, [TaskColumn(task, task.options())],
@@ -82,7 +82,7 @@ def _accuracies(tmp_path: Path, rows: list[MethodRow], limit: int) -> dict[str, 
 
 def test_packllm_beats_the_ensemble_and_each_expert_and_an_adapter_beats_its_base(
         tmp_path: Path) -> None:
-    host = load_host(["no:reporters"])
+    host = load_host()
     pack = (ModelRef(ASCENDING), ModelRef(DESCENDING))
 
     def row(method: str, models: tuple[ModelRef, ...], label: str, **options) -> MethodRow:

@@ -22,7 +22,7 @@ from harness.settings import RunSettings
 
 
 def test_every_cell_is_planned_once_per_seed(tmp_path: Path) -> None:
-    host = load_host(["no:reporters"])
+    host = load_host()
     single, task = host.method("single"), host.task("mixed_domains")
     rows = [MethodRow(single, (ModelRef("harness-zoo/tiny-llama"),), single.options(), "a")]
     plan = plan_cells(host, rows, [TaskColumn(task, task.options())],
