@@ -17,11 +17,12 @@ Result = TypeVar("Result")
 
 
 def hf_lm(model: Any, tokenizer: Any, ctx: BuildContext, **kwargs: Any) -> Any:
-    """lm-eval's HFLM around an already-built transformers model object."""
-    from lm_eval.models.huggingface import HFLM
+    """lm-eval's HFLM around an already-built transformers model object, sharing prompt
+    prefixes' KV caches unless the run turned that off (`harness.prefix_cache`)."""
+    from harness.prefix_cache import PrefixCachedHFLM
 
-    return HFLM(pretrained=model, tokenizer=tokenizer, batch_size=ctx.batch_size,
-                device=ctx.device, **kwargs)
+    return PrefixCachedHFLM(pretrained=model, tokenizer=tokenizer, batch_size=ctx.batch_size,
+                            device=ctx.device, prefix_cache=ctx.prefix_cache, **kwargs)
 
 
 def hf_multimodal_lm(model: Any, ctx: BuildContext, **kwargs: Any) -> Any:

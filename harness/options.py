@@ -66,6 +66,8 @@ def _coerce(value: Any, annotation: Any, where: str) -> Any:
     if annotation is bool:
         if isinstance(value, bool):
             return value
+        if isinstance(value, str) and value.lower() in ("true", "false"):  # a command-line flag
+            return value.lower() == "true"
         raise UsageError(f"{where}: expected true or false, got {value!r}")
     if annotation in (int, float):
         if isinstance(value, str):  # YAML 1.1 reads "5e-4" as a string

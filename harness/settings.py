@@ -86,6 +86,10 @@ class RunSettings:
         "auto", "model dtype; auto: bfloat16 on a GPU, float32 on the CPU")
     batch_size: int | Literal["auto"] = option(
         1, "requests per forward pass; auto: the largest that fits, halved on out-of-memory")
+    prefix_cache: bool = option(
+        True, "compute a prompt prefix that requests share (few-shot demonstrations) once per "
+              "model and continue each request from its KV cache; false: every request runs "
+              "whole (results agree within float tolerance, so cells are not recomputed)")
     doc_shards: int = option(1, "split each cell's documents over this many jobs, merged "
                                 "before scoring (results do not change)")
     out: str = option(DEFAULT_OUT, "results root")

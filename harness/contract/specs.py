@@ -130,7 +130,7 @@ class BuildContext:
     options: the method's options dataclass, validated.
     task, task_options: the task this LM will be evaluated on (a training method reads
         its training examples through them).
-    seed, device, batch_size: the run's settings.
+    seed, device, batch_size, prefix_cache: the run's settings.
     workdir: private scratch folder of this cell (lm-eval's response cache, checkpoints);
         deleted once the cell's result is committed.
     data: where the task's documents come from (hf, local files or the embedded sample).
@@ -153,6 +153,7 @@ class BuildContext:
     method_code: dict[str, str] = field(default_factory=dict)
     cache_root: Path = field(default_factory=default_cache_root)
     report: dict[str, Any] = field(default_factory=dict)
+    prefix_cache: bool = True  # share prompt prefixes' KV caches (harness.prefix_cache)
 
 
 @runtime_checkable

@@ -33,6 +33,8 @@ from harness.fusion._alignment import cached_map, special_ids, vocabulary
 from harness.fusion._options import PackOptions
 from harness.fusion._weights import Weighting, fuse
 from harness.lm import batch_backoff, initial_batch_size
+from harness.prefix_cache import (MIN_SHARED_TOKENS, PrefixCache, expanded_cache,
+                                  generation_prefix, shared_prefix_groups, shared_prompts)
 from harness.run import progress
 
 DEFAULT_MAX_LENGTH = 2048
@@ -70,7 +72,8 @@ def position_limit(model: Any) -> int | None:
 class Pack:
     """K members plus their vocabulary maps into each reference family."""
 
-    def __init__(self, members: Sequence[Member], device: str, map_cache: Path | None = None) -> None:
+    def __init__(self, members: Sequence[Member], device: str, map_cache: Path | None = None,
+                 prefix_cache: bool = True) -> None:
         families = tokenizer_families([m.tokenizer for m in members])
         for member, family in zip(members, families):
             member.family = family
@@ -82,6 +85,8 @@ class Pack:
             self.family_tokenizer.setdefault(member.family, member.tokenizer)
         self.map_counts: dict[str, dict[str, int]] = {}
         self._index: dict[tuple[int, int], torch.Tensor] = {}
+        self.prefix_caches = [PrefixCache(m.model, enabled=prefix_cache, keep_logits=True)
+                              for m in self.members]
 
     def __len__(self) -> int:
         return len(self.members)
@@ -134,6 +139,50 @@ class Pack:
             for k, member in enumerate(self.members)])
 
 
+    @property
+    def prefix_cache(self) -> bool:
+        """Whether every member may still continue cached prefixes."""
+        return all(cache.enabled for cache in self.prefix_caches)
+
+    def prefix_cache_usable(self, family: int, sample: list[int], shared: int) -> bool:
+        """Whether every member continues a cached prefix as it runs the whole input
+        (probed once per member, on `sample` split after `shared` tokens)."""
+        ids = torch.tensor(sample, device=self.device)
+        return all(cache.usable(self.translate(family, k, ids).tolist(), shared)
+                   for k, cache in enumerate(self.prefix_caches))
+
+    @torch.no_grad()
+    def prefixed_logits(self, family: int, prefix: list[int], ids: torch.Tensor
+                        ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Aligned logits of every member for right-padded rows `ids` continuing `prefix`
+        from its cache: ([K, len(prefix), V] of the prefix, [K, *ids.shape, V] of the rows)."""
+        prefix_ids = torch.tensor(prefix, device=self.device)
+        prefixes, rows = [], []
+        for k, cache in enumerate(self.prefix_caches):
+            own_prefix = self.translate(family, k, prefix_ids).tolist()
+            _, logits = cache.prefix(own_prefix)
+            assert logits is not None  # kept: the pack's caches keep their logits
+            prefixes.append(self.align(family, k, logits[0]))
+            rows.append(self.align(family, k, cache.continued(own_prefix,
+                                                              self.translate(family, k, ids))))
+        return torch.stack(prefixes), torch.stack(rows)
+
+
+class _RowLogits:
+    """One row's aligned member logits [K, positions, V], the shared prefix's kept apart."""
+
+    def __init__(self, prefix: torch.Tensor | None, own: torch.Tensor) -> None:
+        self.prefix, self.own = prefix, own
+        self.shared = 0 if prefix is None else prefix.shape[1]
+
+    def span(self, start: int, end: int) -> torch.Tensor:
+        """Positions start..end-1 of the whole sequence."""
+        if start >= self.shared:
+            return self.own[:, start - self.shared:end - self.shared]
+        assert self.prefix is not None
+        return torch.cat([self.prefix[:, start:], self.own[:, :end - self.shared]], 1)
+
+
 def request_key(args: Sequence[Any]) -> str:
     return hash_args("fusion", args)
 
@@ -157,6 +206,7 @@ class PackLM(LM):
         self.max_length = options.max_length or (min(limits) if limits else DEFAULT_MAX_LENGTH)
         self._reference_cache: dict[str, int] = {}
         self._weights_cache: dict[tuple[int, tuple[int, ...]], torch.Tensor] = {}
+        self._shared_prompts: dict[int, list[tuple[int, ...]]] = {}  # per reference family
         self.begin(record_path, report if report is not None else {})
 
     def begin(self, record_path: Path | None, report: dict[str, Any]) -> None:
@@ -270,38 +320,68 @@ class PackLM(LM):
     def _score(self, family: int, items: Sequence[tuple[list[int], list[int]]],
                weights_on: str | None, mean: bool = False) -> Iterator[tuple[float, bool, torch.Tensor]]:
         """(log-likelihood, is_greedy, weights) of each continuation after its context; with
-        `mean` the log-likelihood is the per-token mean instead of the sum."""
-        for start in range(0, len(items), self.batch_size):
-            batch = items[start:start + self.batch_size]
-            sequences = [(ctx + cont)[-(self.max_length + 1):] for ctx, cont in batch]
-            width = max(len(s) - 1 for s in sequences)
-            ids = torch.zeros((len(batch), width), dtype=torch.long, device=self.device)
+        `mean` the log-likelihood is the per-token mean instead of the sum. Items whose
+        contexts share a prefix continue it from each member's cache of it."""
+        sequences = [(ctx + cont)[-(self.max_length + 1):] for ctx, cont in items]
+        firsts = [max(0, len(s) - 1 - len(cont)) for s, (_, cont) in zip(sequences, items)]
+        results: list[Any] = [None] * len(items)
+        for shared, rows in self._batches(family, sequences, firsts):
+            width = max(len(sequences[i]) - 1 for i in rows) - shared
+            ids = torch.zeros((len(rows), width), dtype=torch.long, device=self.device)
             attention = torch.zeros_like(ids)
-            for row, sequence in enumerate(sequences):
-                ids[row, :len(sequence) - 1] = torch.tensor(sequence[:-1])
-                attention[row, :len(sequence) - 1] = 1
-            logits = self.pack.logits(family, ids, attention)
-            for row, ((context, continuation), sequence) in enumerate(zip(batch, sequences)):
-                length = len(sequence) - 1
-                targets = torch.tensor(sequence[1:], device=self.device)
-                first = max(0, length - len(continuation))
-                member_logits = logits[:, row, :length]
-                if weights_on == "context":
-                    key = (family, tuple(sequence[:first + 1]))
-                    if key not in self._weights_cache:
-                        mask = self.weight_mask(family, targets, first)
-                        self._weights_cache[key] = self.weighting(member_logits, targets, mask)
-                    weights = self._weights_cache[key]
-                else:
-                    weights = self.weighting(member_logits, targets,
-                                             self.weight_mask(family, targets, length))
-                scored = fuse(member_logits[:, first:], weights).log_softmax(-1)
-                wanted = targets[first:]
-                token_loglikelihoods = scored.gather(-1, wanted[:, None])
-                loglikelihood = (token_loglikelihoods.mean() if mean
-                                 else token_loglikelihoods.sum()).item()
-                greedy = bool((scored.argmax(-1) == wanted).all())
-                yield loglikelihood, greedy, weights
+            for row, index in enumerate(rows):
+                ids[row, :len(sequences[index]) - 1 - shared] = torch.tensor(sequences[index][shared:-1])
+                attention[row, :len(sequences[index]) - 1 - shared] = 1
+            if shared:
+                prefix_logits, logits = self.pack.prefixed_logits(
+                    family, sequences[rows[0]][:shared], ids)
+            else:
+                prefix_logits, logits = None, self.pack.logits(family, ids, attention)
+            for row, index in enumerate(rows):
+                results[index] = self._score_row(family, sequences[index], firsts[index],
+                                                 _RowLogits(prefix_logits, logits[:, row]),
+                                                 weights_on, mean)
+        yield from results
+
+    def _batches(self, family: int, sequences: list[list[int]], firsts: list[int]
+                 ) -> list[tuple[int, list[int]]]:
+        """(shared prefix length, item indices) per forward batch: the items of each group
+        sharing a context prefix together, longest first, then the rest in their order."""
+        groups = shared_prefix_groups([s[:f] for s, f in zip(sequences, firsts)]) \
+            if self.pack.prefix_cache else []
+        if groups and not self.pack.prefix_cache_usable(family, sequences[groups[0].members[0]][:-1],
+                                                       groups[0].length):
+            groups = []
+        batches = []
+        for group in groups:
+            members = sorted(group.members, key=lambda i: -len(sequences[i]))
+            batches += [(group.length, members[start:start + self.batch_size])
+                        for start in range(0, len(members), self.batch_size)]
+        grouped = {i for group in groups for i in group.members}
+        rest = [i for i in range(len(sequences)) if i not in grouped]
+        batches += [(0, rest[start:start + self.batch_size])
+                    for start in range(0, len(rest), self.batch_size)]
+        return batches
+
+    def _score_row(self, family: int, sequence: list[int], first: int, logits: "_RowLogits",
+                   weights_on: str | None, mean: bool) -> tuple[float, bool, torch.Tensor]:
+        length = len(sequence) - 1
+        targets = torch.tensor(sequence[1:], device=self.device)
+        if weights_on == "context":
+            key = (family, tuple(sequence[:first + 1]))
+            if key not in self._weights_cache:
+                mask = self.weight_mask(family, targets, first)
+                self._weights_cache[key] = self.weighting(logits.span(0, length), targets, mask)
+            weights = self._weights_cache[key]
+        else:
+            weights = self.weighting(logits.span(0, length), targets,
+                                     self.weight_mask(family, targets, length))
+        scored = fuse(logits.span(first, length), weights).log_softmax(-1)
+        wanted = targets[first:]
+        token_loglikelihoods = scored.gather(-1, wanted[:, None])
+        loglikelihood = (token_loglikelihoods.mean() if mean else token_loglikelihoods.sum()).item()
+        greedy = bool((scored.argmax(-1) == wanted).all())
+        return loglikelihood, greedy, weights
 
     def loglikelihood(self, requests: list[Any], disable_tqdm: bool = False) -> list[tuple[float, bool]]:
         return batch_backoff(self, self.batch_setting, lambda: self._loglikelihood(requests))
@@ -368,6 +448,8 @@ class PackLM(LM):
             groups.setdefault((family, budget, until), []).append((position, prompt))
         results: list[str] = [""] * len(requests)
         progress.current().phase("requests (generate_until)", len(requests))
+        self._shared_prompts = shared_prompts({family: [p for _, p in items]
+                                               for (family, _, _), items in groups.items()})
         for (family, budget, until), items in groups.items():
             items.sort(key=lambda item: -len(item[1]))
             for start in range(0, len(items), self.batch_size):
@@ -383,6 +465,15 @@ class PackLM(LM):
                 progress.current().advance(len(batch))
         self._update_report()
         return results
+
+    def _generation_prefix(self, family: int, prompts: list[list[int]]) -> int:
+        """How many leading ids of a generation batch continue the members' caches (0: none)."""
+        if not self.pack.prefix_cache:
+            return 0
+        shared = generation_prefix(prompts, self._shared_prompts.get(family, []))
+        if shared < MIN_SHARED_TOKENS or not self.pack.prefix_cache_usable(family, prompts[0], shared):
+            return 0
+        return shared
 
     def generate_tokens(self, family: int, prompt: list[int], budget: int,
                         until: Sequence[str] = ()) -> tuple[list[int], torch.Tensor]:
@@ -404,27 +495,40 @@ class PackLM(LM):
         tokenizer = self.tokenizer(family)
         eos, pad = tokenizer.eos_token_id, self.prefix_id(family)
         rows, width = len(prompts), max(len(p) for p in prompts)
+        shared = self._generation_prefix(family, prompts)
         ids = torch.full((rows, width), pad, dtype=torch.long, device=self.device)
         mask = torch.zeros_like(ids)
-        for row, prompt in enumerate(prompts):
-            ids[row, width - len(prompt):] = torch.tensor(prompt)
-            mask[row, width - len(prompt):] = 1
+        for row, prompt in enumerate(prompts):  # the shared prefix, padding, the row's own ids
+            ids[row, :shared] = torch.tensor(prompt[:shared])
+            ids[row, width - len(prompt) + shared:] = torch.tensor(prompt[shared:])
+            mask[row, :shared] = 1
+            mask[row, width - len(prompt) + shared:] = 1
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        caches, aligned = [], []
+        caches, aligned, prefix_aligned = [], [], []
         for k, member in enumerate(self.pack.members):
-            out = member.model(input_ids=self.pack.translate(family, k, ids), attention_mask=mask,
-                               position_ids=positions, use_cache=True)
+            member_ids = self.pack.translate(family, k, ids)
+            if shared:
+                prefix, prefix_logits = self.pack.prefix_caches[k].prefix(member_ids[0, :shared].tolist())
+                assert prefix_logits is not None  # kept: the pack's caches keep their logits
+                prefix_aligned.append(self.pack.align(family, k, prefix_logits[0]))
+                out = member.model(input_ids=member_ids[:, shared:], attention_mask=mask,
+                                   position_ids=positions[:, shared:], use_cache=True,
+                                   cache=expanded_cache(prefix, rows, member.model.config))
+            else:
+                out = member.model(input_ids=member_ids, attention_mask=mask,
+                                   position_ids=positions, use_cache=True)
             caches.append(out.cache)
             aligned.append(self.pack.align(family, k, out.logits))
-        prompt_logits = torch.stack(aligned)  # [K, rows, width, V]
+        prompt_logits = torch.stack(aligned)  # [K, rows, width - shared, V]
+        shared_logits = torch.stack(prefix_aligned) if shared else None
         weights = []
         for row, prompt in enumerate(prompts):
-            own = prompt_logits[:, row, width - len(prompt):]
-            targets = ids[row, width - len(prompt) + 1:]
-            weights.append(self.weighting(own[:, :-1], targets,
+            own = _RowLogits(shared_logits, prompt_logits[:, row, width - len(prompt):])
+            targets = torch.tensor(prompt[1:], device=self.device)
+            weights.append(self.weighting(own.span(0, len(prompt) - 1), targets,
                                           self.weight_mask(family, targets, len(targets))))
         next_logits = [fuse(prompt_logits[:, row, -1], weights[row]) for row in range(rows)]
-        del prompt_logits, aligned
+        del prompt_logits, aligned, shared_logits, prefix_aligned
         longest_stop = max((len(stop) for stop in until), default=0)
         generated: list[list[int]] = [[] for _ in prompts]
         steps: list[list[torch.Tensor]] = [[] for _ in prompts]
@@ -520,7 +624,7 @@ def load_pack(ctx: Any) -> Pack:
     for ref in ctx.models:
         model, tokenizer = load_causal_lm(ref)
         members.append(Member(ref.short_name, model.to(ctx.device).eval(), tokenizer))
-    return Pack(members, ctx.device)
+    return Pack(members, ctx.device, prefix_cache=ctx.prefix_cache)
 
 
 def build_pack_lm(ctx: Any, weighting: Weighting) -> PackLM:

@@ -138,7 +138,7 @@ def build_context(cell: Cell, workdir: Path) -> BuildContext:
                         method_code={"version": method_code.version,
                                      "distribution": method_code.distribution}
                         if method_code else {},
-                        cache_root=cache_root())
+                        cache_root=cache_root(), prefix_cache=settings.prefix_cache)
 
 
 def build_lm(cell: Cell, context: BuildContext) -> Any:
@@ -189,7 +189,7 @@ def numerics(cell: Cell, lm: Any) -> dict[str, Any]:
             "dtypes": sorted({str(m.dtype).removeprefix("torch.") for m in models}),
             "attention": sorted({str(getattr(m.config, "_attn_implementation", None))
                                  for m in models}),
-            "device": cell.settings.device}
+            "device": cell.settings.device, "prefix_cache": cell.settings.prefix_cache}
 
 
 def _transformers_models(value: Any, depth: int = 0) -> Any:

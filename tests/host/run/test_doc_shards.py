@@ -36,8 +36,11 @@ def _run(tmp_path, task: str, shards: int):
     rows = [MethodRow(single, (ModelRef(model),), single.options())]
     columns = [TaskColumn(spec, build_options(spec.options, options, task))]
     store = Store(tmp_path / f"{task}-{shards}")
+    # without prefix caching: each shard would compute a shared few-shot prefix once, so the
+    # shards' costs would not add up to the whole's (the metrics would not move)
     plan = plan_cells(host, rows, columns, RunSettings(data="embedded", limit=4,
-                                                       doc_shards=shards), store)
+                                                       doc_shards=shards, prefix_cache=False),
+                      store)
     assert len(make_jobs(plan.cells, doc_shards=shards)) == shards
     [outcome] = run_plan(host, plan)
     assert outcome.status == "ok", outcome.error

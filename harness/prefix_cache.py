@@ -1,0 +1,312 @@
+"""Shared-prefix KV caching: a prompt prefix that many requests share runs through a model
+once, and every request continues from its key/value cache.
+
+Few-shot prompts are mostly one shared prefix (MMLU's instruction and five dev examples
+precede every question of a subject; GSM8K's and FLORES's demonstrations likewise), and a
+pack runs each of its K models over it. Sharing is decided on token ids, after each request
+was tokenised exactly as it is without sharing (lm-eval's context/continuation split, so a
+BPE merge across that boundary is kept): requests are grouped by their longest common
+leading ids (`shared_prefix_groups`), the group's prefix is run once with `use_cache=True`,
+and the rows' own tokens run batched on a fresh `DynamicCache` whose tensors are views of
+the prefix's, expanded over the batch (updates concatenate, so no row can change the
+prefix or another row's cache). Positions and the causal mask continue from the cached
+length; rows are right-padded, so padding never precedes a scored token.
+
+A model whose outputs a cached prefix would change (a wrapper that reads the whole input,
+prompt tuning's virtual tokens, no cache support) is detected once per model by a probe
+that compares one request's log-likelihoods with and without the cache; it then runs
+uncached. `--prefix-cache false` turns sharing off altogether (to compare, or to rule it out
+while debugging); results agree within float tolerance either way, so it is not part of a
+cell's fingerprint (as the batch size is not).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import torch
+from lm_eval.models.huggingface import HFLM
+
+from harness.models.cost import PROMPT_PREFIX
+from harness.lm import AUTO_BATCH_START
+
+log = logging.getLogger(__name__)
+
+# A shorter shared prefix saves less than the extra forward call and the smaller batches cost.
+MIN_SHARED_TOKENS = 16
+KEPT_PREFIXES = 4  # prefixes kept per model (a run moves on from one few-shot prefix to the next)
+MAX_NESTING = 64  # bounds the recursion of `shared_prefix_groups` on pathological inputs
+# The probe's tolerance on a log-likelihood: what float32 reordering of the same sums moves it
+# by, with room; half precision moves it by far more.
+PROBE_TOLERANCE = {torch.float64: 1e-6, torch.float32: 1e-4}
+HALF_PROBE_TOLERANCE = 5e-2
+
+
+@dataclass(frozen=True)
+class PrefixGroup:
+    """Sequences (by index) whose first `length` token ids are the same."""
+
+    length: int
+    members: tuple[int, ...]
+
+
+def common_length(a: Sequence[int], b: Sequence[int]) -> int:
+    n = min(len(a), len(b))
+    for i in range(n):
+        if a[i] != b[i]:
+            return i
+    return n
+
+
+def shared_prefix_groups(sequences: Sequence[Sequence[int]],
+                         min_shared: int = MIN_SHARED_TOKENS) -> list[PrefixGroup]:
+    """Disjoint groups of at least two sequences sharing at least `min_shared` leading ids,
+    chosen to save the most recomputed tokens ((size - 1) x shared length per group).
+    Sequences in no group share too little with any other to be worth it."""
+    order = sorted(range(len(sequences)), key=lambda i: tuple(sequences[i]))
+    neighbours = [common_length(sequences[a], sequences[b]) for a, b in zip(order, order[1:])]
+    if len(order) < 2:
+        return []
+    return _best_grouping(order, neighbours, 0, len(order), min_shared, 0)[1]
+
+
+def _best_grouping(order: list[int], neighbours: list[int], lo: int, hi: int, min_shared: int,
+                   depth: int) -> tuple[int, list[PrefixGroup]]:
+    """(tokens saved, groups) for the sorted run order[lo:hi]: one group over the run's
+    common prefix, or the best grouping of each sub-run split where that prefix ends."""
+    shared = min(neighbours[lo:hi - 1])
+    whole = (hi - lo - 1) * shared if shared >= min_shared else 0
+    saved, groups = 0, list[PrefixGroup]()
+    if depth < MAX_NESTING:
+        start = lo
+        for i in range(lo, hi):
+            if i == hi - 1 or neighbours[i] == shared:
+                if i + 1 - start >= 2:
+                    part_saved, part = _best_grouping(order, neighbours, start, i + 1,
+                                                      min_shared, depth + 1)
+                    saved, groups = saved + part_saved, groups + part
+                start = i + 1
+    if whole and whole >= saved:
+        return whole, [PrefixGroup(shared, tuple(order[lo:hi]))]
+    return saved, groups
+
+
+def expanded_cache(cache: Any, rows: int, config: Any) -> Any:
+    """A fresh `DynamicCache` holding `cache`'s tensors as views expanded over `rows`."""
+    from transformers import DynamicCache
+
+    layers = [(layer.keys.expand(rows, -1, -1, -1), layer.values.expand(rows, -1, -1, -1))
+              for layer in cache.layers]
+    copy = DynamicCache(layers, config=config)
+    setattr(copy, PROMPT_PREFIX, copy.get_seq_length())  # the next call continues the prompt
+    return copy
+
+
+class PrefixCache:
+    """One model's cached prefixes (the latest `KEPT_PREFIXES`), and whether continuing from
+    them reproduces its uncached log-likelihoods (probed once)."""
+
+    def __init__(self, model: Any, enabled: bool = True, keep_logits: bool = False) -> None:
+        self.model = model
+        self.enabled = enabled
+        self.keep_logits = keep_logits
+        self._probed = False
+        self._kept: OrderedDict[tuple[int, ...], tuple[Any, torch.Tensor | None]] = OrderedDict()
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def usable(self, sample: Sequence[int], shared: int) -> bool:
+        """Whether this model may continue from cached prefixes; the first call checks it
+        on `sample` split after `shared` tokens."""
+        if self.enabled and not self._probed:
+            self._probed = True
+            self.enabled = self._agrees(list(sample), shared)
+        return self.enabled
+
+    @torch.no_grad()
+    def _agrees(self, sample: list[int], shared: int) -> bool:
+        ids = torch.tensor([sample, sample], device=self.device)  # a batch, as in use
+        try:
+            reference = self.model(input_ids=ids).logits[:, shared:].float().log_softmax(-1)
+            prefix = self.model(input_ids=ids[:1, :shared], use_cache=True).cache
+            cached = self.model(input_ids=ids[:, shared:], use_cache=True,
+                                cache=expanded_cache(prefix, 2, self.model.config)
+                                ).logits.float().log_softmax(-1)
+        except torch.OutOfMemoryError:
+            raise
+        except Exception as exc:  # any failure means: this model cannot continue a cache
+            log.warning("prefix cache off for %s: %s", type(self.model).__name__, exc)
+            return False
+        tolerance = PROBE_TOLERANCE.get(self.model.dtype, HALF_PROBE_TOLERANCE)
+        if cached.shape != reference.shape or (cached - reference).abs().max() > tolerance:
+            log.warning("prefix cache off for %s: a cached prefix changes its log-likelihoods",
+                        type(self.model).__name__)
+            return False
+        return True
+
+    @torch.no_grad()
+    def prefix(self, ids: Sequence[int]) -> tuple[Any, torch.Tensor | None]:
+        """The prefix's cache (and, with `keep_logits`, its logits [1, len, V])."""
+        key = tuple(ids)
+        if key in self._kept:
+            self._kept.move_to_end(key)
+            return self._kept[key]
+        out = self.model(input_ids=torch.tensor([key], device=self.device), use_cache=True)
+        entry = (out.cache, out.logits if self.keep_logits else None)
+        self._kept[key] = entry
+        while len(self._kept) > KEPT_PREFIXES:
+            self._kept.popitem(last=False)
+        return entry
+
+    @torch.no_grad()
+    def continued(self, prefix: Sequence[int], ids: torch.Tensor) -> torch.Tensor:
+        """Logits of right-padded rows `ids` [B, S] each continuing `prefix`: [B, S, V]."""
+        cache, _ = self.prefix(prefix)
+        return self.model(input_ids=ids, use_cache=True,
+                          cache=expanded_cache(cache, ids.shape[0], self.model.config)).logits
+
+    def generation_inputs(self, rows: Sequence[Sequence[int]], width: int, pad: int, shared: int
+                          ) -> tuple[torch.Tensor, torch.Tensor, Any] | None:
+        """For batched generation of `rows` whose first `shared` ids are the same: (ids,
+        attention mask, cache) laying each row out as the shared prefix, padding, then the
+        row's own tokens (positions come from the mask, so they continue the prefix), or None
+        when that is not worth it or the model cannot continue a cache."""
+        if shared < MIN_SHARED_TOKENS or not self.usable(rows[0], shared):
+            return None
+        ids = torch.full((len(rows), width), pad, dtype=torch.long, device=self.device)
+        mask = torch.zeros_like(ids)
+        for r, row in enumerate(rows):
+            ids[r, :shared] = torch.tensor(row[:shared])
+            ids[r, width - len(row) + shared:] = torch.tensor(row[shared:])
+            mask[r, :shared] = 1
+            mask[r, width - len(row) + shared:] = 1
+        cache, _ = self.prefix(rows[0][:shared])
+        return ids, mask, expanded_cache(cache, len(rows), self.model.config)
+
+
+def shared_prompts(prompts: dict[Any, list[list[int]]]) -> dict[Any, list[tuple[int, ...]]]:
+    """Per key, the prefixes its prompts share (`shared_prefix_groups`), longest first: what
+    a generation batch of those prompts may continue from a cache."""
+    return {key: sorted({tuple(rows[g.members[0]][:g.length]) for g in shared_prefix_groups(rows)},
+                        key=len, reverse=True)
+            for key, rows in prompts.items()}
+
+
+def generation_prefix(rows: Sequence[Sequence[int]], candidates: Sequence[Sequence[int]]) -> int:
+    """How many leading ids a generation batch may take from a cache: the longest candidate
+    (a prefix the run's prompts share) that every row starts with, else what the rows share;
+    always leaving each row a token of its own to run."""
+    limit = min(len(row) for row in rows) - 1
+    for candidate in candidates:
+        if len(candidate) <= limit and all(common_length(row, candidate) == len(candidate)
+                                           for row in rows):
+            return len(candidate)
+    if len(rows) < 2:
+        return 0
+    return min(limit, min(common_length(rows[0], row) for row in rows[1:]))
+
+
+class PrefixCachedHFLM(HFLM):
+    """lm-eval's HFLM, continuing shared prompt prefixes from their cache for
+    log-likelihoods and generation (causal models; anything else as HFLM does it)."""
+
+    def __init__(self, *args: Any, prefix_cache: bool = True, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.prefixes = PrefixCache(self.model, enabled=prefix_cache and self.backend == "causal")
+        self._shared_prompts: list[tuple[int, ...]] = []
+
+    def generate_until(self, requests: list[Any], disable_tqdm: bool = False) -> list[str]:
+        """HFLM's, after finding the prefixes its prompts share (longest first): a batch,
+        however small, then continues the longest of them that all its rows start with."""
+        if self.prefixes.enabled:
+            prompts = [self.tok_encode(request.args[0]) for request in requests]
+            self._shared_prompts = shared_prompts({None: prompts})[None]
+        return super().generate_until(requests, disable_tqdm)
+
+    def _loglikelihood_tokens(self, requests: list[tuple[tuple[str, str], list[int], list[int]]],
+                              disable_tqdm: bool = False, override_bs: int | None = None
+                              ) -> list[tuple[float, bool]]:
+        # each request's input exactly as HFLM builds it; only the context part may be cached
+        inputs = [(context + continuation)[-(self.max_length + 1):][:-1]
+                  for _, context, continuation in requests]
+        cacheable = [i[:len(i) - len(r[2])] for i, r in zip(inputs, requests)]
+        groups = shared_prefix_groups(cacheable) if self.prefixes.enabled else []
+        if groups:
+            first = groups[0].members[0]
+            with self._autocast():
+                if not self.prefixes.usable(inputs[first], groups[0].length):
+                    groups = []
+        results: list[Any] = [None] * len(requests)
+        for group in groups:
+            self._score_group(group, requests, inputs, results)
+        rest = [i for i, result in enumerate(results) if result is None]
+        if rest:
+            answers = super()._loglikelihood_tokens([requests[i] for i in rest], disable_tqdm,
+                                                    override_bs)
+            for i, answer in zip(rest, answers):
+                results[i] = answer
+        return results
+
+    def _autocast(self) -> Any:
+        return torch.autocast(device_type=self.device.type, dtype=self.mixed_precision_dtype,
+                              enabled=self.mixed_precision_dtype is not None)
+
+    def _score_group(self, group: PrefixGroup, requests: list[Any], inputs: list[list[int]],
+                     results: list[Any]) -> None:
+        """Every request of `group`: one forward row per distinct input (the options of a
+        question with one-token answers share theirs), longest first, batched."""
+        prefix = inputs[group.members[0]][:group.length]
+        by_input: dict[tuple[int, ...], list[int]] = {}
+        for i in group.members:
+            by_input.setdefault(tuple(inputs[i][group.length:]), []).append(i)
+        distinct = sorted(by_input, key=lambda s: (-len(s), s))
+        rows = self.batch_size if isinstance(self.batch_size, int) else AUTO_BATCH_START
+        start = 0
+        while start < len(distinct):
+            chunk = distinct[start:start + rows]
+            ids = torch.zeros((len(chunk), len(chunk[0])), dtype=torch.long, device=self.device)
+            for r, suffix in enumerate(chunk):
+                ids[r, :len(suffix)] = torch.tensor(suffix)
+            try:
+                with self._autocast():
+                    logits = self.prefixes.continued(prefix, ids)
+            except torch.OutOfMemoryError:
+                if isinstance(self.batch_size, int) or rows == 1:
+                    raise
+                rows //= 2
+                continue
+            scores = torch.log_softmax(logits, dim=-1, dtype=self.softmax_dtype)
+            for row, suffix in enumerate(chunk):
+                for i in by_input[suffix]:
+                    results[i] = self._answer(requests[i], scores[row, :len(suffix)])
+            start += len(chunk)
+
+    def _answer(self, request: Any, scores: torch.Tensor) -> tuple[float, bool]:
+        """(log-likelihood, greedy) of a request's continuation, scored by the last
+        len(continuation) rows of `scores`; recorded in lm-eval's response cache."""
+        request_str, _, continuation = request
+        wanted = torch.tensor(continuation, dtype=torch.long, device=self.device)
+        picked = scores[-len(continuation):]
+        answer = (float(picked.gather(-1, wanted[:, None]).sum()),
+                  bool((picked.argmax(-1) == wanted).all()))
+        if request_str is not None:  # loglikelihood_rolling records whole documents itself
+            self.cache_hook.add_partial("loglikelihood", request_str, answer)
+        return answer
+
+    def _model_generate(self, context: torch.Tensor, max_length: int, stop: list[str],
+                        **generation_kwargs: Any) -> torch.Tensor:
+        mask = generation_kwargs.get("attention_mask")
+        if self.prefixes.enabled and mask is not None:
+            rows = [row[keep.bool()].tolist() for row, keep in zip(context, mask)]
+            pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+            shared = generation_prefix(rows, self._shared_prompts)
+            with self._autocast():
+                laid_out = self.prefixes.generation_inputs(rows, context.shape[1], pad, shared)
+            if laid_out is not None:
+                context, generation_kwargs["attention_mask"], generation_kwargs["cache"] = laid_out
+        return super()._model_generate(context, max_length, stop, **generation_kwargs)
