@@ -1,4 +1,4 @@
-"""Shared-prefix KV caching (harness.prefix_cache) on MMLU 5-shot, side by side in one run:
+"""Shared-prefix KV caching (harness.lm._prefix_cache) on MMLU 5-shot, side by side in one run:
 
 - `single` through the harness (prefix caching on, then off) against lm-eval's own
   `simple_evaluate` with HFLM on the same model, tasks, documents and batch size;

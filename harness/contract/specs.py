@@ -153,7 +153,7 @@ class BuildContext:
     method_code: dict[str, str] = field(default_factory=dict)
     cache_root: Path = field(default_factory=default_cache_root)
     report: dict[str, Any] = field(default_factory=dict)
-    prefix_cache: bool = True  # share prompt prefixes' KV caches (harness.prefix_cache)
+    prefix_cache: bool = True  # share prompt prefixes' KV caches (harness.lm._prefix_cache)
 
 
 @runtime_checkable

@@ -33,8 +33,8 @@ from harness.fusion._alignment import cached_map, special_ids, vocabulary
 from harness.fusion._options import PackOptions
 from harness.fusion._weights import Weighting, fuse
 from harness.lm import batch_backoff, initial_batch_size
-from harness.prefix_cache import (MIN_SHARED_TOKENS, PrefixCache, expanded_cache,
-                                  generation_prefix, shared_prefix_groups, shared_prompts)
+from harness.lm._prefix_cache import (MIN_SHARED_TOKENS, PrefixCache, expanded_cache,
+                                      generation_prefix, shared_prefix_groups, shared_prompts)
 from harness.run import progress
 
 DEFAULT_MAX_LENGTH = 2048

@@ -14,7 +14,7 @@ what an uninterrupted one does.
 FLOPs are estimated as 2 * parameters * positions (a multiply and an add per weight per
 position, Kaplan et al. 2020); the attention's quadratic term is left out, which
 understates long contexts. Positions are what the model computed, padding included: a prompt prefix that several
-requests share (`harness.prefix_cache`) counts once.
+requests share (`harness.lm._prefix_cache`) counts once.
 Parameters are the weights of matrix products: embedding tables (lookups) are left out.
 
 A wrapper that reaches a watched model through its bound `forward` skips the model's hooks
@@ -227,7 +227,7 @@ def _count_call(model: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> No
     positions = int(inputs.shape[0]) * int(inputs.shape[1])
     # transformers 5 names the KV cache `cache`; older code paths `past_key_values`
     cache = kwargs.get("cache", kwargs.get("past_key_values"))
-    # a cache holding only a shared prompt prefix (harness.prefix_cache) continues the prompt
+    # a cache holding only a shared prompt prefix (harness.lm._prefix_cache) continues the prompt
     cached = cache is not None and _cache_length(cache) > getattr(cache, PROMPT_PREFIX, 0)
     _active.count(model, 0 if cached else positions, positions if cached else 0)
 

@@ -25,7 +25,7 @@ from harness.fusion._weights import PerplexitySoftmax
 from harness.host import load_host
 from harness.models.loading import ModelRef, load_causal_lm
 from harness.options import build_options
-from harness.prefix_cache import PrefixCachedHFLM, PrefixGroup, shared_prefix_groups
+from harness.lm._prefix_cache import PrefixCachedHFLM, PrefixGroup, shared_prefix_groups
 from harness.results.store import Store
 from harness.run.lm_eval_adapter import run_lm_eval
 from harness.run.plan import plan_cells

@@ -30,8 +30,8 @@ from typing import Any, Sequence
 import torch
 from lm_eval.models.huggingface import HFLM
 
+from harness.lm._batching import AUTO_BATCH_START
 from harness.models.cost import PROMPT_PREFIX
-from harness.lm import AUTO_BATCH_START
 
 log = logging.getLogger(__name__)
 

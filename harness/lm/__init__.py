@@ -1,25 +1,25 @@
-"""Shared lm-eval machinery for method plugins.
+"""Shared lm-eval machinery for method plugins (through `harness.api`) and toolkits.
 
 Methods hand lm-eval an `lm_eval.api.model.LM`. Most wrap a (possibly modified)
 transformers model; `hf_lm` gives them lm-eval's own HFLM around that object, so batching,
-request reordering, the response-cache hooks and generation all come from lm-eval.
+request reordering, the response-cache hooks and generation all come from lm-eval, with one
+addition: requests that share a prompt prefix (a few-shot prompt) compute its KV cache once
+(`_prefix_cache`, which the fusion toolkit's packs use too). `_batching`: where "auto" batch
+sizes start and their halving on out-of-memory.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable, TypeVar
+from typing import Any
 
 from harness.contract import BuildContext
-
-# Where "auto" starts for the harness's own batched LMs (lm-eval's HFLM finds its own).
-AUTO_BATCH_START = 64
-Result = TypeVar("Result")
+from harness.lm._batching import AUTO_BATCH_START, batch_backoff, initial_batch_size
 
 
 def hf_lm(model: Any, tokenizer: Any, ctx: BuildContext, **kwargs: Any) -> Any:
     """lm-eval's HFLM around an already-built transformers model object, sharing prompt
-    prefixes' KV caches unless the run turned that off (`harness.prefix_cache`)."""
-    from harness.prefix_cache import PrefixCachedHFLM
+    prefixes' KV caches unless the run turned that off (`harness.lm._prefix_cache`)."""
+    from harness.lm._prefix_cache import PrefixCachedHFLM
 
     return PrefixCachedHFLM(pretrained=model, tokenizer=tokenizer, batch_size=ctx.batch_size,
                             device=ctx.device, prefix_cache=ctx.prefix_cache, **kwargs)
@@ -43,23 +43,5 @@ def count_parameters(model: Any) -> tuple[int, int]:
     return trainable, total
 
 
-def initial_batch_size(setting: int | str) -> int:
-    """The first batch size to try for a `--batch-size` setting ("auto" or a number)."""
-    return AUTO_BATCH_START if setting == "auto" else max(1, int(setting))
-
-
-def batch_backoff(lm: Any, setting: int | str, run: Callable[[], Result]) -> Result:
-    """`run()`, retried with `lm.batch_size` halved each time the accelerator runs out of
-    memory, when the batch size is "auto" (a fixed one fails as asked). The LM's requests
-    are sorted longest first, so an oversized batch fails at once, not after hours."""
-    import torch
-
-    while True:
-        try:
-            return run()
-        except torch.OutOfMemoryError:
-            if setting != "auto" or lm.batch_size == 1:
-                raise
-            lm.batch_size = max(1, lm.batch_size // 2)
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
+__all__ = ["hf_lm", "hf_multimodal_lm", "count_parameters", "AUTO_BATCH_START",
+           "initial_batch_size", "batch_backoff"]
