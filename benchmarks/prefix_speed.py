@@ -36,9 +36,9 @@ def lm_eval_child(model: str, data_dir: str, docs: int, batch: int, out: str) ->
     import lm_eval
     from lm_eval.models.huggingface import HFLM
 
+    from harness.contract import DataSource, TaskContext
     from harness.host import load_host
     from harness.options import build_options
-    from harness.contract import DataSource, TaskContext
     from harness.run.lm_eval_adapter import resolve_task_specs, task_manager
 
     spec = load_host().task("mmlu")

@@ -9,23 +9,22 @@ minutes)."""
 
 from __future__ import annotations
 
-from typing import Any
-
 import os
+from typing import Any
 
 import pytest
 import torch
 from lm_eval.api.model import LM
 
-from harness import prefix_cache
-from harness.contract import MethodRow, TaskColumn
+from harness.contract import MethodRow, ModelRef, TaskColumn
 from harness.fusion._options import PackOptions
 from harness.fusion._pack_lm import Member, Pack, PackLM
 from harness.fusion._weights import PerplexitySoftmax
 from harness.host import load_host
-from harness.models.loading import ModelRef, load_causal_lm
-from harness.options import build_options
+from harness.lm import _prefix_cache as prefix_cache
 from harness.lm._prefix_cache import PrefixCachedHFLM, PrefixGroup, shared_prefix_groups
+from harness.models.loading import load_causal_lm
+from harness.options import build_options
 from harness.results.store import Store
 from harness.run.lm_eval_adapter import run_lm_eval
 from harness.run.plan import plan_cells
