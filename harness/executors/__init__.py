@@ -78,6 +78,11 @@ def job_id(job: Job) -> str:
     return job.cells[0].fingerprint[:12] + more + shard
 
 
+def job_models(job: Job) -> tuple[str, ...]:
+    """The job's base models: a worker that last loaded them has them in its model memo."""
+    return tuple(f"{ref.id}@{ref.revision}:{ref.dtype}" for ref in job.cells[0].row.models)
+
+
 def job_spec(job: Job, switches: list[str], force: bool) -> dict[str, Any]:
     """A job as plain data a worker process can plan again."""
     row = job.cells[0].row
@@ -98,10 +103,12 @@ def job_spec(job: Job, switches: list[str], force: bool) -> dict[str, Any]:
     }
 
 
-def run_job_spec(spec: dict[str, Any], capture_logs: bool = True) -> list[dict[str, Any]]:
-    """A worker's side: plan the job's cells again, check their fingerprints, run them.
-    Returns plain outcomes ({fingerprint, status, error, headline})."""
-    host = load_host(spec["switches"])
+def run_job_spec(spec: dict[str, Any], capture_logs: bool = True, host: Host | None = None
+                 ) -> list[dict[str, Any]]:
+    """A worker's side: plan the job's cells again, check their fingerprints, run them
+    (`host`: the spec's plugins, already loaded). Returns plain outcomes ({fingerprint,
+    status, error, headline})."""
+    host = host or load_host(spec["switches"])
     settings = RunSettings(**spec["settings"])
     method = host.method(spec["method"]["method"])
     models = tuple(ModelRef.parse(m, device=settings.device or "cpu", dtype=settings.dtype)
