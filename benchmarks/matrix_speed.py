@@ -7,14 +7,16 @@ in this one invocation, each the faster of `--repeats` interleaved tries.
    users run one command per task, and also lm-eval with the four tasks in one command).
    Both read the same complete YAML task configs written here.
 3. Scheduler: 16 jobs of fixed work (`--sleep` seconds in the build of the test method
-   `constant`) on 4 slots, with the local pool and with Ray:
-   wall / (total work / 4).
+   `constant`, a wait that leaves the cores to the executors) on 4 slots, with the local
+   pool and with Ray: wall / (total work / 4), for this tree's long-lived workers and for
+   `--baseline`'s one process per job side by side.
 4. Overhead: the share of a tiny cell's wall time that is not lm-eval's evaluation
    (planning, fingerprints, records, leaderboard), in process; and the start-up of a
    process evaluating a stock lm-eval task with an empty and with a warm task-index cache.
 
     python benchmarks/matrix_speed.py                  # everything (about 15 min on 2 cores)
     python benchmarks/matrix_speed.py --only 1 --docs 200
+    python benchmarks/matrix_speed.py --only 3            # about 25 min on 2 loaded cores
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from collections.abc import Callable
 REPO = Path(__file__).resolve().parents[1]
 CONSTANT_PLUGIN = REPO / "tests" / "host" / "fixtures" / "plugins"
 TASKS = ("bench_a", "bench_b", "bench_c", "bench_d")
+BASELINE = "b7757fe"  # the last commit whose local pool and Ray ran one process per job
 
 TASK_YAML = """task: {name}
 dataset_path: json
@@ -179,6 +182,19 @@ def against_lm_eval(work: Path, args: argparse.Namespace) -> list[str]:
     ]
 
 
+def source_at(ref: str, folder: Path) -> Path:
+    """The harness of git commit `ref` laid out as it installs (plugins/ as harness.methods,
+    tasks/ as harness.tasks) in `folder`: run with `folder` first on PYTHONPATH, a command
+    and its workers import that harness; the installed libraries stay the same."""
+    folder.mkdir()
+    archive = subprocess.run(["git", "-C", str(REPO), "archive", ref, "harness", "plugins",
+                              "tasks"], capture_output=True, check=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(folder)], input=archive, check=True)
+    (folder / "plugins").rename(folder / "harness" / "methods")
+    (folder / "tasks").rename(folder / "harness" / "tasks")
+    return folder
+
+
 def scheduler(work: Path, args: argparse.Namespace) -> list[str]:
     plugins = work / "plugins"
     shutil.copytree(CONSTANT_PLUGIN, plugins)
@@ -187,26 +203,33 @@ def scheduler(work: Path, args: argparse.Namespace) -> list[str]:
     suite = plugins / "scheduler.yaml"
     suite.write_text(f"methods:\n{rows}\ntasks:\n  - {{task: mmlu, options: {{num_fewshot: 0}}}}\n"
                      "data: embedded\nlimit: 1\n")
-    env = {"PYTHONPATH": str(plugins)}
+    before = source_at(args.baseline, work / "baseline")
 
-    def executor(*flags: str) -> Callable[[], None]:
+    def executor(source: Path, *flags: str) -> Callable[[], None]:
         def run() -> None:
             out = work / "scheduler_out"
             shutil.rmtree(out, ignore_errors=True)
             call(harness_command("-p", "constant_plugin", "run", "--suite", str(suite),
-                                 "--out", str(out), *flags), env)
+                                 "--out", str(out), *flags),
+                 {"PYTHONPATH": os.pathsep.join([str(plugins), str(source)])})
         return run
 
     ideal = 16 * args.sleep / 4
-    local, ray = faster_of(1, executor("--jobs", "4"), executor("--executor", "ray", "--jobs", "4"))
+    pool, ray = ("--jobs", "4"), ("--executor", "ray", "--jobs", "4")
+    pool_before, pool_after, ray_before, ray_after = faster_of(
+        1, executor(before, *pool), executor(REPO, *pool), executor(before, *ray),
+        executor(REPO, *ray))
     return [
         f"## 3. Scheduler: 16 jobs of {args.sleep:.0f} s fixed work on 4 slots "
         f"(ideal {ideal:.0f} s)",
         "",
-        "| executor | wall | wall / (work / 4) |",
-        "|---|---:|---:|",
-        f"| local pool (`--jobs 4`) | {local:.1f} s | {local / ideal:.3f} |",
-        f"| Ray (`--executor ray --jobs 4`) | {ray:.1f} s | {ray / ideal:.3f} |",
+        f"| executor | one process per job ({args.baseline}) | long-lived workers (this tree) "
+        "| before / ideal | after / ideal |",
+        "|---|---:|---:|---:|---:|",
+        f"| local pool (`--jobs 4`) | {pool_before:.1f} s | {pool_after:.1f} s | "
+        f"{pool_before / ideal:.2f} | {pool_after / ideal:.2f} |",
+        f"| Ray (`--executor ray --jobs 4`) | {ray_before:.1f} s | {ray_after:.1f} s | "
+        f"{ray_before / ideal:.2f} | {ray_after / ideal:.2f} |",
         "",
     ]
 
@@ -288,6 +311,8 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--sleep", type=float, default=30.0, help="fixed work per job (3)")
+    parser.add_argument("--baseline", default=BASELINE,
+                        help="git commit whose executors run one process per job (3)")
     args = parser.parse_args()
     chosen = args.only or ["1", "3", "4"]
     benchmarks = {"1": against_lm_eval, "3": scheduler, "4": overhead}

@@ -168,10 +168,8 @@ def run_one(spec_path: Path, capture_logs: bool) -> int:
     _jobs_run += 1
     with open(spec_path.with_suffix(".log"), "ab") as log, \
             progress.redacted_descriptors(log) as text, _job_state():
-        memo = _memo or ModelMemo(0)
-        print(f"harness worker {os.getpid()}: job {_jobs_run} of this process; model memo: "
-              f"{len(memo.entries)} model(s), {memo.held_bytes / 2**20:.0f} MiB, "
-              f"{memo.hits} load(s) served so far", file=text, flush=True)
+        print(f"harness worker {os.getpid()}: job {_jobs_run} of this process", file=text,
+              flush=True)
         try:
             spec = json.loads(spec_path.read_text(encoding="utf-8"))
             _seed(int(spec["settings"].get("seed") or 0))
@@ -185,6 +183,11 @@ def run_one(spec_path: Path, capture_logs: bool) -> int:
         except Exception:  # a bug: its traceback in the job's log, as an uncaught one would be
             print(redact(traceback.format_exc()), file=text)
             return 1
+        finally:
+            memo = _memo or ModelMemo(0)
+            print(f"harness worker {os.getpid()}: model memo {len(memo.entries)} model(s), "
+                  f"{memo.held_bytes / 2**20:.0f} MiB, {memo.hits} load(s) served from memory "
+                  f"so far", file=text)
     from harness.store import atomic_write_text
 
     atomic_write_text(spec_path.with_suffix(".outcomes.json"), json.dumps(outcomes))
@@ -271,5 +274,7 @@ def main() -> int:
     return 0
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+if __name__ == "__main__":  # run as the imported module, so that its globals are the ones used
+    from harness.executors.worker import main as imported_main
+
+    sys.exit(imported_main())
