@@ -133,16 +133,26 @@ class WorkerProcess:
 
     def close(self) -> None:
         """End of its input: it exits after its current job (none, when this is called)."""
-        with contextlib.suppress(OSError, ValueError):
-            self.requests.close()
-        try:
-            self.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.stop()
-        self.replies.close()
+        close_all([self])
+
 
     def stop(self) -> None:
         _kill(self.process)
+
+
+def close_all(workers: list[WorkerProcess], grace_s: float = 10.0) -> None:
+    """Close idle workers' input, then wait for all of them together (each exits at once;
+    a worker still alive after `grace_s` is stopped)."""
+    for worker in workers:
+        with contextlib.suppress(OSError, ValueError):
+            worker.requests.close()
+    deadline = time.monotonic() + grace_s
+    for worker in workers:
+        try:
+            worker.process.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            worker.stop()
+        worker.replies.close()
 
 
 @dataclass
@@ -180,8 +190,7 @@ class _Pool:
         except BaseException:
             self._stop_all()
             raise
-        for worker in self.idle:
-            worker.close()
+        close_all(self.idle)
         return self.outcomes
 
     def _start_what_fits(self) -> None:
