@@ -166,7 +166,13 @@ def worker_main(spec_path: Path, capture_logs: bool) -> int:
     # the worker's output is its job log, a file: secrets are redacted before they reach it
     with progress.redacted_descriptors(os.fdopen(os.dup(1), "wb")):
         outcomes = run_job_spec(spec, capture_logs)
-    atomic_write_text(Path(spec_path).with_suffix(".outcomes.json"), json.dumps(outcomes))
+    return write_outcomes(Path(spec_path), outcomes)
+
+
+def write_outcomes(spec_path: Path, outcomes: list[dict[str, Any]]) -> int:
+    """A job's plain outcomes beside its spec; returns the job's exit status (1: a cell
+    failed)."""
+    atomic_write_text(spec_path.with_suffix(".outcomes.json"), json.dumps(outcomes))
     return 1 if any(o["status"] == "failed" for o in outcomes) else 0
 
 

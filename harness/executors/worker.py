@@ -32,7 +32,6 @@ import gc
 import json
 import logging
 import os
-import random
 import sys
 import traceback
 import warnings
@@ -41,7 +40,7 @@ from typing import IO, Any, Callable, Iterator
 
 from harness import progress
 from harness.errors import HarnessError, first_line, redact
-from harness.host import Host, load_host
+from harness.host import AUTOLOAD_OFF, EXTRA_PLUGINS, Host, load_host
 
 MEMO_BYTES_VARIABLE = "HARNESS_MODEL_MEMO_MB"  # per worker; 0 turns the memo off
 MEMORY_SHARE = 4  # by default all of a pool's memos together hold at most 1/4 of the RAM
@@ -151,8 +150,9 @@ _jobs_run = 0
 
 
 def _host(switches: list[str]) -> Host:
-    """The host of a job's plugin switches, loaded once per worker."""
-    key = (*switches, os.environ.get("HARNESS_PLUGINS", ""))
+    """The host of a job's plugin switches (and the variables that choose plugins), loaded
+    once per worker."""
+    key = (*switches, *(os.environ.get(name, "") for name in (EXTRA_PLUGINS, AUTOLOAD_OFF)))
     if key not in _hosts:
         _hosts[key] = load_host(switches)
     return _hosts[key]
@@ -162,7 +162,8 @@ def run_one(spec_path: Path, capture_logs: bool) -> int:
     """Run one job spec in this process with the job's output in its log, its outcomes
     beside the spec as `harness _job` writes them. Returns the exit status `harness _job`
     would have had; the process is as it was before the job."""
-    from harness.executors import run_job_spec
+    from harness.executors import run_job_spec, write_outcomes
+    from harness.runner import _seed_everything
 
     global _jobs_run
     _jobs_run += 1
@@ -172,7 +173,7 @@ def run_one(spec_path: Path, capture_logs: bool) -> int:
               flush=True)
         try:
             spec = json.loads(spec_path.read_text(encoding="utf-8"))
-            _seed(int(spec["settings"].get("seed") or 0))
+            _seed_everything(int(spec["settings"].get("seed") or 0))
             outcomes = run_job_spec(spec, capture_logs, _host(spec["switches"]))
         except HarnessError as exc:
             print(redact(f"harness: error: {exc}"), file=text)
@@ -188,19 +189,7 @@ def run_one(spec_path: Path, capture_logs: bool) -> int:
             print(f"harness worker {os.getpid()}: model memo {len(memo.entries)} model(s), "
                   f"{memo.held_bytes / 2**20:.0f} MiB, {memo.hits} load(s) served from memory "
                   f"so far", file=text)
-    from harness.store import atomic_write_text
-
-    atomic_write_text(spec_path.with_suffix(".outcomes.json"), json.dumps(outcomes))
-    return 1 if any(o["status"] == "failed" for o in outcomes) else 0
-
-
-def _seed(seed: int) -> None:
-    import numpy
-    import torch
-
-    random.seed(seed)
-    numpy.random.seed(seed)
-    torch.manual_seed(seed)
+    return write_outcomes(spec_path, outcomes)
 
 
 @contextlib.contextmanager
