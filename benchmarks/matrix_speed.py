@@ -86,8 +86,8 @@ def faster_of(repeats: int, *runs: Callable[[], None]) -> list[float]:
     return best
 
 
-def call(command: list[str], env: dict[str, str] | None = None) -> None:
-    result = subprocess.run(command, capture_output=True, text=True, cwd=REPO,
+def call(command: list[str], env: dict[str, str] | None = None, cwd: Path = REPO) -> None:
+    result = subprocess.run(command, capture_output=True, text=True, cwd=cwd,
                             env={**os.environ, **(env or {})})
     if result.returncode != 0:
         sys.exit(f"{' '.join(command[:4])} ... failed:\n{result.stderr[-3000:]}")
@@ -209,9 +209,10 @@ def scheduler(work: Path, args: argparse.Namespace) -> list[str]:
         def run() -> None:
             out = work / "scheduler_out"
             shutil.rmtree(out, ignore_errors=True)
+            # `python -m` puts the working directory first on sys.path: the source's own
             call(harness_command("-p", "constant_plugin", "run", "--suite", str(suite),
                                  "--out", str(out), *flags),
-                 {"PYTHONPATH": os.pathsep.join([str(plugins), str(source)])})
+                 {"PYTHONPATH": os.pathsep.join([str(plugins), str(source)])}, cwd=source)
         return run
 
     ideal = 16 * args.sleep / 4
