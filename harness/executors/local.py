@@ -135,7 +135,6 @@ class WorkerProcess:
         """End of its input: it exits after its current job (none, when this is called)."""
         close_all([self])
 
-
     def stop(self) -> None:
         _kill(self.process)
 
