@@ -28,7 +28,7 @@ import torch
 
 
 def naive_fit(x_a: torch.Tensor, x_b: torch.Tensor) -> torch.Tensor:
-    from harness.fuse.tensor import t_product_circular
+    from harness.fuse._tensor import t_product_circular
 
     k = x_a.shape[-1]
     spectrum = torch.fft.fft(x_a, dim=-1)
@@ -37,7 +37,7 @@ def naive_fit(x_a: torch.Tensor, x_b: torch.Tensor) -> torch.Tensor:
 
 
 def batched_fit(x_a: torch.Tensor, x_b: torch.Tensor) -> torch.Tensor:
-    from harness.fuse.tensor import t_least_squares
+    from harness.fuse._tensor import t_least_squares
 
     return t_least_squares(x_a, x_b)
 
@@ -82,12 +82,12 @@ def caption_benchmark(steps: int) -> None:
     from PIL import Image
 
     from harness import zoo
-    from harness.fuse.adapter import AdapterConfig
-    from harness.fuse.bridge import Side, connect
-    from harness.fuse.caption import CaptionObjective, ClipText, PrimaryLM
-    from harness.fuse.search import SearchConfig, search
-    from harness.fuse.words import word_start_token
-    from harness.models import ModelRef, load_causal_lm, load_clip
+    from harness.fuse._adapter import AdapterConfig
+    from harness.fuse._bridge import Side, connect
+    from harness.fuse._caption import CaptionObjective, ClipText, PrimaryLM
+    from harness.fuse._search import SearchConfig, search
+    from harness.fuse._words import word_start_token
+    from harness.models.loading import ModelRef, load_causal_lm, load_clip
     from harness.tasks.coco_captioning import FIXTURES
 
     lm_ref, clip_ref = ModelRef("harness-zoo/tiny-gpt2"), ModelRef("harness-zoo/tiny-clip")
@@ -97,7 +97,7 @@ def caption_benchmark(steps: int) -> None:
     text = ClipText(clip, clip_tokenizer, "An image of")
     bridge, _ = connect(Side(lm_ref.identity(), tokenizer, primary.embeddings),
                         Side(clip_ref.identity(), clip_tokenizer, text.embeddings),
-                        AdapterConfig(), "", "correct", 0, zoo.cache_root())
+                        AdapterConfig(), "", "correct", 0, cache_root())
     with Image.open(sorted((FIXTURES / "images").iterdir())[0]) as image:
         features = text.image_features([image.convert("RGB")], processor)
     objective = CaptionObjective(primary, text, bridge, features)

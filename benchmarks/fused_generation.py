@@ -28,7 +28,7 @@ def members(count: int, size: str, device: str, dtype: Any, folder: Path) -> lis
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-    from harness.models import ModelRef
+    from harness.models.loading import ModelRef
 
     tokenizer = AutoTokenizer.from_pretrained(ModelRef("harness-zoo/tiny-llama").location())
     hidden, layers, heads, kv_heads = SIZES[size]
@@ -78,9 +78,9 @@ def main() -> None:
     import torch
     from lm_eval.models.huggingface import HFLM
 
-    from harness.fusion.options import PackOptions
-    from harness.fusion.pack_lm import Member, Pack, PackLM
-    from harness.fusion.weights import PerplexitySoftmax
+    from harness.fusion._options import PackOptions
+    from harness.fusion._pack_lm import Member, Pack, PackLM
+    from harness.fusion._weights import PerplexitySoftmax
 
     torch.set_grad_enabled(False)
     dtype = torch.bfloat16 if args.device.startswith("cuda") else torch.float32

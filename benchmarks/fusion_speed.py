@@ -83,9 +83,9 @@ def timed(fn: Callable[[], Any], device: str, repeats: int) -> float:
 def speed(args: argparse.Namespace) -> None:
     import torch
 
-    from harness.fusion.options import PackOptions
-    from harness.fusion.pack_lm import Member, Pack, PackLM
-    from harness.fusion.weights import GreedyGrid, PerplexitySoftmax, Weighting
+    from harness.fusion._options import PackOptions
+    from harness.fusion._pack_lm import Member, Pack, PackLM
+    from harness.fusion._weights import GreedyGrid, PerplexitySoftmax, Weighting
 
     dtype = torch.bfloat16 if args.device.startswith("cuda") else torch.float32
     vocab = SIZES[args.size][4]
@@ -154,7 +154,7 @@ def corpus(words: int, seed: int) -> list[str]:
 def mined(args: argparse.Namespace) -> None:
     from tokenizers import Tokenizer, models, pre_tokenizers, trainers
 
-    from harness.fusion.alignment import build_map
+    from harness.fusion._alignment import build_map
 
     lines = corpus(args.corpus_words, 0)
     started = time.perf_counter()

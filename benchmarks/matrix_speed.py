@@ -102,7 +102,7 @@ def random_llama(folder: Path, hidden: int, layers: int) -> Path:
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-    from harness.models import ModelRef
+    from harness.models.loading import ModelRef
 
     tokenizer = AutoTokenizer.from_pretrained(ModelRef("harness-zoo/tiny-llama").location())
     torch.manual_seed(0)
@@ -192,6 +192,15 @@ def source_at(ref: str, folder: Path) -> Path:
     subprocess.run(["tar", "-x", "-C", str(folder)], input=archive, check=True)
     (folder / "plugins").rename(folder / "harness" / "methods")
     (folder / "tasks").rename(folder / "harness" / "tasks")
+    # that harness found its built-in plugins through entry points: a distribution record
+    # beside it declares the ones its pyproject.toml declared
+    pyproject = subprocess.run(["git", "-C", str(REPO), "show", f"{ref}:pyproject.toml"],
+                               capture_output=True, text=True, check=True).stdout
+    section = pyproject.split("[project.entry-points.harness]", 1)[1].split("\n[", 1)[0]
+    record = folder / "harness-0.dist-info"
+    record.mkdir()
+    (record / "METADATA").write_text("Metadata-Version: 2.1\nName: harness\nVersion: 0\n")
+    (record / "entry_points.txt").write_text("[harness]" + section.replace('"', ""))
     return folder
 
 

@@ -15,7 +15,7 @@ import argparse
 import random
 import time
 
-from harness.significance import bootstrap_differences
+from harness.report.significance import bootstrap_differences
 from harness.tasks.flores import CORPUS_METRICS
 
 

@@ -19,16 +19,13 @@ level. Import them inside ``MethodSpec.build`` and the task callables.
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 import pluggy
 
 if TYPE_CHECKING:
-    from harness.reporting import Board
-    from harness.executors import ExecutorSpec
-    from harness.runner import Cell, CellOutcome, Plan
-    from harness.specs import MethodSpec, TaskSpec
+    from harness.contract import (Cell, CellOutcome, ExecutorSpec, MethodSpec, Plan, ReportWriter,
+                                  TaskSpec)
 
 hookspec = pluggy.HookspecMarker("harness")
 
@@ -96,7 +93,7 @@ def harness_executors() -> list[ExecutorSpec]:
 
     An executor receives an `ExecutionContext` (the plan, its jobs, slots, GPUs, timeout,
     retries) and returns every job cell's `CellOutcome`. Jobs travel as JSON job specs
-    (`harness.executors.job_spec`) that a worker runs with `run_job_spec`, so an executor
+    (`harness.run.executors.job_spec`) that a worker runs with `run_job_spec`, so an executor
     only has to start workers somewhere that shares the --out folder. The host's own
     executors (local, ray, slurm) are contributed the same way.
     """
@@ -111,19 +108,3 @@ def harness_report_writers() -> list[ReportWriter]:
 
     The host's own writers (Markdown, HTML, JSON, PNG) are contributed the same way.
     """
-
-
-class ReportWriter:
-    """A named leaderboard writer: `write(board, out_dir)` returns the files it wrote.
-
-    `checked` writers produce deterministic text that `harness leaderboard --check`
-    compares byte for byte against the committed copy; an unchecked writer (a PNG plot)
-    lists the file names it writes in `outputs`, so --check knows they are accounted for.
-    """
-
-    def __init__(self, name: str, write: "Callable[[Board, Path], list[Path]]",
-                 checked: bool = True, outputs: tuple[str, ...] = ()) -> None:
-        self.name = name
-        self.write = write
-        self.checked = checked
-        self.outputs = outputs

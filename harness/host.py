@@ -1,12 +1,15 @@
 """The pluggy host: discovers plugins and collects their methods, tasks and writers.
 
-The host's own leaderboard writers (`harness.reporting`) and executors
-(`harness.executors`) are part of the host, not plugins a switch can block: `-p no:NAME` and `HARNESS_DISABLE_PLUGIN_AUTOLOAD` act on the
-entry-point plugins only.
+Three kinds of plugin, loaded in this order (pytest's default plugins are the model):
+the host's own leaderboard writers and executors (`HOST_PLUGINS`: part of the host, never
+blocked), the built-in methods and tasks (`BUILTIN_PLUGINS`: blocked with `-p no:NAME`), and
+third-party plugins from the `harness` entry-point group (blocked with `-p no:NAME`, all of
+them with `HARNESS_DISABLE_PLUGIN_AUTOLOAD=1`) or named with `-p module`.
 """
 
 from __future__ import annotations
 
+import ast
 import functools
 import hashlib
 import importlib
@@ -22,17 +25,27 @@ from typing import Any, Callable, Iterable, Mapping
 import pluggy
 
 from harness import __version__, hookspecs
+from harness.contract import MethodSpec, ReportWriter, TaskSpec
 from harness.errors import HarnessError, UsageError, did_you_mean
-from harness.hookspecs import ReportWriter
-from harness.records import CodeInfo
-from harness.specs import MethodSpec, TaskSpec
+from harness.results.records import CodeInfo
 
 ENTRY_POINT_GROUP = "harness"
 BUILTIN_DISTRIBUTION = "harness"
 AUTOLOAD_OFF = "HARNESS_DISABLE_PLUGIN_AUTOLOAD"
 EXTRA_PLUGINS = "HARNESS_PLUGINS"
 # The host's own plugins: leaderboard writers and executors, never blocked by a switch.
-HOST_PLUGINS = ("harness.reporting", "harness.executors")
+HOST_PLUGINS = ("harness.report.writers", "harness.run.executors.registry")
+# Built-in methods (plugins/NAME) and tasks (tasks/NAME), each registered as NAME.
+BUILTIN_PLUGINS = (
+    "harness.plugins.single", "harness.plugins.packllm", "harness.plugins.ensemble",
+    "harness.plugins.top1_ppl", "harness.plugins.dexperts", "harness.plugins.merge",
+    "harness.plugins.aligner", "harness.plugins.adalink", "harness.plugins.lora",
+    "harness.plugins.prompt_tuning", "harness.plugins.llama_adapter", "harness.plugins.full_ft",
+    "harness.plugins.fuse", "harness.plugins.fuse_prompt", "harness.plugins.calm",
+    "harness.tasks.mmlu", "harness.tasks.gsm8k", "harness.tasks.coco_captioning",
+    "harness.tasks.vicuna_bench", "harness.tasks.flores", "harness.tasks.humaneval",
+    "harness.tasks.mixed_domains", "harness.tasks.kv_arithmetic", "harness.tasks.scene_vqa",
+)
 # What a plugin's source hash covers: code and the configs shipped beside it.
 SOURCE_SUFFIXES = (".py", ".yaml", ".yml", ".jinja")
 
@@ -98,23 +111,36 @@ def load_host(switches: Iterable[str] = ()) -> Host:
     pm.add_hookspecs(hookspecs)
     env_extra = [s for s in os.environ.get(EXTRA_PLUGINS, "").split(",") if s.strip()]
     extra, blocked = _plugin_switches([*env_extra, *switches])
-    for name in blocked:
+    entry_points = sorted(md.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name)
+    known = [*(m.rsplit(".", 1)[1] for m in BUILTIN_PLUGINS), *(e.name for e in entry_points),
+             *extra]
+    for name in sorted(blocked):
+        if name in HOST_PLUGINS:
+            raise UsageError(f"-p no:{name}: the host's own plugins (its leaderboard writers "
+                             f"and executors) cannot be blocked")
+        if name not in known:
+            raise UsageError(f"-p no:{name}: no plugin is called {name!r}"
+                             f"{did_you_mean(name, known)}; plugins: {', '.join(known)}")
         pm.set_blocked(name)
     host = Host(pm)
 
+    builtin = f"{BUILTIN_DISTRIBUTION} {__version__}"
     for module in HOST_PLUGINS:
         _register(host, module, "built-in", functools.partial(importlib.import_module, module),
-                  module, f"{BUILTIN_DISTRIBUTION} {__version__}")
+                  module, builtin)
+    for module in BUILTIN_PLUGINS:
+        name = module.rsplit(".", 1)[1]
+        if not pm.is_blocked(name):
+            _register(host, name, "built-in", functools.partial(importlib.import_module, module),
+                      module, builtin)
     if not os.environ.get(AUTOLOAD_OFF):
-        for entry_point in sorted(md.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
+        for entry_point in entry_points:
             if pm.is_blocked(entry_point.name) or pm.has_plugin(entry_point.name):
                 continue
             dist = entry_point.dist
-            builtin = dist is None or dist.name == BUILTIN_DISTRIBUTION
-            distribution = (f"{BUILTIN_DISTRIBUTION} {__version__}" if dist is None or builtin
-                            else f"{dist.name} {dist.version}")
-            _register(host, entry_point.name, "built-in" if builtin else distribution,
-                      entry_point.load, entry_point.value, distribution)
+            distribution = f"{dist.name} {dist.version}" if dist else "unknown"
+            _register(host, entry_point.name, distribution, entry_point.load, entry_point.value,
+                      distribution)
     if extra and os.getcwd() not in sys.path:
         sys.path.append(os.getcwd())  # `-p mymodule` finds mymodule.py here, as `python -m` does
     for module_name in extra:
@@ -179,23 +205,86 @@ def _packages_distributions() -> Mapping[str, list[str]]:
     return md.packages_distributions()
 
 
+# The harness's toolkits: a plugin's code digest covers each one it reaches through its
+# imports (through `harness.api` too), so editing a toolkit changes the fingerprints of
+# exactly the cells whose code imports it. The host's own modules are not listed: a change
+# there is a new harness version, which every fingerprint already carries.
+TOOLKITS = ("harness.fusion", "harness.fuse", "harness.training", "harness.zoo",
+            "harness.isolation", "harness.judge", "harness.lm", "harness.data", "harness.stats",
+            "harness.models")
+PUBLIC_SURFACE = "harness.api"
+
+
 @functools.lru_cache(maxsize=None)
 def source_digest(module_name: str) -> str:
-    """sha256 over a plugin's source: its package folder (code and shipped configs) when
-    the module is a package or inside one of a plugin's folders, else its one file."""
+    """sha256 over a plugin's code: its package folder (code and shipped configs) when the
+    module is a package, else its one file, and the source of every toolkit it reaches."""
     module = sys.modules.get(module_name)
     origin = getattr(module, "__file__", None)
     if not origin:
         return "unknown"
     path = Path(origin)
-    files = (sorted(p for p in path.parent.rglob("*") if p.suffix in SOURCE_SUFFIXES
-                    and "__pycache__" not in p.parts)
-             if path.name == "__init__.py" else [path])
+    own = _source_files(path.parent) if path.name == "__init__.py" else [path]
     digest = hashlib.sha256()
-    for file in files:
+    for file in own:
         digest.update(str(file.relative_to(path.parent)).encode())
         digest.update(hashlib.sha256(file.read_bytes()).digest())
+    for toolkit in sorted(_toolkits_reached(tuple(own))):
+        files = _toolkit_files(toolkit)
+        for file in files:
+            digest.update(f"{toolkit}:{file.relative_to(files[0].parent)}".encode())
+            digest.update(hashlib.sha256(file.read_bytes()).digest())
     return digest.hexdigest()
+
+
+def _source_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.suffix in SOURCE_SUFFIXES
+                  and "__pycache__" not in p.parts)
+
+
+def _toolkit_files(toolkit: str) -> list[Path]:
+    """A toolkit's source files, its `__init__.py` (or its one file) first."""
+    spec = importlib.util.find_spec(toolkit)
+    assert spec is not None and spec.origin is not None, toolkit
+    origin = Path(spec.origin)
+    if origin.name != "__init__.py":
+        return [origin]
+    return [origin, *(p for p in _source_files(origin.parent) if p != origin)]
+
+
+def _toolkits_reached(files: tuple[Path, ...]) -> set[str]:
+    """The toolkits the files import, and the toolkits those import, transitively."""
+    reached: set[str] = set()
+    pending = [file for file in files if file.suffix == ".py"]
+    while pending:
+        for toolkit in _toolkits_imported(pending.pop()) - reached:
+            reached.add(toolkit)
+            pending += [file for file in _toolkit_files(toolkit) if file.suffix == ".py"]
+    return reached
+
+
+def _toolkits_imported(file: Path) -> set[str]:
+    names: list[str] = []
+    for node in ast.walk(ast.parse(file.read_bytes(), str(file))):
+        if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            if node.module == PUBLIC_SURFACE:  # each name at the module that defines it
+                names += [_api_sources().get(alias.name, "") for alias in node.names]
+            else:
+                names += [node.module, *(f"{node.module}.{alias.name}" for alias in node.names)]
+        elif isinstance(node, ast.Import):
+            names += [alias.name for alias in node.names]
+    return {toolkit for name in names for toolkit in TOOLKITS
+            if name == toolkit or name.startswith(toolkit + ".")}
+
+
+@functools.lru_cache(maxsize=1)
+def _api_sources() -> dict[str, str]:
+    """Each name `harness.api` re-exports -> the module it comes from."""
+    spec = importlib.util.find_spec(PUBLIC_SURFACE)
+    assert spec is not None and spec.origin is not None
+    tree = ast.parse(Path(spec.origin).read_bytes())
+    return {alias.asname or alias.name: node.module for node in tree.body
+            if isinstance(node, ast.ImportFrom) and node.module for alias in node.names}
 
 
 def _collect(host: Host) -> None:

@@ -37,9 +37,8 @@ from pathlib import Path
 from typing import Any, Literal, Mapping, Sequence
 
 from harness.data import read_jsonl_rows
-from harness.errors import (DataError, HarnessError, UsageError, redact, redact_tree,
-                            register_secret)
-from harness.store import atomic_write_text, canonical_json
+from harness.errors import DataError, HarnessError, UsageError, redact, redact_tree, register_secret
+from harness.files import atomic_write_text, canonical_json
 
 log = logging.getLogger(__name__)
 
@@ -281,7 +280,7 @@ class LocalJudge:
     """A local transformers causal LM, greedy; the chat template when the tokenizer has one."""
 
     def __init__(self, settings: JudgeSettings, device: str) -> None:
-        from harness.models import ModelRef, load_causal_lm
+        from harness.models.loading import ModelRef, load_causal_lm
 
         self.settings = settings
         self.model, self.tokenizer = load_causal_lm(ModelRef.parse(settings.model, device=device))
@@ -370,7 +369,7 @@ class JudgmentCache:
     @classmethod
     def default(cls) -> "JudgmentCache":
         """$HARNESS_JUDGE_CACHE, else `judgments/` in the harness cache."""
-        from harness.zoo import cache_root
+        from harness.settings import cache_root
 
         return cls(Path(os.environ.get(CACHE_ENV) or cache_root() / "judgments"))
 

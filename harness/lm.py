@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, TypeVar
 
-from harness.specs import BuildContext
+from harness.contract import BuildContext
 
 # Where "auto" starts for the harness's own batched LMs (lm-eval's HFLM finds its own).
 AUTO_BATCH_START = 64

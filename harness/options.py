@@ -5,11 +5,19 @@ from __future__ import annotations
 import dataclasses
 import math
 import typing
+from dataclasses import field
 from typing import Any, Iterable, Mapping
 
 import yaml
 
 from harness.errors import UsageError, did_you_mean
+
+
+def option(default: Any = dataclasses.MISSING, help: str = "", *,
+           default_factory: Any = dataclasses.MISSING) -> Any:
+    """A field of a plugin's options dataclass with its help text (`harness list NAME`
+    shows it): `rank: int = option(64, "bottleneck width r")`."""
+    return field(default=default, default_factory=default_factory, metadata={"help": help})
 
 
 def parse_pairs(pairs: Iterable[str], flag: str) -> dict[str, Any]:
@@ -144,9 +152,3 @@ def type_name(annotation: Any) -> str:
     if annotation is type(None):
         return "None"
     return getattr(annotation, "__name__", str(annotation))
-
-
-def describe_options(options_cls: type) -> str:
-    """`name=default, ...` on one line."""
-    return ", ".join(f"{info.name}={'required' if info.required else repr(info.default)}"
-                     for info in option_infos(options_cls))

@@ -16,10 +16,51 @@ from pathlib import Path
 from typing import Any, Literal
 
 from harness.errors import UsageError
-from harness.specs import DataSource, option
+from harness.options import option
 
 DATA_DIR_VARIABLE = "HARNESS_DATA_DIR"
+DEVICE_VARIABLE = "HARNESS_DEVICE"
+CACHE_VARIABLE = "HARNESS_CACHE"
 DEFAULT_OUT = "harness_out"
+
+
+def cache_root() -> Path:
+    """Where long-lived caches live (zoo models, fitted adapters, vocabulary maps, the
+    lm-eval index, judgments): $HARNESS_CACHE, else ~/.cache/harness."""
+    return Path(os.environ.get(CACHE_VARIABLE) or Path.home() / ".cache" / "harness")
+
+
+def default_device() -> str:
+    """cuda when this machine has a GPU, else cpu (a run's device: `RunSettings.resolved`)."""
+    try:
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    except ImportError:
+        return "cpu"
+
+
+@dataclass(frozen=True)
+class DataSource:
+    """Where a task's documents come from for one run.
+
+    kind "hf": the task's Hugging Face dataset id; "local": files in the original format
+    under `path`; "embedded": the small sample the task plugin ships (for smoke runs and
+    the offline default, never for published numbers).
+    """
+
+    kind: Literal["hf", "local", "embedded"]
+    path: Path | None = None
+
+    def describe(self) -> str:
+        return self.kind if self.path is None else f"{self.kind}:{self.path}"
+
+    @property
+    def folder(self) -> Path:
+        """The root of the original files (for kind "local")."""
+        if self.path is None:
+            raise UsageError(f"data {self.kind!r} has no folder: pass --data-dir")
+        return self.path
 
 
 @dataclass(frozen=True)
@@ -39,7 +80,8 @@ class RunSettings:
     seeds: tuple[int, ...] = option(
         (), "run every cell once per seed, e.g. 1,2,3 (replaces --seed): leaderboards show the "
             "mean and spread over seeds, and paired tests pool the documents of every seed")
-    device: str | None = option(None, "cpu, cuda, cuda:1 ... (default: cuda when available)")
+    device: str | None = option(
+        None, f"cpu, cuda, cuda:1 ... (default: ${DEVICE_VARIABLE}, else cuda when available)")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = option(
         "auto", "model dtype; auto: bfloat16 on a GPU, float32 on the CPU")
     batch_size: int | Literal["auto"] = option(
@@ -47,6 +89,16 @@ class RunSettings:
     doc_shards: int = option(1, "split each cell's documents over this many jobs, merged "
                                 "before scoring (results do not change)")
     out: str = option(DEFAULT_OUT, "results root")
+    executor: str = option("local", "where jobs run: local, ray or slurm (see the README)")
+    jobs: int | None = option(
+        None, "jobs at once (default: one per GPU, else 1); a job is a row's tasks on one built "
+              "model, or one training cell")
+    gpus: tuple[str, ...] = option(
+        (), "GPU ids to share out among jobs, e.g. 0,1 (default: every visible GPU when the "
+            "device is cuda)")
+    job_timeout: float | None = option(
+        None, "seconds before a job attempt is stopped (pool, ray and slurm)")
+    retries: int = option(0, "further attempts of a job that failed or timed out")
     missing_tools: Literal["fail", "skip"] = option(
         "fail", "a cell whose system tool is missing here (bubblewrap, Java): fail it, or skip: "
                 "show it as not run, with the fix, without failing the run")
@@ -66,14 +118,19 @@ class RunSettings:
             raise ValueError(f"data_dir conflicts with data {self.data}")
         if self.data_dir and not Path(self.data_dir).expanduser().is_dir():
             raise ValueError(f"data_dir {self.data_dir}: no such directory")
+        if self.jobs is not None and self.jobs < 1:
+            raise ValueError(f"jobs must be at least 1, got {self.jobs}")
+        if self.retries < 0:
+            raise ValueError(f"retries must be at least 0, got {self.retries}")
+        if self.job_timeout is not None and self.job_timeout <= 0:
+            raise ValueError(f"job_timeout must be positive, got {self.job_timeout}")
         if self.device is not None and not self.device.strip():
             raise ValueError("device must not be empty")
 
     def resolved(self) -> "RunSettings":
-        """The settings with their run-time defaults filled in: the device (cuda when
-        available) and the data source ($HARNESS_DATA_DIR when nothing else is named)."""
-        from harness.models import default_device
-
+        """The settings with their run-time defaults filled in: the device ($HARNESS_DEVICE,
+        else cuda when available) and the data source ($HARNESS_DATA_DIR when nothing else is
+        named)."""
         data, data_dir = self.data, self.data_dir
         env_dir = os.environ.get(DATA_DIR_VARIABLE)
         if data is None and not data_dir and env_dir:
@@ -83,12 +140,18 @@ class RunSettings:
         if data is None:
             data = "local" if data_dir else "hf"
         return dataclasses.replace(self, data=data, data_dir=data_dir,
-                                   device=self.device or default_device())
+                                   device=self.device or os.environ.get(DEVICE_VARIABLE)
+                                   or default_device())
 
     def per_seed(self) -> list["RunSettings"]:
         """One settings object per seed of the run (`seeds`, else `seed`)."""
         return [dataclasses.replace(self, seed=seed, seeds=()) for seed in self.seeds] \
             or [self]
+
+    @property
+    def torch_device(self) -> str:
+        """The device models run on (the CPU until the settings are resolved)."""
+        return self.device or "cpu"
 
     @property
     def data_source(self) -> DataSource:

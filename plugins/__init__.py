@@ -1,1 +1,1 @@
-"""Built-in method plugins, installed as harness.methods.<name>."""
+"""Built-in method plugins, installed as harness.plugins.<name>."""

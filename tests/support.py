@@ -10,6 +10,7 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
+HOST_FIXTURES = REPO / "tests" / "host" / "fixtures"
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None,
@@ -55,7 +56,7 @@ def commit_choice_cell(store: Any, label: str, method: str, models: list[str],
 
 def _commit_accuracy_cell(store: Any, label: str, method: str, models: list[str], task: str,
                           seed: int | None, samples: list[dict[str, Any]]) -> None:
-    from harness.records import CellRecord, RowInfo, Score, TaskInfo, row_key
+    from harness.results.records import CellRecord, RowInfo, Score, TaskInfo, row_key
 
     refs = [{"id": f"harness-zoo/{m}", "revision": "main", "dtype": "auto"} for m in models]
     key = row_key(method, refs, {"label": label})

@@ -57,7 +57,7 @@ class ClaimConfig:
     resamples: int = 2000
 
     def search(self, steps: int, guidance: str) -> Any:
-        from harness.fuse.search import SearchConfig
+        from harness.fuse._search import SearchConfig
 
         return SearchConfig(guidance=guidance, steps=steps, candidates=self.candidates,  # type: ignore[arg-type]
                             beam_width=self.beam_width)
@@ -79,8 +79,8 @@ def model_name(base: str, seed: int) -> str:
 
 
 def load_world(seed: int, cache_root: Path) -> World:
-    from harness.fuse.caption import PrimaryLM
-    from harness.models import ModelRef, load_causal_lm
+    from harness.fuse._caption import PrimaryLM
+    from harness.models.loading import ModelRef, load_causal_lm
     from harness.training import freeze
     from harness.zoo import scenes
 
@@ -92,8 +92,8 @@ def load_world(seed: int, cache_root: Path) -> World:
 
 def connect_secondary(world: World, ref: Any, tokenizer: Any, embeddings: Any,
                       config: ClaimConfig) -> tuple[Any, dict[str, Any]]:
-    from harness.fuse.adapter import AdapterConfig
-    from harness.fuse.bridge import Side, connect
+    from harness.fuse._adapter import AdapterConfig
+    from harness.fuse._bridge import Side, connect
 
     return connect(Side(world.lm_ref.identity(), world.primary.tokenizer, world.primary.embeddings),
                    Side(ref.identity(), tokenizer, embeddings), AdapterConfig(), config.dictionary,
@@ -104,10 +104,10 @@ def attribute_rows(world: World, config: ClaimConfig) -> tuple[list[dict[str, An
     """One row per (target, arm) for this seed's world, and the adapter's report."""
     from transformers import AutoModelForSequenceClassification
 
-    from harness.fuse.attribute import AttributeObjective, ClassifierText
-    from harness.fuse.search import search
-    from harness.fuse.words import word_start_token
-    from harness.models import ModelRef, _load_weights, load_tokenizer
+    from harness.fuse._attribute import AttributeObjective, ClassifierText
+    from harness.fuse._search import search
+    from harness.fuse._words import word_start_token
+    from harness.models.loading import ModelRef, _load_weights, load_tokenizer
     from harness.training import freeze
     from harness.zoo import scenes
 
@@ -152,10 +152,10 @@ def caption_rows(world: World, config: ClaimConfig) -> tuple[list[dict[str, Any]
     """One row per (rendered scene, arm), each caption scored by this seed's scene CLIP."""
     import torch
 
-    from harness.fuse.caption import CaptionObjective, CaptionWeights, ClipText
-    from harness.fuse.search import search
-    from harness.fuse.words import word_start_token
-    from harness.models import ModelRef, load_clip
+    from harness.fuse._caption import CaptionObjective, CaptionWeights, ClipText
+    from harness.fuse._search import search
+    from harness.fuse._words import word_start_token
+    from harness.models.loading import ModelRef, load_clip
     from harness.training import freeze
     from harness.zoo import scenes
 
@@ -216,7 +216,8 @@ def paired(rows: Sequence[dict[str, Any]], arm_a: str, arm_b: str, key: str, uni
            binary: bool, resamples: int) -> dict[str, Any]:
     """A against B on `key`, paired by (seed, unit): mean difference, its bootstrap 95%
     interval and p-value, and for 0/1 keys the exact McNemar p-value (the reported one)."""
-    from harness.significance import bootstrap_differences, bootstrap_summary, mcnemar_p, pair_seed
+    from harness.report.significance import (bootstrap_differences, bootstrap_summary, mcnemar_p,
+                                             pair_seed)
 
     by_arm = {arm: {(r["seed"], r[unit]): r[key] for r in rows if r["arm"] == arm} for arm in (arm_a, arm_b)}
     keys = sorted(set(by_arm[arm_a]) & set(by_arm[arm_b]))
@@ -289,7 +290,7 @@ def run(config: ClaimConfig, cache_root: Path, log: Any = sys.stderr) -> dict[st
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from harness import zoo
+    from harness.settings import cache_root
 
     parser = argparse.ArgumentParser(prog="python -m harness.fuse.claims", description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", default="0,1,2", help="training seeds of the scene models")
@@ -302,7 +303,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError:
         parser.error(f"--seeds: a comma-separated list of integers, got {args.seeds!r}")
     config = replace(ClaimConfig(), seeds=seeds, targets=args.targets, images=args.images)
-    results = run(config, zoo.cache_root())
+    results = run(config, cache_root())
     text = json.dumps(results["summary"], indent=2, sort_keys=True)
     if args.out is None:
         print(text)

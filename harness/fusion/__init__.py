@@ -1,9 +1,31 @@
-"""Test-time fusion of a pack of language models (PackLLM and its baselines).
+"""Test-time fusion of a pack of language models (PackLLM and its baselines): the toolkit's
+face. Method plugins import these names and nothing else of the package.
 
-- `alignment`: MinED vocabulary maps between tokenizers, cached on disk.
-- `weights`: the weighting rules (PackLLM sim/opt, uniform, top-1, DExperts).
-- `pack_lm`: the lm-eval `LM` that runs the pack and fuses logits per example.
-- `options`: the options every fusion method shares (torch-free).
+- `PackOptions`: the options every fusion method shares.
+- `build_pack_lm`: the lm-eval `LM` that runs the pack and fuses next-token distributions
+  per example over MinED-aligned vocabularies (cached on disk); `tokenizer_families` groups
+  the members that share a tokenizer.
+- `Weighting` and its rules: PackLLM's perplexity softmax (sim) and greedy grid (opt),
+  top-1 and DExperts' expert contrast (uniform is the perplexity softmax at infinite
+  temperature).
 
-Method plugins import `weights` and `pack_lm` inside `build`; both pull in torch.
+Every name but `PackOptions` imports torch, on first use.
 """
+
+from typing import TYPE_CHECKING
+
+from harness.fusion._options import PackOptions
+from harness.toolkit import lazy_names
+
+if TYPE_CHECKING:
+    from harness.fusion._pack_lm import build_pack_lm, tokenizer_families
+    from harness.fusion._weights import (ExpertContrast, GreedyGrid, PerplexitySoftmax, TopOne,
+                                         Weighting)
+
+__all__ = ["PackOptions", "build_pack_lm", "tokenizer_families", "Weighting", "PerplexitySoftmax",
+           "GreedyGrid", "TopOne", "ExpertContrast"]
+
+__getattr__ = lazy_names(__name__, {
+    "build_pack_lm": "_pack_lm", "tokenizer_families": "_pack_lm", "Weighting": "_weights",
+    "PerplexitySoftmax": "_weights", "GreedyGrid": "_weights", "TopOne": "_weights",
+    "ExpertContrast": "_weights"})

@@ -19,12 +19,12 @@ import hashlib
 import json
 from typing import TYPE_CHECKING, Any, Callable
 
+from harness.contract import BuildContext
 from harness.errors import HarnessError
-from harness.specs import BuildContext
-from harness.store import atomic_write_text
+from harness.files import atomic_write_text
 from harness.training import cache, data, loop
-from harness.training.data import (IGNORE_INDEX, EncodedExample, encode_examples,
-                                   read_alpaca_json, training_examples, untrainable_reason)
+from harness.training.data import (IGNORE_INDEX, EncodedExample, encode_examples, read_alpaca_json,
+                                   training_examples, untrainable_reason)
 from harness.training.options import EarlyStopping, TrainingOptions
 
 if TYPE_CHECKING:
@@ -42,7 +42,7 @@ def freeze(model: Any) -> None:
 
 
 def peft_model(model: Any, config: Any) -> Any:
-    """peft's `get_peft_model`, its calls counted as the model's (`harness.cost.watch_wrapper`:
+    """peft's `get_peft_model`, its calls counted as the model's (`harness.models.cost.watch_wrapper`:
     the adaption prompt bypasses the model's hooks). peft 0.21 reads transformers'
     deprecated `is_gradient_checkpointing` on every wrap; that one FutureWarning, which only
     peft can fix, is silenced here."""
@@ -50,7 +50,7 @@ def peft_model(model: Any, config: Any) -> Any:
 
     from peft import get_peft_model
 
-    from harness.cost import watch_wrapper
+    from harness.models.cost import watch_wrapper
 
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated",
@@ -121,8 +121,8 @@ def fit(ctx: BuildContext, model: Any, tokenizer: Any, method: str,
         atomic_write_text(folder.record, json.dumps(report, indent=2, sort_keys=True))
         folder.checkpoint.unlink(missing_ok=True)
         report |= {"fit_cached": False}
-    from harness.cost import training_flops
     from harness.lm import count_parameters
+    from harness.models.cost import training_flops
 
     trainable, total = count_parameters(model)
     report |= {"trainable_params": trainable, "total_params": total,
@@ -138,7 +138,8 @@ def fitted_lm(ctx: BuildContext, method: str, adapt: Callable[[Any, Any], Any]) 
     evaluate), fit, and hand the result to lm-eval. A vision-language base model fits
     with its processor and is evaluated through HFMultimodalLM."""
     from harness.lm import hf_lm, hf_multimodal_lm
-    from harness.models import is_vision_language, load_causal_lm, load_processor, load_vision_lm
+    from harness.models.loading import (is_vision_language, load_causal_lm, load_processor,
+                                        load_vision_lm)
 
     ref = ctx.models[0]
     if is_vision_language(ref):

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from harness.contract import BuildContext, options_to_dict
 from harness.errors import HarnessError
-from harness.specs import BuildContext, options_to_dict
 from harness.training.options import NON_RESULT_OPTIONS, TrainingOptions
 
 FIT_SCHEMA = 2

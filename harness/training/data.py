@@ -9,9 +9,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from harness.contract import BuildContext, MethodSpec, TaskContext, TaskSpec
 from harness.data import read_json_file
 from harness.errors import DataError, HarnessError, UsageError
-from harness.specs import BuildContext, MethodSpec, TaskContext, TaskSpec
 from harness.training.options import TrainingOptions
 
 IGNORE_INDEX = -100

@@ -1,7 +1,7 @@
 """The optimisation loop: seeded epoch permutations cut into steps, gradient
 accumulation over micro-batches, AdamW/Adafactor with transformers' schedules, bf16
 autocast on GPU, resumable checkpoints of the trainable parameters only. Progress (the
-step and its loss) goes to `harness.progress`, which the CLI shows."""
+step and its loss) goes to `harness.run.progress`, which the CLI shows."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Iterator
 
-from harness import progress
+from harness.run import progress
 from harness.training.cache import FitFolder, atomic_torch_save, load_into
 from harness.training.data import IGNORE_INDEX, EncodedExample
 from harness.training.options import EarlyStopping, TrainingOptions

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from harness.specs import option
+from harness.contract import option
 
 # Options that change how a fit is carried out but not what it computes.
 NON_RESULT_OPTIONS = frozenset({"checkpoint_every"})

@@ -12,6 +12,7 @@ with "Ġ". Fusion methods that align vocabularies are tested across that gap.
 `tiny-vlm` is a vision-language model of transformers' Llava class: a tiny CLIP vision
 tower, Llava's projector and a tiny Llama, saved with its `LlavaProcessor` so that
 `AutoProcessor` / `AutoModelForImageTextToText.from_pretrained` load it like a hub VLM.
+`scene-vlm` has its shape but is pretrained to caption the scene world (harness.zoo.vlm).
 
 `tiny-clip` is a CLIP dual encoder (transformers' `CLIPModel`: text tower, vision tower,
 projections) with a third tokenizer family, CLIP's: lower-cased, split on whitespace and
@@ -43,10 +44,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from harness.zoo import experts, scenes
+from harness.settings import cache_root
+from harness.zoo import experts, scenes, vlm
 
 ZOO_PREFIX = "harness-zoo/"
 RECIPE_VERSION = 1
+VLM_SCENES = "vlm-scenes"  # the tokenizer family of harness.zoo.vlm's captioning VLM
 CORPUS = Path(__file__).with_name("corpus.txt")
 
 
@@ -103,6 +106,7 @@ RECIPES: dict[str, ZooRecipe] = {
                   "trained to memorise key-value substitution over every key (CALM's m_A)"),
         ZooRecipe("kv-anchor", "gpt2", "kv", 618, 64, 4, 4, 4, 0,
                   "trained on numeric arithmetic only (CALM's anchor m_B)"),
+        ZooRecipe("scene-vlm", "llava", VLM_SCENES, 0, 64, 4, 4, 2, 0, vlm.DESCRIPTION),
     )
 }
 
@@ -143,10 +147,6 @@ MAX_POSITIONS = 4096
 
 def is_zoo_id(model_id: str) -> bool:
     return model_id.startswith(ZOO_PREFIX)
-
-
-def cache_root() -> Path:
-    return Path(os.environ.get("HARNESS_CACHE", Path.home() / ".cache" / "harness"))
 
 
 def recipe_for(model_id: str) -> ZooRecipe:
@@ -195,6 +195,8 @@ def recipe_fingerprint(recipe: ZooRecipe) -> str:
         from harness.zoo import kv
 
         content["training"] = kv.training_identity(recipe.name)
+    if recipe.tokenizer == VLM_SCENES:
+        content["vlm_training"] = vlm.identity()
     if is_scene(recipe):
         content["scene_training"] = asdict(scenes.training_for(scene_role(recipe),
                                                                recipe.tokenizer.removeprefix("scene-")))
@@ -292,8 +294,8 @@ def _wrap_tokenizer(recipe: ZooRecipe) -> Any:
 
 
 def _config(recipe: ZooRecipe, tokenizer: Any) -> Any:
-    from transformers import (CLIPConfig, CLIPTextConfig, CLIPVisionConfig, GPT2Config,
-                              LlamaConfig, LlavaConfig)
+    from transformers import (CLIPConfig, CLIPTextConfig, CLIPVisionConfig, GPT2Config, LlamaConfig,
+                              LlavaConfig)
 
     vocab = len(tokenizer)
     if recipe.architecture == "clip":
@@ -334,6 +336,10 @@ def _build(recipe: ZooRecipe, out: Path) -> None:
     if is_scene(recipe):
         scenes.build(scene_role(recipe), recipe.tokenizer.removeprefix("scene-"), recipe.hidden_size,
                      recipe.layers, recipe.heads, recipe.seed, out)
+        (out / "zoo_recipe.json").write_text(json.dumps(asdict(recipe), indent=2, sort_keys=True))
+        return
+    if recipe.tokenizer == VLM_SCENES:
+        vlm.build(lambda tokenizer: _config(recipe, tokenizer), _processor, recipe.seed, out)
         (out / "zoo_recipe.json").write_text(json.dumps(asdict(recipe), indent=2, sort_keys=True))
         return
     if is_trained(recipe):

@@ -13,10 +13,10 @@ through lm-eval's HFMultimodalLM.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any
 
-from harness.api import (BuildContext, Capability, MethodSpec, ModelRef, Training, fitted_lm,
-                         hookimpl, is_vision_language)
+from harness.api import (BuildContext, MethodSpec, Training, fitted_lm, hookimpl,
+                         vision_when_multimodal)
 
 from .config import AdaLinkOptions
 
@@ -31,10 +31,6 @@ def adapt(model: Any, options: AdaLinkOptions) -> Any:
 
 def build(ctx: BuildContext) -> Any:
     return fitted_lm(ctx, "adalink", adapt)
-
-
-def vision_when_multimodal(models: Sequence[ModelRef]) -> frozenset[Capability]:
-    return frozenset({Capability.VISION}) if is_vision_language(models[0]) else frozenset()
 
 
 @hookimpl

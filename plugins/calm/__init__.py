@@ -30,8 +30,7 @@ def same_tokenizer(anchor: Any, augmenting: Any) -> bool:
 
 
 def build(ctx: BuildContext) -> Any:
-    from harness.api import (EarlyStopping, UsageError, count_parameters, fit, hf_lm,
-                             load_causal_lm)
+    from harness.api import EarlyStopping, UsageError, count_parameters, fit, hf_lm, load_causal_lm
 
     from .model import compose
 

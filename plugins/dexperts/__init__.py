@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from harness.api import BuildContext, MethodSpec, ModelSlots, hookimpl, option
-from harness.fusion.options import PackOptions
+from harness.fusion import PackOptions
 
 
 @dataclass(frozen=True)
@@ -27,8 +27,7 @@ class DExpertsOptions(PackOptions):
 
 
 def build(ctx: BuildContext) -> Any:
-    from harness.fusion.pack_lm import build_pack_lm
-    from harness.fusion.weights import ExpertContrast
+    from harness.fusion import ExpertContrast, build_pack_lm
 
     options: DExpertsOptions = ctx.options
     rule = ExpertContrast(alpha=None if options.alpha_opt else options.alpha,

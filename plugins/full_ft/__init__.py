@@ -1,5 +1,6 @@
 """`full_ft`: full fine-tuning of every weight, the upper bound for the adapters (meant for
-small models: float32 weights plus two optimizer copies of every parameter).
+small models: float32 weights plus two optimizer copies of every parameter). On a
+vision-language model every weight but the vision tower's.
 
 Defaults are the Stanford Alpaca recipe: AdamW lr 2e-5, no weight decay, effective batch
 128, 3 epochs, 3% warm-up then cosine decay, loss on the response only, 512 tokens.
@@ -10,7 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from harness.api import BuildContext, MethodSpec, Training, TrainingOptions, hookimpl
+from harness.api import (BuildContext, MethodSpec, Training, TrainingOptions, freeze, hookimpl,
+                         is_multimodal, vision_tower, vision_when_multimodal)
 
 
 @dataclass(frozen=True)
@@ -24,7 +26,9 @@ class FullFtOptions(TrainingOptions):
 
 
 def adapt(model: Any, options: FullFtOptions) -> Any:
-    """Every weight of `model` becomes trainable, held in float32.
+    """Every weight of `model` becomes trainable, held in float32; on a vision-language
+    model every weight but the vision tower's (the projector and the language model, as in
+    LLaVA's fine-tuning stage).
 
     bf16 weights would round updates of lr 2e-5 away (bf16 keeps ~3 significant digits);
     on GPU the fit still computes in bf16 through autocast.
@@ -32,6 +36,9 @@ def adapt(model: Any, options: FullFtOptions) -> Any:
     model.float()
     for parameter in model.parameters():
         parameter.requires_grad_(True)
+    tower = vision_tower(model) if is_multimodal(model) else None
+    if tower is not None:
+        freeze(tower)
     return model
 
 
@@ -45,9 +52,11 @@ def build(ctx: BuildContext) -> Any:
 def harness_methods() -> list[MethodSpec]:
     return [MethodSpec(
         name="full_ft",
-        description="Full fine-tuning of all weights (small models): the adapters' upper bound.",
+        description="Full fine-tuning of all weights (small models; on a VLM all but the vision "
+                    "tower's): the adapters' upper bound.",
         build=build,
         options=FullFtOptions,
+        model_capabilities=vision_when_multimodal,
         training=Training(description="Stanford Alpaca recipe: AdamW lr 2e-5, batch 128, "
                                       "3 epochs, cosine"),
     )]

@@ -15,9 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from harness.api import (BuildContext, Capability, MethodSpec, ModelSlots, TaskSpec, hookimpl,
-                         option)
-from harness.fuse.options import FuseOptions
+from harness.api import BuildContext, Capability, MethodSpec, ModelSlots, TaskSpec, hookimpl, option
+from harness.fuse import FuseOptions
 
 LM_AND_CLIP = ModelSlots("pack", 2, 2)
 
@@ -30,10 +29,8 @@ class FuseCaptionOptions(FuseOptions):
 
 
 def build(ctx: BuildContext) -> Any:
-    from harness.api import freeze, load_causal_lm
-    from harness.fuse.bridge import Side
-    from harness.fuse.caption import CaptionWeights, ClipText, PrimaryLM
-    from harness.api import load_clip
+    from harness.api import freeze, load_causal_lm, load_clip
+    from harness.fuse import CaptionWeights, ClipText, PrimaryLM, Side
 
     from .lm import FuseCaptioner
 

@@ -8,11 +8,9 @@ from typing import Any
 from lm_eval.api.model import LM
 from tqdm.auto import tqdm
 
-from harness.api import HarnessError
-from harness.fuse.bridge import Bridge
-from harness.fuse.caption import CaptionObjective, CaptionWeights, ClipText, PrimaryLM
-from harness.fuse.search import SearchConfig, search
-from harness.fuse.words import word_start_token
+from harness.api import BuildContext, HarnessError
+from harness.fuse import (Bridge, CaptionObjective, CaptionWeights, ClipText, PrimaryLM,
+                          SearchConfig, search, word_start_token)
 
 
 class FuseCaptioner(LM):
@@ -57,8 +55,11 @@ class FuseCaptioner(LM):
         return text, {"objective": result.loss, "evaluations": result.evaluations,
                       "search_seconds": round(result.seconds, 3), "step_objectives": result.step_losses}
 
-    def sample_annotations(self, record: dict[str, Any]) -> dict[str, Any]:
-        return {"fuse": self.details.get(record["doc_id"], {})}
+    def begin_cell(self, ctx: BuildContext) -> None:
+        self.details = {}  # keyed by document id: a new task starts afresh
+
+    def sample_annotations(self, sample: dict[str, Any]) -> dict[str, Any]:
+        return {"fuse": self.details.get(sample["doc_id"], {})}
 
     def loglikelihood(self, requests: list[Any], disable_tqdm: bool = False) -> list[Any]:
         raise HarnessError("fuse generates captions; it does not score log-likelihoods")

@@ -15,9 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from harness.api import (MODEL_PACK, BuildContext, MethodSpec, Training, UsageError, hookimpl,
-                         option)
-from harness.fuse.options import FuseOptions
+from harness.api import MODEL_PACK, BuildContext, MethodSpec, Training, UsageError, hookimpl, option
+from harness.fuse import FuseOptions
 
 
 @dataclass(frozen=True)
@@ -38,8 +37,7 @@ class FusePromptOptions(FuseOptions):
 
 def build(ctx: BuildContext) -> Any:
     from harness.api import freeze, hf_lm, load_causal_lm
-    from harness.fuse.bridge import Side
-    from harness.fuse.prompt import SEPARATOR, Member, discover
+    from harness.fuse import SEPARATOR, Member, Side, discover
 
     from .lm import PrefixedLM
 

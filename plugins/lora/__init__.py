@@ -3,7 +3,8 @@
 Defaults are the alpaca-lora recipe, the LoRA baseline of instruction-tuning comparisons
 such as Aligner's: rank 8, alpha 16, dropout 0.05 on q_proj and v_proj; AdamW lr 3e-4,
 effective batch 128 from micro-batches of 4, 3 epochs, linear decay after ~100 warm-up
-steps (8% of a 3-epoch Alpaca run), loss on prompt and response.
+steps (8% of a 3-epoch Alpaca run), loss on prompt and response. On a vision-language
+model the named modules are the language model's only (a CLIP vision tower has q_proj too).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from harness.api import (BuildContext, MethodSpec, Training, TrainingOptions, at_least, hookimpl,
-                         option, peft_model)
+                         language_model_targets, option, peft_model, vision_when_multimodal)
 
 
 @dataclass(frozen=True)
@@ -37,11 +38,13 @@ class LoraOptions(TrainingOptions):
 
 
 def adapt(model: Any, options: LoraOptions) -> Any:
-    """peft's LoRA model around `model` (base frozen by peft)."""
+    """peft's LoRA model around `model` (base frozen by peft). On a vision-language model
+    the targets are the language model's modules of those names (not the vision tower's)."""
     from peft import LoraConfig
 
     config = LoraConfig(r=options.r, lora_alpha=options.alpha, lora_dropout=options.dropout,
-                        target_modules=list(options.target_modules), task_type="CAUSAL_LM")
+                        target_modules=language_model_targets(model, options.target_modules),
+                        task_type="CAUSAL_LM")
     return peft_model(model, config)
 
 
@@ -58,5 +61,6 @@ def harness_methods() -> list[MethodSpec]:
         description="LoRA through peft: low-rank updates of q_proj and v_proj (r=8, alpha=16).",
         build=build,
         options=LoraOptions,
+        model_capabilities=vision_when_multimodal,
         training=Training(description="alpaca-lora recipe: AdamW lr 3e-4, batch 128, 3 epochs"),
     )]

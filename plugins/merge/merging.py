@@ -61,7 +61,7 @@ def check_mergeable(models: Sequence[ModelRef]) -> None:
     """One architecture, one shape and one tokenizer across the pack (one-line refusals)."""
     from transformers import AutoConfig
 
-    from harness.fusion.pack_lm import tokenizer_families
+    from harness.fusion import tokenizer_families
 
     if len(set(tokenizer_families([load_tokenizer(ref) for ref in models]))) > 1:
         raise UsageError("merge needs models sharing one tokenizer; "

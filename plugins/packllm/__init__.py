@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from harness.api import MODEL_PACK, BuildContext, MethodSpec, hookimpl, option
-from harness.fusion.options import PackOptions
+from harness.fusion import PackOptions
 
 
 @dataclass(frozen=True)
@@ -34,8 +34,7 @@ class PackLlmOptions(PackOptions):
 
 
 def build(ctx: BuildContext) -> Any:
-    from harness.fusion.pack_lm import build_pack_lm
-    from harness.fusion.weights import GreedyGrid, PerplexitySoftmax
+    from harness.fusion import GreedyGrid, PerplexitySoftmax, build_pack_lm
 
     options: PackLlmOptions = ctx.options
     rule = PerplexitySoftmax(options.tau) if options.fusion == "sim" else GreedyGrid(options.grid_steps)

@@ -5,12 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from harness.api import MODEL_PACK, BuildContext, MethodSpec, hookimpl
-from harness.fusion.options import PackOptions
+from harness.fusion import PackOptions
 
 
 def build(ctx: BuildContext) -> Any:
-    from harness.fusion.pack_lm import build_pack_lm
-    from harness.fusion.weights import TopOne
+    from harness.fusion import TopOne, build_pack_lm
 
     return build_pack_lm(ctx, TopOne())
 

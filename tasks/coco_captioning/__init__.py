@@ -20,10 +20,9 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from harness.api import (Capability, CorpusMetric, DataError, LmEvalPlan, Metric, MissingTool,
-                         MetricValues, Samples, TaskContext, TaskSpec, at_least, dataset_dict,
-                         first_existing, first_response, hookimpl, option,
-                         read_json_file)
+from harness.api import (Capability, CorpusMetric, DataError, LmEvalPlan, Metric, MetricValues,
+                         MissingTool, Samples, TaskContext, TaskSpec, at_least, dataset_dict,
+                         first_existing, first_response, hookimpl, option, read_json_file)
 
 FIXTURES = Path(__file__).parent / "fixtures"
 EMBEDDED_ANNOTATIONS = FIXTURES / "captions.json"

@@ -2,7 +2,7 @@
 
 Generation runs through lm-eval with our own config (the stock task's prompt, stop strings
 and token budget, but a pass-through metric: the stock task loads `evaluate`'s
-`code_eval` from the Hub). Scoring happens afterwards in `harness.sandbox`: each
+`code_eval` from the Hub). Scoring happens afterwards in `harness.isolation._sandbox`: each
 completion runs in a bubblewrap sandbox of its own (unprivileged uid, read-only system, no
 network, private tmpfs, memory and process limits for the whole program, killed with the
 harness), and the problem's tests run in a second sandboxed process that calls it and
@@ -30,11 +30,10 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Mapping
 
-from harness.api import (Capability, CorpusMetric, HarnessError, LmEvalPlan, Metric, MissingTool,
-                         MetricValues, Samples, TaskContext, TaskSpec, UsageError, dataset_dict,
-                         first_existing, hookimpl, mean_and_stderr, option,
-                         read_jsonl_rows)
-from harness.sandbox import MAX_WORKERS, Limits, Program
+from harness.api import (Capability, CorpusMetric, HarnessError, LmEvalPlan, Metric, MetricValues,
+                         MissingTool, Samples, TaskContext, TaskSpec, UsageError, dataset_dict,
+                         first_existing, hookimpl, mean_and_stderr, option, read_jsonl_rows)
+from harness.isolation import MAX_WORKERS, Limits, Program
 
 FIXTURES = Path(__file__).parent / "fixtures"
 FIELDS = ("task_id", "prompt", "entry_point", "test")
@@ -125,7 +124,7 @@ def lm_eval_plan(ctx: TaskContext) -> LmEvalPlan:
 def preflight(ctx: TaskContext) -> str | None:
     if not ctx.options.allow_code_execution:
         return REFUSAL
-    from harness.sandbox import isolation, weak_isolation_refusal
+    from harness.isolation import isolation, weak_isolation_refusal
 
     layers = isolation()  # probe now: a machine that cannot sandbox fails before models load
     if not layers.strong and not ctx.options.allow_weak_isolation:
@@ -162,7 +161,7 @@ def completions(sample: dict[str, Any]) -> list[str]:
 
 
 def score(samples: Samples, ctx: TaskContext) -> MetricValues:
-    from harness.sandbox import isolation, run_programs
+    from harness.isolation import isolation, run_programs
 
     options: HumanEvalOptions = ctx.options
     if not options.allow_code_execution:  # preflight refuses first; never execute regardless

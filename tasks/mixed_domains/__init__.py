@@ -32,8 +32,8 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
-from harness.api import (LmEvalPlan, Metric, TaskContext, TaskSpec, at_least,
-                         dataset_dict, hookimpl, option)
+from harness.api import (LmEvalPlan, Metric, TaskContext, TaskSpec, at_least, dataset_dict,
+                         hookimpl, option)
 
 from .answer_form import answer_form_task
 from .letters import ALPHABET, RUN_LENGTHS, STEPS, letter_run, next_letter, run_splits

@@ -14,9 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from harness.api import (Capability, DataError, LmEvalPlan, Metric, TaskContext, TaskSpec,
-                         UsageError, at_least, dataset_dict, first_existing, hookimpl, option,
-                         read_csv_rows)
-from harness.api import did_you_mean
+                         UsageError, at_least, dataset_dict, did_you_mean, first_existing, hookimpl,
+                         option, read_csv_rows)
 
 SUBJECTS = (
     "abstract_algebra anatomy astronomy business_ethics clinical_knowledge college_biology "

@@ -219,7 +219,6 @@ def score(samples: Samples, ctx: TaskContext) -> MetricValues:
     """Judge every answer; annotate each sample with its judgments; return the metrics."""
     from harness.judge import (JudgeRequest, JudgeSettings, JudgmentCache, parse_preference,
                                parse_rating, run_judgments)
-    from harness.api import default_device
 
     options: VicunaBenchOptions = ctx.options
     files = data_files(ctx)
@@ -258,7 +257,7 @@ def score(samples: Samples, ctx: TaskContext) -> MetricValues:
                                                            answer_b=b, **reference)))
                 slots.append((sample, order))
 
-    outcomes = run_judgments(settings, JudgmentCache.default(), requests, default_device())
+    outcomes = run_judgments(settings, JudgmentCache.default(), requests, ctx.device)
     failed = [o for o in outcomes if o.error]
     if failed:
         raise HarnessError(f"judge failed on {len(failed)} of {len(outcomes)} judgments "

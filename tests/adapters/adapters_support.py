@@ -6,8 +6,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from harness.models import ModelRef
-from harness.specs import BuildContext, DataSource, Metric, NoOptions, TaskSpec
+from harness.models.loading import ModelRef
+from harness.contract import BuildContext, DataSource, Metric, NoOptions, TaskSpec
 
 TINY_LLAMA = "harness-zoo/tiny-llama"
 # The same tests run on a GPU (bf16 autocast in the fit) with HARNESS_TEST_DEVICE=cuda.

@@ -7,7 +7,7 @@ from typing import Any, Callable
 
 import pytest
 
-from harness.models import ModelRef
+from harness.models.loading import ModelRef
 
 from adapters.adapters_support import TEST_DEVICE, TINY_LLAMA
 
@@ -22,7 +22,7 @@ def isolated_fits(tmp_path: Path) -> Path:
 @pytest.fixture
 def load_tiny() -> Callable[[], tuple[Any, Any]]:
     """A fresh tiny-llama (4 layers, 4 query / 2 key-value heads) and its tokenizer."""
-    from harness.models import load_causal_lm
+    from harness.models.loading import load_causal_lm
 
     def load() -> tuple[Any, Any]:
         model, tokenizer = load_causal_lm(ModelRef(TINY_LLAMA, dtype="float32", device=TEST_DEVICE))

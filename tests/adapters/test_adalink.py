@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 import torch
 
-from harness.methods.adalink.config import AdaLinkOptions
-from harness.methods.adalink.model import inject_adalink
+from harness.plugins.adalink.config import AdaLinkOptions
+from harness.plugins.adalink.model import inject_adalink
 
 PROMPT = "the cat sat on the mat and the dog ran to the park"
 
@@ -113,7 +113,7 @@ PATCHES = 16  # tiny-vlm: 32 px images in 8 px patches, CLS dropped
 
 def _tiny_vlm() -> Any:
     """The zoo's Llava: tiny CLIP tower, Llava projector, tiny Llama (hidden size 64)."""
-    from harness.models import ModelRef, load_vision_lm
+    from harness.models.loading import ModelRef, load_vision_lm
 
     return load_vision_lm(ModelRef("harness-zoo/tiny-vlm", dtype="float32"))
 

@@ -10,12 +10,14 @@ import pytest
 import torch
 
 from harness.host import load_host
-from harness.models import ModelRef, load_vision_lm
+from harness.models.loading import ModelRef, load_vision_lm
 from harness.options import build_options
-from harness.runner import MethodRow, TaskColumn, plan_cells, run_plan
+from harness.contract import MethodRow, TaskColumn
+from harness.run.plan import plan_cells
+from harness.run.jobs import run_plan
 from harness.settings import RunSettings
-from harness.specs import BuildContext, DataSource, TaskContext
-from harness.store import Store
+from harness.contract import BuildContext, DataSource, TaskContext
+from harness.results.store import Store
 from harness.tasks.coco_captioning import scoring
 
 TINY_VLM = ModelRef("harness-zoo/tiny-vlm", dtype="float32")
@@ -25,7 +27,7 @@ FULL_BATCH = {"rank": 8, "lr": 3e-2, "max_steps": 6, "batch_size": 40, "micro_ba
 
 
 def _host():
-    return load_host(["harness.methods.adalink", "harness.tasks.coco_captioning"])
+    return load_host(["harness.plugins.adalink", "harness.tasks.coco_captioning"])
 
 
 def _task_context(task, data: DataSource, tmp_path: Path, **options) -> TaskContext:
@@ -64,7 +66,7 @@ def test_image_examples_are_encoded_as_hf_multimodal_lm_encodes_them(tmp_path):
     from PIL import Image
 
     from harness.lm import hf_multimodal_lm
-    from harness.models import load_processor
+    from harness.models.loading import load_processor
     from harness.training import encode_examples
     from harness.training.data import model_image_token
 
@@ -87,8 +89,8 @@ def test_image_examples_are_encoded_as_hf_multimodal_lm_encodes_them(tmp_path):
 
 
 def test_adalink_fits_both_links_on_captions_and_keeps_the_base_frozen(tmp_path):
-    from harness.methods.adalink import adapt
-    from harness.models import load_processor
+    from harness.plugins.adalink import adapt
+    from harness.models.loading import load_processor
     from harness.training import fit, parameter_digests
 
     host = _host()

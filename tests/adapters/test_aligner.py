@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 import torch
 
-from harness.methods.aligner.model import inject_aligner
+from harness.plugins.aligner.model import inject_aligner
 
 PROMPT = "the cat sat on the mat and the dog ran to the park"
 

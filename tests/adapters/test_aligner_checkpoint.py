@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from harness.errors import DataError, UsageError
-from harness.methods.aligner.checkpoint import load_official, official_state_dict
-from harness.methods.aligner.model import inject_aligner
+from harness.plugins.aligner.checkpoint import load_official, official_state_dict
+from harness.plugins.aligner.model import inject_aligner
 
 PROMPT = "the cat sat on the mat and the dog ran to the park"
 LAYERS, HEADS, WIDTH = 4, 4, 64  # tiny-llama
@@ -104,8 +104,8 @@ def test_bad_checkpoints_are_refused_in_one_line(load_tiny, tmp_path, content, m
 
 def test_the_method_evaluates_a_checkpoint_without_fitting(load_tiny, tmp_path):
     from adapters.adapters_support import build_context, synthetic_task
-    from harness.methods.aligner import build
-    from harness.methods.aligner.config import AlignerOptions
+    from harness.plugins.aligner import build
+    from harness.plugins.aligner.config import AlignerOptions
 
     trained, tokenizer = load_tiny()
     torch.save(official_state_dict(_randomised(trained, 1)), tmp_path / "released.pth")

@@ -8,11 +8,13 @@ from pathlib import Path
 import pytest
 
 from harness.host import load_host
-from harness.models import ModelRef
+from harness.models.loading import ModelRef
 from harness.options import build_options
-from harness.runner import MethodRow, TaskColumn, plan_cells, run_plan
+from harness.contract import MethodRow, TaskColumn
+from harness.run.plan import plan_cells
+from harness.run.jobs import run_plan
 from harness.settings import RunSettings
-from harness.store import Store
+from harness.results.store import Store
 
 METHODS = ("aligner", "adalink", "lora", "prompt_tuning", "llama_adapter", "full_ft")
 SMOKE_BUDGET = {"max_steps": 2, "batch_size": 4, "micro_batch_size": 4}
@@ -20,7 +22,7 @@ REPORT_KEYS = {"trainable_params", "total_params", "train_tokens", "train_second
 
 
 def _run(methods: tuple[str, ...], tmp_path: Path, **options) -> list:
-    host = load_host([*(f"harness.methods.{m}" for m in methods)])
+    host = load_host([*(f"harness.plugins.{m}" for m in methods)])
     rows = []
     for name in methods:
         spec = host.method(name)

@@ -33,7 +33,7 @@ TEST_SCALE = {
 
 @pytest.mark.parametrize("method", sorted(TEST_SCALE))
 def test_method_learns_what_the_base_cannot(method, load_tiny, tmp_path: Path):
-    plugin = importlib.import_module(f"harness.methods.{method}")
+    plugin = importlib.import_module(f"harness.plugins.{method}")
     spec = plugin.harness_methods()[0]
     options = build_options(spec.options, BUDGET | TEST_SCALE[method], method)
     train, held_out = label_task()

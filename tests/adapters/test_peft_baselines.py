@@ -6,12 +6,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from harness.methods.llama_adapter import LlamaAdapterOptions
-from harness.methods.llama_adapter import adapt as llama_adapter
-from harness.methods.lora import LoraOptions
-from harness.methods.lora import adapt as lora
-from harness.methods.prompt_tuning import PromptTuningOptions
-from harness.methods.prompt_tuning import adapt as prompt_tuning
+from harness.plugins.llama_adapter import LlamaAdapterOptions
+from harness.plugins.llama_adapter import adapt as llama_adapter
+from harness.plugins.lora import LoraOptions
+from harness.plugins.lora import adapt as lora
+from harness.plugins.prompt_tuning import PromptTuningOptions
+from harness.plugins.prompt_tuning import adapt as prompt_tuning
 
 PROMPT = "the cat sat on the mat and the dog ran to the park"
 
@@ -68,7 +68,7 @@ def test_prompt_tuning_scores_the_input_positions_for_lm_eval(load_tiny):
     from lm_eval.api.instance import Instance
 
     from harness.lm import hf_lm
-    from harness.specs import BuildContext, DataSource
+    from harness.contract import BuildContext, DataSource
 
     model, tokenizer = load_tiny()
     adapted = prompt_tuning(model, PromptTuningOptions(num_virtual_tokens=5)).eval()

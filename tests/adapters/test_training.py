@@ -20,7 +20,7 @@ ADAPTERS = ("aligner", "adalink", "lora", "prompt_tuning", "llama_adapter")
 
 
 def _prepare(method: str, load_tiny, **values):
-    plugin = importlib.import_module(f"harness.methods.{method}")
+    plugin = importlib.import_module(f"harness.plugins.{method}")
     spec = plugin.harness_methods()[0]
     options = build_options(spec.options, TINY_BUDGET | values, method)
     torch.manual_seed(0)
@@ -84,7 +84,7 @@ def test_report_and_fit_cache(load_tiny, tmp_path, monkeypatch, isolated_fits):
 
 
 def test_fingerprint_tracks_data_options_and_seed(tmp_path):
-    from harness.methods.aligner.config import AlignerOptions
+    from harness.plugins.aligner.config import AlignerOptions
 
     ctx = build_context(AlignerOptions(), _task(), tmp_path)
     key = training.cache.fit_fingerprint(ctx, "aligner", AlignerOptions(), "data", "cpu")
@@ -162,7 +162,7 @@ def test_alpaca_json_training_data(tmp_path):
 
 
 def test_a_task_without_training_split_needs_named_data(tmp_path):
-    from harness.specs import Metric, TaskSpec
+    from harness.contract import Metric, TaskSpec
 
     task = TaskSpec(name="eval-only", description="", headline=Metric("acc", "acc"), lm_eval=print)
     with pytest.raises(UsageError, match="training_data"):
@@ -170,7 +170,7 @@ def test_a_task_without_training_split_needs_named_data(tmp_path):
 
 
 def test_bad_budgets_are_usage_errors():
-    from harness.methods.aligner.config import AlignerOptions
+    from harness.plugins.aligner.config import AlignerOptions
 
     with pytest.raises(UsageError, match="multiple of micro_batch_size"):
         build_options(AlignerOptions, {"batch_size": 10, "micro_batch_size": 4}, "aligner")
@@ -182,7 +182,7 @@ def test_bad_budgets_are_usage_errors():
 @pytest.mark.parametrize("task", ["gsm8k", "mmlu"])
 def test_tasks_supply_training_examples_in_lm_eval_format(task, tmp_path):
     from harness.host import load_host
-    from harness.specs import DataSource, TaskContext
+    from harness.contract import DataSource, TaskContext
 
     spec = load_host().task(task)
     examples = spec.training_examples(TaskContext(spec.options(), DataSource("embedded"),
@@ -203,21 +203,21 @@ def test_plugins_declare_training_and_import_without_torch():
     from harness.host import load_host
 
     methods = ("aligner", "adalink", "lora", "prompt_tuning", "llama_adapter", "full_ft")
-    host = load_host([*(f"harness.methods.{m}" for m in methods)])
+    host = load_host([*(f"harness.plugins.{m}" for m in methods)])
     for name in methods:
         spec = host.method(name)
         assert spec.training is not None and issubclass(spec.options, TrainingOptions)
-    code = ("import sys; import " + ", ".join(f"harness.methods.{m}" for m in methods)
+    code = ("import sys; import " + ", ".join(f"harness.plugins.{m}" for m in methods)
             + "; sys.exit('torch' in sys.modules)")
     assert subprocess.run([sys.executable, "-c", code], timeout=60).returncode == 0
 
 
 def test_planning_can_tell_which_tasks_a_training_method_cannot_fit_for(tmp_path):
     from harness.host import load_host
-    from harness.methods.aligner.config import AlignerOptions
-    from harness.specs import Metric, TaskSpec
+    from harness.plugins.aligner.config import AlignerOptions
+    from harness.contract import Metric, TaskSpec
 
-    host = load_host(["harness.methods.aligner"])
+    host = load_host(["harness.plugins.aligner"])
     aligner = host.method("aligner")
     eval_only = TaskSpec(name="eval-only", description="", headline=Metric("acc", "acc"), lm_eval=print)
     assert training.untrainable_reason(aligner, AlignerOptions(), host.task("gsm8k")) is None

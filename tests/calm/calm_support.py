@@ -6,8 +6,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from harness.models import ModelRef, load_causal_lm
-from harness.specs import BuildContext, DataSource, NoOptions, TaskSpec
+from harness.models.loading import ModelRef, load_causal_lm
+from harness.contract import BuildContext, DataSource, NoOptions, TaskSpec
 
 ANCHOR = "harness-zoo/tiny-llama"
 AUGMENTING = "harness-zoo/tiny-llama-b"

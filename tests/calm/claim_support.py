@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from harness.significance import mcnemar_p
+from harness.report.significance import mcnemar_p
 
 ANCHOR_ROW = "m_B anchor (kv-anchor)"
 AUGMENTING_ROW = "m_A augmenting (kv-augmenting)"

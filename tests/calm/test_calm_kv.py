@@ -76,7 +76,7 @@ def test_the_committed_claim_calm_beats_both_components_over_three_seeds():
 
 @SLOW
 def test_the_augmenting_model_carries_each_value_at_the_key_position():
-    from harness.models import ModelRef, load_causal_lm
+    from harness.models.loading import ModelRef, load_causal_lm
 
     augmenting, tokenizer = load_causal_lm(ModelRef("harness-zoo/kv-augmenting", dtype="float32",
                                                     device="cpu"))

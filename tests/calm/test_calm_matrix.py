@@ -9,11 +9,13 @@ import json
 from pathlib import Path
 
 from harness.host import load_host
-from harness.models import ModelRef
+from harness.models.loading import ModelRef
 from harness.options import build_options
-from harness.runner import MethodRow, TaskColumn, plan_cells, run_plan
+from harness.contract import MethodRow, TaskColumn
+from harness.run.plan import plan_cells
+from harness.run.jobs import run_plan
 from harness.settings import RunSettings
-from harness.store import Store
+from harness.results.store import Store
 
 from calm.calm_support import ANCHOR, AUGMENTING
 
@@ -24,7 +26,7 @@ def test_calm_cells_on_flores_gsm8k_and_humaneval(tmp_path: Path):
     alpaca = tmp_path / "composition.json"
     alpaca.write_text(json.dumps([{"instruction": f"Translate {w}.", "input": "", "output": w}
                                   for w in ("yes", "no", "maybe", "four")]))
-    host = load_host(["harness.methods.calm", "harness.tasks.flores", "harness.tasks.gsm8k",
+    host = load_host(["harness.plugins.calm", "harness.tasks.flores", "harness.tasks.gsm8k",
                       "harness.tasks.humaneval"])
     spec = host.method("calm")
     row = MethodRow(spec, (ModelRef(ANCHOR), ModelRef(AUGMENTING)),

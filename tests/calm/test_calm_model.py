@@ -7,10 +7,10 @@ import torch
 
 from harness.api import EarlyStopping
 from harness.errors import UsageError
-from harness.methods.calm import build
-from harness.methods.calm.config import CalmOptions
-from harness.methods.calm.layer import linspace_connections, paper_connections
-from harness.methods.calm.model import compose
+from harness.plugins.calm import build
+from harness.plugins.calm.config import CalmOptions
+from harness.plugins.calm.layer import linspace_connections, paper_connections
+from harness.plugins.calm.model import compose
 from harness.training import parameter_digests
 
 from adapters.adapters_support import synthetic_task

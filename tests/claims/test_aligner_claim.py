@@ -16,21 +16,21 @@ from pathlib import Path
 
 import pytest
 
-from harness.claims import CLAIMS, evaluate
 from harness.host import load_host
-from harness.models import ModelRef
-from harness.runner import MethodRow, TaskColumn, plan_cells, run_plan
+from harness.models.loading import ModelRef
+from harness.contract import MethodRow, TaskColumn
+from harness.run.plan import plan_cells
+from harness.run.jobs import run_plan
 from harness.settings import RunSettings
-from harness.store import Store
-from support import run_cli
+from harness.results.store import Store
 
-from claims.claims_support import committed_verdicts
+from claims.claims_support import assert_suite_reproduces_the_committed_verdicts
 
 BASE = (ModelRef("harness-zoo/expert-forms"),)
 
 
 def test_one_global_token_moves_the_form_and_keeps_the_content(tmp_path: Path) -> None:
-    host = load_host(["no:reporters"])
+    host = load_host()
     aligner = host.method("aligner")
     rows = [MethodRow(host.method("single"), BASE, host.method("single").options(), "base"),
             MethodRow(aligner, BASE, aligner.options(num_tokens=1, lr=0.03, max_steps=100,
@@ -56,12 +56,4 @@ def test_one_global_token_moves_the_form_and_keeps_the_content(tmp_path: Path) -
     "fits 9 adapters on two tasks for three seeds (about 30 CPU-minutes on two cores); "
     "set HARNESS_SLOW_TESTS=1 to run it"))
 def test_the_full_comparison_over_three_fit_seeds(tmp_path: Path) -> None:
-    result = run_cli("run", "--suite", "aligner_claims", "--out", str(tmp_path / "aligner"),
-                     timeout=3600)
-    assert result.returncode == 0, result.stderr
-    committed = committed_verdicts()
-    for claim in (c for c in CLAIMS if c.results == "aligner"):
-        comparison, seeds = evaluate(claim, tmp_path)
-        assert seeds == 3
-        assert claim.holds(comparison) == committed[claim.statement], (claim.statement,
-                                                                       comparison)
+    assert_suite_reproduces_the_committed_verdicts("aligner_claims", "aligner", tmp_path)

@@ -1,4 +1,4 @@
-"""`harness.claims`: documents pooled over seeds (expert seeds in row labels, run seeds in
+"""`harness.report.claims`: documents pooled over seeds (expert seeds in row labels, run seeds in
 the records), the oracle router as the per-document best of single rows, claims judged
 by the pooled paired test, and the committed tables regenerate. No model runs (< 1 s)."""
 
@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from harness.claims import (CLAIMS, ORACLE, Claim, evaluate, main, oracle, pooled_scores,
+from harness.report.claims import (CLAIMS, ORACLE, Claim, evaluate, main, oracle, pooled_scores,
                             seeds_of, table)
 from harness.errors import DataError
-from harness.significance import DocumentScores
-from harness.store import Store
+from harness.report.significance import DocumentScores
+from harness.results.store import Store
 from support import commit_binary_cell
 
 from claims.claims_support import CLAIMS_RESULTS, committed_verdicts

@@ -19,15 +19,15 @@ from pathlib import Path
 
 import pytest
 
-from harness.claims import CLAIMS, evaluate
 from harness.host import load_host
-from harness.models import ModelRef
-from harness.runner import MethodRow, TaskColumn, plan_cells, run_plan
+from harness.models.loading import ModelRef
+from harness.contract import MethodRow, TaskColumn
+from harness.run.plan import plan_cells
+from harness.run.jobs import run_plan
 from harness.settings import RunSettings
-from harness.store import Store
-from support import run_cli
+from harness.results.store import Store
 
-from claims.claims_support import committed_verdicts
+from claims.claims_support import assert_suite_reproduces_the_committed_verdicts
 
 DOMAINS = ("ascending", "descending", "skipping")
 PACK = (ModelRef("harness-zoo/overlap-ascending"), ModelRef("harness-zoo/overlap-descending"))
@@ -35,7 +35,7 @@ PACK = (ModelRef("harness-zoo/overlap-ascending"), ModelRef("harness-zoo/overlap
 
 def _per_domain_accuracy(out: Path, methods: tuple[str, ...], limit: int
                          ) -> dict[str, dict[str, float]]:
-    host = load_host(["no:reporters"])
+    host = load_host()
     rows = [MethodRow(host.method(m), PACK, host.method(m).options(), m) for m in methods]
     task = host.task("mixed_domains")
     store = Store(out)
@@ -68,10 +68,4 @@ def test_fusion_beats_top1_routing_and_the_uniform_ensemble(tmp_path: Path) -> N
     "builds six overlap experts and evaluates 15 rows (about 10 CPU-minutes on two cores); "
     "set HARNESS_SLOW_TESTS=1 to run it"))
 def test_the_full_claim_holds_over_three_expert_seeds(tmp_path: Path) -> None:
-    result = run_cli("run", "--suite", "packllm_claims", "--out", str(tmp_path / "packllm"),
-                     timeout=3600)
-    assert result.returncode == 0, result.stderr
-    for claim in (c for c in CLAIMS if c.results == "packllm"):
-        comparison, seeds = evaluate(claim, tmp_path)
-        assert seeds == 3
-        assert claim.holds(comparison) == committed_verdicts()[claim.statement], comparison
+    assert_suite_reproduces_the_committed_verdicts("packllm_claims", "packllm", tmp_path)

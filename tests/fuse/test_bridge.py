@@ -5,12 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from harness.fuse.adapter import Adapter, AdapterConfig, fit_adapter
+from harness.fuse._adapter import Adapter, AdapterConfig, fit_adapter
 from harness import zoo
-from harness.fuse.bridge import Alignment, Bridge, Side, connect
-from harness.fuse.tensor import t_identity, t_product
-from harness.fuse.words import decoded_spans, token_words
-from harness.models import ModelRef, load_tokenizer
+from harness.fuse._bridge import Alignment, Bridge, Side, connect
+from harness.fuse._tensor import t_identity, t_product
+from harness.fuse._words import decoded_spans, token_words
+from harness.models.loading import ModelRef, load_tokenizer
 
 TEXT = " a red circle on a white background"
 D_A, D_B = 5, 4
@@ -147,7 +147,7 @@ def test_identical_models_pass_the_gradient_unchanged(tokenizers: tuple, pair: t
     table_a, _, _ = pair
     ref = ModelRef("harness-zoo/tiny-gpt2")
     side = Side(ref.identity(), tok_a, table_a)
-    bridge, report = connect(side, side, AdapterConfig(), "", "correct", 0, zoo.cache_root())
+    bridge, report = connect(side, side, AdapterConfig(), "", "correct", 0, cache_root())
     assert bridge.identity and report == {"identity": True}
     ids = ids_of(tok_a)
     weights = torch.randn(1, len(ids), D_A, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
@@ -179,7 +179,7 @@ def test_a_shared_vocabulary_passes_the_exact_gradient_through_the_second_table(
     table_a = torch.randn(len(tok_a), D_A, generator=g, dtype=torch.float64)
     table_b = torch.randn(len(tok_a) + 1, D_B, generator=g, dtype=torch.float64)  # one token more
     bridge, report = connect(Side("a", tok_a, table_a), Side("b", tok_a, table_b), AdapterConfig(), "",
-                             "correct", 0, zoo.cache_root())
+                             "correct", 0, cache_root())
     assert report == {"shared_vocabulary": True} and bridge.exact and not bridge.identity
     ids = ids_of(tok_a)
     one_hot = torch.nn.functional.one_hot(torch.tensor([ids]), len(tok_a)).double().requires_grad_(True)

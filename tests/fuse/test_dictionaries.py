@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from harness.errors import DataError
-from harness.fuse.words import read_dictionary
+from harness.fuse._words import read_dictionary
 from harness.zoo import scenes
 
 

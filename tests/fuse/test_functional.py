@@ -33,7 +33,7 @@ import pytest
 
 from harness import zoo
 from harness.fuse import claims
-from harness.significance import mcnemar_p
+from harness.report.significance import mcnemar_p
 
 TARGETS = 12
 RESULTS = Path(__file__).parents[2] / "results" / "claims" / "fuse"
@@ -47,7 +47,7 @@ def rows() -> list[dict]:
         for model in ("scene-lm", "scene-classifier"):
             zoo.zoo_path(f"harness-zoo/{model}")
         ceiling.result()
-    found, report = claims.attribute_rows(claims.load_world(0, zoo.cache_root()), config)
+    found, report = claims.attribute_rows(claims.load_world(0, cache_root()), config)
     assert report["scene-classifier-bytelevel"] == {"shared_vocabulary": True}
     assert report["scene-classifier"]["words_per_subtoken_count"][0] > 30
     for row in found:

@@ -9,10 +9,12 @@ from pathlib import Path
 import pytest
 
 from harness.host import load_host
-from harness.models import ModelRef
-from harness.runner import MethodRow, TaskColumn, plan_cells, run_plan
+from harness.models.loading import ModelRef
+from harness.contract import MethodRow, TaskColumn
+from harness.run.plan import plan_cells
+from harness.run.jobs import run_plan
 from harness.settings import RunSettings
-from harness.store import Store
+from harness.results.store import Store
 from harness.tasks.coco_captioning import scoring
 from support import run_cli
 
@@ -26,7 +28,7 @@ def _row(host, method: str, label: str, **options) -> MethodRow:
 
 @pytest.mark.skipif(scoring.java_problem() is not None, reason="pycocoevalcap or Java missing")
 def test_fuse_rows_side_by_side_and_prompt_discovery(tmp_path: Path) -> None:
-    host = load_host(["no:reporters"])
+    host = load_host()
     rows = [_row(host, "fuse", "fuse", **SMALL_SEARCH),
             _row(host, "fuse", "fuse-no-gradient", guidance="none", **SMALL_SEARCH),
             _row(host, "fuse_prompt", "fuse_prompt", train_examples=2, **SMALL_SEARCH)]

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from harness.fuse.bridge import released_t_product
-from harness.fuse.tensor import t_pinv, t_product
+from harness.fuse._bridge import released_t_product
+from harness.fuse._tensor import t_pinv, t_product
 
 CHECKOUT = os.environ.get("HARNESS_PARITY_FUSE")
 pytestmark = pytest.mark.skipif(not CHECKOUT, reason="set HARNESS_PARITY_FUSE to a checkout of "

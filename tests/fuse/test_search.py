@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from harness.fuse.search import SearchConfig, search
+from harness.fuse._search import SearchConfig, search
 
 VOCAB = 50
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from harness.fuse.adapter import AdapterConfig, fit_adapter, word_tensor
-from harness.fuse.tensor import (slice_transpose, t_identity, t_least_squares, t_pinv, t_product,
+from harness.fuse._adapter import AdapterConfig, fit_adapter, word_tensor
+from harness.fuse._tensor import (slice_transpose, t_identity, t_least_squares, t_pinv, t_product,
                                  t_product_circular, t_transpose)
 
 DEPTHS = [1, 2, 3, 4, 5]

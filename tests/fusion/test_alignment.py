@@ -7,7 +7,7 @@ import random
 import numpy as np
 import pytest
 
-from harness.fusion.alignment import (build_map, cached_map, nearest_tokens, space_marker,
+from harness.fusion._alignment import (build_map, cached_map, nearest_tokens, space_marker,
                                       swap_marker, vocabulary)
 
 
@@ -53,14 +53,14 @@ def test_pruned_search_equals_the_full_first_argmin():
 
 @pytest.fixture(scope="module")
 def zoo_tokenizers():
-    from harness.models import ModelRef, load_tokenizer
+    from harness.models.loading import ModelRef, load_tokenizer
 
     return (load_tokenizer(ModelRef("harness-zoo/tiny-llama")),
             load_tokenizer(ModelRef("harness-zoo/tiny-gpt2")))
 
 
 def test_zoo_map_keeps_shared_tokens_and_is_cached_on_disk(zoo_tokenizers, tmp_path):
-    from harness.fusion import alignment
+    from harness.fusion import _alignment as alignment
 
     llama, gpt2 = zoo_tokenizers
     alignment._MEMORY.clear()  # an earlier test's map of the same pair would skip the disk
@@ -78,7 +78,7 @@ def test_zoo_map_keeps_shared_tokens_and_is_cached_on_disk(zoo_tokenizers, tmp_p
 
 
 def test_same_tokenizer_members_bypass_the_map(zoo_tokenizers):
-    from harness.fusion.pack_lm import Member, Pack
+    from harness.fusion._pack_lm import Member, Pack
 
     llama, gpt2 = zoo_tokenizers
     pack = Pack([Member("a", None, llama), Member("b", None, llama), Member("c", None, gpt2)], "cpu")
@@ -89,7 +89,7 @@ def test_same_tokenizer_members_bypass_the_map(zoo_tokenizers):
 def test_nearest_token_beyond_every_search_window_is_still_the_nearest() -> None:
     # All candidates differ in length by more than the first windows: the last window must
     # compare true distances (8, 8, 6, 9), not distances capped at the window.
-    from harness.fusion.alignment import nearest_tokens
+    from harness.fusion._alignment import nearest_tokens
 
     choices = ["vwxyzvwx", "uuuuuuuu", "abxxxxxx", "zzzzzzzzz"]
     assert list(nearest_tokens(["abcde"], choices)) == [2]

@@ -60,7 +60,7 @@ def train_expert(architecture: str, tokenizer, domain: str, seed: int):
 
 @pytest.fixture(scope="module")
 def tokenizers():
-    from harness.models import ModelRef, load_tokenizer
+    from harness.models.loading import ModelRef, load_tokenizer
 
     llama = load_tokenizer(ModelRef("harness-zoo/tiny-llama"))
     gpt2 = load_tokenizer(ModelRef("harness-zoo/tiny-gpt2"))
@@ -93,8 +93,8 @@ def held_out() -> list[tuple[str, str, str]]:
 
 
 def pack_lm(models, tokenizers, rule, **options):
-    from harness.fusion.options import PackOptions
-    from harness.fusion.pack_lm import Member, Pack, PackLM
+    from harness.fusion._options import PackOptions
+    from harness.fusion._pack_lm import Member, Pack, PackLM
 
     members = [Member(f"m{i}", m, t) for i, (m, t) in enumerate(zip(models, tokenizers))]
     return PackLM(Pack(members, "cpu"), rule, PackOptions(**options))
@@ -102,7 +102,7 @@ def pack_lm(models, tokenizers, rule, **options):
 
 def score(lm, docs) -> tuple[float, list[dict]]:
     """Total continuation log-likelihood and the weight record of each document."""
-    from harness.fusion.pack_lm import request_key
+    from harness.fusion._pack_lm import request_key
 
     requests = [Request((context, continuation)) for _, context, continuation in docs]
     total = sum(ll for ll, _ in lm.loglikelihood(requests))
@@ -125,7 +125,7 @@ class Fixed:
 
 
 def test_packllm_beats_ensemble_and_each_expert_on_mixed_domains(experts, tokenizers):
-    from harness.fusion.weights import GreedyGrid, PerplexitySoftmax, Weighting
+    from harness.fusion._weights import GreedyGrid, PerplexitySoftmax, Weighting
 
     llama, _ = tokenizers
     models = [experts["colours"], experts["numbers"]]
@@ -145,7 +145,7 @@ def test_packllm_beats_ensemble_and_each_expert_on_mixed_domains(experts, tokeni
 
 
 def test_minED_pack_with_two_tokenizers_routes_by_domain(experts, tokenizers):
-    from harness.fusion.weights import PerplexitySoftmax, Weighting
+    from harness.fusion._weights import PerplexitySoftmax, Weighting
 
     llama, gpt2 = tokenizers
     models = [experts["colours"], experts["numbers-gpt2"]]

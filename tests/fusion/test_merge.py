@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from harness.errors import UsageError
-from harness.models import ModelRef
+from harness.models.loading import ModelRef
 from harness.options import build_options
 
 TASKS = 3
@@ -20,7 +20,7 @@ TASKS = 3
 @pytest.fixture(scope="module")
 def pack(tmp_path_factory: pytest.TempPathFactory) -> list[ModelRef]:
     """[base, task_1, task_2, task_3] as local checkpoints, float32."""
-    from harness.models import load_causal_lm
+    from harness.models.loading import load_causal_lm
 
     root = tmp_path_factory.mktemp("merge-pack")
     model, tokenizer = load_causal_lm(ModelRef("harness-zoo/tiny-llama", dtype="float32"))
@@ -40,15 +40,15 @@ def pack(tmp_path_factory: pytest.TempPathFactory) -> list[ModelRef]:
 
 
 def _states(refs: list[ModelRef]) -> list[dict[str, torch.Tensor]]:
-    from harness.models import load_causal_lm
+    from harness.models.loading import load_causal_lm
 
     return [load_causal_lm(ref)[0].state_dict() for ref in refs]
 
 
 def _merged(refs: list[ModelRef], tmp_path: Path, seed: int = 0, **values: Any
             ) -> dict[str, torch.Tensor]:
-    from harness.methods.merge import MergeOptions
-    from harness.methods.merge.merging import merge_to_directory
+    from harness.plugins.merge import MergeOptions
+    from harness.plugins.merge.merging import merge_to_directory
 
     options = build_options(MergeOptions, values, "merge")
     folder = merge_to_directory(refs, options, tmp_path / "merged", seed)
@@ -159,15 +159,15 @@ def test_slerp_interpolates_each_tensor_on_the_sphere(pack, tmp_path):
     ({"merge_method": "task_arithmetic", "base": 0, "density": 0.5}, "density applies to ties and dare"),
 ])
 def test_bad_options_are_refused_in_one_line(values, match):
-    from harness.methods.merge import MergeOptions
+    from harness.plugins.merge import MergeOptions
 
     with pytest.raises(UsageError, match=match):
         build_options(MergeOptions, values, "merge")
 
 
 def test_counts_that_do_not_fit_the_pack_are_refused(pack):
-    from harness.methods.merge import MergeOptions
-    from harness.methods.merge.merging import mergekit_config
+    from harness.plugins.merge import MergeOptions
+    from harness.plugins.merge.merging import mergekit_config
 
     names = ["a", "b", "c"]
     with pytest.raises(UsageError, match="3 weights given, expected 2"):
@@ -179,7 +179,7 @@ def test_counts_that_do_not_fit_the_pack_are_refused(pack):
 
 
 def test_models_of_different_shapes_or_tokenizers_are_refused(pack):
-    from harness.methods.merge.merging import check_mergeable
+    from harness.plugins.merge.merging import check_mergeable
 
     with pytest.raises(UsageError, match="sharing one tokenizer"):
         check_mergeable([pack[0], ModelRef("harness-zoo/tiny-gpt2")])

@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from fusion.fusion_support import RecordingHook, Request
-from harness.fusion.options import PackOptions
-from harness.fusion.pack_lm import Member, Pack, PackLM, request_key
-from harness.fusion.weights import PerplexitySoftmax, Weighting
+from harness.fusion._options import PackOptions
+from harness.fusion._pack_lm import Member, Pack, PackLM, request_key
+from harness.fusion._weights import PerplexitySoftmax, Weighting
 
 REQUESTS = [("The planet Mars is", " red"), ("Two plus two", " is four."), ("", "Hello there"),
             ("Question: which colour?\nAnswer: ", "blue")]
@@ -19,7 +19,7 @@ REQUESTS = [("The planet Mars is", " red"), ("Two plus two", " is four."), ("", 
 
 @pytest.fixture(scope="module")
 def zoo():
-    from harness.models import ModelRef, load_causal_lm
+    from harness.models.loading import ModelRef, load_causal_lm
 
     return {name: load_causal_lm(ModelRef(f"harness-zoo/{name}"))
             for name in ("tiny-llama", "tiny-llama-b", "tiny-gpt2")}

@@ -7,10 +7,16 @@ import torch
 import torch.nn.functional as F
 
 from harness.errors import UsageError
-from harness.fusion.weights import (ExpertContrast, GreedyGrid, PerplexitySoftmax, TopOne, Weighting,
-                                    first_minimum, fuse, fused_nll, log_perplexities, ranked)
+from harness.fusion._weights import (ExpertContrast, GreedyGrid, PerplexitySoftmax, TopOne,
+                                     Weighting, first_minimum, fuse, log_perplexities, ranked)
 
 K, T, V = 4, 9, 50
+
+
+def fused_nll(logits: torch.Tensor, weights: torch.Tensor, targets: torch.Tensor,
+              mask: torch.Tensor) -> float:
+    """Mean NLL of the fused model over the masked positions."""
+    return F.cross_entropy(fuse(logits[:, mask], weights), targets[mask]).item()
 
 
 def random_case(seed: int = 0, members: int = K):

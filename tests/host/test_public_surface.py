@@ -9,7 +9,7 @@ from pathlib import Path
 import harness.api
 from support import REPO
 
-TOOLKITS = ("harness.api", "harness.fusion", "harness.fuse", "harness.sandbox", "harness.judge")
+TOOLKITS = ("harness.api", "harness.fusion", "harness.fuse", "harness.isolation.sandbox", "harness.judge")
 
 
 def _host_imports(path: Path) -> list[str]:
@@ -28,7 +28,7 @@ def test_plugins_import_only_the_public_surface() -> None:
     for folder in ("plugins", "tasks"):
         for path in sorted((REPO / folder).rglob("*.py")):
             package = path.relative_to(REPO / folder).parts[0]
-            own = f"harness.{'methods' if folder == 'plugins' else 'tasks'}.{package}"
+            own = f"harness.{folder}.{package}"
             for name in _host_imports(path):
                 if not (name.startswith(TOOLKITS) or name.startswith(own)):
                     offenders.append(f"{path.relative_to(REPO)}: {name}")

@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from harness.fusion.weights import (ExpertContrast, GreedyGrid, PerplexitySoftmax, TopOne,
+from harness.fusion._weights import (ExpertContrast, GreedyGrid, PerplexitySoftmax, TopOne,
                                     Weighting)
 from parity.parity_support import seeded_
 

@@ -68,9 +68,9 @@ def packllm_rule_inputs() -> tuple[torch.Tensor, torch.Tensor]:
 
 def packllm(checkout: Path) -> Path:
     os.environ["HARNESS_PARITY_PACKLLM"] = str(checkout)
-    from harness.fusion.alignment import special_ids, vocabulary
-    from harness.fusion.pack_lm import Member, Pack
-    from harness.models import ModelRef, load_tokenizer
+    from harness.fusion._alignment import special_ids, vocabulary
+    from harness.fusion._pack_lm import Member, Pack
+    from harness.models.loading import ModelRef, load_tokenizer
     from parity import test_packllm as live
     from parity.packllm_support import (CASES, MARKERS, official_mmlu_items, question_texts,
                                         seeded_lm)

@@ -18,9 +18,9 @@ from parity.parity_support import import_official, official_checkout
 CHECKOUT = official_checkout("HARNESS_PARITY_ALIGNER", "mytemporalaccount/Aligner",
                              "lit_llama/aligner.py")
 
-from harness.methods.aligner.checkpoint import (load_official, official_state_dict,  # noqa: E402
+from harness.plugins.aligner.checkpoint import (load_official, official_state_dict,  # noqa: E402
                                                 read_official)
-from harness.methods.aligner.model import inject_aligner  # noqa: E402
+from harness.plugins.aligner.model import inject_aligner  # noqa: E402
 
 
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from harness.methods.aligner.checkpoint import load_official, official_state_dict
-from harness.methods.aligner.model import inject_aligner
+from harness.plugins.aligner.checkpoint import load_official, official_state_dict
+from harness.plugins.aligner.model import inject_aligner
 from parity.aligner_support import ATOL, cached_logits, fixed_ids, hf_llama
 from parity.parity_support import load_fixture
 

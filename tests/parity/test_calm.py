@@ -14,8 +14,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from harness.methods.calm.config import CalmOptions
-from harness.methods.calm.model import compose
+from harness.plugins.calm.config import CalmOptions
+from harness.plugins.calm.model import compose
 from harness.zoo import zoo_path
 
 from calm.calm_support import ANCHOR, AUGMENTING, load_pair

@@ -10,8 +10,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from harness.methods.calm.config import CalmOptions
-from harness.methods.calm.model import compose
+from harness.plugins.calm.config import CalmOptions
+from harness.plugins.calm.model import compose
 from parity.calm_parity_support import (CONNECTIONS, HEADS, fixed_tokens, seeded_hook_,
                                         seeded_pair)
 from parity.parity_support import load_fixture

@@ -21,10 +21,10 @@ from parity.parity_support import import_official, official_checkout
 CHECKOUT = official_checkout("HARNESS_PARITY_PACKLLM", "cmavro/PackLLM",
                              "downstream_tasks/modeling_llm_fusion.py")
 
-from harness.fusion.alignment import build_map, special_ids, vocabulary  # noqa: E402
-from harness.fusion.options import PackOptions  # noqa: E402
-from harness.fusion.pack_lm import Member, Pack, PackLM  # noqa: E402
-from harness.fusion.weights import ExpertContrast, GreedyGrid, Weighting, fuse  # noqa: E402
+from harness.fusion._alignment import build_map, special_ids, vocabulary  # noqa: E402
+from harness.fusion._options import PackOptions  # noqa: E402
+from harness.fusion._pack_lm import Member, Pack, PackLM  # noqa: E402
+from harness.fusion._weights import ExpertContrast, GreedyGrid, Weighting, fuse  # noqa: E402
 
 
 
@@ -53,7 +53,7 @@ def _levenshtein(a: str, b: str) -> int:
 
 @pytest.fixture(scope="module")
 def tokenizers() -> dict[str, Any]:
-    from harness.models import ModelRef, load_tokenizer
+    from harness.models.loading import ModelRef, load_tokenizer
 
     return {name: load_tokenizer(ModelRef(f"harness-zoo/{name}"))
             for name in ("tiny-llama", "tiny-gpt2")}

@@ -12,10 +12,10 @@ from typing import Any
 import pytest
 import torch
 
-from harness.fusion.alignment import build_map, special_ids, vocabulary
-from harness.fusion.options import PackOptions
-from harness.fusion.pack_lm import Member, Pack, PackLM
-from harness.fusion.weights import GreedyGrid, Weighting, fuse
+from harness.fusion._alignment import build_map, special_ids, vocabulary
+from harness.fusion._options import PackOptions
+from harness.fusion._pack_lm import Member, Pack, PackLM
+from harness.fusion._weights import GreedyGrid, Weighting, fuse
 from parity.packllm_support import CASES, RULES, seeded_lm
 from parity.parity_support import load_fixture
 
@@ -65,7 +65,7 @@ def test_greedy_ties_give_all_weight_to_the_last_copy(fixture):
 @pytest.fixture(scope="module")
 def tokenizers(fixture) -> dict[str, Any]:
     """The zoo tokenizers, which must be those the fixtures were computed with."""
-    from harness.models import ModelRef, load_tokenizer
+    from harness.models.loading import ModelRef, load_tokenizer
 
     _, meta = fixture
     loaded = {name: load_tokenizer(ModelRef(f"harness-zoo/{name}")) for name in NAMES}

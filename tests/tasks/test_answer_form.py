@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.specs import DataSource, TaskContext
+from harness.contract import DataSource, TaskContext
 from harness.tasks.mixed_domains import answer_form
 
 

@@ -9,11 +9,13 @@ import pytest
 
 from harness.errors import DataError, MissingTool
 from harness.host import load_host
-from harness.models import ModelRef
-from harness.runner import MethodRow, TaskColumn, plan_cells, run_plan
+from harness.models.loading import ModelRef
+from harness.contract import MethodRow, TaskColumn
+from harness.run.plan import plan_cells
+from harness.run.jobs import run_plan
 from harness.settings import RunSettings
-from harness.specs import DataSource, TaskContext
-from harness.store import Store
+from harness.contract import DataSource, TaskContext
+from harness.results.store import Store
 from harness.tasks.coco_captioning import (EMBEDDED_ANNOTATIONS, CocoOptions, preflight,
                                            read_coco_captions)
 from harness.tasks.coco_captioning import scoring

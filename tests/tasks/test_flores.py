@@ -11,11 +11,13 @@ from sacrebleu.metrics import BLEU, CHRF
 
 from harness.errors import DataError, UsageError
 from harness.host import load_host
-from harness.models import ModelRef
-from harness.runner import MethodRow, TaskColumn, plan_cells, run_plan
+from harness.models.loading import ModelRef
+from harness.contract import MethodRow, TaskColumn
+from harness.run.plan import plan_cells
+from harness.run.jobs import run_plan
 from harness.settings import RunSettings
-from harness.specs import DataSource, TaskContext
-from harness.store import Store
+from harness.contract import DataSource, TaskContext
+from harness.results.store import Store
 from harness.tasks import flores
 from harness.tasks.flores import FloresOptions
 

@@ -13,12 +13,14 @@ import pytest
 
 from harness.errors import DataError, MissingTool, UsageError
 from harness.host import load_host
-from harness.models import ModelRef
+from harness.models.loading import ModelRef
 from harness.options import build_options
-from harness.runner import MethodRow, TaskColumn, plan_cells, run_plan
+from harness.contract import MethodRow, TaskColumn
+from harness.run.plan import plan_cells
+from harness.run.jobs import run_plan
 from harness.settings import RunSettings
-from harness.specs import DataSource, MethodSpec, TaskContext
-from harness.store import Store
+from harness.contract import DataSource, MethodSpec, TaskContext
+from harness.results.store import Store
 from harness.tasks import humaneval
 from harness.tasks.humaneval import HumanEvalOptions, estimate_pass_at_k
 from support import run_cli
@@ -138,12 +140,12 @@ def test_a_missing_sandbox_fails_the_cell_or_leaves_it_not_run(monkeypatch, tmp_
                                                                 missing_tools):
     """A suite may skip cells whose system tool is missing (the quick start does): nothing
     is recorded, so installing the tool and rerunning computes the cell."""
-    import harness.sandbox
+    import harness.isolation._sandbox
 
-    weak = dataclasses.replace(harness.sandbox.isolation(), bwrap=None,
+    weak = dataclasses.replace(harness.isolation._sandbox.isolation(), bwrap=None,
                                weak_because="bubblewrap is not installed")
-    monkeypatch.setattr(harness.sandbox, "isolation", lambda: weak)
-    host = load_host(["no:reporters"])
+    monkeypatch.setattr(harness.isolation._sandbox, "isolation", lambda: weak)
+    host = load_host()
     method, task = host.method("single"), host.task("humaneval")
     rows = [MethodRow(method, (ModelRef("harness-zoo/tiny-llama"),), method.options(), "x")]
     store = Store(tmp_path)
@@ -159,11 +161,11 @@ def test_a_missing_sandbox_fails_the_cell_or_leaves_it_not_run(monkeypatch, tmp_
 
 
 def test_weak_isolation_is_refused_unless_the_user_opts_in(monkeypatch):
-    import harness.sandbox
+    import harness.isolation._sandbox
 
-    weak = dataclasses.replace(harness.sandbox.isolation(), bwrap=None,
+    weak = dataclasses.replace(harness.isolation._sandbox.isolation(), bwrap=None,
                                weak_because="bubblewrap is not installed")
-    monkeypatch.setattr(harness.sandbox, "isolation", lambda: weak)
+    monkeypatch.setattr(harness.isolation._sandbox, "isolation", lambda: weak)
     with pytest.raises(MissingTool) as refusal:
         humaneval.preflight(_context(DataSource("embedded"), allow_code_execution=True))
     assert str(refusal.value) == (

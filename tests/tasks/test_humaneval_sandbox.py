@@ -1,4 +1,4 @@
-"""harness.sandbox: the plain-data protocol between candidate and checker, honest verdicts,
+"""harness.isolation._sandbox: the plain-data protocol between candidate and checker, honest verdicts,
 limits, the isolation probe, the weak-isolation refusal and fallback, dying with the
 harness. Hostile completions are catalogued in test_humaneval_hostile.py."""
 
@@ -17,10 +17,10 @@ from pathlib import Path
 
 import pytest
 
-from harness import sandbox_child
+from harness.isolation import _child as sandbox_child
 from harness.errors import HarnessError
-from harness.sandbox import Limits, Program, isolation, judge, run_programs
-from harness.sandbox_isolation import trace_prefix
+from harness.isolation._sandbox import Limits, Program, isolation, judge, run_programs
+from harness.isolation._cgroups import trace_prefix
 
 TIGHT = Limits(timeout_s=3.0, cpu_s=2, memory_mb=256, file_size_mb=4, processes=8)
 ADD = {"prompt": 'def add(a: int, b: int) -> int:\n    """Sum of a and b."""\n',
@@ -164,7 +164,7 @@ def test_the_probe_records_every_layer():
 
 def test_weak_isolation_is_refused_without_the_opt_in(monkeypatch):
     weak = dataclasses.replace(isolation(), bwrap=None, weak_because="bubblewrap is not installed")
-    monkeypatch.setattr("harness.sandbox.isolation", lambda: weak)
+    monkeypatch.setattr("harness.isolation._sandbox.isolation", lambda: weak)
     with pytest.raises(HarnessError, match=r"weak isolation \(bubblewrap is not installed\).*"
                                            r"allow_weak_isolation"):
         run_programs([add(RIGHT)], TIGHT)
@@ -216,7 +216,7 @@ def test_programs_die_with_the_harness():
         pytest.skip(f"needs bubblewrap (die-with-parent): {isolation().weakness()}")
     marker = f"harness-orphan-{os.getpid()}-{time.monotonic_ns()}"
     harness = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
-        from harness.sandbox import Limits, Program, run_programs
+        from harness.isolation._sandbox import Limits, Program, run_programs
         sleeper = ("    import os, sys\\n    if os.fork() == 0:\\n"
                    "        os.setsid()\\n"
                    "        os.execv(sys.executable, [sys.executable, '-c', "

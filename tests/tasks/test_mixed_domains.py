@@ -9,11 +9,13 @@ from pathlib import Path
 import pytest
 
 from harness.host import load_host
-from harness.models import ModelRef
-from harness.runner import MethodRow, TaskColumn, plan_cells, run_plan
+from harness.models.loading import ModelRef
+from harness.contract import MethodRow, TaskColumn
+from harness.run.plan import plan_cells
+from harness.run.jobs import run_plan
 from harness.settings import RunSettings
-from harness.specs import DataSource, TaskContext
-from harness.store import Store
+from harness.contract import DataSource, TaskContext
+from harness.results.store import Store
 from harness.tasks import mixed_domains
 from support import run_cli
 
@@ -68,7 +70,7 @@ def test_bad_options_are_refused() -> None:
 
 
 def _accuracies(tmp_path: Path, rows: list[MethodRow], limit: int) -> dict[str, float]:
-    host = load_host(["no:reporters"])
+    host = load_host()
     task = host.task("mixed_domains")
     store = Store(tmp_path / "out")
     plan = plan_cells(host, rows, [TaskColumn(task, task.options())],
@@ -80,7 +82,7 @@ def _accuracies(tmp_path: Path, rows: list[MethodRow], limit: int) -> dict[str, 
 
 def test_packllm_beats_the_ensemble_and_each_expert_and_an_adapter_beats_its_base(
         tmp_path: Path) -> None:
-    host = load_host(["no:reporters"])
+    host = load_host()
     pack = (ModelRef(ASCENDING), ModelRef(DESCENDING))
 
     def row(method: str, models: tuple[ModelRef, ...], label: str, **options) -> MethodRow:

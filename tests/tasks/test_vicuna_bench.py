@@ -16,11 +16,13 @@ from harness.host import load_host
 from harness.judge import (JudgeRequest, JudgeSettings, JudgmentCache, candidate_log_scores,
                            expected_rating, parse_preference, parse_rating, rating_distribution,
                            run_judgments)
-from harness.models import ModelRef
-from harness.runner import MethodRow, TaskColumn, plan_cells, run_plan
+from harness.models.loading import ModelRef
+from harness.contract import MethodRow, TaskColumn
+from harness.run.plan import plan_cells
+from harness.run.jobs import run_plan
 from harness.settings import RunSettings
-from harness.specs import DataSource, TaskContext
-from harness.store import Store
+from harness.contract import DataSource, TaskContext
+from harness.results.store import Store
 from harness.tasks.vicuna_bench import (VicunaBenchOptions, data_files, pairwise_metrics,
                                         read_answers, read_questions)
 

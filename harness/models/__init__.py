@@ -1,0 +1,2 @@
+"""Models: references, loading through transformers, and the meter that counts what each
+loaded model computes."""

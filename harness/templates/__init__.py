@@ -1,2 +1,0 @@
-"""Package data: the HTML leaderboard page (`leaderboard.html`), filled by
-harness.reporting.html_page."""
