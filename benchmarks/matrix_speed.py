@@ -184,11 +184,13 @@ def against_lm_eval(work: Path, args: argparse.Namespace) -> list[str]:
 
 def source_at(ref: str, folder: Path) -> Path:
     """The harness of git commit `ref` laid out as it installs (plugins/ as harness.methods,
-    tasks/ as harness.tasks) in `folder`: run with `folder` first on PYTHONPATH, a command
-    and its workers import that harness; the installed libraries stay the same."""
+    tasks/ as harness.tasks) in `folder`, with that commit's test plugins: run with `folder`
+    first on PYTHONPATH, a command and its workers import that harness; the installed
+    libraries stay the same."""
     folder.mkdir()
     archive = subprocess.run(["git", "-C", str(REPO), "archive", ref, "harness", "plugins",
-                              "tasks"], capture_output=True, check=True).stdout
+                              "tasks", str(CONSTANT_PLUGIN.relative_to(REPO))],
+                             capture_output=True, check=True).stdout
     subprocess.run(["tar", "-x", "-C", str(folder)], input=archive, check=True)
     (folder / "plugins").rename(folder / "harness" / "methods")
     (folder / "tasks").rename(folder / "harness" / "tasks")
@@ -205,23 +207,23 @@ def source_at(ref: str, folder: Path) -> Path:
 
 
 def scheduler(work: Path, args: argparse.Namespace) -> list[str]:
-    plugins = work / "plugins"
-    shutil.copytree(CONSTANT_PLUGIN, plugins)
     rows = "\n".join(f"  - {{method: constant, options: {{score: -{j + 1}, sleep_s: {args.sleep}}}}}"
                      for j in range(16))
-    suite = plugins / "scheduler.yaml"
+    suite = work / "scheduler.yaml"
     suite.write_text(f"methods:\n{rows}\ntasks:\n  - {{task: mmlu, options: {{num_fewshot: 0}}}}\n"
                      "data: embedded\nlimit: 1\n")
     before = source_at(args.baseline, work / "baseline")
 
     def executor(source: Path, *flags: str) -> Callable[[], None]:
+        own_plugins = source / CONSTANT_PLUGIN.relative_to(REPO)  # the test method of its time
+
         def run() -> None:
             out = work / "scheduler_out"
             shutil.rmtree(out, ignore_errors=True)
             # `python -m` puts the working directory first on sys.path: the source's own
             call(harness_command("-p", "constant_plugin", "run", "--suite", str(suite),
                                  "--out", str(out), *flags),
-                 {"PYTHONPATH": os.pathsep.join([str(plugins), str(source)])}, cwd=source)
+                 {"PYTHONPATH": os.pathsep.join([str(own_plugins), str(source)])}, cwd=source)
         return run
 
     ideal = 16 * args.sleep / 4
