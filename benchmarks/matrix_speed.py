@@ -7,14 +7,16 @@ in this one invocation, each the faster of `--repeats` interleaved tries.
    users run one command per task, and also lm-eval with the four tasks in one command).
    Both read the same complete YAML task configs written here.
 3. Scheduler: 16 jobs of fixed work (`--sleep` seconds in the build of the test method
-   `constant`) on 4 slots, with the local pool and with Ray:
-   wall / (total work / 4).
+   `constant`, a wait that leaves the cores to the executors) on 4 slots, with the local
+   pool and with Ray: wall / (total work / 4), for this tree's long-lived workers and for
+   `--baseline`'s one process per job side by side.
 4. Overhead: the share of a tiny cell's wall time that is not lm-eval's evaluation
    (planning, fingerprints, records, leaderboard), in process; and the start-up of a
    process evaluating a stock lm-eval task with an empty and with a warm task-index cache.
 
     python benchmarks/matrix_speed.py                  # everything (about 15 min on 2 cores)
     python benchmarks/matrix_speed.py --only 1 --docs 200
+    python benchmarks/matrix_speed.py --only 3            # about 25 min on 2 loaded cores
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from collections.abc import Callable
 REPO = Path(__file__).resolve().parents[1]
 CONSTANT_PLUGIN = REPO / "tests" / "host" / "fixtures" / "plugins"
 TASKS = ("bench_a", "bench_b", "bench_c", "bench_d")
+BASELINE = "b7757fe"  # the last commit whose local pool and Ray ran one process per job
 
 TASK_YAML = """task: {name}
 dataset_path: json
@@ -83,8 +86,8 @@ def faster_of(repeats: int, *runs: Callable[[], None]) -> list[float]:
     return best
 
 
-def call(command: list[str], env: dict[str, str] | None = None) -> None:
-    result = subprocess.run(command, capture_output=True, text=True, cwd=REPO,
+def call(command: list[str], env: dict[str, str] | None = None, cwd: Path = REPO) -> None:
+    result = subprocess.run(command, capture_output=True, text=True, cwd=cwd,
                             env={**os.environ, **(env or {})})
     if result.returncode != 0:
         sys.exit(f"{' '.join(command[:4])} ... failed:\n{result.stderr[-3000:]}")
@@ -180,34 +183,66 @@ def against_lm_eval(work: Path, args: argparse.Namespace) -> list[str]:
     ]
 
 
+def source_at(ref: str, folder: Path) -> Path:
+    """The harness of git commit `ref` laid out as it installs (plugins/ as harness.methods,
+    tasks/ as harness.tasks) in `folder`, with that commit's test plugins: run with `folder`
+    first on PYTHONPATH, a command and its workers import that harness; the installed
+    libraries stay the same."""
+    folder.mkdir()
+    archive = subprocess.run(["git", "-C", str(REPO), "archive", ref, "harness", "plugins",
+                              "tasks", str(CONSTANT_PLUGIN.relative_to(REPO))],
+                             capture_output=True, check=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(folder)], input=archive, check=True)
+    (folder / "plugins").rename(folder / "harness" / "methods")
+    (folder / "tasks").rename(folder / "harness" / "tasks")
+    # that harness found its built-in plugins through entry points: a distribution record
+    # beside it declares the ones its pyproject.toml declared
+    pyproject = subprocess.run(["git", "-C", str(REPO), "show", f"{ref}:pyproject.toml"],
+                               capture_output=True, text=True, check=True).stdout
+    section = pyproject.split("[project.entry-points.harness]", 1)[1].split("\n[", 1)[0]
+    record = folder / "harness-0.dist-info"
+    record.mkdir()
+    (record / "METADATA").write_text("Metadata-Version: 2.1\nName: harness\nVersion: 0\n")
+    (record / "entry_points.txt").write_text("[harness]" + section.replace('"', ""))
+    return folder
+
+
 def scheduler(work: Path, args: argparse.Namespace) -> list[str]:
-    plugins = work / "plugins"
-    shutil.copytree(CONSTANT_PLUGIN, plugins)
     rows = "\n".join(f"  - {{method: constant, options: {{score: -{j + 1}, sleep_s: {args.sleep}}}}}"
                      for j in range(16))
-    suite = plugins / "scheduler.yaml"
+    suite = work / "scheduler.yaml"
     suite.write_text(f"methods:\n{rows}\ntasks:\n  - {{task: mmlu, options: {{num_fewshot: 0}}}}\n"
                      "data: embedded\nlimit: 1\n")
-    env = {"PYTHONPATH": str(plugins)}
+    before = source_at(args.baseline, work / "baseline")
 
-    def executor(*flags: str) -> Callable[[], None]:
+    def executor(source: Path, *flags: str) -> Callable[[], None]:
+        own_plugins = source / CONSTANT_PLUGIN.relative_to(REPO)  # the test method of its time
+
         def run() -> None:
             out = work / "scheduler_out"
             shutil.rmtree(out, ignore_errors=True)
+            # `python -m` puts the working directory first on sys.path: the source's own
             call(harness_command("-p", "constant_plugin", "run", "--suite", str(suite),
-                                 "--out", str(out), *flags), env)
+                                 "--out", str(out), *flags),
+                 {"PYTHONPATH": os.pathsep.join([str(own_plugins), str(source)])}, cwd=source)
         return run
 
     ideal = 16 * args.sleep / 4
-    local, ray = faster_of(1, executor("--jobs", "4"), executor("--executor", "ray", "--jobs", "4"))
+    pool, ray = ("--jobs", "4"), ("--executor", "ray", "--jobs", "4")
+    pool_before, pool_after, ray_before, ray_after = faster_of(
+        1, executor(before, *pool), executor(REPO, *pool), executor(before, *ray),
+        executor(REPO, *ray))
     return [
         f"## 3. Scheduler: 16 jobs of {args.sleep:.0f} s fixed work on 4 slots "
         f"(ideal {ideal:.0f} s)",
         "",
-        "| executor | wall | wall / (work / 4) |",
-        "|---|---:|---:|",
-        f"| local pool (`--jobs 4`) | {local:.1f} s | {local / ideal:.3f} |",
-        f"| Ray (`--executor ray --jobs 4`) | {ray:.1f} s | {ray / ideal:.3f} |",
+        f"| executor | one process per job ({args.baseline}) | long-lived workers (this tree) "
+        "| before / ideal | after / ideal |",
+        "|---|---:|---:|---:|---:|",
+        f"| local pool (`--jobs 4`) | {pool_before:.1f} s | {pool_after:.1f} s | "
+        f"{pool_before / ideal:.2f} | {pool_after / ideal:.2f} |",
+        f"| Ray (`--executor ray --jobs 4`) | {ray_before:.1f} s | {ray_after:.1f} s | "
+        f"{ray_before / ideal:.2f} | {ray_after / ideal:.2f} |",
         "",
     ]
 
@@ -289,6 +324,8 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--sleep", type=float, default=30.0, help="fixed work per job (3)")
+    parser.add_argument("--baseline", default=BASELINE,
+                        help="git commit whose executors run one process per job (3)")
     args = parser.parse_args()
     chosen = args.only or ["1", "3", "4"]
     benchmarks = {"1": against_lm_eval, "3": scheduler, "4": overhead}

@@ -22,18 +22,18 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from harness.contract import (CellOutcome, ExecutionContext, Job, MethodRow, ModelRef, Plan,
-                              TaskColumn, options_to_dict)
+from harness.contract import CellOutcome, ExecutionContext, Job, Plan, options_to_dict
 from harness.errors import HarnessError
 from harness.files import atomic_write_text
-from harness.host import load_host
+from harness.host import Host, load_host
 from harness.options import build_options
 from harness.results.store import Store
 from harness.run import progress
 from harness.run.cell import record_failure
 from harness.run.jobs import run_job
 from harness.run.plan import plan_cells
-from harness.settings import RunSettings
+from harness.run.request import resolve
+from harness.settings import RunRequest, SuiteMethod, SuiteTask
 
 # ----------------------------------------------------------------------------- job specs
 
@@ -42,6 +42,11 @@ def job_id(job: Job) -> str:
     more = f"+{len(job.cells) - 1}" if len(job.cells) > 1 else ""
     shard = f"-{job.shard[0]}of{job.shard[1]}" if job.shard else ""
     return job.cells[0].fingerprint[:12] + more + shard
+
+
+def job_models(job: Job) -> tuple[str, ...]:
+    """The job's base models: a worker that last loaded them has them in its model memo."""
+    return tuple(f"{ref.id}@{ref.revision}:{ref.dtype}" for ref in job.cells[0].row.models)
 
 
 def job_spec(job: Job, switches: list[str], force: bool) -> dict[str, Any]:
@@ -64,22 +69,17 @@ def job_spec(job: Job, switches: list[str], force: bool) -> dict[str, Any]:
     }
 
 
-def run_job_spec(spec: dict[str, Any], capture_logs: bool = True) -> list[dict[str, Any]]:
-    """A worker's side: plan the job's cells again, check their fingerprints, run them.
-    Returns plain outcomes ({fingerprint, status, error, headline})."""
-    host = load_host(spec["switches"])
-    settings = RunSettings(**spec["settings"])
-    method = host.method(spec["method"]["method"])
-    models = tuple(ModelRef.parse(m, device=settings.torch_device, dtype=settings.dtype)
-                   for m in spec["method"]["models"])
-    options = build_options(method.options, spec["method"]["options"], f"method {method.name!r}")
-    row = MethodRow(method, models, options, spec["method"]["label"])
-    columns = []
-    for entry in spec["tasks"]:
-        task = host.task(entry["task"])
-        columns.append(TaskColumn(task, build_options(task.options, entry["options"],
-                                                      f"task {task.name!r}")))
-    plan = plan_cells(host, [row], columns, settings, Store(Path(settings.out)),
+def run_job_spec(spec: dict[str, Any], capture_logs: bool = True, host: Host | None = None
+                 ) -> list[dict[str, Any]]:
+    """A worker's side: plan the job's cells again, check their fingerprints, run them
+    (`host`: the spec's plugins, already loaded). Returns plain outcomes ({fingerprint,
+    status, error, headline})."""
+    host = host or load_host(spec["switches"])
+    request = RunRequest([build_options(SuiteMethod, spec["method"], f"job {spec['id']}")],
+                         [build_options(SuiteTask, entry, f"job {spec['id']}")
+                          for entry in spec["tasks"]], spec["settings"])
+    rows, columns, settings = resolve(host, request)  # exactly as the parent resolved it
+    plan = plan_cells(host, rows, columns, settings, Store(Path(settings.out)),
                       force=spec["force"])
     by_fingerprint = {c.fingerprint: c for c in plan.cells}
     changed = [fp[:12] for fp in spec["fingerprints"] if fp not in by_fingerprint]
@@ -125,7 +125,13 @@ def worker_main(spec_path: Path, capture_logs: bool) -> int:
     # the worker's output is its job log, a file: secrets are redacted before they reach it
     with progress.redacted_descriptors(os.fdopen(os.dup(1), "wb")):
         outcomes = run_job_spec(spec, capture_logs)
-    atomic_write_text(Path(spec_path).with_suffix(".outcomes.json"), json.dumps(outcomes))
+    return write_outcomes(Path(spec_path), outcomes)
+
+
+def write_outcomes(spec_path: Path, outcomes: list[dict[str, Any]]) -> int:
+    """A job's plain outcomes beside its spec; returns the job's exit status (1: a cell
+    failed)."""
+    atomic_write_text(spec_path.with_suffix(".outcomes.json"), json.dumps(outcomes))
     return 1 if any(o["status"] == "failed" for o in outcomes) else 0
 
 

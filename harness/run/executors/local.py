@@ -1,21 +1,26 @@
 """The local executor: this process when there is one slot and no GPU to share, else a
-pool of worker processes (`harness _job SPEC`), each job with the GPUs it needs, its own
-log under <out>/jobs/, a timeout and retries; Ctrl-C stops every worker."""
+pool of long-lived worker processes (harness.run.executors.worker) that take job after job,
+each job with the GPUs it needs, its own log under <out>/jobs/, a timeout and retries;
+Ctrl-C stops every worker."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
+import select
 import signal
 import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from harness.contract import CellOutcome, ExecutionContext, Job
-from harness.run.executors import finish_job, worker_command, write_job_spec
+from harness.run.executors import TIMED_OUT, finish_job, job_models, write_job_spec
+from harness.run.executors.worker import default_memo_bytes
 from harness.run.jobs import run_job
 
 # Bytes of GPU memory per parameter, by dtype, with room for activations and caches.
@@ -81,89 +86,180 @@ def _gpu_memory() -> float | None:
 # ----------------------------------------------------------------------------- local
 
 
-@dataclass
-class _Running:
-    job: Job
-    process: subprocess.Popen[bytes]
-    gpus: list[str]
-    started: float
-    attempt: int
-    spec_path: Path
-
-
 def run_local(ctx: ExecutionContext) -> list[CellOutcome]:
     """One slot: every job here, in order (the live display follows each cell). More
-    slots: a pool of worker processes, each job with the GPUs it needs."""
+    slots: a pool of long-lived worker processes, each job with the GPUs it needs."""
     if ctx.slots <= 1 and len(ctx.gpus) <= 1:
         return [o for job in ctx.jobs for o in run_job(ctx.host, ctx.plan, job, ctx.capture_logs)]
     return _Pool(ctx).run()
 
 
+class WorkerProcess:
+    """A long-lived worker (harness.run.executors.worker) seeing `gpus`, in a session of its
+    own so that a timeout or Ctrl-C stops it and whatever it started."""
+
+    def __init__(self, gpus: tuple[str, ...], memo_bytes: int, log: Path) -> None:
+        self.gpus = gpus
+        self.models: tuple[str, ...] = ()  # the base models of its latest job
+        # an empty CUDA_VISIBLE_DEVICES hides every GPU from a worker that needs none
+        env = {**os.environ, "CUDA_VISIBLE_DEVICES": ",".join(gpus)}
+        with open(log, "ab") as stderr:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "harness.run.executors.worker", "--memo-bytes",
+                 str(memo_bytes)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                stderr=stderr, env=env, start_new_session=True)
+        assert self.process.stdin is not None and self.process.stdout is not None
+        self.requests, self.replies = self.process.stdin, self.process.stdout
+
+    def send(self, spec_path: Path, capture_logs: bool) -> bool:
+        """Hand it a job; False when it has died."""
+        line = json.dumps({"spec": str(spec_path), "capture_logs": capture_logs}) + "\n"
+        try:
+            self.requests.write(line.encode())
+            self.requests.flush()
+        except (BrokenPipeError, ValueError):
+            return False
+        return True
+
+    def reply(self) -> int:
+        """The finished job's exit status (call when `replies` is readable); a worker that
+        died answers with its own exit status."""
+        line = self.replies.readline()
+        try:
+            return int(json.loads(line)["code"])
+        except (ValueError, KeyError, TypeError):
+            self.stop()
+            return self.process.returncode
+
+    def close(self) -> None:
+        """End of its input: it exits after its current job (none, when this is called)."""
+        close_all([self])
+
+    def stop(self) -> None:
+        _kill(self.process)
+
+
+def close_all(workers: list[WorkerProcess], grace_s: float = 10.0) -> None:
+    """Close idle workers' input, then wait for all of them together (each exits at once;
+    a worker still alive after `grace_s` is stopped)."""
+    for worker in workers:
+        with contextlib.suppress(OSError, ValueError):
+            worker.requests.close()
+    deadline = time.monotonic() + grace_s
+    for worker in workers:
+        try:
+            worker.process.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            worker.stop()
+        worker.replies.close()
+
+
+@dataclass
+class _Running:
+    job: Job
+    worker: WorkerProcess
+    started: float
+    attempt: int
+    spec_path: Path
+
+
 class _Pool:
+    """At most `slots` workers, each running one job at a time. A worker is kept for the
+    next job while its GPUs suit it; a job prefers an idle worker that last loaded the same
+    base models (its model memo has them). A worker that dies or times out takes only its
+    current job with it and is replaced on demand."""
+
     def __init__(self, ctx: ExecutionContext) -> None:
         self.ctx = ctx
-        self.free_gpus = list(ctx.gpus)
         memory = _gpu_memory() if ctx.gpus else None
         self.needs = {id(job): (min(gpus_needed(job, memory), len(ctx.gpus)) if ctx.gpus else 0)
                       for job in ctx.jobs}
         self.queue = [(job, 1) for job in ctx.jobs]
+        self.idle: list[WorkerProcess] = []
         self.running: list[_Running] = []
         self.outcomes: list[CellOutcome] = []
+        self.memo_bytes = default_memo_bytes(max(1, ctx.slots))
         ctx.folder.mkdir(parents=True, exist_ok=True)
 
     def run(self) -> list[CellOutcome]:
         try:
             while self.queue or self.running:
                 self._start_what_fits()
-                time.sleep(0.2)
                 self._collect()
         except BaseException:
             self._stop_all()
             raise
+        close_all(self.idle)
         return self.outcomes
 
     def _start_what_fits(self) -> None:
         while self.queue and len(self.running) < max(1, self.ctx.slots):
             job, attempt = self.queue[0]
-            need = self.needs[id(job)]
-            if need > len(self.free_gpus):
+            worker = self._worker_for(job, self.needs[id(job)])
+            if worker is None:
                 return  # the next job waits for GPUs (jobs run in order)
             self.queue.pop(0)
-            gpus, self.free_gpus = self.free_gpus[:need], self.free_gpus[need:]
-            self.running.append(self._start(job, attempt, gpus))
+            spec_path = write_job_spec(self.ctx, job)
+            worker.models = job_models(job)
+            if worker.send(spec_path, self.ctx.capture_logs):
+                self.running.append(_Running(job, worker, time.monotonic(), attempt, spec_path))
+            else:  # died idle: the job goes back to the front, to a new worker
+                worker.close()
+                self.queue.insert(0, (job, attempt))
 
-    def _start(self, job: Job, attempt: int, gpus: list[str]) -> _Running:
-        spec_path = write_job_spec(self.ctx, job)
-        # an empty CUDA_VISIBLE_DEVICES hides every GPU from a job that needs none
-        env = {**os.environ, "CUDA_VISIBLE_DEVICES": ",".join(gpus)}
-        with open(spec_path.with_suffix(".log"), "ab") as log:
-            process = subprocess.Popen(worker_command(self.ctx, spec_path), stdout=log,
-                                       stderr=subprocess.STDOUT, env=env,
-                                       start_new_session=True)
-        return _Running(job, process, gpus, time.monotonic(), attempt, spec_path)
+    def _worker_for(self, job: Job, need: int) -> WorkerProcess | None:
+        """An idle worker that sees the GPUs the job gets, else a new one (idle workers
+        holding those GPUs, or a slot, make way); None while the GPUs are busy."""
+        busy = {gpu for running in self.running for gpu in running.worker.gpus}
+        free = [gpu for gpu in self.ctx.gpus if gpu not in busy]
+        if need > len(free):
+            return None
+        suitable = [w for w in self.idle if len(w.gpus) == need and set(w.gpus) <= set(free)]
+        if suitable:
+            worker = next((w for w in suitable if w.models == job_models(job)), suitable[0])
+            self.idle.remove(worker)
+            return worker
+        gpus = tuple(free[:need])
+        for worker in [w for w in self.idle if set(w.gpus) & set(gpus)]:
+            self._retire(worker)
+        while self.idle and len(self.idle) + len(self.running) >= max(1, self.ctx.slots):
+            self._retire(self.idle[0])
+        return WorkerProcess(gpus, self.memo_bytes, self.ctx.folder / "workers.log")
+
+    def _retire(self, worker: WorkerProcess) -> None:
+        self.idle.remove(worker)
+        worker.close()
 
     def _collect(self) -> None:
+        readable = {running.worker.replies: running for running in self.running}
+        ready, _, _ = select.select(list(readable), [], [], 0.2)
+        for replies in ready:
+            running = readable[replies]
+            self._finished(running, running.worker.reply(), timed_out=False)
         for running in list(self.running):
-            timed_out = (self.ctx.timeout_s is not None
-                         and time.monotonic() - running.started > self.ctx.timeout_s)
-            if timed_out:
-                _kill(running.process)
-            code = running.process.poll()
-            if code is None:
-                continue
-            self.running.remove(running)
-            self.free_gpus += running.gpus
-            if (timed_out or code != 0) and running.attempt <= self.ctx.retries:
-                self.queue.insert(0, (running.job, running.attempt + 1))
-                continue
-            why = (f"job timed out after {self.ctx.timeout_s:g} s" if timed_out
-                   else f"job exited with status {code}")
-            self.outcomes += finish_job(self.ctx, running.job, running.spec_path, why)
+            if (self.ctx.timeout_s is not None
+                    and time.monotonic() - running.started > self.ctx.timeout_s):
+                running.worker.stop()
+                self._finished(running, TIMED_OUT, timed_out=True)
+
+    def _finished(self, running: _Running, code: int, timed_out: bool) -> None:
+        self.running.remove(running)
+        worker = running.worker
+        if worker.process.poll() is None:
+            self.idle.append(worker)
+        else:
+            worker.close()
+        if (timed_out or code != 0) and running.attempt <= self.ctx.retries:
+            self.queue.insert(0, (running.job, running.attempt + 1))
+            return
+        why = (f"job timed out after {self.ctx.timeout_s:g} s" if timed_out
+               else f"job exited with status {code}")
+        self.outcomes += finish_job(self.ctx, running.job, running.spec_path, why)
 
     def _stop_all(self) -> None:
         """Ctrl-C: every worker dies; what they had not committed is simply not there."""
-        for running in self.running:
-            _kill(running.process)
+        for worker in [*self.idle, *(running.worker for running in self.running)]:
+            worker.stop()
 
 
 def _kill(process: subprocess.Popen[bytes]) -> None:
@@ -175,3 +271,4 @@ def _kill(process: subprocess.Popen[bytes]) -> None:
             os.killpg(process.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
+        process.wait()

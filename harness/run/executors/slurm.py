@@ -1,7 +1,14 @@
 """The Slurm executor, through submitit: the jobs form one job array with at most --jobs
 running at once, each array task holding the GPUs its job needs and running the job's
-worker (`harness _job SPEC`, as the local pool does). Ctrl-C cancels the array. The nodes
+worker (`harness _job SPEC`), one process per job. Ctrl-C cancels the array. The nodes
 must see the --out folder and have the harness installed.
+
+Slurm keeps one process per job where the local pool and Ray keep long-lived workers:
+each array task is an allocation of its own, queued, placed, time-limited and accounted
+by Slurm, so a worker that took job after job would hold its allocation (and GPUs) while
+it waits for the next, bypass the queue's fair share and backfill, and outlive the time
+limit Slurm set for one job; the start-up it saves (seconds) is small next to a queue's
+wait and a real cell's minutes.
 
 Slurm parameters come from HARNESS_SLURM_* variables (HARNESS_SLURM_PARTITION=gpu,
 HARNESS_SLURM_ACCOUNT=...); HARNESS_SUBMITIT_CLUSTER=local runs the same array with

@@ -1,10 +1,12 @@
 """Executors run the same jobs to the same results: in process, a local worker pool, Ray
-and Slurm (submitit's local executor); timeouts, retries and Ctrl-C in the pool."""
+and Slurm (submitit's local executor); timeouts, retries and Ctrl-C in the pool; the pool's
+and Ray's long-lived workers take several jobs each and a killed one loses only its job."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -85,6 +87,38 @@ def test_every_executor_gives_the_in_process_results(executor, env, reference, p
     assert len(list((out / "jobs").glob("*.outcomes.json"))) == 2  # one per row
     again = _run(plugins, out, *executor, env=env)
     assert "0 computed, 4 already done" in again.stdout  # resumable like a local run
+
+
+RAY_SLOW = pytest.mark.skipif(not os.environ.get("HARNESS_SLOW_TESTS"), reason=(
+    "the same with Ray starts a Ray instance (about a minute on 2 cores); "
+    "set HARNESS_SLOW_TESTS=1"))
+
+
+@pytest.mark.parametrize("executor", [
+    ["--jobs", "2"],
+    pytest.param(["--executor", "ray", "--jobs", "2"], marks=RAY_SLOW),
+], ids=["local-pool", "ray"])
+def test_workers_take_several_jobs_and_a_killed_one_loses_only_its_job(
+        executor, reference, plugins, tmp_path) -> None:
+    """Two seeds make four jobs for two workers; the first job to build kills its worker
+    (as the OOM killer would) and is retried in a new one. The seed that the reference ran
+    gives the reference's results, whichever worker ran its jobs."""
+    if "ray" in executor:
+        pytest.importorskip("ray")
+    out, marker = tmp_path / "out", tmp_path / "died"
+    result = _run(plugins, out, "--seeds", "1234,7", "--retries", "1", *executor,
+                  env={"HARNESS_TEST_DIE_ONCE": str(marker)})
+    assert marker.exists(), "a worker should have been killed"
+    assert result.returncode == 0, result.stderr
+    assert "8 computed" in result.stdout  # the killed worker's job too, in its retry
+    results = _results(out)
+    assert {fp: results[fp] for fp in reference} == reference
+    # each attempt's log opens with its worker's process id: 5 attempts in at most 3
+    # processes (2 workers and the one that replaced the killed worker)
+    pids = [int(pid) for log in (out / "jobs").glob("*.log")
+            for pid in re.findall(r"harness worker (\d+): job", log.read_text())]
+    assert len(pids) == 5 and len(set(pids)) <= 3
+    assert max(pids.count(pid) for pid in pids) >= 2  # a worker ran several jobs
 
 
 def test_a_job_that_times_out_is_retried(plugins: Path, tmp_path: Path) -> None:
