@@ -6,8 +6,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from harness.contract import ModelRef
-from harness.contract import BuildContext, DataSource, Metric, NoOptions, TaskSpec
+from harness.contract import BuildContext, DataSource, Metric, ModelRef, NoOptions, TaskSpec
 
 TINY_LLAMA = "harness-zoo/tiny-llama"
 # The same tests run on a GPU (bf16 autocast in the fit) with HARNESS_TEST_DEVICE=cuda.

@@ -6,10 +6,9 @@ from pathlib import Path
 from typing import Any, Callable
 
 import pytest
+from adapters.adapters_support import TEST_DEVICE, TINY_LLAMA
 
 from harness.contract import ModelRef
-
-from adapters.adapters_support import TEST_DEVICE, TINY_LLAMA
 
 
 @pytest.fixture(autouse=True)

@@ -9,16 +9,14 @@ from pathlib import Path
 import pytest
 import torch
 
+from harness.contract import BuildContext, DataSource, MethodRow, ModelRef, TaskColumn, TaskContext
 from harness.host import load_host
-from harness.contract import ModelRef
 from harness.models.loading import load_vision_lm
 from harness.options import build_options
-from harness.contract import MethodRow, TaskColumn
-from harness.run.plan import plan_cells
-from harness.run.jobs import run_plan
-from harness.settings import RunSettings
-from harness.contract import BuildContext, DataSource, TaskContext
 from harness.results.store import Store
+from harness.run.jobs import run_plan
+from harness.run.plan import plan_cells
+from harness.settings import RunSettings
 from harness.tasks.coco_captioning import scoring
 
 TINY_VLM = ModelRef("harness-zoo/tiny-vlm", dtype="float32")
@@ -90,8 +88,8 @@ def test_image_examples_are_encoded_as_hf_multimodal_lm_encodes_them(tmp_path):
 
 
 def test_adalink_fits_both_links_on_captions_and_keeps_the_base_frozen(tmp_path):
-    from harness.plugins.adalink import adapt
     from harness.models.loading import load_processor
+    from harness.plugins.adalink import adapt
     from harness.training import fit, parameter_digests
 
     host = _host()

@@ -104,6 +104,7 @@ def test_bad_checkpoints_are_refused_in_one_line(load_tiny, tmp_path, content, m
 
 def test_the_method_evaluates_a_checkpoint_without_fitting(load_tiny, tmp_path):
     from adapters.adapters_support import build_context, synthetic_task
+
     from harness.plugins.aligner import build
     from harness.plugins.aligner.config import AlignerOptions
 

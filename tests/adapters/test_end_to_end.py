@@ -7,14 +7,13 @@ from pathlib import Path
 
 import pytest
 
+from harness.contract import MethodRow, ModelRef, TaskColumn
 from harness.host import load_host
-from harness.contract import ModelRef
 from harness.options import build_options
-from harness.contract import MethodRow, TaskColumn
-from harness.run.plan import plan_cells
-from harness.run.jobs import run_plan
-from harness.settings import RunSettings
 from harness.results.store import Store
+from harness.run.jobs import run_plan
+from harness.run.plan import plan_cells
+from harness.settings import RunSettings
 
 METHODS = ("aligner", "adalink", "lora", "prompt_tuning", "llama_adapter", "full_ft")
 SMOKE_BUDGET = {"max_steps": 2, "batch_size": 4, "micro_batch_size": 4}

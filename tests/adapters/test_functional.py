@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from adapters.adapters_support import build_context, label_accuracy, label_task, synthetic_task
+
 from harness.options import build_options
 from harness.training import fit
 

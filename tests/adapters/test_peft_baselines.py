@@ -67,8 +67,8 @@ def test_prompt_tuning_scores_the_input_positions_for_lm_eval(load_tiny):
     """lm-eval reads logits by input position; peft prepends the soft prompt's positions."""
     from lm_eval.api.instance import Instance
 
-    from harness.lm import hf_lm
     from harness.contract import BuildContext, DataSource
+    from harness.lm import hf_lm
 
     model, tokenizer = load_tiny()
     adapted = prompt_tuning(model, PromptTuningOptions(num_virtual_tokens=5)).eval()

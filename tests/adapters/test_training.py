@@ -7,13 +7,12 @@ import json
 
 import pytest
 import torch
+from adapters.adapters_support import build_context, label_task, synthetic_task
 
 import harness.training as training
-from adapters.adapters_support import build_context, label_task, synthetic_task
 from harness.errors import DataError, UsageError
 from harness.options import build_options
-from harness.training import (TrainingOptions, encode_examples, fit, parameter_digests,
-                              tensor_digest)
+from harness.training import TrainingOptions, encode_examples, fit, parameter_digests, tensor_digest
 
 TINY_BUDGET = {"max_steps": 3, "batch_size": 8, "micro_batch_size": 4, "lr": 1e-2}
 ADAPTERS = ("aligner", "adalink", "lora", "prompt_tuning", "llama_adapter")
@@ -181,8 +180,8 @@ def test_bad_budgets_are_usage_errors():
 
 @pytest.mark.parametrize("task", ["gsm8k", "mmlu"])
 def test_tasks_supply_training_examples_in_lm_eval_format(task, tmp_path):
-    from harness.host import load_host
     from harness.contract import DataSource, TaskContext
+    from harness.host import load_host
 
     spec = load_host().task(task)
     examples = spec.training_examples(TaskContext(spec.options(), DataSource("embedded"),
@@ -213,9 +212,9 @@ def test_plugins_declare_training_and_import_without_torch():
 
 
 def test_planning_can_tell_which_tasks_a_training_method_cannot_fit_for(tmp_path):
+    from harness.contract import Metric, TaskSpec
     from harness.host import load_host
     from harness.plugins.aligner.config import AlignerOptions
-    from harness.contract import Metric, TaskSpec
 
     host = load_host(["harness.plugins.aligner"])
     aligner = host.method("aligner")

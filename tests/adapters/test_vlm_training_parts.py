@@ -5,14 +5,13 @@ both declare vision for a VLM so the planner lets them run image tasks. < 2 s.""
 
 from __future__ import annotations
 
+from harness.contract import Capability, ModelRef
 from harness.host import load_host
+from harness.models.loading import load_vision_lm
 from harness.plugins.full_ft import FullFtOptions
 from harness.plugins.full_ft import adapt as full_ft
 from harness.plugins.lora import LoraOptions
 from harness.plugins.lora import adapt as lora
-from harness.contract import ModelRef
-from harness.models.loading import load_vision_lm
-from harness.contract import Capability
 from harness.training.multimodal import language_model_targets
 
 TINY_VLM = ModelRef("harness-zoo/tiny-vlm", dtype="float32")

@@ -6,9 +6,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from harness.contract import ModelRef
+from harness.contract import BuildContext, DataSource, ModelRef, NoOptions, TaskSpec
 from harness.models.loading import load_causal_lm
-from harness.contract import BuildContext, DataSource, NoOptions, TaskSpec
 
 ANCHOR = "harness-zoo/tiny-llama"
 AUGMENTING = "harness-zoo/tiny-llama-b"

@@ -14,12 +14,11 @@ import os
 from pathlib import Path
 
 import pytest
+from calm.claim_support import (ANCHOR_ROW, AUGMENTING_ROW, CALM_ROW, CLAIM_FOLDER, Scores,
+                                mean_by_seed, pooled_p, row_scores, seeds_of)
 
 from harness.api import kv_examples
 from harness.zoo import kv
-
-from calm.claim_support import (ANCHOR_ROW, AUGMENTING_ROW, CALM_ROW, CLAIM_FOLDER, Scores,
-                                mean_by_seed, pooled_p, row_scores, seeds_of)
 
 SLOW = pytest.mark.skipif(not os.environ.get("HARNESS_SLOW_TESTS"), reason=(
     "builds both kv zoo models on first use (about 15 CPU-minutes on two shared cores); "

@@ -8,16 +8,15 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from harness.host import load_host
-from harness.contract import ModelRef
-from harness.options import build_options
-from harness.contract import MethodRow, TaskColumn
-from harness.run.plan import plan_cells
-from harness.run.jobs import run_plan
-from harness.settings import RunSettings
-from harness.results.store import Store
-
 from calm.calm_support import ANCHOR, AUGMENTING
+
+from harness.contract import MethodRow, ModelRef, TaskColumn
+from harness.host import load_host
+from harness.options import build_options
+from harness.results.store import Store
+from harness.run.jobs import run_plan
+from harness.run.plan import plan_cells
+from harness.settings import RunSettings
 
 BUDGET = {"max_steps": 2, "batch_size": 4, "micro_batch_size": 4, "every": 2}
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
+from adapters.adapters_support import synthetic_task
+from calm.calm_support import context, load_pair, randomise_outputs, refs
 
 from harness.api import EarlyStopping
 from harness.errors import UsageError
@@ -12,9 +14,6 @@ from harness.plugins.calm.config import CalmOptions
 from harness.plugins.calm.layer import linspace_connections, paper_connections
 from harness.plugins.calm.model import compose
 from harness.training import parameter_digests
-
-from adapters.adapters_support import synthetic_task
-from calm.calm_support import context, load_pair, randomise_outputs, refs
 
 PROMPT = "The cat sat on the mat and looked at the door"
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from harness.report.claims import CLAIMS, evaluate
+
 from support import run_cli
 
 CLAIMS_RESULTS = Path(__file__).resolve().parents[2] / "results" / "claims"

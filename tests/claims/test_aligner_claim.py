@@ -15,16 +15,14 @@ import os
 from pathlib import Path
 
 import pytest
-
-from harness.host import load_host
-from harness.contract import ModelRef
-from harness.contract import MethodRow, TaskColumn
-from harness.run.plan import plan_cells
-from harness.run.jobs import run_plan
-from harness.settings import RunSettings
-from harness.results.store import Store
-
 from claims.claims_support import assert_suite_reproduces_the_committed_verdicts
+
+from harness.contract import MethodRow, ModelRef, TaskColumn
+from harness.host import load_host
+from harness.results.store import Store
+from harness.run.jobs import run_plan
+from harness.run.plan import plan_cells
+from harness.settings import RunSettings
 
 BASE = (ModelRef("harness-zoo/expert-forms"),)
 

@@ -7,16 +7,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
-from harness.report.claims import (CLAIMS, ORACLE, Claim, evaluate, main, oracle, pooled_scores,
-                            seeds_of, table)
-from harness.errors import DataError
-from harness.report.significance import DocumentScores
-from harness.results.store import Store
-from support import commit_binary_cell
-
 from claims.claims_support import CLAIMS_RESULTS, committed_verdicts
 
+from harness.errors import DataError
+from harness.report.claims import (CLAIMS, ORACLE, Claim, evaluate, main, oracle, pooled_scores,
+                                   seeds_of, table)
+from harness.report.significance import DocumentScores
+from harness.results.store import Store
+
+from support import commit_binary_cell
 
 
 def test_rows_pool_the_documents_of_every_seed_label(tmp_path: Path) -> None:

@@ -8,14 +8,14 @@ from pathlib import Path
 
 import pytest
 
+from harness.contract import MethodRow, ModelRef, TaskColumn
 from harness.host import load_host
-from harness.contract import ModelRef
-from harness.contract import MethodRow, TaskColumn
-from harness.run.plan import plan_cells
-from harness.run.jobs import run_plan
-from harness.settings import RunSettings
 from harness.results.store import Store
+from harness.run.jobs import run_plan
+from harness.run.plan import plan_cells
+from harness.settings import RunSettings
 from harness.tasks.coco_captioning import scoring
+
 from support import run_cli
 
 SMALL_SEARCH = {"steps": 2, "candidates": 8, "beam_width": 2}

@@ -7,7 +7,7 @@ import torch
 
 from harness.fuse._adapter import AdapterConfig, fit_adapter, word_tensor
 from harness.fuse._tensor import (slice_transpose, t_identity, t_least_squares, t_pinv, t_product,
-                                 t_product_circular, t_transpose)
+                                  t_product_circular, t_transpose)
 
 DEPTHS = [1, 2, 3, 4, 5]
 

@@ -7,8 +7,8 @@ import torch
 from PIL import Image
 
 from harness import zoo
-from harness.fuse._caption import ClipText, PrimaryLM
 from harness.contract import ModelRef
+from harness.fuse._caption import ClipText, PrimaryLM
 from harness.models.loading import load_causal_lm, load_clip, load_tokenizer
 from harness.tasks.coco_captioning import FIXTURES
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from harness.fusion._alignment import (build_map, cached_map, nearest_tokens, space_marker,
-                                      swap_marker, vocabulary)
+                                       swap_marker, vocabulary)
 
 
 def test_shared_tokens_map_to_themselves_and_markers_are_swapped():

@@ -13,7 +13,6 @@ import random
 
 import pytest
 import torch
-
 from fusion.fusion_support import Request
 
 DOMAINS = {

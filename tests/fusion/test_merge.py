@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 import torch
 
-from harness.errors import UsageError
 from harness.contract import ModelRef
+from harness.errors import UsageError
 from harness.options import build_options
 
 TASKS = 3

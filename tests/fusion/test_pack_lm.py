@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 
 import pytest
 import torch
-
 from fusion.fusion_support import RecordingHook, Request
+
 from harness.fusion._options import PackOptions
 from harness.fusion._pack_lm import Member, Pack, PackLM, request_key
 from harness.fusion._weights import PerplexitySoftmax, Weighting

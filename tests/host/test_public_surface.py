@@ -10,9 +10,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from support import REPO
-
 import harness.api
+
+from support import REPO
 
 # Every toolkit face and exactly what it exports: a change here is a change of the public
 # surface, made on purpose.

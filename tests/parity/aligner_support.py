@@ -6,7 +6,6 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-
 from parity.parity_support import seeded_
 
 VOCAB, WIDTH, LAYERS, HEADS, CONTEXT = 32, 64, 4, 4, 64

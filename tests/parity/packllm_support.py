@@ -8,10 +8,9 @@ import re
 from typing import Any
 
 import torch
-
-from harness.fusion._weights import (ExpertContrast, GreedyGrid, PerplexitySoftmax, TopOne,
-                                    Weighting)
 from parity.parity_support import seeded_
+
+from harness.fusion._weights import ExpertContrast, GreedyGrid, PerplexitySoftmax, TopOne, Weighting
 
 # The official `fusion` names and our rules; every rule with 2-4 members, DExperts with 3.
 RULES = {"sim": PerplexitySoftmax(), "opt": GreedyGrid(), "ensemble": Weighting(),

@@ -68,13 +68,14 @@ def packllm_rule_inputs() -> tuple[torch.Tensor, torch.Tensor]:
 
 def packllm(checkout: Path) -> Path:
     os.environ["HARNESS_PARITY_PACKLLM"] = str(checkout)
-    from harness.fusion._alignment import special_ids, vocabulary
-    from harness.fusion._pack_lm import Member, Pack
-    from harness.contract import ModelRef
-    from harness.models.loading import load_tokenizer
     from parity import test_packllm as live
     from parity.packllm_support import (CASES, MARKERS, official_mmlu_items, question_texts,
                                         seeded_lm)
+
+    from harness.contract import ModelRef
+    from harness.fusion._alignment import special_ids, vocabulary
+    from harness.fusion._pack_lm import Member, Pack
+    from harness.models.loading import load_tokenizer
 
     official = live.load_official()
     tensors: dict[str, torch.Tensor] = {}
@@ -172,7 +173,7 @@ def calm(checkout: Path) -> Path:
 
     os.environ["HARNESS_PARITY_CALM"] = str(checkout)
     from parity.calm_parity_support import (CONNECTIONS, HEADS, fixed_tokens, seeded_hook_,
-                                             seeded_pair)
+                                            seeded_pair)
     from parity.parity_support import import_official
     from parity.test_calm import _tuple_outputs
 

@@ -10,7 +10,6 @@ from typing import Any
 
 import pytest
 import torch
-
 from parity.aligner_support import (ATOL, CONTEXT, HEADS, LAYERS, VOCAB, WIDTH, cached_logits,
                                     fixed_ids, hf_llama)
 from parity.parity_support import import_official, official_checkout
@@ -21,7 +20,6 @@ CHECKOUT = official_checkout("HARNESS_PARITY_ALIGNER", "mytemporalaccount/Aligne
 from harness.plugins.aligner.checkpoint import (load_official, official_state_dict,  # noqa: E402
                                                 read_official)
 from harness.plugins.aligner.model import inject_aligner  # noqa: E402
-
 
 
 @pytest.fixture(scope="module")

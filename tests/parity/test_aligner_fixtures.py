@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+from parity.aligner_support import ATOL, cached_logits, fixed_ids, hf_llama
+from parity.parity_support import load_fixture
 
 from harness.plugins.aligner.checkpoint import load_official, official_state_dict
 from harness.plugins.aligner.model import inject_aligner
-from parity.aligner_support import ATOL, cached_logits, fixed_ids, hf_llama
-from parity.parity_support import load_fixture
 
 
 @pytest.fixture(scope="module")

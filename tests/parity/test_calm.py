@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import pytest
 import torch
+from calm.calm_support import ANCHOR, AUGMENTING, load_pair
+from parity.parity_support import import_official, official_checkout
 
 from harness.plugins.calm.config import CalmOptions
 from harness.plugins.calm.model import compose
 from harness.zoo import zoo_path
-
-from calm.calm_support import ANCHOR, AUGMENTING, load_pair
-from parity.parity_support import import_official, official_checkout
 
 CHECKOUT = official_checkout("HARNESS_PARITY_CALM", "google-deepmind/calm", "model/calm.py")
 CONNECTIONS = [(1, 1), (3, 3)]  # (anchor layer, augmenting layer), their order

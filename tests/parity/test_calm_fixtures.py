@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+from parity.calm_parity_support import CONNECTIONS, HEADS, fixed_tokens, seeded_hook_, seeded_pair
+from parity.parity_support import load_fixture
 
 from harness.plugins.calm.config import CalmOptions
 from harness.plugins.calm.model import compose
-from parity.calm_parity_support import (CONNECTIONS, HEADS, fixed_tokens, seeded_hook_,
-                                        seeded_pair)
-from parity.parity_support import load_fixture
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,6 @@ from typing import Any
 
 import pytest
 import torch
-
 from parity.packllm_support import (CASES, MARKERS, RULES, official_mmlu_items, question_texts,
                                     random_lm)
 from parity.parity_support import import_official, official_checkout
@@ -25,7 +24,6 @@ from harness.fusion._alignment import build_map, special_ids, vocabulary  # noqa
 from harness.fusion._options import PackOptions  # noqa: E402
 from harness.fusion._pack_lm import Member, Pack, PackLM  # noqa: E402
 from harness.fusion._weights import ExpertContrast, GreedyGrid, Weighting, fuse  # noqa: E402
-
 
 
 @pytest.fixture(scope="module")

@@ -11,13 +11,13 @@ from typing import Any
 
 import pytest
 import torch
+from parity.packllm_support import CASES, RULES, seeded_lm
+from parity.parity_support import load_fixture
 
 from harness.fusion._alignment import build_map, special_ids, vocabulary
 from harness.fusion._options import PackOptions
 from harness.fusion._pack_lm import Member, Pack, PackLM
 from harness.fusion._weights import GreedyGrid, Weighting, fuse
-from parity.packllm_support import CASES, RULES, seeded_lm
-from parity.parity_support import load_fixture
 
 EOS = 0  # the replayed members' EOS (regenerate_fixtures.EOS)
 NAMES = ("tiny-llama", "tiny-gpt2")

@@ -7,18 +7,15 @@ from pathlib import Path
 
 import pytest
 
+from harness.contract import DataSource, MethodRow, ModelRef, TaskColumn, TaskContext
 from harness.errors import DataError, MissingTool
 from harness.host import load_host
-from harness.contract import ModelRef
-from harness.contract import MethodRow, TaskColumn
-from harness.run.plan import plan_cells
-from harness.run.jobs import run_plan
-from harness.settings import RunSettings
-from harness.contract import DataSource, TaskContext
 from harness.results.store import Store
+from harness.run.jobs import run_plan
+from harness.run.plan import plan_cells
+from harness.settings import RunSettings
 from harness.tasks.coco_captioning import (EMBEDDED_ANNOTATIONS, CocoOptions, preflight,
-                                           read_coco_captions)
-from harness.tasks.coco_captioning import scoring
+                                           read_coco_captions, scoring)
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
 needs_java = pytest.mark.skipif(scoring.java_problem() is not None,

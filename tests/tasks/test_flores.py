@@ -9,15 +9,13 @@ from pathlib import Path
 import pytest
 from sacrebleu.metrics import BLEU, CHRF
 
+from harness.contract import DataSource, MethodRow, ModelRef, TaskColumn, TaskContext
 from harness.errors import DataError, UsageError
 from harness.host import load_host
-from harness.contract import ModelRef
-from harness.contract import MethodRow, TaskColumn
-from harness.run.plan import plan_cells
-from harness.run.jobs import run_plan
-from harness.settings import RunSettings
-from harness.contract import DataSource, TaskContext
 from harness.results.store import Store
+from harness.run.jobs import run_plan
+from harness.run.plan import plan_cells
+from harness.settings import RunSettings
 from harness.tasks import flores
 from harness.tasks.flores import FloresOptions
 

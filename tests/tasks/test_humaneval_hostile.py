@@ -23,8 +23,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.isolation._sandbox import Limits, Program, isolation, judge
 from harness.isolation._cgroups import trace_prefix
+from harness.isolation._sandbox import Limits, Program, isolation, judge
 
 TIGHT = Limits(timeout_s=3.0, cpu_s=2, memory_mb=256, file_size_mb=4, processes=8)
 ROOMY = Limits(timeout_s=20.0, cpu_s=10, memory_mb=1024, file_size_mb=4, processes=8)

@@ -17,10 +17,10 @@ from pathlib import Path
 
 import pytest
 
-from harness.isolation import _child as sandbox_child
 from harness.errors import HarnessError
-from harness.isolation._sandbox import Limits, Program, isolation, judge, run_programs
+from harness.isolation import _child as sandbox_child
 from harness.isolation._cgroups import trace_prefix
+from harness.isolation._sandbox import Limits, Program, isolation, judge, run_programs
 
 TIGHT = Limits(timeout_s=3.0, cpu_s=2, memory_mb=256, file_size_mb=4, processes=8)
 ADD = {"prompt": 'def add(a: int, b: int) -> int:\n    """Sum of a and b."""\n',

@@ -8,15 +8,14 @@ from pathlib import Path
 
 import pytest
 
+from harness.contract import DataSource, MethodRow, ModelRef, TaskColumn, TaskContext
 from harness.host import load_host
-from harness.contract import ModelRef
-from harness.contract import MethodRow, TaskColumn
-from harness.run.plan import plan_cells
-from harness.run.jobs import run_plan
-from harness.settings import RunSettings
-from harness.contract import DataSource, TaskContext
 from harness.results.store import Store
+from harness.run.jobs import run_plan
+from harness.run.plan import plan_cells
+from harness.settings import RunSettings
 from harness.tasks import mixed_domains
+
 from support import run_cli
 
 ASCENDING, DESCENDING = "harness-zoo/expert-ascending", "harness-zoo/expert-descending"

@@ -12,17 +12,16 @@ from typing import Callable
 
 import pytest
 
+from harness.contract import DataSource, MethodRow, ModelRef, TaskColumn, TaskContext
 from harness.host import load_host
-from harness.judge._judgments import JudgeRequest, JudgmentCache, run_judgments
 from harness.judge._backends import JudgeSettings
-from harness.judge._verdicts import candidate_log_scores, expected_rating, parse_preference, parse_rating, rating_distribution
-from harness.contract import ModelRef
-from harness.contract import MethodRow, TaskColumn
-from harness.run.plan import plan_cells
-from harness.run.jobs import run_plan
-from harness.settings import RunSettings
-from harness.contract import DataSource, TaskContext
+from harness.judge._judgments import JudgeRequest, JudgmentCache, run_judgments
+from harness.judge._verdicts import (candidate_log_scores, expected_rating, parse_preference,
+                                     parse_rating, rating_distribution)
 from harness.results.store import Store
+from harness.run.jobs import run_plan
+from harness.run.plan import plan_cells
+from harness.settings import RunSettings
 from harness.tasks.vicuna_bench import (VicunaBenchOptions, data_files, pairwise_metrics,
                                         read_answers, read_questions)
 

@@ -7,6 +7,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+
 from support import run_cli
 
 SMOKE = ["--data", "embedded", "--limit", "1"]

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 from rich.console import Console
-from support import HOST_FIXTURES, run_cli
 
 from harness import cli
 from harness.host import load_host
@@ -21,6 +20,8 @@ from harness.report.board import build_board
 from harness.report.terminal import rich_tables
 from harness.results.records import CellRecord, RowInfo, Score, TaskInfo, row_key
 from harness.results.store import Store
+
+from support import HOST_FIXTURES, run_cli
 
 PLUGINS = HOST_FIXTURES / "plugins"
 

@@ -8,13 +8,11 @@ import shutil
 from pathlib import Path
 
 import pytest
-from support import HOST_FIXTURES
 
-from harness.contract import MethodRow, TaskColumn
+from harness.contract import MethodRow, ModelRef, TaskColumn
 from harness.files import read_jsonl
 from harness.host import load_host
 from harness.models import cost
-from harness.contract import ModelRef
 from harness.models.loading import load_causal_lm, load_tokenizer
 from harness.report.board import build_board
 from harness.report.json_board import board_json
@@ -25,6 +23,8 @@ from harness.results.store import Store
 from harness.run.jobs import run_plan
 from harness.run.plan import plan_cells
 from harness.settings import RunSettings
+
+from support import HOST_FIXTURES
 
 TINY = ModelRef("harness-zoo/tiny-llama")
 V1_RESULTS = HOST_FIXTURES / "v1_results"

@@ -11,10 +11,10 @@ from typing import Any, Callable
 import pytest
 import torch
 
+from harness.contract import ModelRef
 from harness.errors import HarnessError
 from harness.lm import count_parameters
 from harness.models import cost
-from harness.contract import ModelRef
 from harness.models.loading import load_causal_lm
 from harness.results.records import PhaseCost
 

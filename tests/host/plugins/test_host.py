@@ -8,10 +8,11 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from support import run_cli
 
 from harness.errors import HarnessError
 from harness.host import load_host
+
+from support import run_cli
 
 
 def test_builtins_register_through_entry_points() -> None:

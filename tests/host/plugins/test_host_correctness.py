@@ -8,18 +8,18 @@ import shutil
 from pathlib import Path
 
 import pytest
-from support import HOST_FIXTURES, run_cli
 
-from harness.contract import MethodRow, TaskColumn
+from harness.contract import MethodRow, ModelRef, TaskColumn
 from harness.errors import UsageError
 from harness.host import load_host, source_digest
-from harness.contract import ModelRef
 from harness.report.board import build_board
 from harness.report.markdown import markdown
 from harness.results.records import CellRecord
 from harness.results.store import Store
 from harness.run.plan import plan_cells
 from harness.settings import RunSettings
+
+from support import HOST_FIXTURES, run_cli
 
 FIXTURES = HOST_FIXTURES
 PLUGINS = FIXTURES / "plugins"

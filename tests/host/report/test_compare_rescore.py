@@ -7,11 +7,12 @@ import json
 from pathlib import Path
 
 import pytest
-from support import HOST_FIXTURES
 
 from harness.cli import main
 from harness.results.records import CellRecord, RowInfo, Score, TaskInfo, row_key
 from harness.results.store import Store
+
+from support import HOST_FIXTURES
 
 PLUGINS = HOST_FIXTURES / "plugins"
 

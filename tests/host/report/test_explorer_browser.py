@@ -18,12 +18,13 @@ import shutil
 from pathlib import Path
 
 import pytest
-from support import CHOICE_OPTIONS, HOST_FIXTURES, commit_binary_cell, commit_choice_cell
 
 from harness.contract.board import BoardOptions
 from harness.report.board import build_board
 from harness.report.html import html_page
 from harness.results.store import Store
+
+from support import CHOICE_OPTIONS, HOST_FIXTURES, commit_binary_cell, commit_choice_cell
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 playwright = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")

@@ -7,7 +7,6 @@ import shutil
 from pathlib import Path
 
 import pytest
-from support import CHOICE_OPTIONS, HOST_FIXTURES, commit_binary_cell, commit_choice_cell, run_cli
 
 from harness.report.board import build_board
 from harness.report.html import html_page, page_template
@@ -17,6 +16,8 @@ from harness.report.samples import _gold
 from harness.results.records import (CellCost, CellRecord, ModelCost, PhaseCost, RowInfo, Score,
                                      TaskInfo, row_key)
 from harness.results.store import Store
+
+from support import CHOICE_OPTIONS, HOST_FIXTURES, commit_binary_cell, commit_choice_cell, run_cli
 
 GOLDEN = HOST_FIXTURES / "golden"
 

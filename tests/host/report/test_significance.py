@@ -10,10 +10,11 @@ import numpy
 import pytest
 from scipy.stats import binomtest
 from statsmodels.stats.multitest import multipletests
-from support import commit_binary_cell
 
 from harness.report.significance import (BOOTSTRAP, MCNEMAR, DocumentScores, bootstrap_differences,
                                          bootstrap_summary, compare, holm, mcnemar_p, pair_seed)
+
+from support import commit_binary_cell
 
 # 20 documents: A alone right on 7, B alone right on 2, both right on 6, both wrong on 5.
 A = [1] * 7 + [0] * 2 + [1] * 6 + [0] * 5

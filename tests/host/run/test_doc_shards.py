@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from harness.contract import MethodRow, TaskColumn
+from harness.contract import MethodRow, ModelRef, TaskColumn
 from harness.files import read_jsonl
 from harness.host import load_host
-from harness.contract import ModelRef
 from harness.results.store import Store
 from harness.run.jobs import make_jobs, run_plan
 from harness.run.plan import plan_cells

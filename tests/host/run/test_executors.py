@@ -15,10 +15,11 @@ import time
 from pathlib import Path
 
 import pytest
-from support import HOST_FIXTURES, REPO, run_cli
 
 from harness.files import read_jsonl
 from harness.results.store import Store
+
+from support import HOST_FIXTURES, REPO, run_cli
 
 PLUGINS = HOST_FIXTURES / "plugins"
 SUITE = """

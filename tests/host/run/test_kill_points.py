@@ -23,11 +23,12 @@ from typing import Any, Callable, Iterator
 
 import pytest
 import sqlitedict
-from support import HOST_FIXTURES
 
 from harness import cli
 from harness.files import read_jsonl
 from harness.results.store import Store
+
+from support import HOST_FIXTURES
 
 PLUGINS = HOST_FIXTURES / "plugins"
 SUITE = """

@@ -11,16 +11,16 @@ import time
 from pathlib import Path
 
 import pytest
-from support import HOST_FIXTURES, run_cli
 
-from harness.contract import MethodRow, TaskColumn, row_label
+from harness.contract import MethodRow, ModelRef, TaskColumn, row_label
 from harness.files import read_jsonl
 from harness.host import load_host
-from harness.contract import ModelRef
 from harness.results.store import Store
 from harness.run.cell import evaluate_cell
 from harness.run.plan import plan_cells
 from harness.settings import RunSettings
+
+from support import HOST_FIXTURES, run_cli
 
 pytestmark = pytest.mark.slow
 MATRIX = ["run", "--suite", str(HOST_FIXTURES / "tiny_matrix.yaml")]

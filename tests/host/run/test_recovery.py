@@ -16,7 +16,6 @@ import sys
 from pathlib import Path
 
 import pytest
-from support import HOST_FIXTURES
 
 from harness import cli
 from harness.contract import Plan
@@ -24,6 +23,8 @@ from harness.host import load_host
 from harness.results.records import CellRecord, RowInfo, Score, TaskInfo, row_key
 from harness.results.store import Store
 from harness.run.jobs import run_plan
+
+from support import HOST_FIXTURES
 
 PLUGINS = HOST_FIXTURES / "plugins"
 

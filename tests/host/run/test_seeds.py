@@ -8,17 +8,17 @@ import statistics
 from pathlib import Path
 
 import pytest
-from support import commit_binary_cell, run_cli
 
-from harness.contract import MethodRow, TaskColumn
+from harness.contract import MethodRow, ModelRef, TaskColumn
 from harness.host import load_host
-from harness.contract import ModelRef
 from harness.report.board import build_board
 from harness.report.compare import compare_rows
 from harness.results.store import Store
 from harness.run.jobs import make_jobs
 from harness.run.plan import plan_cells
 from harness.settings import RunSettings
+
+from support import commit_binary_cell, run_cli
 
 
 def test_every_cell_is_planned_once_per_seed(tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ import pytest
 
 from harness.files import read_jsonl
 from harness.results.store import Store
+
 from support import run_cli
 
 
@@ -47,10 +48,10 @@ def test_a_job_leaves_the_process_as_it_found_it(tmp_path):
 
 def test_the_model_memo_hands_out_independent_copies_within_its_budget():
     import torch
+    from transformers import AutoModelForCausalLM
 
     from harness.models import loading as models
     from harness.run.executors.worker import ModelMemo
-    from transformers import AutoModelForCausalLM
 
     ref = models.ModelRef("harness-zoo/tiny-llama")
     memo = ModelMemo(budget_bytes=1 << 30)
