@@ -8,6 +8,7 @@ no parameter scaling, batch 32, loss on the target only. The paper trains 30,000
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -43,9 +44,13 @@ def _generate_without_cache(generate: Any) -> Any:
     """peft's prompt-tuning model ignores `position_ids`, so with a key-value cache every
     generated token after the first is decoded at the wrong position (greedy output drifts
     from full forwards; peft issue 1391). Decoding without the cache recomputes the soft
-    prompt and the text each step: slower, and exactly the greedy argmax of the model."""
+    prompt and the text each step: slower, and exactly the greedy argmax of the model.
+    Without a cache every step runs the whole sequence, whose positions are implicit, so
+    peft's warning that it ignores the `position_ids` generate passes says nothing here."""
     def without_cache(*args: Any, **kwargs: Any) -> Any:
-        return generate(*args, **{**kwargs, "use_cache": False})
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", "Position ids are not supported", UserWarning)
+            return generate(*args, **{**kwargs, "use_cache": False})
     return without_cache
 
 
