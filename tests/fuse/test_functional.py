@@ -10,7 +10,7 @@ dictionary), every arm at the same number of exact evaluations.
 What holds and is asserted strictly: the world can show a gradient's worth (the ceiling, the
 classifier's own exact gradient, reaches the target far more often than the same search
 without gradients), and FUSE's gradient beats random guidance. What does not hold yet, and
-is a strict xfail: FUSE beating LM-logits-only guidance by half the ceiling's gain; see the
+is an xfail: FUSE beating LM-logits-only guidance by half the ceiling's gain; see the
 README's claims table for the measured shortfall and its cause (a weak linear relation
 between two independently trained tiny embedding tables: held-out R^2 below 0).
 
@@ -83,7 +83,12 @@ def test_fuse_gradients_beat_random_guidance(rows: list[dict]) -> None:
     assert lower >= 7 and sum(success(rows, "random")) == 0
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
+# Not strict: the reduced outcome moves with the classifier's tokenizer, which the tokenizers
+# library's BPE trainer does not reproduce across processes for CLIP's family (end-of-word
+# suffixes: the same vocabulary and merges, ids and merge order differ), so a fresh cache
+# builds a different scene-classifier each time (measured: xfail in one CI run, xpass in the
+# next). The full experiment's shortfall stands (results/claims/fuse/).
+@pytest.mark.xfail(strict=False, raises=AssertionError, reason=(
     "FUSE's adapter between the tiny scene LM and the classifier is a weak linear map "
     "(held-out R^2 < 0), so FUSE gains less than half of what the exact gradient gains over "
     "LM-logits-only guidance (results/claims/fuse/attribute/summary.json)"))
