@@ -110,7 +110,7 @@ def attribute_rows(world: World, config: ClaimConfig) -> tuple[list[dict[str, An
     from harness.fuse._attribute import AttributeObjective, ClassifierText
     from harness.fuse._search import search
     from harness.fuse._words import word_start_token
-    from harness.models.loading import _load_weights, load_tokenizer
+    from harness.models.loading import load_weights, load_tokenizer
     from harness.training import freeze
     from harness.zoo import scenes
 
@@ -118,7 +118,7 @@ def attribute_rows(world: World, config: ClaimConfig) -> tuple[list[dict[str, An
     rows, report = [], {}
     for base, arms in (("scene-classifier", FUSE_ARMS), ("scene-classifier-bytelevel", ("exact", "exact-none"))):
         ref = ModelRef(model_name(base, world.seed))
-        model = _load_weights(AutoModelForSequenceClassification, ref, "classifier")
+        model = load_weights(AutoModelForSequenceClassification, ref, "classifier")
         freeze(model)
         tokenizer = load_tokenizer(ref)
         text = ClassifierText(model, tokenizer, scenes.PREFIX)

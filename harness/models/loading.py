@@ -12,7 +12,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from harness import zoo
 from harness.content_cache import ContentCache, DamagedEntry, content_key
@@ -120,7 +120,7 @@ def load_causal_lm(ref: ModelRef, **kwargs: Any) -> tuple[Any, Any]:
     from transformers import AutoModelForCausalLM
 
     tokenizer = load_tokenizer(ref)
-    return _load_weights(AutoModelForCausalLM, ref, "model", **kwargs), tokenizer
+    return load_weights(AutoModelForCausalLM, ref, "model", **kwargs), tokenizer
 
 
 def is_vision_language(ref: ModelRef) -> bool:
@@ -149,7 +149,7 @@ def load_vision_lm(ref: ModelRef, **kwargs: Any) -> Any:
     """
     from transformers import AutoModelForImageTextToText
 
-    return _load_weights(AutoModelForImageTextToText, ref, "vision-language model", **kwargs)
+    return load_weights(AutoModelForImageTextToText, ref, "vision-language model", **kwargs)
 
 
 def load_clip(ref: ModelRef) -> tuple[Any, Any, Any]:
@@ -157,19 +157,38 @@ def load_clip(ref: ModelRef) -> tuple[Any, Any, Any]:
     `get_text_features` / `get_image_features`, e.g. openai/clip-vit-base-patch32)."""
     from transformers import AutoImageProcessor, AutoModel
 
-    model = _load_weights(AutoModel, ref, "CLIP model")
+    model = load_weights(AutoModel, ref, "CLIP model")
     if not (hasattr(model, "get_text_features") and hasattr(model, "get_image_features")):
         raise ModelLoadError(f"{ref.id!r} is a {type(model).__name__}, not a CLIP-style "
                              f"image-text model")
     return model, load_tokenizer(ref), _from_pretrained(AutoImageProcessor, ref, "the image processor of")
 
 
-def _load_weights(auto_class: Any, ref: ModelRef, what: str, **kwargs: Any) -> Any:
+WeightsLoader = Callable[..., Any]  # (auto_class, ref, what, **from_pretrained kwargs) -> model
+
+
+def load_weights(auto_class: Any, ref: ModelRef, what: str, **kwargs: Any) -> Any:
     """`auto_class.from_pretrained` in the reference's dtype, in eval mode on its device,
-    its forward calls counted into the running cell's cost (harness.models.cost)."""
+    its forward calls counted into the running cell's cost (harness.models.cost). Every
+    transformers model the harness loads comes through here, through the loader that
+    `route_weight_loads` installed, if any."""
+    return _loader(auto_class, ref, what, **kwargs)
+
+
+def route_weight_loads(wrap: Callable[[WeightsLoader], WeightsLoader]) -> None:
+    """Send this process's weight loads through `wrap(plain loader)` from now on (a
+    long-lived worker keeps models between jobs this way: harness.run.executors.worker)."""
+    global _loader
+    _loader = wrap(_load_plainly)
+
+
+def _load_plainly(auto_class: Any, ref: ModelRef, what: str, **kwargs: Any) -> Any:
     from harness.models.cost import watch
 
     model = _from_pretrained(auto_class, ref, what, dtype=torch_dtype(ref.resolved_dtype),
                              **kwargs)
     model.to(ref.device).eval()
     return watch(model, ref.id)
+
+
+_loader: WeightsLoader = _load_plainly

@@ -64,8 +64,8 @@ def default_memo_bytes(workers: int) -> int:
 
 class ModelMemo:
     """Loaded weights kept between a worker's jobs, least recently used first out, within a
-    byte budget. It wraps `harness.models.loading._load_weights`, the one place transformers models
-    are loaded: a model is loaded on the CPU exactly as the plain path loads it before it
+    byte budget. It wraps `harness.models.loading.load_weights`, the one place transformers
+    models are loaded: a model is loaded on the CPU exactly as the plain path loads it before it
     moves it, kept as the pristine copy, and each load hands out a deep copy moved to the
     reference's device (so a GPU holds only the copies jobs use)."""
 
@@ -133,13 +133,13 @@ _memo: ModelMemo | None = None
 
 
 def install_model_memo(budget_bytes: int) -> ModelMemo:
-    """This process's model memo, wrapped around `harness.models.loading._load_weights` once."""
+    """This process's model memo, installed in front of every weight load once."""
     global _memo
     if _memo is None:
-        import harness.models.loading
+        from harness.models.loading import route_weight_loads
 
         _memo = ModelMemo(budget_bytes)
-        harness.models.loading._load_weights = _memo.wrap(harness.models.loading._load_weights)
+        route_weight_loads(_memo.wrap)
     return _memo
 
 

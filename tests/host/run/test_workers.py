@@ -55,12 +55,12 @@ def test_the_model_memo_hands_out_independent_copies_within_its_budget():
 
     ref = models.ModelRef("harness-zoo/tiny-llama")
     memo = ModelMemo(budget_bytes=1 << 30)
-    load = memo.wrap(models._load_weights)
+    load = memo.wrap(models.load_weights)
     first = load(AutoModelForCausalLM, ref, "model")
     with torch.no_grad():
         next(first.parameters()).add_(1.0)  # a job that trains or patches its model
     second = load(AutoModelForCausalLM, ref, "model")
-    fresh = models._load_weights(AutoModelForCausalLM, ref, "model")
+    fresh = models.load_weights(AutoModelForCausalLM, ref, "model")
     assert memo.hits == 1 and second is not first
     assert all(torch.equal(a, b) for a, b in zip(second.state_dict().values(),
                                                  fresh.state_dict().values()))
@@ -68,7 +68,7 @@ def test_the_model_memo_hands_out_independent_copies_within_its_budget():
     size = memo.held_bytes
     assert 0 < size < 1 << 30
     small = ModelMemo(budget_bytes=size - 1)  # too large to keep: loaded as without a memo
-    assert small.wrap(models._load_weights)(AutoModelForCausalLM, ref, "model") is not None
+    assert small.wrap(models.load_weights)(AutoModelForCausalLM, ref, "model") is not None
     assert not small.entries
     other = models.ModelRef("harness-zoo/tiny-llama", dtype="bfloat16")
     assert memo.key(AutoModelForCausalLM, other, {}) != memo.key(AutoModelForCausalLM, ref, {})
@@ -83,10 +83,10 @@ def test_jobs_on_the_same_model_share_a_worker_memo_with_the_in_process_results(
     every record equals the run in one process."""
     row = ["run", "--method", "single", "--models", "harness-zoo/tiny-llama", "-t", "mmlu",
            "--data", "embedded", "--limit", "1", "--seeds", "1,2,3"]
-    reference = run_cli(*row, "--out", str(tmp_path / "in-process"))
+    reference = run_cli(*row, "--results", str(tmp_path / "in-process"))
     assert reference.returncode == 0, reference.stderr
     out = tmp_path / "pool"
-    pooled = run_cli(*row, "--out", str(out), "--jobs", "2")
+    pooled = run_cli(*row, "--results", str(out), "--jobs", "2")
     assert pooled.returncode == 0, pooled.stderr
     assert _results(out) == _results(tmp_path / "in-process")
     logs = "".join(log.read_text() for log in (out / "jobs").glob("*.log"))
