@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -39,9 +38,6 @@ class JudgeOutcome:
     probabilities: dict[int, float] | None = None  # of each rating, where they were read
 
 
-CACHE_ENV = "HARNESS_JUDGE_CACHE"
-
-
 class JudgmentCache:
     """Judgments on disk, one JSON file per content key (a `ContentCache` entry)."""
 
@@ -52,10 +48,10 @@ class JudgmentCache:
 
     @classmethod
     def default(cls) -> "JudgmentCache":
-        """$HARNESS_JUDGE_CACHE, else `judgments/` in the harness cache."""
+        """`judgments/` in the harness cache ($HARNESS_CACHE)."""
         from harness.settings import cache_root
 
-        return cls(Path(os.environ.get(CACHE_ENV) or cache_root() / "judgments"))
+        return cls(cache_root() / "judgments")
 
     @staticmethod
     def key(judge: dict[str, Any], messages: Messages) -> str:
