@@ -94,7 +94,7 @@ def harness_executors() -> list[ExecutorSpec]:
     An executor receives an `ExecutionContext` (the plan, its jobs, slots, GPUs, timeout,
     retries) and returns every job cell's `CellOutcome`. Jobs travel as JSON job specs
     (`harness.run.executors.job_spec`) that a worker runs with `run_job_spec`, so an executor
-    only has to start workers somewhere that shares the --out folder. The host's own
+    only has to start workers somewhere that shares the --results folder. The host's own
     executors (local, ray, slurm) are contributed the same way.
     """
 

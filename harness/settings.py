@@ -21,7 +21,7 @@ from harness.options import option
 DATA_DIR_VARIABLE = "HARNESS_DATA_DIR"
 DEVICE_VARIABLE = "HARNESS_DEVICE"
 CACHE_VARIABLE = "HARNESS_CACHE"
-DEFAULT_OUT = "harness_out"
+DEFAULT_RESULTS = "harness_out"
 
 
 def cache_root() -> Path:
@@ -92,7 +92,8 @@ class RunSettings:
               "whole (results agree within float tolerance, so cells are not recomputed)")
     doc_shards: int = option(1, "split each cell's documents over this many jobs, merged "
                                 "before scoring (results do not change)")
-    out: str = option(DEFAULT_OUT, "results root")
+    results: str = option(DEFAULT_RESULTS, "results root: one folder per cell, the leaderboards "
+                                           "beside them (every command reads it as --results)")
     executor: str = option("local", "where jobs run: local, ray or slurm (see the README)")
     jobs: int | None = option(
         None, "jobs at once (default: one per GPU, else 1); a job is a row's tasks on one built "

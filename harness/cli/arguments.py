@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 from pathlib import Path
-from typing import Any, NoReturn, Sequence
+from typing import Any, Callable, NoReturn, Sequence
 
 from harness import __version__
 from harness.contract.board import DEFAULT_MAX_SAMPLES, DEFAULT_RESAMPLES
@@ -14,7 +14,7 @@ from harness.errors import UsageError
 from harness.host import Host
 from harness.options import option_infos, parse_pairs
 from harness.run.request import load_suite
-from harness.settings import (DEFAULT_OUT, SETTING_NAMES, RunRequest, RunSettings, SuiteMethod,
+from harness.settings import (DEFAULT_RESULTS, SETTING_NAMES, RunRequest, RunSettings, SuiteMethod,
                               SuiteTask)
 
 
@@ -50,6 +50,13 @@ def board_options(host: Host, resamples: int = DEFAULT_RESAMPLES,
     return BoardOptions(resamples=resamples, max_samples=max_samples,
                         corpus_metrics={name: spec.corpus_metrics
                                         for name, spec in host.tasks.items()})
+
+
+def _former_out(parser: argparse.ArgumentParser, kind: Callable[[str], Any] = str) -> None:
+    """`--out`: what run, status and verify called the results root before every command
+    said `--results`; still read so that existing scripts keep working, no longer shown."""
+    parser.add_argument("--out", dest="results", type=kind, default=argparse.SUPPRESS,
+                        help=argparse.SUPPRESS)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -89,15 +96,16 @@ def build_parser() -> argparse.ArgumentParser:
                          else info.help)
     run.add_argument("--shard", metavar="K/N",
                      help="run only shard K of N (1-based), e.g. one per GPU or array job; all "
-                          "shards share --out, and a cell claimed by one process is skipped by "
+                          "shards share --results, and a cell claimed by one process is skipped by "
                           "the others")
     run.add_argument("--dry-run", action="store_true", help="show the plan (done/pending/n/a) only")
     run.add_argument("--force", action="store_true", help="recompute finished cells")
     run.add_argument("--no-leaderboard", action="store_true",
-                     help="do not write leaderboard files into --out after the run")
+                     help="do not write leaderboard files into --results after the run")
+    _former_out(run)
 
     board = commands.add_parser("leaderboard", help="leaderboards from result files (no GPU)")
-    board.add_argument("--results", type=Path, default=Path(DEFAULT_OUT), help="results root")
+    board.add_argument("--results", type=Path, default=Path(DEFAULT_RESULTS), help="results root")
     board.add_argument("--out", type=Path, help="where to write (default: the results root)")
     board.add_argument("--check", action="store_true",
                        help="fail if the committed leaderboard files differ from regenerated ones")
@@ -107,7 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
                                   help="paired tests of two rows on every task they share")
     compare.add_argument("a", metavar="A", help="a row label or row key")
     compare.add_argument("b", metavar="B", help="another row label or row key")
-    compare.add_argument("--results", type=Path, default=Path(DEFAULT_OUT), help="results root")
+    compare.add_argument("--results", type=Path, default=Path(DEFAULT_RESULTS), help="results root")
     compare.add_argument("--task", "-t", action="append", metavar="NAME",
                          help="only these tasks (repeatable or comma-separated)")
     compare.add_argument("--resamples", type=int, default=DEFAULT_RESAMPLES, metavar="N",
@@ -116,7 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     rescore = commands.add_parser(
         "rescore", help="recompute metrics from stored samples (no model is loaded)")
-    rescore.add_argument("--results", type=Path, default=Path(DEFAULT_OUT),
+    rescore.add_argument("--results", type=Path, default=Path(DEFAULT_RESULTS),
                          help="results root to read")
     rescore.add_argument("--out", type=Path, required=True,
                          help="results root to write the rescored cells into")
@@ -127,13 +135,17 @@ def build_parser() -> argparse.ArgumentParser:
                               "change what the model was asked")
 
     status = commands.add_parser("status", help="a matrix's state from its files alone")
-    status.add_argument("--out", type=Path, default=Path(DEFAULT_OUT), help="results root")
+    status.add_argument("--results", type=Path, default=Path(DEFAULT_RESULTS),
+                        help="results root")
+    _former_out(status, Path)
     status.add_argument("--json", action="store_true", help="machine-readable output")
 
     verify = commands.add_parser("verify", help="check every result file of a results folder")
-    verify.add_argument("--out", type=Path, default=Path(DEFAULT_OUT), help="results root")
+    verify.add_argument("--results", type=Path, default=Path(DEFAULT_RESULTS),
+                        help="results root")
+    _former_out(verify, Path)
     verify.add_argument("--repair", action="store_true",
-                        help="move untrusted files into <out>/quarantine/ (nothing is deleted)")
+                        help="move untrusted files into <results>/quarantine/ (nothing is deleted)")
 
     worker = commands.add_parser("_job")  # an executor's worker, not for users
     worker.add_argument("spec", type=Path)

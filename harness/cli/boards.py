@@ -50,7 +50,7 @@ def cmd_leaderboard(host: Host, args: argparse.Namespace) -> int:
     board = build_board(args.results, options)
     if board.problems:
         raise HarnessError(f"leaderboard --check: {len(board.problems)} result file(s) in "
-                           f"{args.results} cannot be trusted (`harness verify --out "
+                           f"{args.results} cannot be trusted (`harness verify --results "
                            f"{args.results}` lists them)")
     checked = [w for w in host.report_writers() if w.checked]
     if not checked:

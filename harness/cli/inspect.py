@@ -32,20 +32,20 @@ def cmd_rescore(host: Host, args: argparse.Namespace) -> int:
 def cmd_status(host: Host, args: argparse.Namespace) -> int:
     from harness.results.status import matrix_status, print_status
 
-    status = matrix_status(host, args.out)
+    status = matrix_status(host, args.results)
     if args.json:
         print(json.dumps([dataclasses.asdict(s) for s in status], indent=2, default=str))
     else:
-        print_status(status, args.out)
+        print_status(status, args.results)
     return 0
 
 
 def cmd_verify(host: Host, args: argparse.Namespace) -> int:
     from harness.results.store import Store
 
-    if not args.out.is_dir():
-        raise UsageError(f"{args.out}: no such results folder")
-    store = Store(args.out)
+    if not args.results.is_dir():
+        raise UsageError(f"{args.results}: no such results folder")
+    store = Store(args.results)
     problems = store.verify()
     if args.repair:
         for problem, target in store.quarantine(problems):
@@ -54,12 +54,12 @@ def cmd_verify(host: Host, args: argparse.Namespace) -> int:
     for problem in problems:
         print(f"untrusted: {problem}")
     if problems and args.repair:
-        raise HarnessError(f"{len(problems)} file(s) in {args.out} were left in place (listed "
+        raise HarnessError(f"{len(problems)} file(s) in {args.results} were left in place (listed "
                            f"above: records of a newer harness)")
     if problems:
-        raise HarnessError(f"{len(problems)} file(s) in {args.out} cannot be trusted (listed "
+        raise HarnessError(f"{len(problems)} file(s) in {args.results} cannot be trusted (listed "
                            f"above); the next run that includes their cells recomputes them, "
-                           f"or `harness verify --out {args.out} --repair` moves them into "
-                           f"{args.out / 'quarantine'}")
-    print(f"{args.out}: every result matches its checksum and schema")
+                           f"or `harness verify --results {args.results} --repair` moves them into "
+                           f"{args.results / 'quarantine'}")
+    print(f"{args.results}: every result matches its checksum and schema")
     return 0

@@ -24,7 +24,7 @@ def cmd_run(host: Host, args: argparse.Namespace) -> int:
     from harness.run.progress import reporting_to
 
     rows, columns, settings = resolve(host, request_from_args(args))
-    out = Path(settings.out)
+    out = Path(settings.results)
     plan = plan_cells(host, rows, columns, settings, Store(out), force=args.force)
     if args.shard:
         index, _, count = args.shard.partition("/")

@@ -171,8 +171,8 @@ class Board:
             problem.reason if problem.reason.startswith(str(problem.path)) else str(problem)
             for problem in self.problems)
         return (f"{len(self.problems)} untrusted result file(s), left out of this board: "
-                f"{listed}. `harness verify --out {root}` lists them; the next run that "
-                f"includes their cells recomputes them, `harness verify --out {root} --repair` "
+                f"{listed}. `harness verify --results {root}` lists them; the next run that "
+                f"includes their cells recomputes them, `harness verify --results {root} --repair` "
                 f"moves them into {root / 'quarantine'}.")
 
 

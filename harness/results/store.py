@@ -26,7 +26,7 @@ before each run and each `harness status`) can clear what a killed process left:
 temporaries, its lock, and the scratch folder of a cell it had committed. A full disk is
 reported with the path written and the space left.
 
-Files and folders follow the user's umask, so an --out folder shared on a cluster is as
+Files and folders follow the user's umask, so a --results folder shared on a cluster is as
 readable as anything else the user writes.
 """
 

@@ -91,7 +91,7 @@ def test_the_claim_rerun_from_scratch(tmp_path: Path):
     from support import run_cli
 
     for seed in (1, 2, 3):
-        ran = run_cli("run", "--suite", "calm_table1", "--seed", str(seed), "--out",
+        ran = run_cli("run", "--suite", "calm_table1", "--seed", str(seed), "--results",
                       str(tmp_path), timeout=3600)
         assert ran.returncode == 0, ran.stderr[-2000:]
     assert_calm_beats_both_components(tmp_path)

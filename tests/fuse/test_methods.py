@@ -67,7 +67,7 @@ def test_fuse_rows_side_by_side_and_prompt_discovery(tmp_path: Path) -> None:
 
 def test_fuse_plans_with_no_flag_but_the_task_and_data(tmp_path: Path) -> None:
     result = run_cli("run", "--method", "fuse", "--task", "coco_captioning", "--data", "embedded",
-                     "--dry-run", "--out", str(tmp_path))
+                     "--dry-run", "--results", str(tmp_path))
     assert result.returncode == 0, result.stderr
     assert "tiny-gpt2" in result.stdout and "tiny-clip" in result.stdout
 
@@ -79,6 +79,6 @@ def test_fuse_plans_with_no_flag_but_the_task_and_data(tmp_path: Path) -> None:
 ])
 def test_bad_options_are_one_line_errors(tmp_path: Path, flag: str, message: str) -> None:
     result = run_cli("run", "--method", "fuse", "--task", "coco_captioning", "--data", "embedded",
-                     "-o", flag, "--dry-run", "--out", str(tmp_path))
+                     "-o", flag, "--dry-run", "--results", str(tmp_path))
     assert result.returncode == 2
     assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1

@@ -105,7 +105,7 @@ def test_packllm_beats_the_ensemble_and_each_expert_and_an_adapter_beats_its_bas
 
 
 def test_the_embedded_suite_plans_every_builtin_method_and_task(tmp_path: Path) -> None:
-    result = run_cli("run", "--suite", "embedded", "--dry-run", "--out", str(tmp_path / "out"))
+    result = run_cli("run", "--suite", "embedded", "--dry-run", "--results", str(tmp_path / "out"))
     assert result.returncode == 0, result.stderr
     host = load_host()
     for name in [*host.methods, *host.tasks]:

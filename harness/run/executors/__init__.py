@@ -8,7 +8,7 @@ A job leaves the parent as a job spec (JSON): the row's method, models, options 
 its tasks, the run settings, the plugin switches, and the fingerprints of its cells. The
 worker (`harness _job SPEC`, or a Ray task, or a Slurm job) plans the same cells again,
 refuses to run if any fingerprint differs (the code or data changed meanwhile), runs them
-with `runner.run_job` into the shared --out folder, and writes its outcomes beside the
+with `runner.run_job` into the shared --results folder, and writes its outcomes beside the
 spec. Cells are claimed through their lock files wherever they run, so every executor
 resumes exactly like a local run and never computes a cell twice.
 """
@@ -79,7 +79,7 @@ def run_job_spec(spec: dict[str, Any], capture_logs: bool = True, host: Host | N
                          [build_options(SuiteTask, entry, f"job {spec['id']}")
                           for entry in spec["tasks"]], spec["settings"])
     rows, columns, settings = resolve(host, request)  # exactly as the parent resolved it
-    plan = plan_cells(host, rows, columns, settings, Store(Path(settings.out)),
+    plan = plan_cells(host, rows, columns, settings, Store(Path(settings.results)),
                       force=spec["force"])
     by_fingerprint = {c.fingerprint: c for c in plan.cells}
     changed = [fp[:12] for fp in spec["fingerprints"] if fp not in by_fingerprint]

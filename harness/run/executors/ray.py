@@ -2,7 +2,7 @@
 holding one CPU (and a GPU when the cluster has them) and taking job after job in its own
 process, with the same logs, outcomes, timeouts and retries as the local pool. An actor
 that dies (a node lost, an out-of-memory kill) or outlives --job-timeout takes only its
-current job with it and is replaced. Every node must see the --out folder (a shared
+current job with it and is replaced. Every node must see the --results folder (a shared
 filesystem) and have the harness installed.
 
 `ray.init` connects to the cluster named by RAY_ADDRESS, or starts a local instance with

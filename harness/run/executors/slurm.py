@@ -1,7 +1,7 @@
 """The Slurm executor, through submitit: the jobs form one job array with at most --jobs
 running at once, each array task holding the GPUs its job needs and running the job's
 worker (`harness _job SPEC`), one process per job. Ctrl-C cancels the array. The nodes
-must see the --out folder and have the harness installed.
+must see the --results folder and have the harness installed.
 
 Slurm keeps one process per job where the local pool and Ray keep long-lived workers:
 each array task is an allocation of its own, queued, placed, time-limited and accounted

@@ -33,7 +33,7 @@ def _one_line_error(stderr: str) -> str:
     (["leaderboard", "--results", "/nonexistent"], 2, "no results"),
 ])
 def test_usage_errors(args, exit_code, message, tmp_path: Path) -> None:
-    extra = [*SMOKE, "--out", str(tmp_path)] if args[0] == "run" else []
+    extra = [*SMOKE, "--results", str(tmp_path)] if args[0] == "run" else []
     result = run_cli(*args, *extra)
     assert result.returncode == exit_code, result.stderr
     assert message in _one_line_error(result.stderr)
@@ -57,7 +57,7 @@ def test_missing_and_malformed_data_files_fail_their_cell_only(tmp_path: Path) -
     (data / "mmlu" / "data" / "dev" / "astronomy_dev.csv").write_text("Q?,a,b,c,d,A\n")
     out = tmp_path / "out"
     result = run_cli("run", "--method", "single", "--task", "mmlu,gsm8k", "--data-dir", str(data),
-                     "--limit", "1", "--out", str(out))
+                     "--limit", "1", "--results", str(out))
     assert result.returncode == 1
     assert "astronomy_test.csv:2: expected 6 columns, got 5" in result.stderr
     assert "GSM8K test.jsonl not found" in result.stderr
@@ -81,7 +81,7 @@ def test_model_that_fails_to_load_keeps_finished_cells(tmp_path: Path) -> None:
         tasks:
           - {{task: mmlu, options: {{subjects: [astronomy]}}}}
     """))
-    result = run_cli("run", "--suite", str(suite), "--out", str(out))
+    result = run_cli("run", "--suite", str(suite), "--results", str(out))
     assert result.returncode == 1
     assert "cannot load" in result.stderr and "Traceback" not in result.stderr
     good = list((out / "cells" / "single" / "mmlu").glob("*/result.json"))
@@ -102,7 +102,7 @@ def test_incompatible_cell_is_na_not_a_crash(tmp_path: Path) -> None:
     """))
     out = tmp_path / "out"
     result = run_cli("-p", "scorer_only", "run", "--method", "scorer_only", "--task", "gsm8k",
-                     *SMOKE, "--out", str(out), env={"PYTHONPATH": str(tmp_path)})
+                     *SMOKE, "--results", str(out), env={"PYTHONPATH": str(tmp_path)})
     assert result.returncode == 0, result.stderr
     assert "1 n/a" in result.stdout
     assert "n/a [1]" in (out / "leaderboard.md").read_text()

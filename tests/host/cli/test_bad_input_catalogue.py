@@ -180,7 +180,7 @@ CASES = [
          "need 1 <= K <= N"),
     Case("shard text", ["run", "-m", "single", "-t", "mmlu", *SMOKE, "--shard", "half"], 2,
          "--shard expects K/N"),
-    Case("output is a file", ["run", "-m", "single", "-t", "mmlu", *SMOKE, "--out",
+    Case("output is a file", ["run", "-m", "single", "-t", "mmlu", *SMOKE, "--results",
                               "{root}/afile"], 1, "afile", _write("afile", "not a folder")),
     # ---------------------------------------------------------------- suite files
     Case("missing suite file", ["run", "--suite", "{root}/nope.yaml"], 2, "no suite file"),
@@ -303,8 +303,8 @@ CASES = [
     # ---------------------------------------------------------------- results folders
     Case("leaderboard of nothing", ["leaderboard", "--results", "{root}/nothing"], 2,
          "no results (expected a cells/ folder)"),
-    Case("verify nothing", ["verify", "--out", "{root}/nothing"], 2, "no such results folder"),
-    Case("verify a damaged cell", ["verify", "--out", "{root}/damaged"], 1,
+    Case("verify nothing", ["verify", "--results", "{root}/nothing"], 2, "no such results folder"),
+    Case("verify a damaged cell", ["verify", "--results", "{root}/damaged"], 1,
          "cannot be trusted", _write("damaged/cells/single/mmlu/0000000000000000/result.json",
                                      "{garbage")),
 ]
@@ -337,8 +337,8 @@ def test_bad_input(case: Case, tmp_path: Path, capsys, monkeypatch) -> None:
     before = (finished / "result.json").read_bytes()
     args = [a.format(root=tmp_path) for a in case.args]
     if args[0] == "run" or (len(args) > 2 and "run" in args[:3]):
-        if "--out" not in args:
-            args += ["--out", str(out)]
+        if "--results" not in args:
+            args += ["--results", str(out)]
     try:
         code = cli.main(args)
     except SystemExit as exc:  # argparse

@@ -104,7 +104,7 @@ def test_a_run_keeps_library_output_in_the_cell_log(tmp_path: Path) -> None:
     shutil.copytree(PLUGINS, plugins)
     out = tmp_path / "out"
     result = run_cli("-p", "constant_plugin", "run", "-m", "constant", "-t", "mmlu",
-                     "--data", "embedded", "--limit", "1", "--out", str(out),
+                     "--data", "embedded", "--limit", "1", "--results", str(out),
                      env={"PYTHONPATH": str(plugins)})
     assert result.returncode == 0, result.stderr
     for noise in ("WARNING", "Warning", "it/s]", "fatal: not a git repository"):
@@ -124,15 +124,16 @@ def test_a_run_keeps_library_output_in_the_cell_log(tmp_path: Path) -> None:
     # but not its advice on `--metadata`, repeated for every task built from a callable
     assert "Custom kwargs can be passed" not in log.read_text()
     verbose = run_cli("-p", "constant_plugin", "-v", "run", "-m", "constant", "-t", "mmlu",
-                      "--data", "embedded", "--limit", "1", "--out", str(tmp_path / "v"),
+                      "--data", "embedded", "--limit", "1", "--results", str(tmp_path / "v"),
                       env={"PYTHONPATH": str(plugins)})
     assert verbose.returncode == 0 and "it/s]" in verbose.stderr
     assert "Custom kwargs can be passed" not in verbose.stderr
 
 
 @pytest.mark.parametrize("args,needle", [
-    (["verify", "--out", "{out}"], "every result matches its checksum"),
-    (["status", "--out", "{out}"], "1 done"),
+    (["verify", "--results", "{out}"], "every result matches its checksum"),
+    (["status", "--results", "{out}"], "1 done"),
+    (["status", "--out", "{out}"], "1 done"),  # the former name still reads the same folder
 ])
 def test_verify_and_status_on_a_healthy_folder(args, needle, tmp_path: Path) -> None:
     root = tmp_path / "out"

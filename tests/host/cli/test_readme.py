@@ -23,6 +23,6 @@ def test_the_readme_plugin_runs(tmp_path: Path) -> None:
     assert listed.returncode == 0, listed.stderr
     assert "text put before every prompt" in listed.stdout
     result = run_cli("-p", "readme_plugin", "run", "-m", "instructed", "-t", "addition",
-                     "--limit", "3", "--out", str(tmp_path / "out"), env=env)
+                     "--limit", "3", "--results", str(tmp_path / "out"), env=env)
     assert result.returncode == 0, result.stderr
     assert "1 computed" in result.stdout

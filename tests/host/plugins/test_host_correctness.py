@@ -51,7 +51,7 @@ def test_rows_differing_only_in_options_stay_two_rows(plugin_dir: Path, tmp_path
     out = tmp_path / "out"
     for answer in ("-2", "-3"):
         result = _cli(plugin_dir, "run", "-m", "constant", "-t", "mmlu", *SMOKE,
-                      "-o", f"score={answer}", "--out", str(out))
+                      "-o", f"score={answer}", "--results", str(out))
         assert result.returncode == 0, result.stderr
     board = build_board(out)
     labels = sorted(row.label for row in board.rows)
@@ -98,7 +98,7 @@ def test_a_suite_row_restricted_to_absent_tasks_is_refused(tmp_path: Path) -> No
 def test_a_new_method_version_recomputes_and_status_flags_changed_source(
         plugin_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
-    first = _cli(plugin_dir, "run", "-m", "constant", "-t", "mmlu", *SMOKE, "--out", str(out))
+    first = _cli(plugin_dir, "run", "-m", "constant", "-t", "mmlu", *SMOKE, "--results", str(out))
     assert first.returncode == 0, first.stderr
     [record] = Store(out).results()
     assert record.code["method"].version == "1"
@@ -107,17 +107,17 @@ def test_a_new_method_version_recomputes_and_status_flags_changed_source(
 
     source = plugin_dir / "constant_plugin.py"
     source.write_text(source.read_text() + "\n# a fix that does not bump the version\n")
-    status = _cli(plugin_dir, "status", "--out", str(out), "--json")
+    status = _cli(plugin_dir, "status", "--results", str(out), "--json")
     [entry] = json.loads(status.stdout)
     assert entry["state"] == "done" and "method constant code changed since" in entry["detail"]
-    dry = _cli(plugin_dir, "run", "-m", "constant", "-t", "mmlu", *SMOKE, "--out", str(out),
+    dry = _cli(plugin_dir, "run", "-m", "constant", "-t", "mmlu", *SMOKE, "--results", str(out),
                "--dry-run")
     assert "1 done, 0 pending" in dry.stdout  # same version: the result is reused...
 
     source.write_text(source.read_text().replace('VERSION = "1"', 'VERSION = "2"'))
     # same size, maybe the same mtime second: the cached bytecode would look current
     shutil.rmtree(plugin_dir / "__pycache__", ignore_errors=True)
-    dry = _cli(plugin_dir, "run", "-m", "constant", "-t", "mmlu", *SMOKE, "--out", str(out),
+    dry = _cli(plugin_dir, "run", "-m", "constant", "-t", "mmlu", *SMOKE, "--results", str(out),
                "--dry-run")
     assert "0 done, 1 pending" in dry.stdout  # ...a bumped version recomputes
 
@@ -175,7 +175,7 @@ def test_malformed_records_are_one_line_errors(content: str, tmp_path: Path) -> 
 
 def test_nan_headline_is_a_failed_cell(plugin_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
-    result = _cli(plugin_dir, "run", "-m", "constant", "-t", "nan_task", *SMOKE, "--out", str(out))
+    result = _cli(plugin_dir, "run", "-m", "constant", "-t", "nan_task", *SMOKE, "--results", str(out))
     assert result.returncode == 1
     assert "the scorer found nothing to score" in result.stderr
     assert "0 computed" in result.stdout and "1 failed" in result.stdout
@@ -188,7 +188,7 @@ def test_nan_headline_is_a_failed_cell(plugin_dir: Path, tmp_path: Path) -> None
 def test_check_cannot_be_fooled_by_blocking_the_writers(plugin_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
     assert _cli(plugin_dir, "run", "-m", "constant", "-t", "mmlu", *SMOKE,
-                "--out", str(out)).returncode == 0
+                "--results", str(out)).returncode == 0
     markdown_file = out / "leaderboard.md"
     markdown_file.write_text(markdown_file.read_text() + "edited\n")
     for env in ({}, {"HARNESS_DISABLE_PLUGIN_AUTOLOAD": "1"}):
@@ -208,7 +208,7 @@ def test_check_cannot_be_fooled_by_blocking_the_writers(plugin_dir: Path, tmp_pa
 
 def test_unreachable_hub_data_fails_before_any_model_loads(tmp_path: Path) -> None:
     cache = tmp_path / "cache"
-    result = run_cli("run", "-m", "packllm", "-t", "mmlu", "--out", str(tmp_path / "out"),
+    result = run_cli("run", "-m", "packllm", "-t", "mmlu", "--results", str(tmp_path / "out"),
                      env={"HARNESS_CACHE": str(cache), "HF_HUB_OFFLINE": "1",
                           "HF_HOME": str(tmp_path / "hf"), "HARNESS_DATA_DIR": ""})
     assert result.returncode == 1

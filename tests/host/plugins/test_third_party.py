@@ -38,7 +38,7 @@ def test_third_party_plugins_are_listed_with_their_distribution(installed_exampl
 def test_third_party_method_and_task_run(installed_example, tmp_path: Path) -> None:
     result = run_cli("run", "--method", "instructed", "--task", "addition,mmlu", "--data",
                      "embedded", "--limit", "2", "-o", "instruction=Be brief.",
-                     "--out", str(tmp_path), env=installed_example)
+                     "--results", str(tmp_path), env=installed_example)
     assert result.returncode == 0, result.stderr
     cells = sorted(p.parent.parent.name for p in (tmp_path / "cells").glob("*/*/*/result.json"))
     assert cells == ["addition", "mmlu"]

@@ -48,7 +48,7 @@ def _matrix(plugins: Path) -> list[str]:
 
 
 def _run(plugins: Path, out: Path, *extra: str, env: dict[str, str] | None = None):
-    return run_cli(*_matrix(plugins), "--out", str(out), *extra,
+    return run_cli(*_matrix(plugins), "--results", str(out), *extra,
                    env={"PYTHONPATH": str(plugins), **(env or {})})
 
 
@@ -138,7 +138,7 @@ def test_a_job_that_times_out_is_retried(plugins: Path, tmp_path: Path) -> None:
 
 def test_ctrl_c_stops_every_worker_and_leaves_no_half_cell(plugins: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
-    command = [sys.executable, "-m", "harness.cli", *_matrix(plugins), "--out", str(out), "-o",
+    command = [sys.executable, "-m", "harness.cli", *_matrix(plugins), "--results", str(out), "-o",
                "sleep_s=300", "--jobs", "2"]
     # a terminal's Ctrl-C: SIGINT at its default disposition even when the test runner was
     # started in the background (shells start background jobs with SIGINT ignored)

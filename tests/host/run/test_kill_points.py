@@ -67,7 +67,7 @@ def counted_mutations(on_mutation: Callable[[str], None]) -> Iterator[None]:
 
 
 def run_matrix(out: Path, suite: Path) -> int:
-    return cli.main(["-p", "constant_plugin", "run", "--suite", str(suite), "--out", str(out)])
+    return cli.main(["-p", "constant_plugin", "run", "--suite", str(suite), "--results", str(out)])
 
 
 def snapshot(out: Path) -> dict[str, Any]:
@@ -123,7 +123,7 @@ def test_a_run_killed_at_any_mutation_resumes_to_the_same_results(tmp_path: Path
         assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL, (
             f"point {point} ({seen[point - 1]}) was not reached")
         resumed = run_matrix(out, suite)
-        verified = cli.main(["verify", "--out", str(out)])
+        verified = cli.main(["verify", "--results", str(out)])
         found = snapshot(out)
         if resumed == 0 and verified == 0 and found == reference:
             survived += 1

@@ -32,7 +32,7 @@ def _result_files(root: Path) -> dict[str, float]:
 
 
 def test_full_tiny_matrix_end_to_end_then_resume_recomputes_nothing(tmp_path: Path) -> None:
-    first = run_cli(*MATRIX, "--out", str(tmp_path))
+    first = run_cli(*MATRIX, "--results", str(tmp_path))
     assert first.returncode == 0, first.stderr
     assert "4 computed, 0 already done" in first.stdout
     results = _result_files(tmp_path)
@@ -49,20 +49,20 @@ def test_full_tiny_matrix_end_to_end_then_resume_recomputes_nothing(tmp_path: Pa
     for name in ("leaderboard.md", "leaderboard.html", "leaderboard.json", "leaderboard.png"):
         assert (tmp_path / name).exists()
 
-    again = run_cli(*MATRIX, "--out", str(tmp_path))
+    again = run_cli(*MATRIX, "--results", str(tmp_path))
     assert again.returncode == 0
     assert "0 computed, 4 already done" in again.stdout
     assert _result_files(tmp_path) == results
 
-    plan = run_cli(*MATRIX, "--out", str(tmp_path), "--dry-run")
+    plan = run_cli(*MATRIX, "--results", str(tmp_path), "--dry-run")
     assert "4 done, 0 pending" in plan.stdout
 
-    changed = run_cli(*MATRIX, "--out", str(tmp_path), "--dry-run", "--seed", "7")
+    changed = run_cli(*MATRIX, "--results", str(tmp_path), "--dry-run", "--seed", "7")
     assert "0 done, 4 pending" in changed.stdout  # the seed is part of the fingerprint
 
 
 def test_resume_after_sigkill_mid_matrix(tmp_path: Path) -> None:
-    command = [sys.executable, "-m", "harness.cli", *MATRIX, "--out", str(tmp_path)]
+    command = [sys.executable, "-m", "harness.cli", *MATRIX, "--results", str(tmp_path)]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                start_new_session=True)
     deadline = time.time() + 300
@@ -73,7 +73,7 @@ def test_resume_after_sigkill_mid_matrix(tmp_path: Path) -> None:
     finished = _result_files(tmp_path)
     assert 1 <= len(finished) < 4, "the kill should land mid-matrix"
 
-    resumed = run_cli(*MATRIX, "--out", str(tmp_path))
+    resumed = run_cli(*MATRIX, "--results", str(tmp_path))
     assert resumed.returncode == 0, resumed.stderr
     assert f"{4 - len(finished)} computed, {len(finished)} already done" in resumed.stdout
     after = _result_files(tmp_path)

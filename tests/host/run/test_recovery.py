@@ -89,16 +89,16 @@ def test_an_orphan_garbage_failure_record_is_resolved(tmp_path: Path, capsys) ->
     garbage.parent.mkdir()
     garbage.write_text("{garbage")
     garbage.with_suffix(".log.txt").write_text("its log")
-    assert cli.main(["verify", "--out", str(tmp_path)]) == 1
+    assert cli.main(["verify", "--results", str(tmp_path)]) == 1
     assert "--repair" in capsys.readouterr().err
-    assert cli.main(["verify", "--out", str(tmp_path), "--repair"]) == 0
+    assert cli.main(["verify", "--results", str(tmp_path), "--repair"]) == 0
     moved = tmp_path / "quarantine" / "failed" / garbage.name
     assert moved.exists() and moved.with_suffix(".log.txt").exists() and not garbage.exists()
-    assert cli.main(["verify", "--out", str(tmp_path)]) == 0
+    assert cli.main(["verify", "--results", str(tmp_path)]) == 0
 
     garbage.write_text("[1, 2]")  # again, then a run (of nothing) resolves it
     run_plan(load_host([]), Plan([], store))
-    assert not garbage.exists() and cli.main(["verify", "--out", str(tmp_path)]) == 0
+    assert not garbage.exists() and cli.main(["verify", "--results", str(tmp_path)]) == 0
 
 
 def test_a_record_of_a_newer_harness_is_never_moved(tmp_path: Path) -> None:
@@ -107,7 +107,7 @@ def test_a_record_of_a_newer_harness_is_never_moved(tmp_path: Path) -> None:
     newer = tmp_path / "failed" / "single--mmlu--cccccccccccccccc.json"
     newer.parent.mkdir()
     newer.write_text(json.dumps({**record.to_dict(), "schema": 99}))
-    assert cli.main(["verify", "--out", str(tmp_path), "--repair"]) == 1
+    assert cli.main(["verify", "--results", str(tmp_path), "--repair"]) == 1
     assert newer.exists()
 
 
@@ -117,7 +117,7 @@ def test_a_full_disk_is_named_leaves_nothing_partial_and_the_rerun_resumes(
     monkeypatch.syspath_prepend(str(PLUGINS))
     out = tmp_path / "out"
     args = ["-p", "constant_plugin", "run", "-m", "constant", "-t", "gsm8k", "--data", "embedded",
-            "--limit", "1", "-O", "num_fewshot=0", "--out", str(out)]
+            "--limit", "1", "-O", "num_fewshot=0", "--results", str(out)]
     fsync = os.fsync
 
     def full_under_cells(fd: int) -> None:  # the disk fills while a cell is committed
@@ -136,4 +136,4 @@ def test_a_full_disk_is_named_leaves_nothing_partial_and_the_rerun_resumes(
     monkeypatch.setattr(os, "fsync", fsync)
     assert cli.main(args) == 0
     assert "1 computed" in capsys.readouterr().out
-    assert cli.main(["verify", "--out", str(out)]) == 0
+    assert cli.main(["verify", "--results", str(out)]) == 0

@@ -39,7 +39,7 @@ def test_seeds_are_distinct_and_parsed_from_the_command_line(tmp_path: Path) -> 
     with pytest.raises(ValueError, match="distinct"):
         RunSettings(seeds=(1, 1))
     result = run_cli("run", "-m", "single", "-t", "mixed_domains", "--data", "embedded",
-                     "--seeds", "1,2", "--dry-run", "--out", str(tmp_path))
+                     "--seeds", "1,2", "--dry-run", "--results", str(tmp_path))
     assert result.returncode == 0, result.stderr
     assert "2 pending" in result.stdout and "(seed 2)" in result.stdout
 
