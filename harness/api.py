@@ -25,8 +25,9 @@ fusion of packs with different tokenizers), `harness.fuse` (gradients across tok
 from harness import hookimpl
 from harness.contract import (ANCHOR_AUGMENTING, MODEL_PACK, ONE_MODEL, TEXT_CAPABILITIES,
                               BuildContext, Capability, CorpusMetric, DataSource, HarnessLM,
-                              LmEvalPlan, MethodSpec, Metric, MetricValues, ModelRef, ModelSlots,
-                              NoOptions, Samples, TaskContext, TaskSpec, Training, at_least, option)
+                              LmEvalPlan, MethodReport, MethodSpec, Metric, MetricValues, ModelRef,
+                              ModelSlots, NoOptions, Samples, ScoreDetails, TaskContext, TaskSpec,
+                              Training, at_least, option)
 from harness.data import (dataset_dict, first_existing, first_response, read_csv_rows,
                           read_json_file, read_jsonl_rows)
 from harness.errors import (DataError, HarnessError, MissingTool, ModelLoadError, UsageError,
@@ -56,7 +57,7 @@ __all__ = [
     "option", "at_least",
     # what the host hands to plugins
     "BuildContext", "TaskContext", "DataSource", "LmEvalPlan", "HarnessLM", "ModelRef", "Samples",
-    "MetricValues",
+    "MetricValues", "MethodReport", "ScoreDetails",
     # helpers for tasks: original-format readers with line-precise errors
     "dataset_dict", "first_existing", "first_response", "read_csv_rows", "read_json_file",
     "read_jsonl_rows",

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import (TYPE_CHECKING, Any, Callable, Literal, Mapping, Protocol, Sequence,
                     runtime_checkable)
 
+from harness.contract.reports import MethodReport, ScoreDetails
 from harness.errors import UsageError
 from harness.settings import DataSource
 from harness.settings import cache_root as default_cache_root
@@ -136,9 +137,9 @@ class BuildContext:
     data: where the task's documents come from (hf, local files or the embedded sample).
     method_code: the method's version and providing distribution; fit caches key on it.
     cache_root: where long-lived caches (zoo models, fitted adapters) live.
-    report: filled by the method; saved as the cell's `method_report`. Put
-        `trainable_params` and `total_params` there (leaderboards plot them) and any
-        method-specific facts (fusion weights, connections, discovered prompts).
+    report: the `MethodReport` the method fills (parameter counts, which leaderboards
+        plot, and method-specific facts such as fusion weights or discovered prompts);
+        saved as the cell's `method_report`.
     """
 
     models: Sequence["ModelRef"]
@@ -152,7 +153,7 @@ class BuildContext:
     data: "DataSource"
     method_code: dict[str, str] = field(default_factory=dict)
     cache_root: Path = field(default_factory=default_cache_root)
-    report: dict[str, Any] = field(default_factory=dict)
+    report: MethodReport = field(default_factory=MethodReport)
     prefix_cache: bool = True  # share prompt prefixes' KV caches (harness.lm._prefix_cache)
 
 
@@ -231,10 +232,9 @@ class TaskContext:
         runs on `device`).
     store: the results store of this run (`store.find(task=..., row=...)` returns finished
         cells, e.g. a pairwise judge's baseline); None outside a run.
-    score_details: filled by `score`: facts stored beside the metrics in the cell's record
-        (sacrebleu signatures, metrics that could not be computed and why, sandbox layers).
-        "headline_unavailable" explains a NaN headline; the cell is then reported failed.
-        "caveats" (a list of sentences) are shown on the cell in every leaderboard.
+    score_details: the `ScoreDetails` that `score` fills: why a headline is unavailable,
+        caveats every leaderboard shows, and facts stored beside the metrics (sacrebleu
+        signatures, sandbox layers, what a `CorpusMetric` recomputes from).
     """
 
     options: Any
@@ -244,7 +244,7 @@ class TaskContext:
     seed: int
     store: "Store | None" = None
     device: str = "cpu"
-    score_details: dict[str, Any] = field(default_factory=dict)
+    score_details: ScoreDetails = field(default_factory=ScoreDetails)
 
 
 @dataclass
@@ -278,7 +278,7 @@ class CorpusMetric:
     (harness.report.significance) resample.
 
     statistics(samples, score_details): one entry per document, keyed by the sample's
-        `(task, doc_id)`, read from the stored samples and the cell's `score_details`
+        `(task, doc_id)`, read from the stored samples and the cell's `ScoreDetails`
         (sufficient statistics such as n-gram counts, a judge's rating, sandbox verdicts);
         a document without a usable statistic is left out.
     value(statistics): the metric of a corpus made of these documents' statistics
@@ -291,7 +291,7 @@ class CorpusMetric:
     """
 
     key: str
-    statistics: Callable[[Samples, Mapping[str, Any]], Mapping[tuple[str, Any], Any]]
+    statistics: Callable[[Samples, ScoreDetails], Mapping[tuple[str, Any], Any]]
     value: Callable[[Sequence[Any]], float] | None = None
     summed: bool = False
 

@@ -16,7 +16,7 @@ from typing import Any, Sequence
 import torch
 import torch.nn.functional as F
 
-from harness.contract import BuildContext
+from harness.contract import BuildContext, MethodReport
 from harness.fuse._bridge import Bridge, splice
 from harness.fuse._caption import PrimaryLM
 from harness.fuse._search import search
@@ -128,10 +128,10 @@ class AnswerObjective:
         return self.primary.logits(ids)
 
 
-def discover(ctx: BuildContext, members: Sequence[Member], method: str) -> dict[str, Any]:
+def discover(ctx: BuildContext, members: Sequence[Member], method: str) -> str:
     """The prompt for this cell's training data: read from the fit cache (keyed like every
-    fit: models, options, data, seed, device) or searched and stored. Returns the report
-    (prompt text and ids, budget, objective) that the cell's record keeps."""
+    fit: models, options, data, seed, device) or searched and stored. Its report (prompt
+    text and ids, budget, objective, seconds) is merged into `ctx.report`."""
     options = ctx.options
     examples, source = training_examples(ctx, options)
     chosen = random.Random(ctx.seed).sample(examples, min(options.train_examples, len(examples)))
@@ -140,7 +140,7 @@ def discover(ctx: BuildContext, members: Sequence[Member], method: str) -> dict[
     fits, label = fit_cache(ctx), f"{method}-"
     stored = fits.load(key, read_record, label)
     if stored is not None:
-        return stored | {"fit_cached": True}
+        return _reported(ctx, stored | {"fit_cached": True})
     objective = AnswerObjective(members, chosen)
     placeholder = word_start_token(members[0].tokenizer, "!" if options.algorithm == "autodan" else ".")
     result = search(objective, options.search_config(), ctx.seed, placeholder)
@@ -153,4 +153,9 @@ def discover(ctx: BuildContext, members: Sequence[Member], method: str) -> dict[
               "no_prompt_loss": float(objective.losses(torch.zeros(1, 0, dtype=torch.long))[0]),
               "train_examples": len(chosen), "train_data": source, "fit_fingerprint": key}
     fits.publish(key, lambda folder: write_record(folder, report), label)
-    return report | {"fit_cached": False}
+    return _reported(ctx, report | {"fit_cached": False})
+
+
+def _reported(ctx: BuildContext, report: dict[str, Any]) -> str:
+    ctx.report.merge(MethodReport.from_dict(report))
+    return str(report["prompt"])

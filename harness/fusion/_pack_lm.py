@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from lm_eval.api.model import LM, hash_args
 from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
 
+from harness.contract import MethodReport
 from harness.errors import ModelLoadError, UsageError
 from harness.fusion._alignment import cached_map, special_ids, vocabulary
 from harness.fusion._options import PackOptions
@@ -192,7 +193,7 @@ class PackLM(LM):
 
     def __init__(self, pack: Pack, weighting: Weighting, options: PackOptions,
                  batch_size: int | str = 1, record_path: Path | None = None,
-                 report: dict[str, Any] | None = None) -> None:
+                 report: MethodReport | None = None) -> None:
         super().__init__()
         weighting.check_members(len(pack))
         if options.reference != "auto" and int(options.reference) >= len(pack):
@@ -207,9 +208,9 @@ class PackLM(LM):
         self._reference_cache: dict[str, int] = {}
         self._weights_cache: dict[tuple[int, tuple[int, ...]], torch.Tensor] = {}
         self._shared_prompts: dict[int, list[tuple[int, ...]]] = {}  # per reference family
-        self.begin(record_path, report if report is not None else {})
+        self.begin(record_path, report if report is not None else MethodReport())
 
-    def begin(self, record_path: Path | None, report: dict[str, Any]) -> None:
+    def begin(self, record_path: Path | None, report: MethodReport) -> None:
         """Keep this cell's weight records in `record_path` and its summary in `report`.
         Records an interrupted run left there are read back, so a resumed cell whose answers
         come from lm-eval's response cache still reports its weights and maps."""
@@ -609,7 +610,7 @@ class PackLM(LM):
         summary["reference"] = dict(Counter(e["reference"] for e in self.records.values()))
         if self.pack.map_counts:
             summary["vocabulary_maps"] = self.pack.map_counts
-        self.report["fusion"] = summary
+        self.report.facts["fusion"] = summary
 
     def _unique_names(self) -> list[str]:
         names = self.pack.names
@@ -632,6 +633,6 @@ def build_pack_lm(ctx: Any, weighting: Weighting) -> PackLM:
     weighting.check_members(len(ctx.models))
     pack = load_pack(ctx)
     total = sum(p.numel() for m in pack.members for p in m.model.parameters())
-    ctx.report.update(trainable_params=0, total_params=total)
+    ctx.report.trainable_params, ctx.report.total_params = 0, total
     return PackLM(pack, weighting, ctx.options, batch_size=ctx.batch_size,
                   record_path=Path(ctx.workdir) / RECORD_FILE, report=ctx.report)

@@ -31,6 +31,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Mapping
 
+from harness.contract.reports import MethodReport
 from harness.errors import HarnessError
 from harness.results.records import CellCost, ModelCost, PhaseCost
 
@@ -290,7 +291,7 @@ def peak_memory(device: str) -> tuple[int | None, str]:
 
 
 def cell_cost(meter: CostMeter | None, phases: Mapping[str, PhaseCost] | None,
-              documents: int, timings: Mapping[str, float], report: Mapping[str, Any],
+              documents: int, timings: Mapping[str, float], report: MethodReport,
               device: str, expect_model_calls: bool = True) -> CellCost:
     """The cell's `CellCost` from its meter (or already summed phases, for document
     shards), its timings and the method's report (the shared training path reports
@@ -300,22 +301,21 @@ def cell_cost(meter: CostMeter | None, phases: Mapping[str, PhaseCost] | None,
         assert meter is not None
         phases = {name: meter.phase_cost(name) for name in PHASES}
     inference = phases["inference"]
-    if expect_model_calls and documents and not inference.models and report.get("total_params"):
+    if expect_model_calls and documents and not inference.models and report.total_params:
         raise HarnessError(
-            f"cost: the method reports {report['total_params']} model parameters but no "
+            f"cost: the method reports {report.total_params} model parameters but no "
             f"watched model ran while it answered {documents} documents, so its FLOPs would "
             "read 0; load models through harness.api.load_causal_lm, and a wrapper that "
             "calls a model's forward directly through harness.models.cost.watch_wrapper")
     memory, kind = peak_memory(device)
-    trainable, total = report.get("trainable_params"), report.get("total_params")
-    wall = {"build": timings.get("build_s"), "fit": report.get("train_seconds"),
+    wall = {"build": timings.get("build_s"), "fit": report.train_seconds,
             "evaluate": timings.get("evaluate_s"), "score": timings.get("score_s")}
     return CellCost(
         inference=inference, build=phases["build"], scoring=phases["scoring"],
         documents=documents,
         inference_flops_per_document=inference.flops // documents if documents else None,
         wall_s={k: float(v) for k, v in wall.items() if v is not None},
-        peak_memory_bytes=memory, peak_memory_kind=kind, trainable_parameters=trainable,
-        total_parameters=total, training_tokens=report.get("train_tokens"),
-        training_flops=report.get("train_flops"),
-        fit_cached=report.get("fit_cached"))
+        peak_memory_bytes=memory, peak_memory_kind=kind,
+        trainable_parameters=report.trainable_params, total_parameters=report.total_params,
+        training_tokens=report.train_tokens, training_flops=report.train_flops,
+        fit_cached=report.fit_cached)

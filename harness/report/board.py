@@ -49,10 +49,10 @@ def build_board(results_root: Path, options: BoardOptions | None = None) -> Boar
             models=record.row.model_ids, trainable_params=None, total_params=None, cells={}))
         if record.finished_at >= newest_label.get(key, ("", ""))[0]:
             newest_label[key] = (record.finished_at, record.row.label)
-        report = record.method_report if record.status == "ok" else {}
-        if row.trainable_params is None and report.get("trainable_params") is not None:
-            row.trainable_params = report["trainable_params"]
-            row.total_params = report.get("total_params")
+        report = record.method_report
+        if (record.status == "ok" and row.trainable_params is None
+                and report.trainable_params is not None):
+            row.trainable_params, row.total_params = report.trainable_params, report.total_params
         row.cells[task_name] = cell = _board_cell(seed_records)
         if cell.status == "ok" and record.cost is not None:
             cell.cost = dataclasses.asdict(record.cost)
@@ -164,11 +164,11 @@ def _seed_cell(record: CellRecord) -> BoardCell:
                                "source_sha256": v.source_sha256} for k, v in record.code.items()}}
     if record.status == "ok":
         if not record.has_score:
-            reason = (record.score_details.get("headline_unavailable")
+            reason = (record.score_details.headline_unavailable
                       or "no score could be computed (NaN)")
             return BoardCell("failed", reason=reason, provenance=provenance)
         assert record.headline is not None
-        caveats = [str(c) for c in record.score_details.get("caveats", [])]
+        caveats = [str(c) for c in record.score_details.caveats]
         return BoardCell("ok", record.headline.value, record.headline.stderr,
                          provenance=provenance, flags=caveats)
     return BoardCell(record.status, reason=record.reason, provenance=provenance)

@@ -17,6 +17,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Literal, Mapping
 
+from harness.contract.reports import MethodReport, ScoreDetails
 from harness.errors import DataError
 
 SCHEMA_VERSION = 2
@@ -166,10 +167,10 @@ class CellRecord:
     traceback: str = ""
     headline: Score | None = None
     metrics: dict[str, Score] = field(default_factory=dict)
-    score_details: dict[str, Any] = field(default_factory=dict)
+    score_details: ScoreDetails = field(default_factory=ScoreDetails)
     n_samples: int | None = None
     lm_eval: dict[str, Any] = field(default_factory=dict)
-    method_report: dict[str, Any] = field(default_factory=dict)
+    method_report: MethodReport = field(default_factory=MethodReport)
     timings: dict[str, float] = field(default_factory=dict)
     hardware: dict[str, Any] = field(default_factory=dict)
     seed: int | None = None
@@ -193,7 +194,8 @@ class CellRecord:
         return self.task.data if self.limit is None else f"{self.task.data} (limit {self.limit})"
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        return dataclasses.asdict(self) | {"score_details": self.score_details.to_dict(),
+                                           "method_report": self.method_report.to_dict()}
 
     @classmethod
     def from_dict(cls, data: Any, source: str = "record") -> "CellRecord":
@@ -237,8 +239,8 @@ def _build(data: dict[str, Any]) -> CellRecord:
         reason=str(data.get("reason") or ""), traceback=str(data.get("traceback") or ""),
         headline=score(data.get("headline")),
         metrics={k: v for k, v in metrics.items() if v is not None},
-        score_details=dict(data.get("score_details") or {}), n_samples=data.get("n_samples"),
-        lm_eval=dict(data.get("lm_eval") or {}), method_report=dict(data.get("method_report") or {}),
+        score_details=ScoreDetails.from_dict(data.get("score_details")), n_samples=data.get("n_samples"),
+        lm_eval=dict(data.get("lm_eval") or {}), method_report=MethodReport.from_dict(data.get("method_report")),
         timings=dict(data.get("timings") or {}), hardware=dict(data.get("hardware") or {}),
         seed=data.get("seed"), limit=data.get("limit"), git_commit=data.get("git_commit"),
         code={k: CodeInfo(**v) for k, v in (data.get("code") or {}).items()},

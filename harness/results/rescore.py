@@ -100,7 +100,7 @@ def rescore_cell(host: Host, source: Store, target: Store, record: CellRecord,
     new.fingerprint = fingerprint(new.identity)
     new.finished_at = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     if not new.has_score:
-        why = new.score_details.get("headline_unavailable", "NaN")
+        why = new.score_details.headline_unavailable or "NaN"
         raise HarnessError(f"{record.row.label} × {record.task.name}: rescoring gave no "
                            f"{headline_key} ({why})")
     path = target.commit_cell(new, samples)

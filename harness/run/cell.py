@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from harness.contract import (BuildContext, Cell, CellOutcome, HarnessLM, MethodRow, MetricValues,
-                              TaskContext, options_to_dict)
+from harness.contract import (BuildContext, Cell, CellOutcome, HarnessLM, MethodReport, MethodRow,
+                              MetricValues, TaskContext, options_to_dict)
 from harness.errors import HarnessError, first_line
 from harness.models import cost
 from harness.results.records import CellRecord, RowInfo, Score, TaskInfo
@@ -30,7 +30,7 @@ class BuiltLM:
     """A method's LM built once for a job, with what its build reported."""
 
     lm: Any
-    report: dict[str, Any]
+    report: MethodReport
     seconds: float
 
 
@@ -98,7 +98,7 @@ def _evaluate_metered(cell: Cell, workdir: Path, store: Store | None, built: Bui
         built = BuiltLM(lm, copy.deepcopy(context.report), timings["build_s"])
     else:
         lm = built.lm
-        context.report.update(copy.deepcopy(built.report))
+        context.report = copy.deepcopy(built.report)
         timings["build_s"], timings["build_shared"] = built.seconds, 1.0
         if isinstance(lm, HarnessLM):  # the LM's per-cell state (records, report) starts afresh
             lm.begin_cell(context)

@@ -133,7 +133,7 @@ def _run_cell(store: Store, cell: Cell, capture_logs: bool, built: BuiltLM | Non
         build_error = (message, trace) if isinstance(exc, BuildError) else None
         return record_failure(store, cell, message, trace, log), None, build_error
     if not record.has_score:  # kept whole (metrics, details, samples), but not done
-        reason = (record.score_details.get("headline_unavailable")
+        reason = (record.score_details.headline_unavailable
                   or f"no {record.task.headline_key} could be computed (NaN)")
         record.status, record.reason = "failed", f"no score: {reason}"
         store.record_failure(record, log, samples)

@@ -18,7 +18,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from harness.contract import Cell, CellOutcome, Job, Plan, PluginHost
+from harness.contract import Cell, CellOutcome, Job, MethodReport, Plan, PluginHost
 from harness.errors import HarnessError, first_line, redact
 from harness.files import atomic_write_text
 from harness.models import cost
@@ -130,7 +130,7 @@ def _evaluate_shard(cell: Cell, path: Path, index: int, count: int, store: Any) 
             output = run_lm_eval(cell, document_shard_lm(lm, index, count), workdir)
     samples = [s for s in collect_samples(output, lm) if (s.get("doc_id") or 0) % count == index]
     atomic_write_text(path, redact(json.dumps({
-        "samples": samples, "report": context.report,
+        "samples": samples, "report": context.report.to_dict(),
         "lm_eval": {"tasks": sorted(output["samples"]), "n-shot": output.get("n-shot"),
                     "versions": output.get("versions")},
         "numerics": numerics(cell, lm),
@@ -159,8 +159,8 @@ def _merge(plan: Plan, cell: Cell, paths: list[Path], capture_logs: bool) -> Cel
     log.write_text("".join(p.with_suffix(".log").read_text(encoding="utf-8", errors="replace")
                            for p in paths if p.with_suffix(".log").exists()), encoding="utf-8")
     context = build_context(cell, workdir)
-    context.report.update(shards[0]["report"])
-    context.report["doc_shards"] = len(paths)
+    context.report = MethodReport.from_dict(shards[0]["report"])
+    context.report.doc_shards = len(paths)
     task_ctx = task_context(cell, workdir, plan.store)
     meter = cost.CostMeter()
     try:
@@ -186,7 +186,7 @@ def _merge(plan: Plan, cell: Cell, paths: list[Path], capture_logs: bool) -> Cel
     record.numerics = shards[0]["numerics"]
     if not record.has_score:
         record.status = "failed"
-        record.reason = "no score: " + str(record.score_details.get("headline_unavailable", "NaN"))
+        record.reason = "no score: " + (record.score_details.headline_unavailable or "NaN")
         plan.store.record_failure(record, log, samples)
         return CellOutcome(cell, "failed", error=record.reason)
     path = plan.store.commit_cell(record, samples, log if capture_logs else None)

@@ -19,7 +19,7 @@ import hashlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
-from harness.contract import BuildContext
+from harness.contract import BuildContext, MethodReport
 from harness.errors import HarnessError
 from harness.training import cache, checkpoint, data, loop
 from harness.training.data import (IGNORE_INDEX, EncodedExample, encode_examples, read_alpaca_json,
@@ -79,8 +79,8 @@ def fit(ctx: BuildContext, model: Any, tokenizer: Any, method: str,
     """Train `model`'s trainable parameters (or load the cached fit); returns the report.
 
     The report (trainable/total parameter counts, training tokens, seconds, first and
-    final loss) is merged into `ctx.report`, which the runner saves as the cell's
-    `method_report`. The model is left in eval mode. With `early_stopping` and a task
+    final loss, in the flat form records store) is merged into `ctx.report`, which the
+    runner saves as the cell's `method_report`. The model is left in eval mode. With `early_stopping` and a task
     that has a validation split, the fit keeps its best validated parameters.
     """
     options = options if options is not None else ctx.options
@@ -133,7 +133,7 @@ def fit(ctx: BuildContext, model: Any, tokenizer: Any, method: str,
     report |= {"trainable_params": trainable, "total_params": total,
                "train_flops": training_flops(model, trainable, report["train_tokens"])}
     model.eval()
-    ctx.report.update(report)
+    ctx.report.merge(MethodReport.from_dict(report))
     return report
 
 

@@ -47,9 +47,9 @@ def published_lm(ctx: BuildContext, checkpoint: Path) -> Any:
     model, tokenizer = load_causal_lm(ctx.models[0])
     load_official(model, checkpoint, ctx.options.num_tokens, ctx.options.start_layer)
     trainable, total = count_parameters(model)
-    ctx.report.update(trainable_params=trainable, total_params=total,
-                      checkpoint=str(checkpoint),
-                      checkpoint_sha256=hashlib.sha256(checkpoint.read_bytes()).hexdigest())
+    ctx.report.trainable_params, ctx.report.total_params = trainable, total
+    ctx.report.facts.update(checkpoint=str(checkpoint),
+                            checkpoint_sha256=hashlib.sha256(checkpoint.read_bytes()).hexdigest())
     return hf_lm(model.eval(), tokenizer, ctx)
 
 

@@ -51,11 +51,11 @@ def build(ctx: BuildContext) -> Any:
     anchor_size = sum(p.numel() for name, p in anchor.named_parameters()
                       if not name.startswith("calm."))
     augmenting_size = sum(p.numel() for p in augmenting.parameters())
-    ctx.report.update(
+    ctx.report.total_params = anchor_size + augmenting_size + trainable
+    ctx.report.facts.update(
         layout=options.layout,
         connections=[{"anchor_layer": a, "augmenting_layer": m} for a, m in calm.pairs],
         anchor_params=anchor_size, augmenting_params=augmenting_size,
-        total_params=anchor_size + augmenting_size + trainable,
         trainable_share_of_anchor=trainable / anchor_size)
     return hf_lm(anchor, tokenizer, ctx)
 

@@ -44,9 +44,9 @@ def build(ctx: BuildContext) -> Any:
     bridge, adapter_report = options.connect(
         Side(model_identity(ctx.models[0]), tokenizer, primary.embeddings),
         Side(model_identity(ctx.models[1]), clip_tokenizer, clip_text.embeddings), ctx)
-    ctx.report.update(trainable_params=0,
-                      total_params=sum(p.numel() for m in (lm, clip) for p in m.parameters()),
-                      adapter=adapter_report)
+    ctx.report.trainable_params = 0
+    ctx.report.total_params = sum(p.numel() for m in (lm, clip) for p in m.parameters())
+    ctx.report.facts["adapter"] = adapter_report
     return FuseCaptioner(primary, clip_text, images, bridge, options.search_config(),
                          CaptionWeights(options.lm_weight, options.clip_weight), ctx.seed)
 

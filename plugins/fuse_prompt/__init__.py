@@ -53,11 +53,12 @@ def build(ctx: BuildContext) -> Any:
         bridge, report = options.connect(sides[0], side, ctx)
         members.append(Member(model, tokenizer, bridge))
         adapters.append(report)
-    report = discover(ctx, members, "fuse_prompt")
+    prompt = discover(ctx, members, "fuse_prompt")
     evaluated, tokenizer = loaded[options.eval_member]
-    ctx.report.update(report, adapters=adapters[1:], trainable_params=0,
-                      total_params=sum(p.numel() for p in evaluated.parameters()))
-    return PrefixedLM(hf_lm(evaluated, tokenizer, ctx), report["prompt"] + SEPARATOR)
+    ctx.report.trainable_params = 0
+    ctx.report.total_params = sum(p.numel() for p in evaluated.parameters())
+    ctx.report.facts["adapters"] = adapters[1:]
+    return PrefixedLM(hf_lm(evaluated, tokenizer, ctx), prompt + SEPARATOR)
 
 
 @hookimpl

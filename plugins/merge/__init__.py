@@ -75,8 +75,8 @@ def build(ctx: BuildContext) -> Any:
     merged = merge_to_directory(ctx.models, ctx.options, ctx.workdir / "merged", ctx.seed)
     model, tokenizer = load_causal_lm(ModelRef(str(merged), dtype=first.dtype, device=first.device))
     _, total = count_parameters(model)
-    ctx.report.update(trainable_params=0, total_params=total,
-                      merge_method=ctx.options.merge_method)
+    ctx.report.trainable_params, ctx.report.total_params = 0, total
+    ctx.report.facts["merge_method"] = ctx.options.merge_method
     return hf_lm(model, tokenizer, ctx)
 
 

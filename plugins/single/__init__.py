@@ -23,7 +23,7 @@ def build(ctx: BuildContext) -> Any:
         model, tokenizer = load_causal_lm(ref)
         lm = hf_lm(model, tokenizer, ctx)
     total = sum(p.numel() for p in model.parameters())
-    ctx.report.update(trainable_params=0, total_params=total)
+    ctx.report.trainable_params, ctx.report.total_params = 0, total
     return lm
 
 

@@ -21,8 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from harness.api import (Capability, CorpusMetric, DataError, LmEvalPlan, Metric, MetricValues,
-                         MissingTool, Samples, TaskContext, TaskSpec, at_least, dataset_dict,
-                         first_existing, first_response, hookimpl, option, read_json_file)
+                         MissingTool, Samples, ScoreDetails, TaskContext, TaskSpec, at_least,
+                         dataset_dict, first_existing, first_response, hookimpl, option,
+                         read_json_file)
 
 FIXTURES = Path(__file__).parent / "fixtures"
 EMBEDDED_ANNOTATIONS = FIXTURES / "captions.json"
@@ -186,11 +187,11 @@ def score(samples: Samples, ctx: TaskContext) -> MetricValues:
                                                     corenlp)
     for sample in samples:  # stored with the samples: paired tests resample them
         sample["cider"] = cider_per_image[sample["doc"]["image_id"]]
-    ctx.score_details.update(notes, images=len(predictions), pycocoevalcap=pycocoevalcap_version())
+    ctx.score_details.facts.update(notes, images=len(predictions), pycocoevalcap=pycocoevalcap_version())
     return {key: (value, None) for key, value in scores.items()}
 
 
-def image_cider(samples: Samples, _details: Any) -> dict[tuple[str, Any], float]:
+def image_cider(samples: Samples, _details: ScoreDetails) -> dict[tuple[str, Any], float]:
     """Each image's CIDEr as `score` stored it (the IDF of the whole scored set held
     fixed): their mean is the corpus CIDEr."""
     return {(s["task"], s["doc_id"]): float(s["cider"]) for s in samples

@@ -29,8 +29,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from harness.api import (Capability, CorpusMetric, DataError, HarnessError, LmEvalPlan, Metric,
-                         MetricValues, Samples, TaskContext, TaskSpec, UsageError, at_least,
-                         dataset_dict, first_existing, first_response, hookimpl, option)
+                         MetricValues, Samples, ScoreDetails, TaskContext, TaskSpec, UsageError,
+                         at_least, dataset_dict, first_existing, first_response, hookimpl, option)
 
 FIXTURES = Path(__file__).parent / "fixtures"
 # Low-resource languages present in the shared 30-language FLORES-200 copy: East, West and
@@ -246,7 +246,7 @@ def score(samples: Samples, ctx: TaskContext) -> MetricValues:
     for key in scorers:
         values = [per_direction[d][key] for d in per_direction]
         metrics[key] = (sum(values) / len(values), None)
-    ctx.score_details.update(
+    ctx.score_details.facts.update(
         signatures={key: scorer.get_signature().format() for key, scorer in scorers.items()},
         unavailable=unavailable,
         aggregation="mean over directions of corpus-level scores",
@@ -261,7 +261,7 @@ def _sacrebleu_metric(key: str) -> Any:
     return {"chrf++": CHRF(word_order=2), "bleu": BLEU()}[key]
 
 
-def sentence_statistics(key: str, samples: Samples, _details: Any) -> dict[tuple[str, Any], Any]:
+def sentence_statistics(key: str, samples: Samples, _details: ScoreDetails) -> dict[tuple[str, Any], Any]:
     """Each translation's sacrebleu sufficient statistics (character / word n-gram matches
     and totals) after its direction's number: summed per direction they give that
     direction's corpus score exactly (sacrebleu's own paired bootstrap sums them too)."""

@@ -7,7 +7,7 @@ completion runs in a bubblewrap sandbox of its own (unprivileged uid, read-only 
 network, private tmpfs, memory and process limits for the whole program, killed with the
 harness), and the problem's tests run in a second sandboxed process that calls it and
 receives only plain data, so nothing the completion does can forge a pass. The layers in
-force are recorded in every result (`score_details.sandbox`).
+force are recorded in every result (the score details' `sandbox` fact).
 
 Executing model-written code is refused unless the user passes `allow_code_execution=true`,
 and, where bubblewrap is missing or cannot start (weak isolation: the programs would see
@@ -28,11 +28,12 @@ import math
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from harness.api import (Capability, CorpusMetric, HarnessError, LmEvalPlan, Metric, MetricValues,
-                         MissingTool, Samples, TaskContext, TaskSpec, UsageError, dataset_dict,
-                         first_existing, hookimpl, mean_and_stderr, option, read_jsonl_rows)
+                         MissingTool, Samples, ScoreDetails, TaskContext, TaskSpec, UsageError,
+                         dataset_dict, first_existing, hookimpl, mean_and_stderr, option,
+                         read_jsonl_rows)
 from harness.isolation import MAX_WORKERS, Limits, Program
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -187,10 +188,10 @@ def score(samples: Samples, ctx: TaskContext) -> MetricValues:
                  for v in outcomes.values()])
     layers = isolation()
     if not layers.strong:
-        ctx.score_details.setdefault("caveats", []).append(
+        ctx.score_details.caveats.append(
             f"generated code ran with weak isolation ({layers.weak_because}), allowed by "
             "allow_weak_isolation=true")
-    ctx.score_details.update(
+    ctx.score_details.facts.update(
         sandbox=layers.describe() | {"weak_isolation_allowed": options.allow_weak_isolation},
         limits=dataclasses.asdict(limits),
         sampling=generation_kwargs(options) | {"samples_per_problem": n},
@@ -198,10 +199,10 @@ def score(samples: Samples, ctx: TaskContext) -> MetricValues:
     return metrics
 
 
-def problem_pass_at_1(samples: Samples, details: Mapping[str, Any]) -> dict[tuple[str, Any], float]:
+def problem_pass_at_1(samples: Samples, details: ScoreDetails) -> dict[tuple[str, Any], float]:
     """Each problem's pass@1 (its share of passing completions: 0 or 1 under greedy
     decoding) from the sandbox verdicts `score` stored in the cell's details."""
-    executions = details.get("executions") or {}
+    executions = details.facts.get("executions") or {}
     return {(s["task"], s["doc_id"]): estimate_pass_at_k(len(runs), runs.count("passed"), 1)
             for s in samples if (runs := executions.get(s["doc"]["task_id"]))}
 

@@ -17,8 +17,7 @@ harness.judge), so even a tiny zoo judge yields a number; FastChat's parsed `[[r
 is the fallback and, with `judge_rating=text`, the only reading. The judge is a local
 transformers model by default (offline) or any OpenAI-compatible endpoint: `-O judge_backend=openai -O judge_model=gpt-4-0613
 [-O judge_base_url=...]`, key from $OPENAI_API_KEY (or the variable `judge_api_key_env`
-names). Judgments are cached on disk by content under `$HARNESS_CACHE/judgments/`
-(or $HARNESS_JUDGE_CACHE).
+names). Judgments are cached on disk by content under `$HARNESS_CACHE/judgments/`.
 
 Baseline (pairwise) answers, option `baseline`: a JSONL answer file (FastChat
 `model_answer` format, FastChat's legacy `{"question_id", "text"}` format, or a harness
@@ -37,9 +36,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 from harness.api import (Capability, CorpusMetric, DataError, HarnessError, LmEvalPlan, Metric,
-                         MetricValues, Samples, TaskContext, TaskSpec, at_least, dataset_dict,
-                         first_existing, first_response, hookimpl, mean_and_stderr, option,
-                         read_jsonl_rows)
+                         MetricValues, Samples, ScoreDetails, TaskContext, TaskSpec, at_least,
+                         dataset_dict, first_existing, first_response, hookimpl, mean_and_stderr,
+                         option, read_jsonl_rows)
 
 HERE = Path(__file__).parent
 FIXTURES = HERE / "fixtures"
@@ -291,9 +290,9 @@ def score(samples: Samples, ctx: TaskContext) -> MetricValues:
     if baseline is not None:
         metrics.update(pairwise_metrics(list(verdicts.values())))
     if not ratings:
-        ctx.score_details["headline_unavailable"] = (
+        ctx.score_details.headline_unavailable = (
             f"the judge gave no parsable [[rating]] ({len(samples)} of {len(samples)} unparsed)")
-    ctx.score_details.update({
+    ctx.score_details.facts.update({
         "judge": settings.identity(), "judge_prompts": str(files.judge_prompts),
         "baseline": baseline[1] if baseline else None,
         "judgments": {"total": len(outcomes), "cached": sum(o.cached for o in outcomes)},
@@ -333,7 +332,7 @@ def pairwise_metrics(verdicts: list[dict[str, str | None]]) -> dict[str, tuple[f
             "position_flip_rate": (share(flips), None)}
 
 
-def judge_ratings(samples: Samples, _details: Any) -> dict[tuple[str, Any], float]:
+def judge_ratings(samples: Samples, _details: ScoreDetails) -> dict[tuple[str, Any], float]:
     """Each answer's single-answer rating, as `score` stored it in the sample's judgment
     (an unparsed rating is left out, as `score` leaves it out of the mean)."""
     return {(s["task"], s["doc_id"]): float(rating) for s in samples

@@ -63,7 +63,7 @@ def test_report_and_fit_cache(load_tiny, tmp_path, monkeypatch, isolated_fits):
     ctx = build_context(options, _task(), tmp_path)
     report = fit(ctx, plugin.adapt(model, options), tokenizer, "aligner")
     for key in ("trainable_params", "total_params", "train_tokens", "train_seconds", "final_loss"):
-        assert ctx.report[key] == report[key]
+        assert ctx.report.to_dict()[key] == report[key]
     assert report["trainable_params"] == 64 + 2 * 4 and report["train_steps"] == 3
     assert not report["fit_cached"]
     [folder] = isolated_fits.iterdir()

@@ -22,7 +22,7 @@ def assert_suite_reproduces_the_committed_verdicts(suite: str, results: str,
                                                    tmp_path: Path) -> None:
     """Run the claims suite `suite` into `tmp_path/results` and check that every claim
     of that folder pools three seeds and reaches the committed verdict."""
-    result = run_cli("run", "--suite", suite, "--out", str(tmp_path / results), timeout=3600)
+    result = run_cli("run", "--suite", suite, "--results", str(tmp_path / results), timeout=3600)
     assert result.returncode == 0, result.stderr
     committed = committed_verdicts()
     for claim in (c for c in CLAIMS if c.results == results):

@@ -49,7 +49,7 @@ def test_adalink_teaches_a_captioner_to_answer(tmp_path: Path) -> None:
     assert scores["base"] <= 0.05
     assert scores["adalink"] >= scores["base"] + 0.1
     report = next(r for r in store.results() if r.row.label == "adalink").method_report
-    assert report["trainable_params"] == 2 * 2 * 64 * 64  # two links (text, image), 2*d*r each
+    assert report.trainable_params == 2 * 2 * 64 * 64  # two links (text, image), 2*d*r each
 
 
 @pytest.mark.slow

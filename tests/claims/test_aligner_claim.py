@@ -46,7 +46,7 @@ def test_one_global_token_moves_the_form_and_keeps_the_content(tmp_path: Path) -
     assert scores["aligner"]["exact_match"] >= scores["base"]["exact_match"] + 0.3
     assert scores["aligner"]["content"] >= 0.9
     report = next(r for r in store.results() if r.row.label == "aligner").method_report
-    assert report["trainable_params"] == 64 + (4 - 2) * 4  # N*d + (L-2)*H
+    assert report.trainable_params == 64 + (4 - 2) * 4  # N*d + (L-2)*H
 
 
 @pytest.mark.slow

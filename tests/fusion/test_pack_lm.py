@@ -9,6 +9,7 @@ import pytest
 import torch
 from fusion.fusion_support import RecordingHook, Request
 
+from harness.contract import MethodReport
 from harness.fusion._options import PackOptions
 from harness.fusion._pack_lm import Member, Pack, PackLM, request_key
 from harness.fusion._weights import PerplexitySoftmax, Weighting
@@ -75,7 +76,7 @@ def test_weights_are_recorded_cached_annotated_and_reloaded(zoo, tmp_path):
     texts = lm.generate_until(generated)
     assert [c[0] for c in lm.cache_hook.calls] == ["loglikelihood"] * 2 + ["generate_until"]
     assert lm.cache_hook.calls[-1][2] == texts[0]
-    report = lm.report["fusion"]
+    report = lm.report.facts["fusion"]
     assert report["requests"] == 3 and set(report["weights"]) == {"tiny-llama", "tiny-gpt2"}
     assert report["rule"] == "packllm-sim" and sum(report["reference"].values()) == 3
     sample = {"arguments": [r.args for r in scored]}
@@ -99,8 +100,8 @@ def test_context_weights_are_shared_by_options_sequence_weights_are_not(zoo):
 def test_fixed_reference_uses_that_members_tokenizer(zoo):
     lm = make_lm(zoo, ["tiny-llama", "tiny-gpt2"], reference="1")
     lm.loglikelihood([Request(REQUESTS[0])])
-    assert lm.report["fusion"]["reference"] == {"tiny-gpt2": 1}
-    assert lm.report["fusion"]["vocabulary_maps"]["tiny-gpt2 -> tiny-llama"]["exact"] > 0
+    assert lm.report.facts["fusion"]["reference"] == {"tiny-gpt2": 1}
+    assert lm.report.facts["fusion"]["vocabulary_maps"]["tiny-gpt2 -> tiny-llama"]["exact"] > 0
 
 
 def test_protocols_preset_three_settings_and_official_refuses_contradictions():
@@ -148,7 +149,7 @@ def test_official_protocol_scores_the_per_token_mean_with_sequence_weights(zoo):
                                               summed.loglikelihood(requests)):
         _, continuation = summed.encode_pair(0, *request.args)
         assert len(continuation) > 1 and mean == pytest.approx(total / len(continuation), abs=1e-6)
-    assert official.report["fusion"]["protocol"] == "official"
+    assert official.report.facts["fusion"]["protocol"] == "official"
 
 
 @dataclass(frozen=True)
@@ -218,17 +219,18 @@ def test_reuse_for_another_cell_starts_records_and_report_afresh(zoo, tmp_path):
     lm.set_cache_hook(RecordingHook())
     lm.loglikelihood([Request(REQUESTS[0])])
     first_report = lm.report
-    second = SimpleNamespace(workdir=tmp_path / "second", report={})
+    second = SimpleNamespace(workdir=tmp_path / "second", report=MethodReport())
     lm.begin_cell(second)
     assert lm.records == {} and lm.report is second.report
     lm.loglikelihood([Request(REQUESTS[1])])
-    assert second.report["fusion"]["requests"] == 1 and first_report["fusion"]["requests"] == 1
+    assert second.report.facts["fusion"]["requests"] == 1
+    assert first_report.facts["fusion"]["requests"] == 1
     # a resumed cell whose answers all come from lm-eval's response cache keeps its report
     resumed = make_lm(zoo, ["tiny-llama", "tiny-gpt2"], tmp_path=tmp_path / "first")
-    assert resumed.report["fusion"]["requests"] == 1
-    assert resumed.report["fusion"]["weights"] == first_report["fusion"]["weights"]
-    assert resumed.report["fusion"].get("vocabulary_maps") == first_report["fusion"].get(
-        "vocabulary_maps")
+    assert resumed.report.facts["fusion"]["requests"] == 1
+    assert resumed.report.facts["fusion"]["weights"] == first_report.facts["fusion"]["weights"]
+    assert (resumed.report.facts["fusion"].get("vocabulary_maps")
+            == first_report.facts["fusion"].get("vocabulary_maps"))
 
 
 def test_auto_batch_size_halves_on_out_of_memory(zoo, monkeypatch):

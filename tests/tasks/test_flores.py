@@ -116,7 +116,7 @@ def test_scores_are_sacrebleu_corpus_scores_averaged_over_directions(monkeypatch
     assert metrics["chrf++"][0] == pytest.approx((expected["chrf++/swh_Latn-eng_Latn"]
                                                   + expected["chrf++/eng_Latn-swh_Latn"]) / 2)
     assert "spbleu" not in metrics and not any(k.startswith("spbleu/") for k in metrics)
-    details = context.score_details
+    details = context.score_details.facts
     assert "sentencepiece" in details["unavailable"]["spbleu"]
     assert details["signatures"]["chrf++"].startswith("nrefs:1|case:mixed|eff:yes|nc:6|nw:2")
     assert "tok:13a" in details["signatures"]["bleu"]

@@ -83,7 +83,7 @@ def test_options_that_make_no_sense_are_refused_in_one_line(values, complaint):
 def test_the_cli_refuses_a_meaningless_sandbox_before_anything_runs(tmp_path):
     result = run_cli("run", "-m", "single", "-t", "humaneval", "--data", "embedded",
                      "-O", "allow_code_execution=true", "-O", "timeout_s=0",
-                     "--out", str(tmp_path))
+                     "--results", str(tmp_path))
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
         "harness: error: task 'humaneval': timeout_s=0.0 is too short: need at least 1 s "
@@ -178,7 +178,7 @@ def test_weak_isolation_is_refused_unless_the_user_opts_in(monkeypatch):
     assert humaneval.preflight(context) is None
     problems = _problems(humaneval.lm_eval_plan(context))
     humaneval.score(_samples(problems[:1], [[problems[0]["canonical_solution"]]]), context)
-    sandbox = context.score_details["sandbox"]
+    sandbox = context.score_details.facts["sandbox"]
     assert sandbox["isolation"] == "weak: bubblewrap is not installed"
     assert sandbox["weak_isolation_allowed"] is True
 
@@ -195,7 +195,7 @@ def test_score_reports_pass_at_k_and_every_execution():
     assert set(metrics) == {"pass@1", "pass@2"}  # 10 > 4 samples: not reported
     assert metrics["pass@1"][0] == pytest.approx((1 + 0.5 + 0) / 3)
     assert metrics["pass@2"][0] == pytest.approx((1 + estimate_pass_at_k(4, 2, 2) + 0) / 3)
-    details = context.score_details
+    details = context.score_details.facts
     assert details["executions"]["Fixture/1"][:2] == ["passed", "failed: AssertionError"]
     assert all(e.startswith("timed out") for e in details["executions"]["Fixture/2"])
     assert details["sampling"]["samples_per_problem"] == 4
@@ -214,11 +214,11 @@ def test_real_humaneval_canonical_solutions_pass_and_bare_prompts_fail(shared_da
     started = time.monotonic()
     canonical = humaneval.score(_samples(problems, [[p["canonical_solution"]] for p in problems]),
                                 context)
-    assert canonical["pass@1"][0] == 1.0, context.score_details["executions"]
+    assert canonical["pass@1"][0] == 1.0, context.score_details.facts["executions"]
     bare = humaneval.score(_samples(problems, [[""] for _ in problems]), context)
     assert bare["pass@1"][0] == 0.0
     print(f"328 HumanEval programs judged in {time.monotonic() - started:.1f} s "
-          f"({context.score_details['sandbox']['isolation']} isolation)")
+          f"({context.score_details.facts['sandbox']['isolation']} isolation)")
 
 
 def test_end_to_end_with_the_single_method_on_tiny_llama(tmp_path):

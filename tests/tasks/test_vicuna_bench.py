@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import math
 import threading
 import time
@@ -94,9 +95,16 @@ def server(monkeypatch):
 
 @pytest.fixture
 def judge_cache(tmp_path, monkeypatch):
-    cache = tmp_path / "judgments"
-    monkeypatch.setenv("HARNESS_JUDGE_CACHE", str(cache))
-    return cache
+    """A harness cache whose judgments start empty; the test cache's other entries (the zoo
+    models) are linked into it rather than built again."""
+    shared, cache = Path(os.environ["HARNESS_CACHE"]), tmp_path / "cache"
+    cache.mkdir()
+    (shared / "zoo").mkdir(parents=True, exist_ok=True)  # built once, where every test finds it
+    for entry in shared.iterdir():
+        if entry.name != "judgments":
+            (cache / entry.name).symlink_to(entry)
+    monkeypatch.setenv("HARNESS_CACHE", str(cache))
+    return cache / "judgments"
 
 
 def settings(url: str, **overrides) -> JudgeSettings:
@@ -364,10 +372,10 @@ def test_an_echoed_api_key_never_reaches_a_file_or_a_stream(server, judge_cache,
     server.reply = echoing(server)
     out = tmp_path / "out"
     result = run_cli("run", "-m", "single", "-t", "vicuna_bench", "--data", "embedded",
-                     "--limit", "4", "--out", str(out), "-O", "max_gen_toks=4",
+                     "--limit", "4", "--results", str(out), "-O", "max_gen_toks=4",
                      "-O", "judge_backend=openai", "-O", f"judge_base_url={server.url}",
                      "-O", "judge_retries=1", "-O", "judge_backoff_s=0.001",
-                     env={"OPENAI_API_KEY": secret, "HARNESS_JUDGE_CACHE": str(judge_cache)})
+                     env={"OPENAI_API_KEY": secret, "HARNESS_CACHE": str(judge_cache.parent)})
     assert result.returncode == 1, result.stderr
     assert sorted(server.reply.modes.values()) == sorted(ECHO_MODES)  # type: ignore[attr-defined]
     assert all(secret in header for header in server.authorizations)

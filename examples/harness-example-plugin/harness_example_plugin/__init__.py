@@ -27,7 +27,7 @@ def build_instructed(ctx: BuildContext) -> Any:
     from harness_example_plugin.instructed import InstructedLM
 
     model, tokenizer = load_causal_lm(ctx.models[0])
-    ctx.report.update(trainable_params=0, total_params=count_parameters(model)[1])  # frozen
+    ctx.report.trainable_params, ctx.report.total_params = 0, count_parameters(model)[1]
     return InstructedLM(hf_lm(model, tokenizer, ctx), ctx.options.instruction)
 
 

@@ -89,8 +89,8 @@ def test_a_pack_of_two_costs_twice_a_single_plus_its_fusion(runs: Store) -> None
 def test_a_fit_records_its_trainable_parameters_and_training_tokens(runs: Store) -> None:
     record = _record(runs, "lora")
     spent = record.cost
-    assert spent.trainable_parameters == record.method_report["trainable_params"] > 0
-    assert spent.training_tokens == record.method_report["train_tokens"] > 0
+    assert spent.trainable_parameters == record.method_report.trainable_params > 0
+    assert spent.training_tokens == record.method_report.train_tokens > 0
     parameters = cost.matmul_parameters(load_causal_lm(TINY)[0]) + spent.trainable_parameters
     assert spent.training_flops == ((4 * parameters + 2 * spent.trainable_parameters)
                                     * spent.training_tokens)

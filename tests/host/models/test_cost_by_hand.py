@@ -11,7 +11,7 @@ from typing import Any, Callable
 import pytest
 import torch
 
-from harness.contract import ModelRef
+from harness.contract import MethodReport, ModelRef
 from harness.errors import HarnessError
 from harness.lm import count_parameters
 from harness.models import cost
@@ -132,10 +132,11 @@ def test_calm_counts_the_augmenting_forward_at_inference_and_in_the_fit():
 
 
 def test_a_cell_whose_models_the_meter_never_saw_fails():
-    unseen = {"total_params": 1000}
+    unseen = MethodReport(total_params=1000)
     with pytest.raises(HarnessError, match="no watched model ran"):
         cost.cell_cost(cost.CostMeter(), None, 2, {}, unseen, "cpu")
     # answers from a resumed cell's saved responses, or a method without models: nothing ran
     assert cost.cell_cost(cost.CostMeter(), None, 2, {}, unseen, "cpu",
                           expect_model_calls=False).inference.flops == 0
-    assert cost.cell_cost(cost.CostMeter(), None, 2, {}, {"total_params": 0}, "cpu").documents == 2
+    assert cost.cell_cost(cost.CostMeter(), None, 2, {}, MethodReport(total_params=0), "cpu"
+                          ).documents == 2

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from harness.contract import MethodReport
 from harness.report.board import build_board
 from harness.report.html import html_page, page_template
 from harness.report.json_board import board_json
@@ -39,7 +40,7 @@ def _record(label: str, method: str, task: str, status: str, value: float | None
         n_samples=10, limit=limit, seed=1, git_commit="abc", reason=reason)
     if status == "ok":
         record.headline = Score(value, stderr)
-        record.method_report = {"trainable_params": trainable, "total_params": 1000}
+        record.method_report = MethodReport(trainable_params=trainable, total_params=1000)
     if flops is not None:
         inference = PhaseCost([ModelCost("harness-zoo/tiny-llama", 1000, flops // 2000, 0, 10,
                                          flops)], {}, flops)
@@ -152,7 +153,7 @@ def test_failures_of_two_rows_of_one_method_are_both_kept(tmp_path: Path) -> Non
 
 def test_a_cells_caveats_are_shown_on_it(tmp_path: Path) -> None:
     record = _record("single (tiny-llama)", "single", "mmlu", "ok", 0.25, 0.05)
-    record.score_details["caveats"] = ["generated code ran with weak isolation (no bubblewrap)"]
+    record.score_details.caveats = ["generated code ran with weak isolation (no bubblewrap)"]
     Store(tmp_path).commit_cell(record, [])
     board = build_board(tmp_path)
     text = markdown(board)
@@ -229,7 +230,7 @@ def test_untrusted_cells_are_shown_in_every_format_and_fail_check(results: Path,
     console = Console(file=terminal, width=500)
     for table in rich_tables(board, 500):
         console.print(table)
-    verify = f"harness verify --out {results}"
+    verify = f"harness verify --results {results}"
     for name, text in {"markdown": markdown(board), "html": html_page(board),
                        "json": board_json(board), "terminal": terminal.getvalue()}.items():
         assert str(damaged) in text and verify in text and "untrusted" in text, name

@@ -11,6 +11,7 @@ import pytest
 from scipy.stats import binomtest
 from statsmodels.stats.multitest import multipletests
 
+from harness.contract import ScoreDetails
 from harness.report.significance import (BOOTSTRAP, MCNEMAR, DocumentScores, bootstrap_differences,
                                          bootstrap_summary, compare, holm, mcnemar_p, pair_seed)
 
@@ -127,7 +128,7 @@ def test_flores_sentence_statistics_reproduce_its_corpus_scores() -> None:
                                 ("b-a", [("hello there", "hello world")]))
                for i, (hyp, ref) in enumerate(pairs)]
     for metric, scorer in zip(CORPUS_METRICS, (CHRF(word_order=2), BLEU())):
-        stats = metric.statistics(samples, {})
+        stats = metric.statistics(samples, ScoreDetails())
         expected = []
         for direction in ("flores_a-b", "flores_b-a"):
             group = [s for s in samples if s["task"] == direction]
@@ -213,13 +214,13 @@ def test_task_plugins_per_document_statistics() -> None:
                 for i in range(3)]
     executions = {"P/0": ["passed"], "P/1": ["failed: AssertionError"],
                   "P/2": ["passed", "timed out"]}
-    assert problem_pass_at_1(problems, {"executions": executions}) == {
+    assert problem_pass_at_1(problems, ScoreDetails(facts={"executions": executions})) == {
         ("humaneval", 0): 1.0, ("humaneval", 1): 0.0, ("humaneval", 2): 0.5}
     answers = [{"task": "vicuna_bench", "doc_id": i, "judgment": {"single": {"rating": r}}}
                for i, r in enumerate([7, None, 3])]
-    assert judge_ratings(answers, {}) == {("vicuna_bench", 0): 7.0, ("vicuna_bench", 2): 3.0}
+    assert judge_ratings(answers, ScoreDetails()) == {("vicuna_bench", 0): 7.0, ("vicuna_bench", 2): 3.0}
     captions = [{"task": "coco", "doc_id": 0, "cider": 1.25}, {"task": "coco", "doc_id": 1}]
-    assert image_cider(captions, {}) == {("coco", 0): 1.25}
+    assert image_cider(captions, ScoreDetails()) == {("coco", 0): 1.25}
 
 
 def test_summed_statistics_resample_like_recomputing_each_draw() -> None:

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from rich.console import Console
 
 from harness.errors import HarnessError
+from harness.contract import MethodReport
 from harness.files import fingerprint
 from harness.report.board import build_board
 from harness.report.html import html_page
@@ -107,7 +108,7 @@ def test_any_set_of_records_renders(fields: list[dict[str, Any]]) -> None:
                 reason=f["reason"])
             if f["status"] == "ok":
                 record.headline = Score(f["value"], f["stderr"])
-                record.method_report = {"trainable_params": f["trainable"]}
+                record.method_report = MethodReport(trainable_params=f["trainable"])
                 store.commit_cell(record, [])
             else:
                 store.record_failure(record) if f["status"] == "failed" else store.commit_cell(

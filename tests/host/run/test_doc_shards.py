@@ -55,7 +55,7 @@ def test_four_shards_give_the_unsharded_metrics(task, tmp_path) -> None:
     sharded, sharded_samples = _run(tmp_path, task, 4)
     assert sharded.fingerprint == whole.fingerprint  # sharding is not part of a cell's identity
     assert sharded.metrics == whole.metrics
-    assert sharded.method_report["doc_shards"] == 4
+    assert sharded.method_report.doc_shards == 4
     # one request per forward pass (batch size 1): the shards' costs add up to the whole's
     counts = lambda record: [(m.model, m.prompt_tokens, m.generated_tokens, m.forward_passes)  # noqa: E731
                              for m in record.cost.inference.models]
