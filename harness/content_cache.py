@@ -10,7 +10,8 @@ stale: a changed input is another key. The four operations:
   fresh folder for folder caches, a path to create for file caches);
 - atomic publish: the staging path is fsynced and renamed onto the entry, so a reader sees
   the whole entry or none, and a build killed midway leaves only a hidden staging leftover
-  (named after host and pid, removed by the build itself on any exception). Two processes
+  (named after host and pid, removed by the build itself on any exception, and by the next
+  build of that entry once its process is dead or it has been untouched for a day). Two processes
   building one key both build; for a file the last rename wins, for a folder the first one
   does and the other drops its copy, and both then use the published entry (builds are
   deterministic, so the copies are the same; a published folder is never replaced while
@@ -26,18 +27,21 @@ that survives a crash and that `discard_scratch` removes once the entry is publi
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
 import os
 import secrets
 import shutil
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
-from harness.files import follow_umask, fsync_dir, owner_tag
+from harness.files import abandoned, follow_umask, fsync_dir, owner_tag
 
 T = TypeVar("T")
+ABANDONED_BUILD_S = 24 * 3600  # a build on another host may run this long; then it is left over
 
 
 class DamagedEntry(Exception):
@@ -88,6 +92,7 @@ class ContentCache:
         `write` returns (which must not refer to the staging path)."""
         path = self.path(key, label)
         path.parent.mkdir(parents=True, exist_ok=True)
+        self._sweep(path)
         staging = path.with_name(f".{path.name}.{owner_tag()}.{secrets.token_hex(4)}{self.suffix}")
         if self.folder:
             staging.mkdir()
@@ -102,6 +107,17 @@ class ContentCache:
             else:
                 staging.unlink(missing_ok=True)
         return result
+
+    def _sweep(self, path: Path) -> None:
+        """Remove the staging leftovers of killed builds of this entry (never the resumable
+        `scratch` folder, nor a live builder's staging)."""
+        host = socket.gethostname()
+        for leftover in path.parent.glob(f".{glob.escape(path.name)}.*"):
+            if abandoned(leftover, host, ABANDONED_BUILD_S, extension=self.suffix):
+                if leftover.is_dir() and not leftover.is_symlink():
+                    shutil.rmtree(leftover, ignore_errors=True)
+                else:
+                    leftover.unlink(missing_ok=True)
 
     def _rename(self, staging: Path, path: Path) -> None:
         if not self.folder:

@@ -66,14 +66,15 @@ def owner_tag() -> str:
 TAG_PID = re.compile(r"-(\d+)\.(?:[a-z0-9_]{8}|old|aside)$")
 
 
-def abandoned(path: Path, host: str, stale_s: float) -> bool:
-    """Whether a temporary file or folder named `...{owner_tag()}.{suffix}` is a
-    leftover: its process is dead on this host, or it has not changed for `stale_s` (a
-    temporary lives for seconds)."""
-    match = TAG_PID.search(path.name)
+def abandoned(path: Path, host: str, stale_s: float, extension: str = "") -> bool:
+    """Whether a temporary file or folder named `...{owner_tag()}.{suffix}{extension}` is
+    a leftover: its process is dead on this host, or it has not changed for `stale_s` (a
+    temporary lives for seconds, a cache build for minutes)."""
+    name = path.name.removesuffix(extension) if extension else path.name
+    match = TAG_PID.search(name)
     if match is None:
         return False
-    if path.name[:match.start()].endswith(f".{host}") and not pid_alive(int(match[1])):
+    if name[:match.start()].endswith(f".{host}") and not pid_alive(int(match[1])):
         return True
     try:
         return time.time() - path.lstat().st_ctime > stale_s

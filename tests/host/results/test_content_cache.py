@@ -14,6 +14,7 @@ from typing import Callable
 import pytest
 
 from harness.content_cache import ContentCache, DamagedEntry, content_key
+from harness.files import owner_tag
 
 # A child process that builds one entry; its write waits (up to 60 s) until every builder
 # named in argv[3] has started, so the builds truly overlap, then writes in two halves.
@@ -96,6 +97,18 @@ def test_a_build_that_dies_midway_publishes_nothing(tmp_path: Path, layout: str,
 
     assert cache.fetch("ab" * 32, _read(layout), write) == "rebuilt"
     assert cache.load("ab" * 32, _read(layout)) == "rebuilt"
+    # the rebuild swept the killed builder's staging (its process is dead on this host)
+    assert [p.name for p in (tmp_path / "cache").iterdir()] == [cache.path("ab" * 32).name]
+
+
+def test_a_live_builders_staging_and_the_resumable_scratch_are_not_swept(tmp_path: Path) -> None:
+    cache = ContentCache(tmp_path, folder=True)
+    entry = cache.path("cd" * 32)
+    live = entry.with_name(f".{entry.name}.{owner_tag()}.0123abcd")  # this process: alive
+    live.mkdir(parents=True)
+    scratch = cache.scratch("cd" * 32)
+    cache.publish("cd" * 32, lambda path: (path / "data.txt").write_text("x"))
+    assert live.is_dir() and scratch.is_dir()
 
 
 def test_entries_follow_the_umask_whatever_mode_the_writer_used(tmp_path: Path) -> None:
