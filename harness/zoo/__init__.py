@@ -50,7 +50,7 @@ from harness.content_cache import ContentCache, DamagedEntry, content_key
 from harness.settings import cache_root
 from harness.zoo import experts, kv, scenes, vlm
 from harness.zoo.builders import (CLIP_TOWERS, CORPUS, VISION_TOWER, is_clip, is_vision_language,
-                                  random_model)
+                                  random_model, tokenizer_identity)
 from harness.zoo.recipe import ZooRecipe, ZooTraining
 
 __all__ = ["ZooRecipe", "ZooTraining", "RECIPES", "WORLDS", "ZOO_PREFIX", "zoo_path",
@@ -111,6 +111,7 @@ def recipe_fingerprint(recipe: ZooRecipe) -> str:
         content["vision_tower"] = VISION_TOWER
     if is_clip(recipe):
         content["clip_towers"] = CLIP_TOWERS
+    content |= tokenizer_identity(recipe.tokenizer)
     if recipe.training is not None:
         content |= recipe.training.identity()
     return content_key(content)

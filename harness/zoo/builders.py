@@ -5,6 +5,7 @@ and the processors of the vision ones."""
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -28,6 +29,19 @@ CLIP_TOWERS: dict[str, Any] = {"vision": VISION_TOWER, "projection_dim": 32,
 
 
 MAX_POSITIONS = 4096
+
+
+# Bumped when what `train_tokenizer` builds for a family changes, so that every zoo model
+# reading the family gets a new fingerprint; families at revision 1 stay out of fingerprints
+# (theirs keep the values they always had). clip 2: word-final symbols numbered in a fixed
+# order, which makes its training reproducible across processes.
+TOKENIZER_REVISIONS: dict[str, int] = {"clip": 2}
+
+
+def tokenizer_identity(family: str) -> dict[str, Any]:
+    """What a zoo fingerprint holds for the tokenizer family a model reads."""
+    revision = TOKENIZER_REVISIONS.get(family, 1)
+    return {} if revision == 1 else {"tokenizer_revision": {family: revision}}
 
 
 def is_vision_language(recipe: ZooRecipe) -> bool:
@@ -74,16 +88,41 @@ def train_tokenizer(kind: str, vocab_size: int, text: Sequence[str] | None = Non
         tok.pre_tokenizer = pre_tokenizers.Whitespace()
         tok.decoder = decoders.BPEDecoder(suffix="</w>")
         alphabet = [chr(c) for c in range(33, 127) if not chr(c).isupper()]
-        trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=[start, end],
+        word_ends = _word_end_symbols(tok, text)
+        trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=[start, end, *word_ends],
                                       initial_alphabet=alphabet, end_of_word_suffix="</w>",
                                       show_progress=False)
         tok.train_from_iterator(text, trainer)
+        tok = _without_added(tok, word_ends)
         tok.post_processor = processors.TemplateProcessing(
             single=f"{start} $A {end}", pair=f"{start} $A {end} $B {end}",
             special_tokens=[(start, tok.token_to_id(start)), (end, tok.token_to_id(end))])
     else:
         raise ValueError(f"unknown tokenizer family {kind!r}")
     return tok
+
+
+def _word_end_symbols(tok: Any, text: Sequence[str]) -> list[str]:
+    """The trainer's word-final symbols ("s</w>"), in code point order. Left to itself the
+    trainer numbers them in the order it meets them in its hash map of words, which is seeded
+    at random in every process; their ids then decide which of two equally frequent pairs
+    merges first, so the merges' order and every id after them differed between builds. Given
+    as the trainer's special tokens they get fixed ids ahead of the alphabet, and with every
+    starting id fixed the trainer is deterministic (ties broken by pair ids)."""
+    ends = {word[-1] for line in text
+            for word, _ in tok.pre_tokenizer.pre_tokenize_str(tok.normalizer.normalize_str(line))}
+    return [f"{char}</w>" for char in sorted(ends)]
+
+
+def _without_added(tok: Any, symbols: Sequence[str]) -> Any:
+    """`tok` with `symbols` left as ordinary vocabulary entries instead of added special
+    tokens (which would be matched in raw text and dropped when decoding)."""
+    from tokenizers import Tokenizer
+
+    state = json.loads(tok.to_str())
+    dropped = set(symbols)
+    state["added_tokens"] = [t for t in state["added_tokens"] if t["content"] not in dropped]
+    return Tokenizer.from_str(json.dumps(state))
 
 
 def wrap_tokenizer(recipe: ZooRecipe) -> Any:

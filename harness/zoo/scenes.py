@@ -246,7 +246,10 @@ class SceneTraining(ZooTraining):
         return scene_optimisation(self.steps, self.lr)
 
     def identity(self) -> dict[str, Any]:
-        return {"scene_training": asdict(self), "scene_world": world_identity()}
+        from harness.zoo.builders import tokenizer_identity
+
+        return {"scene_training": asdict(self), "scene_world": world_identity(),
+                **tokenizer_identity(self.tokenizer)}
 
     def prepare(self, recipe: ZooRecipe) -> Prepared:
         import torch

@@ -7,12 +7,13 @@ scene-lm's tokens), the first 12 targets of `attribute_targets`, `ClaimConfig`'s
 (AutoDAN, 5 steps, 4 candidates per beam, beam 2, weights 1 and 4, the scene-world
 dictionary), every arm at the same number of exact evaluations.
 
-What holds and is asserted strictly: the world can show a gradient's worth (the ceiling, the
-classifier's own exact gradient, reaches the target far more often than the same search
-without gradients), and FUSE's gradient beats random guidance. What does not hold yet, and
-is an xfail: FUSE beating LM-logits-only guidance by half the ceiling's gain; see the
-README's claims table for the measured shortfall and its cause (a weak linear relation
-between two independently trained tiny embedding tables: held-out R^2 below 0).
+Asserted: the world can show a gradient's worth (the ceiling, the classifier's own exact
+gradient, reaches the target far more often than the same search without gradients), FUSE's
+gradient beats random guidance, and on seed 0 it beats LM-logits-only guidance by half the
+ceiling's gain. The last is seed 0's result, not the claim's: over the full experiment FUSE
+has 26% of the ceiling's gain, nearly all of it from seed 0 (see the README's claims table
+for the shortfall and its cause, a weak linear relation between two independently trained
+tiny embedding tables: held-out R^2 below 0).
 
 Cost (measured on this project's busy 2-core machine): 115 CPU seconds with an empty zoo
 cache, about half of it training the three scene models (the ceiling's model trains in a
@@ -78,22 +79,21 @@ def test_the_exact_gradient_ceiling_beats_the_search_without_gradients(rows: lis
 
 
 def test_fuse_gradients_beat_random_guidance(rows: list[dict]) -> None:
-    """Measured: a lower objective on 10 of 12 targets; random guidance reaches none."""
+    """Measured: a lower objective on 12 of 12 targets; random guidance reaches none."""
     lower = sum(f < r for f, r in zip(objectives(rows, "fuse"), objectives(rows, "random")))
     assert lower >= 7 and sum(success(rows, "random")) == 0
 
 
-# Not strict: the reduced outcome moves with the classifier's tokenizer, which the tokenizers
-# library's BPE trainer does not reproduce across processes for CLIP's family (end-of-word
-# suffixes: the same vocabulary and merges, ids and merge order differ), so a fresh cache
-# builds a different scene-classifier each time (measured: xfail in one CI run, xpass in the
-# next). The full experiment's shortfall stands (results/claims/fuse/).
-@pytest.mark.xfail(strict=False, raises=AssertionError, reason=(
-    "FUSE's adapter between the tiny scene LM and the classifier is a weak linear map "
-    "(held-out R^2 < 0), so FUSE gains less than half of what the exact gradient gains over "
-    "LM-logits-only guidance (results/claims/fuse/attribute/summary.json)"))
+# A plain test since CLIP's tokenizer family trains the same in every process (harness.zoo.
+# builders); before, each fresh cache built another scene-classifier (its vocabulary numbered
+# anew), and this was a non-strict xfail that failed in one CI run and passed in the next.
+# Far from its edge now: a difference of 8 against the 3 asserted, McNemar p 0.008 (8 wins, no
+# loss) against 0.05, the same counts in three runs: fresh caches under ATEN_CPU_CAPABILITY
+# avx512 and default with 4 OpenMP threads (their trained weights differ) and cached models
+# searched under avx2. Seed 0 only: over the full experiment (results/claims/fuse/attribute/)
+# seeds 1 and 2 gain little or nothing (9 vs 9, 12 vs 10 of 50), so the claim's aim stays unmet.
 def test_fuse_beats_no_gradients_by_half_the_ceiling_gain(rows: list[dict]) -> None:
-    """Measured: FUSE reaches 2 targets, LM logits alone 2, the ceiling gains 6."""
+    """Measured: FUSE reaches 10 targets, LM logits alone 2, the ceiling gains 6."""
     fuse, none = success(rows, "fuse"), success(rows, "none")
     ceiling = sum(success(rows, "exact")) - sum(success(rows, "exact-none"))
     assert sum(fuse) - sum(none) >= ceiling / 2
@@ -110,5 +110,6 @@ def test_full_experiment_reproduces_the_committed_results(tmp_path: Path, experi
     assert claims.main(["--seeds", ",".join(map(str, config["seeds"])), "--targets", str(config["targets"]),
                         "--images", str(config["images"]), "--out", str(tmp_path)]) == 0
     fresh = json.loads((tmp_path / "summary.json").read_text())
-    assert fresh[experiment]["means"] == pytest.approx(committed[experiment]["means"], abs=0.02)
+    for metric, arms in committed[experiment]["means"].items():  # approx compares flat mappings
+        assert fresh[experiment]["means"][metric] == pytest.approx(arms, abs=0.02), metric
     assert fresh[experiment]["aim_met"] == committed[experiment]["aim_met"]

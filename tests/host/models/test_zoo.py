@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -24,6 +27,32 @@ def test_zoo_builds_are_bit_identical(tmp_path: Path, monkeypatch: pytest.Monkey
     second = zoo.zoo_path("harness-zoo/tiny-llama")
     assert first != second
     assert _digest(first) == _digest(second)
+
+
+# Every family trained in a fresh interpreter: the tokenizers library seeds its hash maps at
+# random per process, which once reordered CLIP's merges and ids from one build to the next.
+_TRAIN_EVERY_FAMILY = """
+import hashlib, json
+from harness.zoo.builders import train_tokenizer
+print(json.dumps({kind: hashlib.sha256(train_tokenizer(kind, size).to_str().encode()).hexdigest()
+                  for kind, size in (("metaspace", 640), ("bytelevel", 768), ("clip", 512))}))
+"""
+
+
+def test_every_tokenizer_family_trains_the_same_in_every_process() -> None:
+    first, second = (json.loads(subprocess.run([sys.executable, "-c", _TRAIN_EVERY_FAMILY], check=True,
+                                               capture_output=True, text=True).stdout)
+                     for _ in range(2))
+    assert first == second
+
+
+def test_clip_word_end_symbols_are_ordinary_vocabulary() -> None:
+    from harness.zoo.builders import train_tokenizer
+
+    tokenizer = train_tokenizer("clip", 512)
+    assert [t.content for t in tokenizer.get_added_tokens_decoder().values()] == [
+        "<|startoftext|>", "<|endoftext|>"]
+    assert tokenizer.encode("the red circle", add_special_tokens=False).tokens[-1] == "circle</w>"
 
 
 def test_two_genuinely_different_tokenizer_families() -> None:
