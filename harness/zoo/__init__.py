@@ -50,7 +50,7 @@ from harness.content_cache import ContentCache, DamagedEntry, content_key
 from harness.settings import cache_root
 from harness.zoo import experts, kv, scenes, vlm
 from harness.zoo.builders import (CLIP_TOWERS, CORPUS, VISION_TOWER, is_clip, is_vision_language,
-                                  random_model, tokenizer_identity)
+                                  random_model, tokenizer_identity, train_tokenizer)
 from harness.zoo.recipe import ZooRecipe, ZooTraining
 
 __all__ = ["ZooRecipe", "ZooTraining", "RECIPES", "WORLDS", "ZOO_PREFIX", "zoo_path",
