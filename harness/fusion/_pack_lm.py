@@ -35,7 +35,7 @@ from harness.fusion._weights import Weighting, fuse
 from harness.lm import batch_backoff, initial_batch_size
 from harness.lm._prefix_cache import (MIN_SHARED_TOKENS, PrefixCache, expanded_cache,
                                       generation_prefix, shared_prefix_groups, shared_prompts)
-from harness.lm._token_tree import TokenTree, tree_chunks
+from harness.lm._token_tree import TokenTree, chunk_budget, tree_chunks
 from harness.run import progress
 
 DEFAULT_MAX_LENGTH = 2048
@@ -351,8 +351,8 @@ class PackLM(LM):
     def _batches(self, family: int, sequences: list[list[int]], firsts: list[int]
                  ) -> list[tuple[int, list[int]]]:
         """(shared prefix length, item indices) per forward: the items of each group sharing
-        a context prefix as token trees of as many tokens as `batch_size` rows of the
-        group's longest, then the rest in their order, `batch_size` rows at a time."""
+        a context prefix as token trees (`chunk_budget` tokens at most), then the rest in
+        their order, `batch_size` rows at a time."""
         groups = shared_prefix_groups([s[:f] for s, f in zip(sequences, firsts)]) \
             if self.pack.prefix_cache else []
         if groups and not self.pack.prefix_cache_usable(family, sequences[groups[0].members[0]][:-1],
@@ -361,7 +361,7 @@ class PackLM(LM):
         batches = []
         for group in groups:
             own = [sequences[i][group.length:-1] for i in group.members]
-            budget = self.batch_size * max(len(row) for row in own)
+            budget = chunk_budget(self.batch_size, max(len(row) for row in own), group.length)
             batches += [(group.length, [group.members[i] for i in chunk])
                         for chunk in tree_chunks(own, budget)]
         grouped = {i for group in groups for i in group.members}

@@ -32,7 +32,7 @@ import torch
 from lm_eval.models.huggingface import HFLM
 
 from harness.lm._batching import AUTO_BATCH_START
-from harness.lm._token_tree import TokenTree, common_length, tree_chunks
+from harness.lm._token_tree import TokenTree, chunk_budget, common_length, tree_chunks
 from harness.models.cost import PROMPT_PREFIX
 
 log = logging.getLogger(__name__)
@@ -278,8 +278,8 @@ class PrefixCachedHFLM(HFLM):
     def _score_group(self, group: PrefixGroup, requests: list[Any], inputs: list[list[int]],
                      results: list[Any]) -> None:
         """Every request of `group`, its rows' own tokens run as token trees continuing
-        the group's prefix (`_token_tree`): each chunk holds as many tokens as `batch_size`
-        rows of the longest, and only the continuations' logits are computed."""
+        the group's prefix (`_token_tree`, `chunk_budget` tokens at most), computing only
+        the continuations' logits."""
         prefix = inputs[group.members[0]][:group.length]
         by_input: dict[tuple[int, ...], list[int]] = {}
         for i in group.members:
@@ -290,7 +290,7 @@ class PrefixCachedHFLM(HFLM):
         pending = list(range(len(suffixes)))
         while pending:
             chunk = [pending[i] for i in tree_chunks([suffixes[i] for i in pending],
-                                                     rows * longest)[0]]
+                                                     chunk_budget(rows, longest, len(prefix)))[0]]
             tree = TokenTree.of([suffixes[i] for i in chunk])
             scored = {}  # request -> the nodes predicting its continuation
             for path, suffix in zip(tree.paths, (suffixes[i] for i in chunk)):

@@ -78,6 +78,14 @@ def common_length(a: Sequence[int], b: Sequence[int]) -> int:
     return n
 
 
+def chunk_budget(rows: int, longest: int, prefix: int) -> int:
+    """How many nodes a tree continuing a `prefix`-token prefix may hold, for a batch size
+    of `rows` rows of at most `longest` tokens: no more than those rows would, and no more
+    than the prefix (the attention to the tree itself is dense, so its masked part is never
+    more than half of it), though always a whole row."""
+    return max(longest, min(rows * longest, prefix))
+
+
 def tree_chunks(rows: Sequence[Sequence[int]], budget: int) -> list[list[int]]:
     """Row indices in lexicographic order (rows sharing leading tokens side by side), cut
     into chunks whose trees hold at most `budget` nodes (a longer row runs alone)."""
