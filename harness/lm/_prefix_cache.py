@@ -6,18 +6,20 @@ precede every question of a subject; GSM8K's and FLORES's demonstrations likewis
 pack runs each of its K models over it. Sharing is decided on token ids, after each request
 was tokenised exactly as it is without sharing (lm-eval's context/continuation split, so a
 BPE merge across that boundary is kept): requests are grouped by their longest common
-leading ids (`shared_prefix_groups`), the group's prefix is run once with `use_cache=True`,
-and the rows' own tokens run batched on a fresh `DynamicCache` whose tensors are views of
-the prefix's, expanded over the batch (updates concatenate, so no row can change the
-prefix or another row's cache). Positions and the causal mask continue from the cached
-length; rows are right-padded, so padding never precedes a scored token.
+leading ids (`shared_prefix_groups`) and the group's prefix is run once with
+`use_cache=True`. Log-likelihood rows then continue it as token trees (`_token_tree`: one
+sequence per chunk holding each distinct leading run of the rows once, on a batch-of-one
+view of the prefix's cache, computing only the scored positions' logits); generation
+batches continue it on a fresh `DynamicCache` whose tensors are views of the prefix's,
+expanded over the batch, the rows' own tokens laid out after padding. Updates concatenate,
+so no row can change the prefix or another row's cache.
 
-A model whose outputs a cached prefix would change (a wrapper that reads the whole input,
-prompt tuning's virtual tokens, no cache support) is detected once per model by a probe
-that compares one request's log-likelihoods with and without the cache; it then runs
-uncached. `--prefix-cache false` turns sharing off altogether (to compare, or to rule it out
-while debugging); results agree within float tolerance either way, so it is not part of a
-cell's fingerprint (as the batch size is not).
+A model whose outputs a cached prefix would change (a wrapper that reads the whole input
+or drops a custom attention mask, prompt tuning's virtual tokens, no cache support) is
+detected once per model by a probe that compares one request's log-likelihoods with and
+without the cache, both ways; it then runs uncached. `--prefix-cache false` turns sharing
+off altogether (to compare, or to rule it out while debugging); results agree within float
+tolerance either way, so it is not part of a cell's fingerprint (as the batch size is not).
 """
 
 from __future__ import annotations
