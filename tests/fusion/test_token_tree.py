@@ -69,19 +69,3 @@ def test_tree_logits_are_each_rows_own(build) -> None:
         assert torch.allclose(logits[list(path)], alone, atol=1e-5)
     some = [1, 4, 9]
     assert torch.allclose(cache.tree_logits(PREFIX, tree, some), logits[some], atol=1e-5)
-
-
-class MaskBlind(torch.nn.Module):
-    """A model that drops the attention mask it is handed (attends causally over its input)."""
-
-    def __init__(self, model: Any) -> None:
-        super().__init__()
-        self.inner, self.config, self.dtype = model, model.config, model.dtype
-
-    def forward(self, input_ids: torch.Tensor, attention_mask: Any = None, **kwargs: Any) -> Any:
-        return self.inner(input_ids=input_ids, **kwargs)
-
-
-def test_a_model_blind_to_the_tree_mask_runs_uncached() -> None:
-    cache = PrefixCache(MaskBlind(_llama("sdpa")))
-    assert not cache.usable(PREFIX + ROWS[2], len(PREFIX)) and not cache.enabled
