@@ -36,6 +36,7 @@ from harness.fusion._weights import Weighting, fuse
 from harness.lm import batch_backoff, initial_batch_size
 from harness.lm._prefix_cache import (MIN_SHARED_TOKENS, PrefixCache, expanded_cache,
                                       generation_prefix, shared_prefix_groups, shared_prompts)
+from harness.lm._token_tree import TokenTree, chunk_budget, tree_chunks
 from harness.run import progress
 
 DEFAULT_MAX_LENGTH = 2048
@@ -153,20 +154,22 @@ class Pack:
                    for k, cache in enumerate(self.prefix_caches))
 
     @torch.no_grad()
-    def prefixed_logits(self, family: int, prefix: list[int], ids: torch.Tensor
-                        ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Aligned logits of every member for right-padded rows `ids` continuing `prefix`
-        from its cache: ([K, len(prefix), V] of the prefix, [K, *ids.shape, V] of the rows)."""
+    def tree_logits(self, family: int, prefix: list[int], tree: TokenTree
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Aligned logits of every member for `tree`'s nodes continuing `prefix` from its
+        cache: ([K, len(prefix), V] of the prefix, [K, nodes, V] of the tree)."""
         prefix_ids = torch.tensor(prefix, device=self.device)
-        prefixes, rows = [], []
+        tree_ids = torch.tensor(tree.ids, device=self.device)
+        prefixes, nodes = [], []
         for k, cache in enumerate(self.prefix_caches):
             own_prefix = self.translate(family, k, prefix_ids).tolist()
             _, logits = cache.prefix(own_prefix)
             assert logits is not None  # kept: the pack's caches keep their logits
             prefixes.append(self.align(family, k, logits[0]))
-            rows.append(self.align(family, k, cache.continued(own_prefix,
-                                                              self.translate(family, k, ids))))
-        return torch.stack(prefixes), torch.stack(rows)
+            own_tree = TokenTree(tuple(self.translate(family, k, tree_ids).tolist()),
+                                 tree.parents, tree.depths, tree.paths)
+            nodes.append(self.align(family, k, cache.tree_logits(own_prefix, own_tree)))
+        return torch.stack(prefixes), torch.stack(nodes)
 
 
 class _RowLogits:
@@ -327,27 +330,30 @@ class PackLM(LM):
         firsts = [max(0, len(s) - 1 - len(cont)) for s, (_, cont) in zip(sequences, items)]
         results: list[Any] = [None] * len(items)
         for shared, rows in self._batches(family, sequences, firsts):
-            width = max(len(sequences[i]) - 1 for i in rows) - shared
-            ids = torch.zeros((len(rows), width), dtype=torch.long, device=self.device)
-            attention = torch.zeros_like(ids)
-            for row, index in enumerate(rows):
-                ids[row, :len(sequences[index]) - 1 - shared] = torch.tensor(sequences[index][shared:-1])
-                attention[row, :len(sequences[index]) - 1 - shared] = 1
             if shared:
-                prefix_logits, logits = self.pack.prefixed_logits(
-                    family, sequences[rows[0]][:shared], ids)
+                tree = TokenTree.of([sequences[i][shared:-1] for i in rows])
+                prefix_logits, nodes = self.pack.tree_logits(family, sequences[rows[0]][:shared],
+                                                             tree)
+                logits = [nodes[:, list(path)] for path in tree.paths]
             else:
-                prefix_logits, logits = None, self.pack.logits(family, ids, attention)
-            for row, index in enumerate(rows):
+                width = max(len(sequences[i]) - 1 for i in rows)
+                ids = torch.zeros((len(rows), width), dtype=torch.long, device=self.device)
+                attention = torch.zeros_like(ids)
+                for row, index in enumerate(rows):
+                    ids[row, :len(sequences[index]) - 1] = torch.tensor(sequences[index][:-1])
+                    attention[row, :len(sequences[index]) - 1] = 1
+                prefix_logits, batch = None, self.pack.logits(family, ids, attention)
+                logits = list(batch.unbind(1))
+            for index, own in zip(rows, logits):
                 results[index] = self._score_row(family, sequences[index], firsts[index],
-                                                 _RowLogits(prefix_logits, logits[:, row]),
-                                                 weights_on, mean)
+                                                 _RowLogits(prefix_logits, own), weights_on, mean)
         yield from results
 
     def _batches(self, family: int, sequences: list[list[int]], firsts: list[int]
                  ) -> list[tuple[int, list[int]]]:
-        """(shared prefix length, item indices) per forward batch: the items of each group
-        sharing a context prefix together, longest first, then the rest in their order."""
+        """(shared prefix length, item indices) per forward: the items of each group sharing
+        a context prefix as token trees (`chunk_budget` tokens at most), then the rest in
+        their order, `batch_size` rows at a time."""
         groups = shared_prefix_groups([s[:f] for s, f in zip(sequences, firsts)]) \
             if self.pack.prefix_cache else []
         if groups and not self.pack.prefix_cache_usable(family, sequences[groups[0].members[0]][:-1],
@@ -355,9 +361,10 @@ class PackLM(LM):
             groups = []
         batches = []
         for group in groups:
-            members = sorted(group.members, key=lambda i: -len(sequences[i]))
-            batches += [(group.length, members[start:start + self.batch_size])
-                        for start in range(0, len(members), self.batch_size)]
+            own = [sequences[i][group.length:-1] for i in group.members]
+            budget = chunk_budget(self.batch_size, max(len(row) for row in own), group.length)
+            batches += [(group.length, [group.members[i] for i in chunk])
+                        for chunk in tree_chunks(own, budget)]
         grouped = {i for group in groups for i in group.members}
         rest = [i for i in range(len(sequences)) if i not in grouped]
         batches += [(0, rest[start:start + self.batch_size])

@@ -6,22 +6,25 @@ precede every question of a subject; GSM8K's and FLORES's demonstrations likewis
 pack runs each of its K models over it. Sharing is decided on token ids, after each request
 was tokenised exactly as it is without sharing (lm-eval's context/continuation split, so a
 BPE merge across that boundary is kept): requests are grouped by their longest common
-leading ids (`shared_prefix_groups`), the group's prefix is run once with `use_cache=True`,
-and the rows' own tokens run batched on a fresh `DynamicCache` whose tensors are views of
-the prefix's, expanded over the batch (updates concatenate, so no row can change the
-prefix or another row's cache). Positions and the causal mask continue from the cached
-length; rows are right-padded, so padding never precedes a scored token.
+leading ids (`shared_prefix_groups`) and the group's prefix is run once with
+`use_cache=True`. Log-likelihood rows then continue it as token trees (`_token_tree`: one
+sequence per chunk holding each distinct leading run of the rows once, on a batch-of-one
+view of the prefix's cache, computing only the scored positions' logits); generation
+batches continue it on a fresh `DynamicCache` whose tensors are views of the prefix's,
+expanded over the batch, the rows' own tokens laid out after padding. Updates concatenate,
+so no row can change the prefix or another row's cache.
 
-A model whose outputs a cached prefix would change (a wrapper that reads the whole input,
-prompt tuning's virtual tokens, no cache support) is detected once per model by a probe
-that compares one request's log-likelihoods with and without the cache; it then runs
-uncached. `--prefix-cache false` turns sharing off altogether (to compare, or to rule it out
-while debugging); results agree within float tolerance either way, so it is not part of a
-cell's fingerprint (as the batch size is not).
+A model whose outputs a cached prefix would change (a wrapper that reads the whole input
+or drops a custom attention mask, prompt tuning's virtual tokens, no cache support) is
+detected once per model by a probe that compares one request's log-likelihoods with and
+without the cache, both ways; it then runs uncached. `--prefix-cache false` turns sharing
+off altogether (to compare, or to rule it out while debugging); results agree within float
+tolerance either way, so it is not part of a cell's fingerprint (as the batch size is not).
 """
 
 from __future__ import annotations
 
+import inspect
 import logging
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -31,6 +34,7 @@ import torch
 from lm_eval.models.huggingface import HFLM
 
 from harness.lm._batching import AUTO_BATCH_START
+from harness.lm._token_tree import TokenTree, chunk_budget, common_length, tree_chunks
 from harness.models.cost import PROMPT_PREFIX
 
 log = logging.getLogger(__name__)
@@ -51,14 +55,6 @@ class PrefixGroup:
 
     length: int
     members: tuple[int, ...]
-
-
-def common_length(a: Sequence[int], b: Sequence[int]) -> int:
-    n = min(len(a), len(b))
-    for i in range(n):
-        if a[i] != b[i]:
-            return i
-    return n
 
 
 def shared_prefix_groups(sequences: Sequence[Sequence[int]],
@@ -115,6 +111,8 @@ class PrefixCache:
         self.keep_logits = keep_logits
         self._probed = False
         self._kept: OrderedDict[tuple[int, ...], tuple[Any, torch.Tensor | None]] = OrderedDict()
+        # transformers' causal LMs compute the logits of chosen positions only when asked
+        self._keeps_logits = "logits_to_keep" in inspect.signature(model.forward).parameters
 
     @property
     def device(self) -> torch.device:
@@ -130,23 +128,32 @@ class PrefixCache:
 
     @torch.no_grad()
     def _agrees(self, sample: list[int], shared: int) -> bool:
-        ids = torch.tensor([sample, sample], device=self.device)  # a batch, as in use
+        """Whether `sample`'s own tokens after its first `shared` get the log-likelihoods of
+        the whole sample run uncached, both ways a cached prefix is continued: as a token
+        tree (scoring; with a sibling branch placed first, so a model ignoring the tree's
+        mask sees it) and as an expanded batch of two (generation)."""
+        own = sample[shared:]
+        sibling = own[:-1] + [own[-1] - 1 if own[-1] > 0 else own[-1] + 1]
+        ids = torch.tensor([sample], device=self.device)
         try:
-            reference = self.model(input_ids=ids).logits[:, shared:].float().log_softmax(-1)
-            prefix = self.model(input_ids=ids[:1, :shared], use_cache=True).cache
-            cached = self.model(input_ids=ids[:, shared:], use_cache=True,
-                                cache=expanded_cache(prefix, 2, self.model.config)
-                                ).logits.float().log_softmax(-1)
+            reference = self.model(input_ids=ids).logits[0, shared:].float().log_softmax(-1)
+            tree = TokenTree.of([sibling, own])
+            in_tree = self.tree_logits(sample[:shared], tree)[list(tree.paths[1])]
+            cache, _ = self.prefix(sample[:shared])
+            batched = self.model(input_ids=ids[:, shared:].expand(2, -1), use_cache=True,
+                                 cache=expanded_cache(cache, 2, self.model.config)).logits
         except torch.OutOfMemoryError:
             raise
         except Exception as exc:  # any failure means: this model cannot continue a cache
             log.warning("prefix cache off for %s: %s", type(self.model).__name__, exc)
             return False
         tolerance = PROBE_TOLERANCE.get(self.model.dtype, HALF_PROBE_TOLERANCE)
-        if cached.shape != reference.shape or (cached - reference).abs().max() > tolerance:
-            log.warning("prefix cache off for %s: a cached prefix changes its log-likelihoods",
-                        type(self.model).__name__)
-            return False
+        for cached in (in_tree[None], batched):
+            cached = cached.float().log_softmax(-1)
+            if cached.shape[1:] != reference.shape or (cached - reference).abs().max() > tolerance:
+                log.warning("prefix cache off for %s: a cached prefix changes its "
+                            "log-likelihoods", type(self.model).__name__)
+                return False
         return True
 
     @torch.no_grad()
@@ -164,11 +171,25 @@ class PrefixCache:
         return entry
 
     @torch.no_grad()
-    def continued(self, prefix: Sequence[int], ids: torch.Tensor) -> torch.Tensor:
-        """Logits of right-padded rows `ids` [B, S] each continuing `prefix`: [B, S, V]."""
+    def tree_logits(self, prefix: Sequence[int], tree: TokenTree,
+                    nodes: Sequence[int] | None = None) -> torch.Tensor:
+        """Logits of `tree`'s nodes continuing `prefix` from its cache: [nodes, V], or of
+        only the `nodes` listed (the model computes no others where it can)."""
         cache, _ = self.prefix(prefix)
-        return self.model(input_ids=ids, use_cache=True,
-                          cache=expanded_cache(cache, ids.shape[0], self.model.config)).logits
+        visible = tree.visible(len(prefix), self.device)
+        if getattr(self.model.config, "_attn_implementation", None) == "eager":
+            blocked = torch.finfo(self.model.dtype).min  # eager attention adds its mask
+            visible = torch.zeros(visible.shape, dtype=self.model.dtype,
+                                  device=self.device).masked_fill(~visible, blocked)
+        keep: dict[str, Any] = {}
+        if nodes is not None and self._keeps_logits:
+            keep["logits_to_keep"] = torch.tensor(nodes, device=self.device)
+        logits = self.model(input_ids=torch.tensor([tree.ids], device=self.device),
+                            attention_mask=visible, position_ids=tree.positions(len(prefix),
+                                                                                self.device),
+                            use_cache=True, cache=expanded_cache(cache, 1, self.model.config),
+                            **keep).logits[0]
+        return logits if nodes is None or keep else logits[list(nodes)]
 
     def generation_inputs(self, rows: Sequence[Sequence[int]], width: int, pad: int, shared: int
                           ) -> tuple[torch.Tensor, torch.Tensor, Any] | None:
@@ -258,42 +279,48 @@ class PrefixCachedHFLM(HFLM):
 
     def _score_group(self, group: PrefixGroup, requests: list[Any], inputs: list[list[int]],
                      results: list[Any]) -> None:
-        """Every request of `group`: one forward row per distinct input (the options of a
-        question with one-token answers share theirs), longest first, batched."""
+        """Every request of `group`, its rows' own tokens run as token trees continuing
+        the group's prefix (`_token_tree`, `chunk_budget` tokens at most), computing only
+        the continuations' logits."""
         prefix = inputs[group.members[0]][:group.length]
         by_input: dict[tuple[int, ...], list[int]] = {}
         for i in group.members:
             by_input.setdefault(tuple(inputs[i][group.length:]), []).append(i)
-        distinct = sorted(by_input, key=lambda s: (-len(s), s))
+        suffixes = list(by_input)
         rows = self.batch_size if isinstance(self.batch_size, int) else AUTO_BATCH_START
-        start = 0
-        while start < len(distinct):
-            chunk = distinct[start:start + rows]
-            ids = torch.zeros((len(chunk), len(chunk[0])), dtype=torch.long, device=self.device)
-            for r, suffix in enumerate(chunk):
-                ids[r, :len(suffix)] = torch.tensor(suffix)
+        longest = max(len(s) for s in suffixes)
+        pending = list(range(len(suffixes)))
+        while pending:
+            chunk = [pending[i] for i in tree_chunks([suffixes[i] for i in pending],
+                                                     chunk_budget(rows, longest, len(prefix)))[0]]
+            tree = TokenTree.of([suffixes[i] for i in chunk])
+            scored = {}  # request -> the nodes predicting its continuation
+            for path, suffix in zip(tree.paths, (suffixes[i] for i in chunk)):
+                for i in by_input[suffix]:
+                    scored[i] = path[-len(requests[i][2]):]
+            nodes = sorted({node for path in scored.values() for node in path})
             try:
                 with self._autocast():
-                    logits = self.prefixes.continued(prefix, ids)
+                    logits = self.prefixes.tree_logits(prefix, tree, nodes)
             except torch.OutOfMemoryError:
                 if isinstance(self.batch_size, int) or rows == 1:
                     raise
                 rows //= 2
                 continue
             scores = torch.log_softmax(logits, dim=-1, dtype=self.softmax_dtype)
-            for row, suffix in enumerate(chunk):
-                for i in by_input[suffix]:
-                    results[i] = self._answer(requests[i], scores[row, :len(suffix)])
-            start += len(chunk)
+            row_of = {node: row for row, node in enumerate(nodes)}
+            for i, path in scored.items():
+                results[i] = self._answer(requests[i], scores[[row_of[n] for n in path]])
+            done = set(chunk)
+            pending = [i for i in pending if i not in done]
 
     def _answer(self, request: Any, scores: torch.Tensor) -> tuple[float, bool]:
-        """(log-likelihood, greedy) of a request's continuation, scored by the last
-        len(continuation) rows of `scores`; recorded in lm-eval's response cache."""
+        """(log-likelihood, greedy) of a request's continuation, scored by `scores` (one
+        row per continuation token); recorded in lm-eval's response cache."""
         request_str, _, continuation = request
         wanted = torch.tensor(continuation, dtype=torch.long, device=self.device)
-        picked = scores[-len(continuation):]
-        answer = (float(picked.gather(-1, wanted[:, None]).sum()),
-                  bool((picked.argmax(-1) == wanted).all()))
+        answer = (float(scores.gather(-1, wanted[:, None]).sum()),
+                  bool((scores.argmax(-1) == wanted).all()))
         if request_str is not None:  # loglikelihood_rolling records whole documents itself
             self.cache_hook.add_partial("loglikelihood", request_str, answer)
         return answer

@@ -136,20 +136,23 @@ def test_groups_keep_the_longest_shared_prefixes() -> None:
     assert shared_prefix_groups([[1] * 20 + [2], [1] * 20 + [3]]) == [PrefixGroup(20, (0, 1))]
 
 
-class Forgetful(torch.nn.Module):
-    """A model that drops the cache it is handed (as a wrapper reading only its input would)."""
+class Dropping(torch.nn.Module):
+    """A model that drops one argument it is handed: the cache (as a wrapper reading only its
+    input would) or the attention mask (as one building its own causal mask would)."""
 
-    def __init__(self, model: Any) -> None:
+    def __init__(self, model: Any, dropped: str) -> None:
         super().__init__()
-        self.inner, self.config, self.dtype = model, model.config, model.dtype
+        self.inner, self.config, self.dtype, self.dropped = model, model.config, model.dtype, dropped
 
-    def forward(self, input_ids: torch.Tensor, cache: Any = None, **kwargs: Any) -> Any:
+    def forward(self, input_ids: torch.Tensor, **kwargs: Any) -> Any:
+        kwargs.pop(self.dropped, None)
         return self.inner(input_ids=input_ids, **kwargs)
 
 
-def test_a_model_that_cached_prefixes_would_change_runs_uncached(models) -> None:
+@pytest.mark.parametrize("dropped", ["cache", "attention_mask"])
+def test_a_model_that_cached_prefixes_would_change_runs_uncached(dropped, models) -> None:
     model, _ = models["tiny-llama"]
     sample = list(range(5, 45))
     assert prefix_cache.PrefixCache(model).usable(sample, 30)
-    forgetful = prefix_cache.PrefixCache(Forgetful(model))
-    assert not forgetful.usable(sample, 30) and not forgetful.enabled
+    dropping = prefix_cache.PrefixCache(Dropping(model, dropped))
+    assert not dropping.usable(sample, 30) and not dropping.enabled
