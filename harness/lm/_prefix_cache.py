@@ -24,6 +24,7 @@ tolerance either way, so it is not part of a cell's fingerprint (as the batch si
 
 from __future__ import annotations
 
+import functools
 import inspect
 import logging
 from collections import OrderedDict
@@ -111,8 +112,12 @@ class PrefixCache:
         self.keep_logits = keep_logits
         self._probed = False
         self._kept: OrderedDict[tuple[int, ...], tuple[Any, torch.Tensor | None]] = OrderedDict()
-        # transformers' causal LMs compute the logits of chosen positions only when asked
-        self._keeps_logits = "logits_to_keep" in inspect.signature(model.forward).parameters
+
+    @functools.cached_property
+    def _keeps_logits(self) -> bool:
+        """Whether the model computes the logits of chosen positions only when asked
+        (transformers' causal LMs take `logits_to_keep`)."""
+        return "logits_to_keep" in inspect.signature(self.model.forward).parameters
 
     @property
     def device(self) -> torch.device:
