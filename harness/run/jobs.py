@@ -103,7 +103,8 @@ def run_job(host: PluginHost, plan: Plan, job: Job, capture_logs: bool = True) -
                 continue
             host.hook.harness_cell_finished(cell=cell, outcome=outcome)
             outcomes[id(cell)] = outcome
-        for cell, outcome in zip(mine, run_cells(host, plan.store, mine, capture_logs)):
+        for cell, outcome in zip(mine, run_cells(host, plan.store, mine, capture_logs,
+                                                        plan.force)):
             outcomes[id(cell)] = outcome
     return [outcomes[id(cell)] for cell in job.cells]
 

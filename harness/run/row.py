@@ -22,7 +22,11 @@ The joint evaluation's inference work (tokens, passes, FLOPs) and wall time are 
 over its cells in proportion to the size of their requests (characters of lm-eval's
 request arguments), so a row's totals are what was spent; each such cell's timings say
 how many cells shared the evaluation (`evaluated_with`). The build's work and time go to
-the first cell recorded, as when cells run one by one.
+the first cell recorded, as when cells run one by one. The records are saved together
+before any is committed, so a run killed between two commits resumes to exactly the
+records the uninterrupted run commits (tests/host/run/test_kill_points.py); one killed
+during the evaluation evaluates the same cells together again, its answers (and their
+counted work) coming back from lm-eval's response cache in the first cell's scratch folder.
 """
 
 from __future__ import annotations
@@ -35,13 +39,18 @@ from typing import Any
 
 from harness.contract import Cell, CellOutcome, HarnessLM, PluginHost
 from harness.errors import HarnessError, first_line
+from harness.files import atomic_write_text, jsonl_text
 from harness.models import cost
-from harness.results.store import Store
+from harness.results.records import CellRecord
+from harness.results.store import Store, record_json
 from harness.run import progress
 from harness.run.cell import (BuildError, BuiltLM, acquire_lm, build_context, commit_evaluated,
                               evaluate_cell, finish_cell, record_failure)
 from harness.run.lm_eval_adapter import (RESPONSES, evaluate_tasks, output_for, resolve_task_specs,
                                          task_manager)
+
+
+SAVED_RECORDS = "row-records.json"  # a joint evaluation's records, until all are committed
 
 
 @dataclass
@@ -52,13 +61,15 @@ class _Row:
     build_error: tuple[str, str] | None = None
 
 
-def run_cells(host: PluginHost, store: Store, cells: list[Cell], capture_logs: bool
-              ) -> list[CellOutcome]:
+def run_cells(host: PluginHost, store: Store, cells: list[Cell], capture_logs: bool,
+              force: bool = False) -> list[CellOutcome]:
     """Evaluate and record a job's claimed cells: together where sound, else one by one.
-    A failing cell never stops the others."""
+    A failing cell never stops the others. Unless `force`, records a killed run's joint
+    evaluation saved are committed first."""
     row, keep = _Row(), len(cells) > 1
-    outcomes: dict[int, CellOutcome] = {}
-    for batch in _batches(cells) if keep else [cells]:
+    outcomes = {} if force else _commit_saved(host, store, cells, capture_logs)
+    remaining = [cell for cell in cells if id(cell) not in outcomes]
+    for batch in _batches(remaining) if keep else [remaining]:
         if len(batch) > 1 and row.build_error is None:
             outcomes.update(_run_together(host, store, batch, capture_logs, row))
         for cell in batch:
@@ -209,13 +220,56 @@ def _run_together(host: PluginHost, store: Store, cells: list[Cell], capture_log
     shares = cost.apportioned(meter.phase_cost("inference"), weights)
     if capture_logs:  # lm-eval's log of the joint evaluation, in each cell's own log
         _share_log(store, log, joined)
-    outcomes = {}
+    outcomes, finished = {}, []
     for tasks, part, weight, share in zip(joined, parts, weights, shares):
         evaluate_s = seconds * weight / (sum(weights) or 1)
-        outcome = _record(store, tasks.cell, part, share, evaluate_s, len(joined), row.built,
-                          capture_logs, resumed)
-        host.hook.harness_cell_finished(cell=tasks.cell, outcome=outcome)
-        outcomes[id(tasks.cell)] = outcome
+        result = _record(store, tasks.cell, part, share, evaluate_s, len(joined), row.built,
+                         capture_logs, resumed)
+        if isinstance(result, CellOutcome):
+            host.hook.harness_cell_finished(cell=tasks.cell, outcome=result)
+            outcomes[id(tasks.cell)] = result
+        else:
+            finished.append((tasks.cell, *result))
+    if finished:
+        _save_records(store, finished)
+    return outcomes | _commit_saved(host, store, [cell for cell, _, _ in finished], capture_logs,
+                                    holders=[cell for cell, _, _ in finished[-1:]])
+
+
+def _save_records(store: Store, finished: list[tuple[Cell, CellRecord, list[dict[str, Any]]]]
+                  ) -> None:
+    """Every finished cell's record and samples in one file, in the scratch folder of the
+    cell committed last: a run killed while committing them commits the rest from it
+    (`_commit_saved`), so every cell's record is the uninterrupted run's."""
+    holder = finished[-1][0]
+    atomic_write_text(store.workdir(holder.fingerprint) / SAVED_RECORDS, json.dumps(
+        {cell.fingerprint: {"record": record_json(record), "samples": jsonl_text(samples)}
+         for cell, record, samples in finished}))
+
+
+def _commit_saved(host: PluginHost, store: Store, cells: list[Cell], capture_logs: bool,
+                  holders: list[Cell] | None = None) -> dict[int, CellOutcome]:
+    """Commit the cells whose records a joint evaluation saved (`_save_records`) in the
+    scratch folder of one of `holders` (by default any of `cells`), the cell holding the
+    file last; their outcomes keyed by id."""
+    by_fingerprint = {cell.fingerprint: cell for cell in cells}
+    outcomes: dict[int, CellOutcome] = {}
+    for holder in cells if holders is None else holders:
+        path = store.workdir(holder.fingerprint) / SAVED_RECORDS
+        if id(holder) in outcomes or not path.is_file():
+            continue
+        saved = json.loads(path.read_text(encoding="utf-8"))
+        order = sorted(saved, key=lambda fingerprint: fingerprint == holder.fingerprint)
+        for fingerprint in order:
+            cell = by_fingerprint.get(fingerprint)
+            if cell is None or id(cell) in outcomes:
+                continue
+            record = CellRecord.from_dict(json.loads(saved[fingerprint]["record"]))
+            samples = [json.loads(line) for line in saved[fingerprint]["samples"].splitlines()]
+            log = store.workdir(fingerprint) / "log.txt"
+            outcome = commit_evaluated(store, cell, record, samples, log if capture_logs else None)
+            host.hook.harness_cell_finished(cell=cell, outcome=outcome)
+            outcomes[id(cell)] = outcome
     return outcomes
 
 
@@ -247,8 +301,9 @@ def _share_log(store: Store, log: Any, joined: list[_CellTasks]) -> None:
 
 
 def _record(store: Store, cell: Cell, output: dict[str, Any], inference: Any, evaluate_s: float,
-            together: int, built: BuiltLM, capture_logs: bool, resumed: bool) -> CellOutcome:
-    """Score, record and commit one cell of a joint evaluation."""
+            together: int, built: BuiltLM, capture_logs: bool, resumed: bool
+            ) -> tuple[CellRecord, list[dict[str, Any]]] | CellOutcome:
+    """One cell of a joint evaluation scored and recorded (or its failure recorded)."""
     workdir = store.workdir(cell.fingerprint)
     log = workdir / "log.txt"
     context, timings = build_context(cell, workdir), dict[str, float]()
@@ -266,4 +321,4 @@ def _record(store: Store, cell: Cell, output: dict[str, Any], inference: Any, ev
                                          expect_model_calls=not resumed)
     except Exception as exc:
         return _failed(store, cell, exc, log)[0]
-    return commit_evaluated(store, cell, record, samples, log if capture_logs else None)
+    return record, samples
