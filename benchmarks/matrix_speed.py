@@ -149,8 +149,8 @@ def against_lm_eval(work: Path, args: argparse.Namespace) -> list[str]:
             call(harness_command("-p", "bench_tasks", "run", "--method", "single",
                                  "--models", str(model), "--task", ",".join(names),
                                  "--batch-size", batch, "--device", "cpu", "--out", str(out)),
-                 {**env, "PYTHONPATH": os.pathsep.join([str(tasks)] + [str(source)] * (source != REPO))},
-                 cwd=source)
+                 {**env, "PYTHONPATH": os.pathsep.join(
+                     [str(tasks)] + [str(source)] * (source != REPO))}, cwd=source)
         return run
 
     def lm_eval(names: tuple[str, ...]) -> Callable[[], None]:

@@ -2,10 +2,11 @@
 in one lm-eval evaluation where that cannot change a number.
 
 The cells whose lm-eval plans agree on the chat template and unsafe-code consent (each
-cell's few-shot count and generation settings are applied to its own tasks) are evaluated by one `simple_evaluate`
-over all their tasks, as one lm-eval command with several tasks is: one sorted pass over
-every request instead of one per task (fuller batches, requests repeated across tasks
-answered once, prompt prefixes shared across tasks), and evaluation set-up paid once. Each
+cell's few-shot count and generation settings are applied to its own tasks) are
+evaluated by one `simple_evaluate` over all their tasks, as one lm-eval command with
+several tasks is: one sorted pass over every request instead of one per task (fuller
+batches, requests repeated across tasks answered once, prompt prefixes shared across
+tasks), and evaluation set-up paid once. Each
 cell's tasks are loaded with its own plan first, so the joint output splits back into
 exactly what the cell's own evaluation returns (its tasks' and groups' samples, results,
 versions, few-shot counts); each cell is then scored, recorded and committed on its own,
@@ -99,7 +100,8 @@ def run_cell(store: Store, cell: Cell, capture_logs: bool, built: BuiltLM | None
     except Exception as exc:  # a plugin bug must not take the matrix down
         outcome, build_error = _failed(store, cell, exc, log)
         return outcome, None, build_error
-    return commit_evaluated(store, cell, record, samples, log if capture_logs else None), built, None
+    outcome = commit_evaluated(store, cell, record, samples, log if capture_logs else None)
+    return outcome, built, None
 
 
 def _failed(store: Store, cell: Cell, exc: Exception, log: Any

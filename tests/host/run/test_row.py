@@ -34,8 +34,8 @@ def _run(host: Any, out: Path, *tasks: str) -> dict[str, Any]:
     """The `constant` row on `tasks` (embedded data, two documents): each task's record."""
     method = host.method("constant")
     rows = [MethodRow(method, (ModelRef("harness-zoo/tiny-llama"),), method.options(score=-2.0))]
-    options = {"mmlu": {"subjects": ("astronomy",), "num_fewshot": 1}, "nan_task": {"num_fewshot": 0},
-               "gsm8k": {"num_fewshot": 1, "max_gen_toks": 4}}
+    options = {"mmlu": {"subjects": ("astronomy",), "num_fewshot": 1},
+               "nan_task": {"num_fewshot": 0}, "gsm8k": {"num_fewshot": 1, "max_gen_toks": 4}}
     columns = [TaskColumn(host.task(t), host.task(t).options(**options[t])) for t in tasks]
     store = Store(out)
     outcomes = run_plan(host, plan_cells(host, rows, columns,
