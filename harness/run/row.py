@@ -6,11 +6,11 @@ cell's few-shot count and generation settings are applied to its own tasks) are
 evaluated by one `simple_evaluate` over all their tasks, as one lm-eval command with
 several tasks is: one sorted pass over every request instead of one per task (fuller
 batches, requests repeated across tasks answered once, prompt prefixes shared across
-tasks), and evaluation set-up paid once. Each
-cell's tasks are loaded with its own plan first, so the joint output splits back into
-exactly what the cell's own evaluation returns (its tasks' and groups' samples, results,
-versions, few-shot counts); each cell is then scored, recorded and committed on its own,
-with the fingerprint it has anyway, so resuming is as exact as cell by cell.
+tasks), and evaluation set-up paid once. Each cell's tasks are loaded with its own plan
+first, so the joint output splits back into exactly what the cell's own evaluation
+returns (its tasks' and groups' samples, results, versions, few-shot counts); each cell is
+then scored, recorded and committed on its own, with the fingerprint it has anyway, so
+resuming is as exact as cell by cell.
 
 Cells are evaluated together only when the LM is a plain lm-eval LM (a `HarnessLM` keeps
 per-cell state), every task is scored by log-likelihood or greedy generation (sampling
