@@ -249,7 +249,7 @@ def scheduler(work: Path, args: argparse.Namespace) -> list[str]:
         f"## 3. Scheduler: 16 jobs of {args.sleep:.0f} s fixed work on 4 slots "
         f"(ideal {ideal:.0f} s)",
         "",
-        f"| executor | one process per job ({args.baseline}) | long-lived workers (this tree) "
+        f"| executor | `--baseline` {args.baseline} | this tree "
         "| before / ideal | after / ideal |",
         "|---|---:|---:|---:|---:|",
         f"| local pool (`--jobs 4`) | {pool_before:.1f} s | {pool_after:.1f} s | "
