@@ -16,6 +16,7 @@ in this one invocation, each the faster of `--repeats` interleaved tries.
 
     python benchmarks/matrix_speed.py                  # everything (about 15 min on 2 cores)
     python benchmarks/matrix_speed.py --only 1 --docs 200
+    python benchmarks/matrix_speed.py --only 1 --row-baseline dec01c0   # the row, before/after
     python benchmarks/matrix_speed.py --only 3            # about 25 min on 2 loaded cores
 """
 
@@ -141,14 +142,15 @@ def against_lm_eval(work: Path, args: argparse.Namespace) -> list[str]:
     env = {"PYTHONPATH": str(tasks), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
     batch = str(args.batch)
 
-    def harness(names: tuple[str, ...]) -> Callable[[], None]:
+    def harness(names: tuple[str, ...], source: Path = REPO) -> Callable[[], None]:
         def run() -> None:
             out = work / "harness_out"
             shutil.rmtree(out, ignore_errors=True)
             call(harness_command("-p", "bench_tasks", "run", "--method", "single",
                                  "--models", str(model), "--task", ",".join(names),
                                  "--batch-size", batch, "--device", "cpu", "--out", str(out)),
-                 env)
+                 {**env, "PYTHONPATH": os.pathsep.join(
+                     [str(tasks)] + [str(source)] * (source != REPO))}, cwd=source)
         return run
 
     def lm_eval(names: tuple[str, ...]) -> Callable[[], None]:
@@ -165,15 +167,24 @@ def against_lm_eval(work: Path, args: argparse.Namespace) -> list[str]:
                 lm_eval((name,))()
         return run
 
+    shape = f"hidden {args.hidden}, {args.layers} layers, {args.docs} documents x 4 choices"
+    lines = [f"## 1. `single` against lm-eval's CLI ({shape} per task, batch {args.batch})", "",
+             "| run | harness | lm-eval | harness / lm-eval |", "|---|---:|---:|---:|"]
+    if args.row_baseline:  # the row as commit `--row-baseline` ran it: one evaluation per task
+        before = source_at(args.row_baseline, work / "row_baseline")
+        row_before, row_ours, row_joint = faster_of(args.repeats, harness(TASKS, before),
+                                                    harness(TASKS), lm_eval(TASKS))
+        return lines + [
+            f"| four tasks: one harness row ({args.row_baseline}: one lm-eval evaluation per "
+            f"task) vs one lm-eval command for all four | {row_before:.1f} s | "
+            f"{row_joint:.1f} s | {row_before / row_joint:.2f} |",
+            f"| four tasks: one harness row (this tree: one evaluation) vs one lm-eval command "
+            f"for all four | {row_ours:.1f} s | {row_joint:.1f} s | {row_ours / row_joint:.2f} |",
+            ""]
     one_ours, one_theirs = faster_of(args.repeats, harness(TASKS[:1]), lm_eval(TASKS[:1]))
     row_ours, row_each, row_joint = faster_of(args.repeats, harness(TASKS), lm_eval_each(TASKS),
                                               lm_eval(TASKS))
-    shape = f"hidden {args.hidden}, {args.layers} layers, {args.docs} documents x 4 choices"
-    return [
-        f"## 1. `single` against lm-eval's CLI ({shape} per task, batch {args.batch})",
-        "",
-        "| run | harness | lm-eval | harness / lm-eval |",
-        "|---|---:|---:|---:|",
+    return lines + [
         f"| one task | {one_ours:.1f} s | {one_theirs:.1f} s | {one_ours / one_theirs:.2f} |",
         f"| four tasks: one harness row, one lm-eval command per task | {row_ours:.1f} s | "
         f"{row_each:.1f} s | {row_ours / row_each:.2f} |",
@@ -195,10 +206,12 @@ def source_at(ref: str, folder: Path) -> Path:
     subprocess.run(["tar", "-x", "-C", str(folder)], input=archive, check=True)
     (folder / "plugins").rename(folder / "harness" / "methods")
     (folder / "tasks").rename(folder / "harness" / "tasks")
-    # that harness found its built-in plugins through entry points: a distribution record
-    # beside it declares the ones its pyproject.toml declared
+    # a harness that found its built-in plugins through entry points (later ones list them
+    # in harness.host): a distribution record beside it declares those of its pyproject.toml
     pyproject = subprocess.run(["git", "-C", str(REPO), "show", f"{ref}:pyproject.toml"],
                                capture_output=True, text=True, check=True).stdout
+    if "[project.entry-points.harness]" not in pyproject:
+        return folder
     section = pyproject.split("[project.entry-points.harness]", 1)[1].split("\n[", 1)[0]
     record = folder / "harness-0.dist-info"
     record.mkdir()
@@ -236,7 +249,7 @@ def scheduler(work: Path, args: argparse.Namespace) -> list[str]:
         f"## 3. Scheduler: 16 jobs of {args.sleep:.0f} s fixed work on 4 slots "
         f"(ideal {ideal:.0f} s)",
         "",
-        f"| executor | one process per job ({args.baseline}) | long-lived workers (this tree) "
+        f"| executor | `--baseline` {args.baseline} | this tree "
         "| before / ideal | after / ideal |",
         "|---|---:|---:|---:|---:|",
         f"| local pool (`--jobs 4`) | {pool_before:.1f} s | {pool_after:.1f} s | "
@@ -324,6 +337,9 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--sleep", type=float, default=30.0, help="fixed work per job (3)")
+    parser.add_argument("--row-baseline", metavar="COMMIT",
+                        help="(1) only the four-task row: this tree, COMMIT's harness and one "
+                             "lm-eval command side by side")
     parser.add_argument("--baseline", default=BASELINE,
                         help="git commit whose executors run one process per job (3)")
     args = parser.parse_args()

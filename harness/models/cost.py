@@ -29,7 +29,7 @@ import contextlib
 import resource
 import sys
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Mapping
+from typing import Any, Iterator, Mapping, Sequence
 
 from harness.contract.reports import MethodReport
 from harness.errors import HarnessError
@@ -131,6 +131,34 @@ def difference(total: PhaseCost, part: PhaseCost) -> PhaseCost:
               for kind, flops in total.extra_flops.items()
               if flops != part.extra_flops.get(kind, 0)}
     return combined([PhaseCost(models, extras)])
+
+
+def apportioned(total: PhaseCost, weights: Sequence[float]) -> list[PhaseCost]:
+    """`total` split in proportion to `weights` (cells evaluated together,
+    harness.run.row), model by model; each count is split by largest remainders, so the
+    parts add up to `total` exactly."""
+    parts = [PhaseCost() for _ in weights]
+    for m in total.models:
+        counts = [_split(value, weights) for value in
+                  (m.prompt_tokens, m.generated_tokens, m.forward_passes, m.flops)]
+        for part, (prompt, generated, passes, flops) in zip(parts, zip(*counts)):
+            part.models.append(ModelCost(m.model, m.parameters, prompt, generated, passes, flops))
+    for kind, flops in total.extra_flops.items():
+        for part, share in zip(parts, _split(flops, weights)):
+            part.extra_flops[kind] = share
+    return [combined([part]) for part in parts]
+
+
+def _split(count: int, weights: Sequence[float]) -> list[int]:
+    whole = sum(weights)
+    if not whole:
+        weights, whole = [1.0] * len(weights), float(len(weights))
+    exact = [count * w / whole for w in weights]
+    shares = [int(x) for x in exact]
+    by_remainder = sorted(range(len(exact)), key=lambda i: shares[i] - exact[i])
+    for i in by_remainder[:count - sum(shares)]:
+        shares[i] += 1
+    return shares
 
 
 _active: CostMeter | None = None

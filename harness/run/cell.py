@@ -32,6 +32,7 @@ class BuiltLM:
     lm: Any
     report: MethodReport
     seconds: float
+    unbilled: Any = None  # the build's PhaseCost while no cell has recorded it (harness.run.row)
 
 
 def base_record(cell: Cell, status: Literal["ok", "n/a", "failed"], reason: str = ""
@@ -88,6 +89,17 @@ def _evaluate_metered(cell: Cell, workdir: Path, store: Store | None, built: Bui
                       ) -> tuple[CellRecord, list[dict[str, Any]], BuiltLM]:
     timings: dict[str, float] = {}
     context = build_context(cell, workdir)
+    built = acquire_lm(cell, context, built, timings)
+    with _timed(timings, "evaluate_s"), cost.phase("inference"):
+        output = run_lm_eval(cell, built.lm, workdir)
+    record, samples = finish_cell(cell, workdir, store, built.lm, output, context, timings)
+    return record, samples, built
+
+
+def acquire_lm(cell: Cell, context: BuildContext, built: BuiltLM | None,
+               timings: dict[str, float]) -> BuiltLM:
+    """The method's LM for `cell`: built now (its time in `timings`, its report in
+    `context`), or `built` reused with the report its build gave."""
     if built is None:
         with _timed(timings, "build_s"), cost.phase("build"):
             progress.current().phase("load")
@@ -95,22 +107,31 @@ def _evaluate_metered(cell: Cell, workdir: Path, store: Store | None, built: Bui
                 lm = build_lm(cell, context)
             except Exception as exc:
                 raise BuildError(first_line(exc)) from exc
-        built = BuiltLM(lm, copy.deepcopy(context.report), timings["build_s"])
-    else:
-        lm = built.lm
-        context.report = copy.deepcopy(built.report)
-        timings["build_s"], timings["build_shared"] = built.seconds, 1.0
-        if isinstance(lm, HarnessLM):  # the LM's per-cell state (records, report) starts afresh
-            lm.begin_cell(context)
-    with _timed(timings, "evaluate_s"), cost.phase("inference"):
-        output = run_lm_eval(cell, lm, workdir)
+        return BuiltLM(lm, copy.deepcopy(context.report), timings["build_s"])
+    context.report = copy.deepcopy(built.report)
+    timings["build_s"] = built.seconds
+    if built.unbilled is None:
+        timings["build_shared"] = 1.0
+    else:  # built ahead of its first cell, which this is: its work counts here
+        with cost.phase("build"):
+            cost.restore(built.unbilled)
+        built.unbilled = None
+    if isinstance(built.lm, HarnessLM):  # the LM's per-cell state (records, report) starts afresh
+        built.lm.begin_cell(context)
+    return built
+
+
+def finish_cell(cell: Cell, workdir: Path, store: Store | None, lm: Any, output: dict[str, Any],
+                context: BuildContext, timings: dict[str, float]
+                ) -> tuple[CellRecord, list[dict[str, Any]]]:
+    """Steps 3 to 5 on lm-eval's output for this cell: samples, score, record."""
     samples = collect_samples(output, lm)
     task_ctx = task_context(cell, workdir, store)
     with _timed(timings, "score_s"), cost.phase("scoring"):
         progress.current().phase("score")
         metrics = score_samples(cell, samples, task_ctx)
     record = make_record(cell, metrics, samples, output, context, task_ctx, timings, lm)
-    return record, samples, built
+    return record, samples
 
 
 class _timed:
@@ -236,6 +257,21 @@ def _seed_everything(seed: int) -> None:
     random.seed(seed)
     numpy.random.seed(seed)
     torch.manual_seed(seed)
+
+
+def commit_evaluated(store: Store, cell: Cell, record: CellRecord, samples: list[dict[str, Any]],
+                     log: Path | None) -> CellOutcome:
+    """Commit an evaluated cell (its log with it), or record it failed when its headline
+    could not be computed."""
+    if not record.has_score:  # kept whole (metrics, details, samples), but not done
+        reason = (record.score_details.headline_unavailable
+                  or f"no {record.task.headline_key} could be computed (NaN)")
+        record.status, record.reason = "failed", f"no score: {reason}"
+        store.record_failure(record, store.workdir(cell.fingerprint) / "log.txt", samples)
+        return CellOutcome(cell, "failed", error=record.reason)
+    path = store.commit_cell(record, samples, log)
+    headline = record.headline.value if record.headline else None
+    return CellOutcome(cell, "ok", path, headline)
 
 
 def record_failure(store: Store, cell: Cell, error: str, trace: str,

@@ -3,15 +3,14 @@ run in this process or handed to an executor, every cell's outcome recorded."""
 
 from __future__ import annotations
 
-import traceback
+import contextlib
 from typing import Callable
 
 from harness.contract import Cell, CellOutcome, Job, Plan, PluginHost
-from harness.errors import HarnessError, first_line
 from harness.results.store import Store
-from harness.run import progress
-from harness.run.cell import BuildError, BuiltLM, base_record, evaluate_cell, record_failure
+from harness.run.cell import base_record, record_failure
 from harness.run.plan import plan_entries
+from harness.run.row import run_cells
 
 
 def make_jobs(cells: list[Cell], group: bool = True, doc_shards: int = 1) -> list[Job]:
@@ -79,65 +78,37 @@ def run_plan(host: PluginHost, plan: Plan, capture_logs: bool = True,
 
 
 def run_job(host: PluginHost, plan: Plan, job: Job, capture_logs: bool = True) -> list[CellOutcome]:
-    """The job's cells in this process, its LM built at the first cell that needs it.
+    """The job's cells in this process on one built LM (harness.run.row).
 
-    Each cell is claimed before it runs, so jobs shared out to several processes compute
+    Every cell is claimed before any runs, so jobs shared out to several processes compute
     every cell once.
     """
     if job.shard is not None:
         from harness.run.shards import run_shard
 
         return run_shard(host, plan, job, capture_logs)
-    built: BuiltLM | None = None
-    build_error: tuple[str, str] | None = None
-    outcomes = []
-    for cell in job.cells:
-        with plan.store.claim(cell.fingerprint) as holder:
+    outcomes: dict[int, CellOutcome] = {}
+    with contextlib.ExitStack() as claims:
+        mine = []
+        for cell in job.cells:
+            holder = claims.enter_context(plan.store.claim(cell.fingerprint))
             if holder is not None:
                 outcome = CellOutcome(cell, "busy", error=f"running in process {holder}")
             elif not plan.force and plan.store.is_done(cell.method, cell.task, cell.fingerprint):
                 # another process finished it between our plan and our claim
                 outcome = CellOutcome(cell, "skipped", plan.store.cell_dir(
                     cell.method, cell.task, cell.fingerprint))
-            elif build_error is not None:
-                outcome = record_failure(plan.store, cell, *build_error)
             else:
-                host.hook.harness_cell_started(cell=cell)
-                outcome, built, build_error = _run_cell(plan.store, cell, capture_logs,
-                                                        built, keep=len(job.cells) > 1)
-        host.hook.harness_cell_finished(cell=cell, outcome=outcome)
-        outcomes.append(outcome)
-    return outcomes
+                mine.append(cell)
+                continue
+            host.hook.harness_cell_finished(cell=cell, outcome=outcome)
+            outcomes[id(cell)] = outcome
+        for cell, outcome in zip(mine, run_cells(host, plan.store, mine, capture_logs,
+                                                        plan.force)):
+            outcomes[id(cell)] = outcome
+    return [outcomes[id(cell)] for cell in job.cells]
 
 
 def _record_not_applicable(store: Store, cell: Cell) -> CellOutcome:
     path = store.commit_cell(base_record(cell, "n/a", cell.reason), [])
     return CellOutcome(cell, "n/a", path)
-
-
-def _run_cell(store: Store, cell: Cell, capture_logs: bool, built: BuiltLM | None = None,
-              keep: bool = False
-              ) -> tuple[CellOutcome, BuiltLM | None, tuple[str, str] | None]:
-    """Evaluate and record one claimed cell. Returns its outcome, the LM to reuse for the
-    job's next cells (with `keep`), and the build's error when the LM could not be built."""
-    workdir = store.workdir(cell.fingerprint)
-    log = workdir / "log.txt"
-    try:
-        with progress.captured_output(log if capture_logs else None):
-            record, samples, built = evaluate_cell(cell, workdir, store, built, keep)
-    except Exception as exc:  # a plugin bug must not take the matrix down
-        cause = exc.__cause__ if isinstance(exc, BuildError) and exc.__cause__ else exc
-        message = (str(cause) if isinstance(cause, HarnessError)
-                   else f"{type(cause).__name__}: {first_line(cause)}")
-        trace = traceback.format_exc()
-        build_error = (message, trace) if isinstance(exc, BuildError) else None
-        return record_failure(store, cell, message, trace, log), None, build_error
-    if not record.has_score:  # kept whole (metrics, details, samples), but not done
-        reason = (record.score_details.headline_unavailable
-                  or f"no {record.task.headline_key} could be computed (NaN)")
-        record.status, record.reason = "failed", f"no score: {reason}"
-        store.record_failure(record, log, samples)
-        return CellOutcome(cell, "failed", error=record.reason), built, None
-    path = store.commit_cell(record, samples, log if capture_logs else None)
-    headline = record.headline.value if record.headline else None
-    return CellOutcome(cell, "ok", path, headline), built, None

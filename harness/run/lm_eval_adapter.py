@@ -37,27 +37,52 @@ RESPONSES = "responses"  # lm-eval's response cache in a cell's workdir (a file 
 
 def run_lm_eval(cell: Cell, lm: Any, workdir: Path) -> dict[str, Any]:
     """Step 2: lm-eval's evaluation of the task's plan on the LM, logging every sample."""
+    plan = cell.lm_eval_plan
+    assert plan is not None
+    manager = task_manager(tuple(str(p) for p in plan.include_path), plan.uses_stock_tasks)
+    return evaluate_tasks(cell, lm, resolve_task_specs(manager, plan.tasks), workdir)
+
+
+def evaluate_tasks(cell: Cell, lm: Any, tasks: list[Any], workdir: Path,
+                   plan_applied: bool = False) -> dict[str, Any]:
+    """`simple_evaluate` of `tasks` (specs, or lm-eval Task and Group objects, harness.run.row)
+    with `cell`'s plan and settings, its response cache in `workdir`. `plan_applied`: the
+    task objects carry their own few-shot counts and generation settings already."""
     import lm_eval
 
     settings, plan = cell.settings, cell.lm_eval_plan
     assert plan is not None
     manager = task_manager(tuple(str(p) for p in plan.include_path), plan.uses_stock_tasks)
     with progress.lm_eval_progress(), _without_environment_probe(), metered_response_cache():
-        output = lm_eval.simple_evaluate(
-            model=lm, tasks=resolve_task_specs(manager, plan.tasks),
-            num_fewshot=plan.num_fewshot, limit=settings.limit,
+        output: dict[str, Any] = lm_eval.simple_evaluate(
+            model=lm, tasks=tasks, num_fewshot=None if plan_applied else plan.num_fewshot,
+            limit=settings.limit,
             # lm-eval keys its response cache by request only (lm-eval #2715): a folder per
             # cell fingerprint keeps methods apart and lets a killed cell resume its requests,
             # their cost included (harness.run.response_cache)
             use_cache=str(workdir / RESPONSES),
             log_samples=True, bootstrap_iters=0, task_manager=manager,
-            gen_kwargs=plan.gen_kwargs, confirm_run_unsafe_code=plan.confirm_run_unsafe_code,
+            gen_kwargs=None if plan_applied else plan.gen_kwargs,
+            confirm_run_unsafe_code=plan.confirm_run_unsafe_code,
             apply_chat_template=plan.apply_chat_template,
             random_seed=settings.seed, numpy_random_seed=settings.seed,
             torch_random_seed=settings.seed, fewshot_random_seed=settings.seed)
     if not output or "samples" not in output:
         raise HarnessError(f"lm-eval returned no results for task {cell.task!r}")
     return output
+
+
+def output_for(output: dict[str, Any], names: set[str]) -> dict[str, Any]:
+    """The part of `simple_evaluate`'s output about the tasks and groups `names`: what an
+    evaluation of those alone returns (every per-task table keeps only their entries)."""
+    return {key: ({name: entry for name, entry in value.items() if name in names}
+                  if isinstance(value, dict) and key in _PER_TASK else value)
+            for key, value in output.items()}
+
+
+# simple_evaluate's tables keyed by task or group name
+_PER_TASK = {"results", "groups", "group_subtasks", "configs", "versions", "n-shot",
+             "higher_is_better", "n-samples", "samples"}
 
 
 @contextlib.contextmanager

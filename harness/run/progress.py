@@ -104,16 +104,13 @@ def _phase_name(description: str) -> str:
 @contextlib.contextmanager
 def lm_eval_progress() -> Iterator[None]:
     """Route the progress bars of lm-eval's model loops (HFLM, HFMultimodalLM) into
-    `current()` for the duration."""
-    import importlib
-
+    `current()` for the duration. Only modules already imported are patched: an LM of
+    those classes imported its module to exist, and importing them for an LM that is not
+    one costs seconds (transformers' model classes) in every worker."""
     patched: list[tuple[Any, Any]] = []
     for name in ("lm_eval.models.huggingface", "lm_eval.models.hf_vlms"):
-        try:
-            module = importlib.import_module(name)
-        except ImportError:
-            continue
-        if hasattr(module, "tqdm"):
+        module = sys.modules.get(name)
+        if module is not None and hasattr(module, "tqdm"):
             patched.append((module, getattr(module, "tqdm")))
             setattr(module, "tqdm", _ProgressBar)
     try:

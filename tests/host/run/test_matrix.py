@@ -140,8 +140,9 @@ def test_embedded_suite_covers_every_builtin_method_and_task(tmp_path: Path) -> 
 
 
 def test_a_row_built_once_gives_the_per_cell_results(tmp_path: Path) -> None:
-    """A frozen method's row runs its tasks on one built LM; every record and sample equals
-    what one build per cell gives."""
+    """A frozen method's row runs its tasks on one built LM, in one lm-eval evaluation
+    (harness.run.row); every record and sample equals what one build and one evaluation per
+    cell give."""
     from harness.run.jobs import make_jobs, run_plan
 
     host = load_host()
@@ -164,5 +165,7 @@ def test_a_row_built_once_gives_the_per_cell_results(tmp_path: Path) -> None:
         assert grouped.fingerprint == alone.fingerprint
         assert grouped.metrics == alone.metrics and samples == alone_samples
         assert grouped.method_report == alone.method_report
+        assert grouped.lm_eval == alone.lm_eval  # the part of the joint output about its tasks
+        assert grouped.timings["evaluated_with"] == 2  # one lm-eval evaluation of both tasks
     assert results[True]["gsm8k"][0].timings["build_shared"] == 1.0  # built for mmlu
     assert "build_shared" not in results[True]["mmlu"][0].timings

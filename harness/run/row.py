@@ -1,0 +1,326 @@
+"""A job's claimed cells (one method row, one set of settings) on one built LM, their tasks
+in one lm-eval evaluation where that cannot change a number.
+
+The cells whose lm-eval plans agree on the chat template and unsafe-code consent (each
+cell's few-shot count and generation settings are applied to its own tasks) are
+evaluated by one `simple_evaluate` over all their tasks, as one lm-eval command with
+several tasks is: one sorted pass over every request instead of one per task (fuller
+batches, requests repeated across tasks answered once, prompt prefixes shared across
+tasks), and evaluation set-up paid once. Each cell's tasks are loaded with its own plan
+first, so the joint output splits back into exactly what the cell's own evaluation
+returns (its tasks' and groups' samples, results, versions, few-shot counts); each cell is
+then scored, recorded and committed on its own, with the fingerprint it has anyway, so
+resuming is as exact as cell by cell.
+
+Cells are evaluated together only when the LM is a plain lm-eval LM (a `HarnessLM` keeps
+per-cell state), every task is scored by log-likelihood or greedy generation (sampling
+would draw from torch's generator seeded once for all tasks instead of once per task), and
+no two cells name the same lm-eval task or group. Everything else, and every cell of a
+joint evaluation that raised, runs cell by cell as before, so a failing task never costs
+the others their results.
+
+The joint evaluation's inference work (tokens, passes, FLOPs) and wall time are split
+over its cells in proportion to the size of their requests (characters of lm-eval's
+request arguments), so a row's totals are what was spent; each such cell's timings say
+how many cells shared the evaluation (`evaluated_with`). The build's work and time go to
+the first cell recorded, as when cells run one by one. The records are saved together
+before any is committed, so a run killed between two commits resumes to exactly the
+records the uninterrupted run commits (tests/host/run/test_kill_points.py); one killed
+during the evaluation evaluates the same cells together again, its answers (and their
+counted work) coming back from lm-eval's response cache in the first cell's scratch folder.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import traceback
+from dataclasses import dataclass, field
+from typing import Any
+
+from harness.contract import Cell, CellOutcome, HarnessLM, PluginHost
+from harness.errors import HarnessError, first_line
+from harness.files import atomic_write_text, jsonl_text
+from harness.models import cost
+from harness.results.records import CellRecord
+from harness.results.store import Store, record_json
+from harness.run import progress
+from harness.run.cell import (BuildError, BuiltLM, acquire_lm, build_context, commit_evaluated,
+                              evaluate_cell, finish_cell, record_failure)
+from harness.run.lm_eval_adapter import (RESPONSES, evaluate_tasks, output_for, resolve_task_specs,
+                                         task_manager)
+
+
+SAVED_RECORDS = "row-records.json"  # a joint evaluation's records, until all are committed
+
+
+@dataclass
+class _Row:
+    """What a job's cells share: the built LM, or why it could not be built."""
+
+    built: BuiltLM | None = None
+    build_error: tuple[str, str] | None = None
+
+
+def run_cells(host: PluginHost, store: Store, cells: list[Cell], capture_logs: bool,
+              force: bool = False) -> list[CellOutcome]:
+    """Evaluate and record a job's claimed cells: together where sound, else one by one.
+    A failing cell never stops the others. Unless `force`, records a killed run's joint
+    evaluation saved are committed first."""
+    row, keep = _Row(), len(cells) > 1
+    outcomes = {} if force else _commit_saved(host, store, cells, capture_logs)
+    remaining = [cell for cell in cells if id(cell) not in outcomes]
+    for batch in _batches(remaining) if keep else [remaining]:
+        if len(batch) > 1 and row.build_error is None:
+            outcomes.update(_run_together(host, store, batch, capture_logs, row))
+        for cell in batch:
+            if id(cell) in outcomes:
+                continue
+            if row.build_error is not None:
+                outcome = record_failure(store, cell, *row.build_error)
+            else:
+                host.hook.harness_cell_started(cell=cell)
+                outcome, row.built, row.build_error = run_cell(store, cell, capture_logs,
+                                                               row.built, keep)
+            host.hook.harness_cell_finished(cell=cell, outcome=outcome)
+            outcomes[id(cell)] = outcome
+    return [outcomes[id(cell)] for cell in cells]
+
+
+def run_cell(store: Store, cell: Cell, capture_logs: bool, built: BuiltLM | None = None,
+             keep: bool = False
+             ) -> tuple[CellOutcome, BuiltLM | None, tuple[str, str] | None]:
+    """Evaluate and record one claimed cell. Returns its outcome, the LM to reuse for the
+    job's next cells (with `keep`), and the build's error when the LM could not be built."""
+    workdir = store.workdir(cell.fingerprint)
+    log = workdir / "log.txt"
+    try:
+        with progress.captured_output(log if capture_logs else None):
+            record, samples, built = evaluate_cell(cell, workdir, store, built, keep)
+    except Exception as exc:  # a plugin bug must not take the matrix down
+        outcome, build_error = _failed(store, cell, exc, log)
+        return outcome, None, build_error
+    outcome = commit_evaluated(store, cell, record, samples, log if capture_logs else None)
+    return outcome, built, None
+
+
+def _failed(store: Store, cell: Cell, exc: Exception, log: Any
+            ) -> tuple[CellOutcome, tuple[str, str] | None]:
+    """The cell's failure recorded, and the build's error when it was the build that failed."""
+    cause = exc.__cause__ if isinstance(exc, BuildError) and exc.__cause__ else exc
+    message = (str(cause) if isinstance(cause, HarnessError)
+               else f"{type(cause).__name__}: {first_line(cause)}")
+    trace = traceback.format_exc()
+    build_error = (message, trace) if isinstance(exc, BuildError) else None
+    return record_failure(store, cell, message, trace, log), build_error
+
+
+def _batches(cells: list[Cell]) -> list[list[Cell]]:
+    """The cells grouped by the lm-eval settings one evaluation shares, in first-seen order."""
+    batches: dict[str, list[Cell]] = {}
+    for cell in cells:
+        plan, settings = cell.lm_eval_plan, cell.settings
+        key = (json.dumps([plan.confirm_run_unsafe_code, plan.apply_chat_template,
+                           settings.limit, settings.seed],
+                          sort_keys=True, default=str) if plan is not None else str(id(cell)))
+        batches.setdefault(key, []).append(cell)
+    return list(batches.values())
+
+
+@dataclass
+class _CellTasks:
+    """One cell's lm-eval tasks, loaded with its own plan."""
+
+    cell: Cell
+    items: list[Any]  # the top-level Task and Group objects
+    names: set[str] = field(default_factory=set)  # every task and group name in them
+
+
+def _load_tasks(cell: Cell) -> _CellTasks | None:
+    """The cell's loaded tasks with its plan's few-shot count and generation settings
+    applied, or None where a joint evaluation could change its numbers (a task that samples
+    its generations)."""
+    plan = cell.lm_eval_plan
+    assert plan is not None
+    manager = task_manager(tuple(str(p) for p in plan.include_path), plan.uses_stock_tasks)
+    loaded = manager.load(resolve_task_specs(manager, plan.tasks))
+    for task in loaded["tasks"].values():
+        # as simple_evaluate applies them, which the joint evaluation is then not given
+        if plan.num_fewshot is not None and task.get_config("num_fewshot") != 0:
+            task.set_config(key="num_fewshot", value=plan.num_fewshot)
+        if task.get_config("output_type") == "generate_until":
+            if plan.gen_kwargs:
+                task.set_config(key="generation_kwargs", value=plan.gen_kwargs, update=True)
+            if (task.get_config("generation_kwargs") or {}).get("do_sample"):
+                return None
+    children = {name for names in loaded["group_map"].values() for name in names}
+    everything = {**loaded["groups"], **loaded["tasks"]}
+    return _CellTasks(cell, [item for name, item in everything.items() if name not in children],
+                      set(everything))
+
+
+def _joinable(cells: list[Cell]) -> list[_CellTasks]:
+    """The cells that may share one evaluation (a cell whose tasks fail to load is left to
+    fail on its own)."""
+    joined: list[_CellTasks] = []
+    names: set[str] = set()
+    for cell in cells:
+        try:
+            tasks = _load_tasks(cell)
+        except Exception:
+            continue
+        if tasks is not None and not tasks.names & names:
+            joined.append(tasks)
+            names |= tasks.names
+    return joined
+
+
+def _run_together(host: PluginHost, store: Store, cells: list[Cell], capture_logs: bool,
+                  row: _Row) -> dict[int, CellOutcome]:
+    """Outcomes of the cells evaluated and recorded together (keyed by id); the caller runs
+    the others one by one."""
+    first = cells[0]
+    workdir = store.workdir(first.fingerprint)
+    log = workdir / "log.txt"
+    if row.built is None:
+        try:
+            with progress.captured_output(log if capture_logs else None):
+                row.built = _build_unbilled(first, workdir)
+        except BuildError as exc:
+            host.hook.harness_cell_started(cell=first)
+            outcome, row.build_error = _failed(store, first, exc, log)
+            host.hook.harness_cell_finished(cell=first, outcome=outcome)
+            return {id(first): outcome}
+    lm = row.built.lm
+    if isinstance(lm, HarnessLM):
+        return {}
+    with progress.captured_output(log if capture_logs else None):
+        joined = _joinable(cells)
+    if len(joined) < 2:
+        return {}
+    for tasks in joined:
+        host.hook.harness_cell_started(cell=tasks.cell)
+    lead = joined[0].cell
+    workdir = store.workdir(lead.fingerprint)
+    log = workdir / "log.txt"
+    resumed = any(workdir.glob(f"{RESPONSES}*"))
+    meter = cost.CostMeter()
+    started = time.perf_counter()
+    try:
+        with (progress.captured_output(log if capture_logs else None), cost.metering(meter),
+              cost.phase("inference")):
+            output = evaluate_tasks(lead, lm, [i for t in joined for i in t.items], workdir,
+                                    plan_applied=True)
+    except Exception:  # each cell alone: the failing task fails by itself
+        with open(log, "a", encoding="utf-8") as out:
+            out.write(f"[harness] the row's joint evaluation failed, so its cells run one by "
+                      f"one:\n{traceback.format_exc()}")
+        return {}
+    seconds = time.perf_counter() - started
+    parts = [output_for(output, tasks.names) for tasks in joined]
+    weights = [_request_size(part) for part in parts]
+    shares = cost.apportioned(meter.phase_cost("inference"), weights)
+    if capture_logs:  # lm-eval's log of the joint evaluation, in each cell's own log
+        _share_log(store, log, joined)
+    outcomes, finished = {}, []
+    for tasks, part, weight, share in zip(joined, parts, weights, shares):
+        evaluate_s = seconds * weight / (sum(weights) or 1)
+        result = _record(store, tasks.cell, part, share, evaluate_s, len(joined), row.built,
+                         capture_logs, resumed)
+        if isinstance(result, CellOutcome):
+            host.hook.harness_cell_finished(cell=tasks.cell, outcome=result)
+            outcomes[id(tasks.cell)] = result
+        else:
+            finished.append((tasks.cell, *result))
+    if finished:
+        _save_records(store, finished)
+    return outcomes | _commit_saved(host, store, [cell for cell, _, _ in finished], capture_logs,
+                                    holders=[cell for cell, _, _ in finished[-1:]])
+
+
+def _save_records(store: Store, finished: list[tuple[Cell, CellRecord, list[dict[str, Any]]]]
+                  ) -> None:
+    """Every finished cell's record and samples in one file, in the scratch folder of the
+    cell committed last: a run killed while committing them commits the rest from it
+    (`_commit_saved`), so every cell's record is the uninterrupted run's."""
+    holder = finished[-1][0]
+    atomic_write_text(store.workdir(holder.fingerprint) / SAVED_RECORDS, json.dumps(
+        {cell.fingerprint: {"record": record_json(record), "samples": jsonl_text(samples)}
+         for cell, record, samples in finished}))
+
+
+def _commit_saved(host: PluginHost, store: Store, cells: list[Cell], capture_logs: bool,
+                  holders: list[Cell] | None = None) -> dict[int, CellOutcome]:
+    """Commit the cells whose records a joint evaluation saved (`_save_records`) in the
+    scratch folder of one of `holders` (by default any of `cells`), the cell holding the
+    file last; their outcomes keyed by id."""
+    by_fingerprint = {cell.fingerprint: cell for cell in cells}
+    outcomes: dict[int, CellOutcome] = {}
+    for holder in cells if holders is None else holders:
+        path = store.workdir(holder.fingerprint) / SAVED_RECORDS
+        if id(holder) in outcomes or not path.is_file():
+            continue
+        saved = json.loads(path.read_text(encoding="utf-8"))
+        order = sorted(saved, key=lambda fingerprint: fingerprint == holder.fingerprint)
+        for fingerprint in order:
+            cell = by_fingerprint.get(fingerprint)
+            if cell is None or id(cell) in outcomes:
+                continue
+            record = CellRecord.from_dict(json.loads(saved[fingerprint]["record"]))
+            samples = [json.loads(line) for line in saved[fingerprint]["samples"].splitlines()]
+            log = store.workdir(fingerprint) / "log.txt"
+            outcome = commit_evaluated(store, cell, record, samples, log if capture_logs else None)
+            host.hook.harness_cell_finished(cell=cell, outcome=outcome)
+            outcomes[id(cell)] = outcome
+    return outcomes
+
+
+def _build_unbilled(cell: Cell, workdir: Any) -> BuiltLM:
+    """The row's LM, built before any cell records it: the first cell to use it is charged
+    the build's work and time."""
+    timings: dict[str, float] = {}
+    meter = cost.CostMeter()
+    with cost.metering(meter):
+        built = acquire_lm(cell, build_context(cell, workdir), None, timings)
+    built.unbilled = meter.phase_cost("build")
+    return built
+
+
+def _request_size(output: dict[str, Any]) -> int:
+    """Characters of lm-eval's request arguments over a cell's samples: its share of the work."""
+    return sum(len(json.dumps(sample.get("arguments"), default=str))
+               for samples in output["samples"].values() for sample in samples)
+
+
+def _share_log(store: Store, log: Any, joined: list[_CellTasks]) -> None:
+    text = log.read_text(encoding="utf-8", errors="replace") if log.exists() else ""
+    names = ", ".join(t.cell.task for t in joined)
+    for tasks in joined[1:]:
+        path = store.workdir(tasks.cell.fingerprint) / "log.txt"
+        with open(path, "a", encoding="utf-8") as out:
+            out.write(f"[harness] one lm-eval evaluation of the row's tasks {names}; its log:\n"
+                      f"{text}")
+
+
+def _record(store: Store, cell: Cell, output: dict[str, Any], inference: Any, evaluate_s: float,
+            together: int, built: BuiltLM, capture_logs: bool, resumed: bool
+            ) -> tuple[CellRecord, list[dict[str, Any]]] | CellOutcome:
+    """One cell of a joint evaluation scored and recorded (or its failure recorded)."""
+    workdir = store.workdir(cell.fingerprint)
+    log = workdir / "log.txt"
+    context, timings = build_context(cell, workdir), dict[str, float]()
+    meter = cost.CostMeter()
+    try:
+        with progress.captured_output(log if capture_logs else None), cost.metering(meter):
+            acquire_lm(cell, context, built, timings)
+            timings.update(evaluate_s=round(evaluate_s, 3), evaluated_with=float(together))
+            record, samples = finish_cell(cell, workdir, store, built.lm, output, context,
+                                          timings)
+            phases = {"build": meter.phase_cost("build"), "inference": inference,
+                      "scoring": meter.phase_cost("scoring")}
+            record.cost = cost.cell_cost(None, phases, record.n_samples or 0, record.timings,
+                                         record.method_report, cell.settings.torch_device,
+                                         expect_model_calls=not resumed)
+    except Exception as exc:
+        return _failed(store, cell, exc, log)[0]
+    return record, samples
