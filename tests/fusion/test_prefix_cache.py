@@ -16,7 +16,7 @@ import pytest
 import torch
 from lm_eval.api.model import LM
 
-from harness.contract import MethodRow, ModelRef, TaskColumn
+from harness.contract import Capability, MethodRow, ModelRef, TaskColumn
 from harness.fusion._options import PackOptions
 from harness.fusion._pack_lm import Member, Pack, PackLM
 from harness.fusion._weights import PerplexitySoftmax
@@ -42,7 +42,6 @@ TASK_OPTIONS: dict[str, dict[str, Any]] = {
 FEW_SHOT = ("mmlu", "flores")
 DEFAULT_CASES = {("mmlu", "single"), ("flores", "pack")}
 SLOW = bool(os.environ.get("HARNESS_SLOW_TESTS"))
-VISION = ("coco_captioning",)  # image+text requests go through HFMultimodalLM, uncached
 
 
 class Comparing(LM):
@@ -93,7 +92,9 @@ def _pack(models: dict[str, tuple[Any, Any]], enabled: bool) -> Any:
                   PackOptions(), batch_size=4)
 
 
-TEXT_TASKS = sorted(set(load_host().tasks) - set(VISION))
+# image+text requests go through HFMultimodalLM, uncached
+TEXT_TASKS = sorted(name for name, spec in load_host().tasks.items()
+                    if Capability.VISION not in spec.requires)
 
 
 @pytest.mark.parametrize("kind", ["single", "pack"])
