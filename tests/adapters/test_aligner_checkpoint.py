@@ -114,5 +114,6 @@ def test_the_method_evaluates_a_checkpoint_without_fitting(load_tiny, tmp_path):
     ctx = build_context(options, synthetic_task([]), tmp_path)
     lm = build(ctx)
     assert torch.equal(_logits(lm.model, tokenizer), _logits(trained, tokenizer))
-    assert ctx.report["trainable_params"] == WIDTH + (LAYERS - 2) * HEADS
-    assert len(ctx.report["checkpoint_sha256"]) == 64 and "fit_fingerprint" not in ctx.report
+    assert ctx.report.trainable_params == WIDTH + (LAYERS - 2) * HEADS
+    assert len(ctx.report.facts["checkpoint_sha256"]) == 64
+    assert "fit_fingerprint" not in ctx.report.facts
