@@ -81,7 +81,6 @@ def adapter_benchmark(words: int, d_a: int, d_b: int, max_subtokens: int, device
 def caption_benchmark(steps: int) -> None:
     from PIL import Image
 
-    from harness import zoo
     from harness.fuse._adapter import AdapterConfig
     from harness.fuse._bridge import Side, connect
     from harness.fuse._caption import CaptionObjective, ClipText, PrimaryLM

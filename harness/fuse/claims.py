@@ -81,7 +81,7 @@ def model_name(base: str, seed: int) -> str:
 def load_world(seed: int, cache_root: Path) -> World:
     from harness.contract import ModelRef
     from harness.fuse._caption import PrimaryLM
-    from harness.models.loading import load_causal_lm, model_identity
+    from harness.models.loading import load_causal_lm
     from harness.training import freeze
     from harness.zoo import scenes
 

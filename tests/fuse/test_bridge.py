@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 import torch
 
-from harness import zoo
 from harness.contract import ModelRef
 from harness.fuse._adapter import Adapter, AdapterConfig, fit_adapter
 from harness.fuse._bridge import Alignment, Bridge, Side, connect

@@ -14,7 +14,7 @@ import torch
 from parity.packllm_support import CASES, RULES, seeded_lm
 from parity.parity_support import load_fixture
 
-from harness.fusion._alignment import build_map, special_ids, vocabulary
+from harness.fusion._alignment import build_map, vocabulary
 from harness.fusion._options import PackOptions
 from harness.fusion._pack_lm import Member, Pack, PackLM
 from harness.fusion._weights import GreedyGrid, Weighting, fuse
