@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
-from harness.files import abandoned, follow_umask, fsync_dir, owner_tag
+from harness.files import abandoned, follow_umask, fsync_dir, owner_tag, remove_path
 
 T = TypeVar("T")
 ABANDONED_BUILD_S = 24 * 3600  # a build on another host may run this long; then it is left over
@@ -102,10 +102,7 @@ class ContentCache:
             self._rename(staging, path)
             fsync_dir(path.parent)
         finally:
-            if staging.is_dir():
-                shutil.rmtree(staging, ignore_errors=True)
-            else:
-                staging.unlink(missing_ok=True)
+            remove_path(staging)
         return result
 
     def _sweep(self, path: Path) -> None:
@@ -114,10 +111,7 @@ class ContentCache:
         host = socket.gethostname()
         for leftover in path.parent.glob(f".{glob.escape(path.name)}.*"):
             if abandoned(leftover, host, ABANDONED_BUILD_S, extension=self.suffix):
-                if leftover.is_dir() and not leftover.is_symlink():
-                    shutil.rmtree(leftover, ignore_errors=True)
-                else:
-                    leftover.unlink(missing_ok=True)
+                remove_path(leftover)
 
     def _rename(self, staging: Path, path: Path) -> None:
         if not self.folder:
@@ -146,10 +140,7 @@ class ContentCache:
             os.rename(path, aside)
         except FileNotFoundError:
             return
-        if aside.is_dir():
-            shutil.rmtree(aside, ignore_errors=True)
-        else:
-            aside.unlink(missing_ok=True)
+        remove_path(aside)
 
     def scratch(self, key: str, label: str = "") -> Path:
         """A folder where a build of this key keeps what lets it resume after a crash."""

@@ -70,7 +70,7 @@ def abandoned(path: Path, host: str, stale_s: float, extension: str = "") -> boo
     """Whether a temporary file or folder named `...{owner_tag()}.{suffix}{extension}` is
     a leftover: its process is dead on this host, or it has not changed for `stale_s` (a
     temporary lives for seconds, a cache build for minutes)."""
-    name = path.name.removesuffix(extension) if extension else path.name
+    name = path.name.removesuffix(extension)
     match = TAG_PID.search(name)
     if match is None:
         return False
@@ -80,6 +80,15 @@ def abandoned(path: Path, host: str, stale_s: float, extension: str = "") -> boo
         return time.time() - path.lstat().st_ctime > stale_s
     except FileNotFoundError:
         return False
+
+
+def remove_path(path: Path) -> None:
+    """Delete a file, a link or a whole folder, whichever `path` is; nothing if it is gone
+    (a link to a folder is removed, never followed)."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
 
 
 @contextmanager

@@ -44,7 +44,8 @@ from typing import Any, Callable, ContextManager, Iterable
 
 from harness.errors import DataError, redact
 from harness.files import (abandoned, atomic_write_text, file_sha256, follow_umask, fsync_dir,
-                           jsonl_text, naming_full_disk, owner_tag, read_jsonl, write_jsonl)
+                           jsonl_text, naming_full_disk, owner_tag, read_jsonl, remove_path,
+                           write_jsonl)
 from harness.results import locks
 from harness.results.locks import LOCK_HEARTBEAT_S, LOCK_STALE_S, LockHolder
 from harness.results.records import NEWER_SCHEMA, CellRecord
@@ -265,10 +266,7 @@ class Store:
             temporaries += folder.glob(".*")
         for leftover in temporaries:
             if abandoned(leftover, host, self.lock_stale_s):
-                if leftover.is_dir():
-                    shutil.rmtree(leftover, ignore_errors=True)
-                else:
-                    leftover.unlink(missing_ok=True)
+                remove_path(leftover)
         for scratch in sorted((self.root / "work").glob("*")):
             if self._finished(scratch.name):
                 with self.claim(scratch.name) as holder:
