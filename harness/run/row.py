@@ -35,7 +35,7 @@ from __future__ import annotations
 import json
 import time
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from harness.contract import Cell, CellOutcome, HarnessLM, PluginHost
@@ -80,14 +80,14 @@ def run_cells(host: PluginHost, store: Store, cells: list[Cell], capture_logs: b
                 outcome = record_failure(store, cell, *row.build_error)
             else:
                 host.hook.harness_cell_started(cell=cell)
-                outcome, row.built, row.build_error = run_cell(store, cell, capture_logs,
+                outcome, row.built, row.build_error = _run_cell(store, cell, capture_logs,
                                                                row.built, keep)
             host.hook.harness_cell_finished(cell=cell, outcome=outcome)
             outcomes[id(cell)] = outcome
     return [outcomes[id(cell)] for cell in cells]
 
 
-def run_cell(store: Store, cell: Cell, capture_logs: bool, built: BuiltLM | None = None,
+def _run_cell(store: Store, cell: Cell, capture_logs: bool, built: BuiltLM | None = None,
              keep: bool = False
              ) -> tuple[CellOutcome, BuiltLM | None, tuple[str, str] | None]:
     """Evaluate and record one claimed cell. Returns its outcome, the LM to reuse for the
@@ -133,7 +133,7 @@ class _CellTasks:
 
     cell: Cell
     items: list[Any]  # the top-level Task and Group objects
-    names: set[str] = field(default_factory=set)  # every task and group name in them
+    names: set[str]  # every task and group name in them
 
 
 def _load_tasks(cell: Cell) -> _CellTasks | None:
@@ -223,8 +223,10 @@ def _run_together(host: PluginHost, store: Store, cells: list[Cell], capture_log
     if capture_logs:  # lm-eval's log of the joint evaluation, in each cell's own log
         _share_log(store, log, joined)
     outcomes, finished = {}, []
+    whole = sum(weights)
     for tasks, part, weight, share in zip(joined, parts, weights, shares):
-        evaluate_s = seconds * weight / (sum(weights) or 1)
+        # as cost.apportioned splits the work: by size, evenly when no request has any
+        evaluate_s = seconds * (weight / whole if whole else 1 / len(weights))
         result = _record(store, tasks.cell, part, share, evaluate_s, len(joined), row.built,
                          capture_logs, resumed)
         if isinstance(result, CellOutcome):
