@@ -24,10 +24,11 @@ over its cells in proportion to the size of their requests (characters of lm-eva
 request arguments), so a row's totals are what was spent; each such cell's timings say
 how many cells shared the evaluation (`evaluated_with`). The build's work and time go to
 the first cell recorded, as when cells run one by one. The records are saved together
-before any is committed, so a run killed between two commits resumes to exactly the
-records the uninterrupted run commits (tests/host/run/test_kill_points.py); one killed
-during the evaluation evaluates the same cells together again, its answers (and their
-counted work) coming back from lm-eval's response cache in the first cell's scratch folder.
+before any is committed (and the file removed once all are), so a run killed between two
+commits resumes to exactly the records the uninterrupted run commits
+(tests/host/run/test_kill_points.py); one killed during the evaluation evaluates the same
+cells together again, its answers (and their counted work) coming back from lm-eval's
+response cache in the first cell's scratch folder.
 """
 
 from __future__ import annotations
@@ -36,11 +37,12 @@ import json
 import time
 import traceback
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from harness.contract import Cell, CellOutcome, HarnessLM, PluginHost
 from harness.errors import HarnessError, first_line
-from harness.files import atomic_write_text, jsonl_text
+from harness.files import atomic_write_text, jsonl_text, remove_path
 from harness.models import cost
 from harness.results.records import CellRecord
 from harness.results.store import Store, record_json
@@ -52,6 +54,9 @@ from harness.run.lm_eval_adapter import (RESPONSES, evaluate_tasks, output_for, 
 
 
 SAVED_RECORDS = "row-records.json"  # a joint evaluation's records, until all are committed
+
+
+_Finished = tuple[Cell, CellRecord, list[dict[str, Any]]]  # a cell evaluated, to commit
 
 
 @dataclass
@@ -222,7 +227,8 @@ def _run_together(host: PluginHost, store: Store, cells: list[Cell], capture_log
     shares = cost.apportioned(meter.phase_cost("inference"), weights)
     if capture_logs:  # lm-eval's log of the joint evaluation, in each cell's own log
         _share_log(store, log, joined)
-    outcomes, finished = {}, []
+    outcomes: dict[int, CellOutcome] = {}
+    finished: list[_Finished] = []
     whole = sum(weights)
     for tasks, part, weight, share in zip(joined, parts, weights, shares):
         # as cost.apportioned splits the work: by size, evenly when no request has any
@@ -234,46 +240,59 @@ def _run_together(host: PluginHost, store: Store, cells: list[Cell], capture_log
             outcomes[id(tasks.cell)] = result
         else:
             finished.append((tasks.cell, *result))
-    if finished:
-        _save_records(store, finished)
-    return outcomes | _commit_saved(host, store, [cell for cell, _, _ in finished], capture_logs,
-                                    holders=[cell for cell, _, _ in finished[-1:]])
+    if not finished:
+        return outcomes
+    return outcomes | _commit(host, store, finished, capture_logs, _save_records(store, finished))
 
 
-def _save_records(store: Store, finished: list[tuple[Cell, CellRecord, list[dict[str, Any]]]]
-                  ) -> None:
+def _save_records(store: Store, finished: list[_Finished]) -> Path:
     """Every finished cell's record and samples in one file, in the scratch folder of the
-    cell committed last: a run killed while committing them commits the rest from it
-    (`_commit_saved`), so every cell's record is the uninterrupted run's."""
-    holder = finished[-1][0]
-    atomic_write_text(store.workdir(holder.fingerprint) / SAVED_RECORDS, json.dumps(
+    cell committed last (its path returned): a run killed while committing them commits the
+    rest from it (`_commit_saved`), so every cell's record is the uninterrupted run's."""
+    path = store.workdir(finished[-1][0].fingerprint) / SAVED_RECORDS
+    atomic_write_text(path, json.dumps(
         {cell.fingerprint: {"record": record_json(record), "samples": jsonl_text(samples)}
          for cell, record, samples in finished}))
+    return path
 
 
-def _commit_saved(host: PluginHost, store: Store, cells: list[Cell], capture_logs: bool,
-                  holders: list[Cell] | None = None) -> dict[int, CellOutcome]:
-    """Commit the cells whose records a joint evaluation saved (`_save_records`) in the
-    scratch folder of one of `holders` (by default any of `cells`), the cell holding the
-    file last; their outcomes keyed by id."""
+def _commit(host: PluginHost, store: Store, finished: list[_Finished], capture_logs: bool,
+            saved: Path) -> dict[int, CellOutcome]:
+    """Commit the finished cells in order, then remove the file that saved them: it goes
+    with the last cell's scratch folder when that cell is committed, but stays with it when
+    the cell is recorded failed, where the cell's next run would commit it again instead of
+    evaluating. Their outcomes keyed by id."""
+    outcomes: dict[int, CellOutcome] = {}
+    for cell, record, samples in finished:
+        log = store.workdir(cell.fingerprint) / "log.txt"
+        outcome = commit_evaluated(store, cell, record, samples, log if capture_logs else None)
+        host.hook.harness_cell_finished(cell=cell, outcome=outcome)
+        outcomes[id(cell)] = outcome
+    remove_path(saved)
+    return outcomes
+
+
+def _commit_saved(host: PluginHost, store: Store, cells: list[Cell], capture_logs: bool
+                  ) -> dict[int, CellOutcome]:
+    """Commit the cells whose records a killed run's joint evaluation saved (`_save_records`)
+    in the scratch folder of one of `cells`, the cell holding the file last; their outcomes
+    keyed by id."""
     by_fingerprint = {cell.fingerprint: cell for cell in cells}
     outcomes: dict[int, CellOutcome] = {}
-    for holder in cells if holders is None else holders:
+    for holder in cells:
+        if id(holder) in outcomes:
+            continue
         path = store.workdir(holder.fingerprint) / SAVED_RECORDS
-        if id(holder) in outcomes or not path.is_file():
+        if not path.is_file():
             continue
         saved = json.loads(path.read_text(encoding="utf-8"))
         order = sorted(saved, key=lambda fingerprint: fingerprint == holder.fingerprint)
-        for fingerprint in order:
-            cell = by_fingerprint.get(fingerprint)
-            if cell is None or id(cell) in outcomes:
-                continue
-            record = CellRecord.from_dict(json.loads(saved[fingerprint]["record"]))
-            samples = [json.loads(line) for line in saved[fingerprint]["samples"].splitlines()]
-            log = store.workdir(fingerprint) / "log.txt"
-            outcome = commit_evaluated(store, cell, record, samples, log if capture_logs else None)
-            host.hook.harness_cell_finished(cell=cell, outcome=outcome)
-            outcomes[id(cell)] = outcome
+        finished = [(by_fingerprint[fingerprint],
+                     CellRecord.from_dict(json.loads(saved[fingerprint]["record"])),
+                     [json.loads(line) for line in saved[fingerprint]["samples"].splitlines()])
+                    for fingerprint in order if fingerprint in by_fingerprint
+                    and id(by_fingerprint[fingerprint]) not in outcomes]
+        outcomes.update(_commit(host, store, finished, capture_logs, path))
     return outcomes
 
 
