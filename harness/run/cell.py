@@ -267,7 +267,7 @@ def commit_evaluated(store: Store, cell: Cell, record: CellRecord, samples: list
         reason = (record.score_details.headline_unavailable
                   or f"no {record.task.headline_key} could be computed (NaN)")
         record.status, record.reason = "failed", f"no score: {reason}"
-        store.record_failure(record, store.workdir(cell.fingerprint) / "log.txt", samples)
+        store.record_failure(record, store.log_path(cell.fingerprint), samples)
         return CellOutcome(cell, "failed", error=record.reason)
     path = store.commit_cell(record, samples, log)
     headline = record.headline.value if record.headline else None

@@ -97,8 +97,7 @@ def _run_cell(store: Store, cell: Cell, capture_logs: bool, built: BuiltLM | Non
              ) -> tuple[CellOutcome, BuiltLM | None, tuple[str, str] | None]:
     """Evaluate and record one claimed cell. Returns its outcome, the LM to reuse for the
     job's next cells (with `keep`), and the build's error when the LM could not be built."""
-    workdir = store.workdir(cell.fingerprint)
-    log = workdir / "log.txt"
+    workdir, log = store.workdir(cell.fingerprint), store.log_path(cell.fingerprint)
     try:
         with progress.captured_output(log if capture_logs else None):
             record, samples, built = evaluate_cell(cell, workdir, store, built, keep)
@@ -185,8 +184,7 @@ def _run_together(host: PluginHost, store: Store, cells: list[Cell], capture_log
     """Outcomes of the cells evaluated and recorded together (keyed by id); the caller runs
     the others one by one."""
     first = cells[0]
-    workdir = store.workdir(first.fingerprint)
-    log = workdir / "log.txt"
+    workdir, log = store.workdir(first.fingerprint), store.log_path(first.fingerprint)
     if row.built is None:
         try:
             with progress.captured_output(log if capture_logs else None):
@@ -206,8 +204,7 @@ def _run_together(host: PluginHost, store: Store, cells: list[Cell], capture_log
     for tasks in joined:
         host.hook.harness_cell_started(cell=tasks.cell)
     lead = joined[0].cell
-    workdir = store.workdir(lead.fingerprint)
-    log = workdir / "log.txt"
+    workdir, log = store.workdir(lead.fingerprint), store.log_path(lead.fingerprint)
     resumed = any(workdir.glob(f"{RESPONSES}*"))
     meter = cost.CostMeter()
     started = time.perf_counter()
@@ -264,7 +261,7 @@ def _commit(host: PluginHost, store: Store, finished: list[_Finished], capture_l
     evaluating. Their outcomes keyed by id."""
     outcomes: dict[int, CellOutcome] = {}
     for cell, record, samples in finished:
-        log = store.workdir(cell.fingerprint) / "log.txt"
+        log = store.log_path(cell.fingerprint)
         outcome = commit_evaluated(store, cell, record, samples, log if capture_logs else None)
         host.hook.harness_cell_finished(cell=cell, outcome=outcome)
         outcomes[id(cell)] = outcome
@@ -317,8 +314,7 @@ def _share_log(store: Store, log: Any, joined: list[_CellTasks]) -> None:
     text = log.read_text(encoding="utf-8", errors="replace") if log.exists() else ""
     names = ", ".join(t.cell.task for t in joined)
     for tasks in joined[1:]:
-        path = store.workdir(tasks.cell.fingerprint) / "log.txt"
-        with open(path, "a", encoding="utf-8") as out:
+        with open(store.log_path(tasks.cell.fingerprint), "a", encoding="utf-8") as out:
             out.write(f"[harness] one lm-eval evaluation of the row's tasks {names}; its log:\n"
                       f"{text}")
 
@@ -327,8 +323,7 @@ def _record(store: Store, cell: Cell, output: dict[str, Any], inference: Any, ev
             together: int, built: BuiltLM, capture_logs: bool, resumed: bool
             ) -> tuple[CellRecord, list[dict[str, Any]]] | CellOutcome:
     """One cell of a joint evaluation scored and recorded (or its failure recorded)."""
-    workdir = store.workdir(cell.fingerprint)
-    log = workdir / "log.txt"
+    workdir, log = store.workdir(cell.fingerprint), store.log_path(cell.fingerprint)
     context, timings = build_context(cell, workdir), dict[str, float]()
     meter = cost.CostMeter()
     try:
