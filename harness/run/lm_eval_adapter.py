@@ -35,6 +35,11 @@ _LM_EVAL_TASK_LOG.addFilter(_WithoutCustomDatasetAdvice())
 RESPONSES = "responses"  # lm-eval's response cache in a cell's workdir (a file name prefix)
 
 
+def answers_saved(workdir: Path) -> bool:
+    """Whether an earlier try saved answers in lm-eval's response cache in `workdir`."""
+    return any(workdir.glob(f"{RESPONSES}*"))
+
+
 def run_lm_eval(cell: Cell, lm: Any, workdir: Path) -> dict[str, Any]:
     """Step 2: lm-eval's evaluation of the task's plan on the LM, logging every sample."""
     plan = cell.lm_eval_plan

@@ -38,7 +38,7 @@ import time
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ContextManager
 
 from harness.contract import Cell, CellOutcome, HarnessLM, PluginHost
 from harness.errors import HarnessError, first_line
@@ -47,10 +47,10 @@ from harness.models import cost
 from harness.results.records import CellRecord
 from harness.results.store import Store, record_json
 from harness.run import progress
-from harness.run.cell import (BuildError, BuiltLM, acquire_lm, build_context, commit_evaluated,
-                              evaluate_cell, finish_cell, record_failure)
-from harness.run.lm_eval_adapter import (RESPONSES, evaluate_tasks, output_for, resolve_task_specs,
-                                         task_manager)
+from harness.run.cell import (BuildError, BuiltLM, SharedEvaluation, acquire_lm, build_context,
+                              commit_evaluated, evaluate_cell, record_failure)
+from harness.run.lm_eval_adapter import (answers_saved, evaluate_tasks, output_for,
+                                         resolve_task_specs, task_manager)
 
 
 SAVED_RECORDS = "row-records.json"  # a joint evaluation's records, until all are committed
@@ -97,18 +97,30 @@ def _run_cell(store: Store, cell: Cell, capture_logs: bool, built: BuiltLM | Non
              ) -> tuple[CellOutcome, BuiltLM | None, tuple[str, str] | None]:
     """Evaluate and record one claimed cell. Returns its outcome, the LM to reuse for the
     job's next cells (with `keep`), and the build's error when the LM could not be built."""
-    workdir, log = store.workdir(cell.fingerprint), store.log_path(cell.fingerprint)
     try:
-        with progress.captured_output(log if capture_logs else None):
-            record, samples, built = evaluate_cell(cell, workdir, store, built, keep)
+        record, samples, built = _evaluated(store, cell, capture_logs, built, keep)
     except Exception as exc:  # a plugin bug must not take the matrix down
-        outcome, build_error = _failed(store, cell, exc, log)
+        outcome, build_error = _failed(store, cell, exc)
         return outcome, None, build_error
+    log = store.log_path(cell.fingerprint)
     outcome = commit_evaluated(store, cell, record, samples, log if capture_logs else None)
     return outcome, built, None
 
 
-def _failed(store: Store, cell: Cell, exc: Exception, log: Any
+def _evaluated(store: Store, cell: Cell, capture_logs: bool, built: BuiltLM | None,
+               keep: bool = False, shared: SharedEvaluation | None = None
+               ) -> tuple[CellRecord, list[dict[str, Any]], BuiltLM | None]:
+    """`evaluate_cell` in the cell's scratch folder, what it prints in the cell's log."""
+    with _captured(store, cell, capture_logs):
+        return evaluate_cell(cell, store.workdir(cell.fingerprint), store, built, keep, shared)
+
+
+def _captured(store: Store, cell: Cell, capture_logs: bool) -> ContextManager[None]:
+    """With `capture_logs`, what the libraries print goes into the cell's log."""
+    return progress.captured_output(store.log_path(cell.fingerprint) if capture_logs else None)
+
+
+def _failed(store: Store, cell: Cell, exc: Exception
             ) -> tuple[CellOutcome, tuple[str, str] | None]:
     """The cell's failure recorded, and the build's error when it was the build that failed."""
     cause = exc.__cause__ if isinstance(exc, BuildError) and exc.__cause__ else exc
@@ -116,7 +128,8 @@ def _failed(store: Store, cell: Cell, exc: Exception, log: Any
                else f"{type(cause).__name__}: {first_line(cause)}")
     trace = traceback.format_exc()
     build_error = (message, trace) if isinstance(exc, BuildError) else None
-    return record_failure(store, cell, message, trace, log), build_error
+    outcome = record_failure(store, cell, message, trace, store.log_path(cell.fingerprint))
+    return outcome, build_error
 
 
 def _batches(cells: list[Cell]) -> list[list[Cell]]:
@@ -184,37 +197,35 @@ def _run_together(host: PluginHost, store: Store, cells: list[Cell], capture_log
     """Outcomes of the cells evaluated and recorded together (keyed by id); the caller runs
     the others one by one."""
     first = cells[0]
-    workdir, log = store.workdir(first.fingerprint), store.log_path(first.fingerprint)
     if row.built is None:
         try:
-            with progress.captured_output(log if capture_logs else None):
-                row.built = _build_unbilled(first, workdir)
+            with _captured(store, first, capture_logs):
+                row.built = _build_unbilled(first, store.workdir(first.fingerprint))
         except BuildError as exc:
             host.hook.harness_cell_started(cell=first)
-            outcome, row.build_error = _failed(store, first, exc, log)
+            outcome, row.build_error = _failed(store, first, exc)
             host.hook.harness_cell_finished(cell=first, outcome=outcome)
             return {id(first): outcome}
     lm = row.built.lm
     if isinstance(lm, HarnessLM):
         return {}
-    with progress.captured_output(log if capture_logs else None):
+    with _captured(store, first, capture_logs):
         joined = _joinable(cells)
     if len(joined) < 2:
         return {}
     for tasks in joined:
         host.hook.harness_cell_started(cell=tasks.cell)
     lead = joined[0].cell
-    workdir, log = store.workdir(lead.fingerprint), store.log_path(lead.fingerprint)
-    resumed = any(workdir.glob(f"{RESPONSES}*"))
+    workdir = store.workdir(lead.fingerprint)
+    resumed = answers_saved(workdir)
     meter = cost.CostMeter()
     started = time.perf_counter()
     try:
-        with (progress.captured_output(log if capture_logs else None), cost.metering(meter),
-              cost.phase("inference")):
+        with _captured(store, lead, capture_logs), cost.metering(meter), cost.phase("inference"):
             output = evaluate_tasks(lead, lm, [i for t in joined for i in t.items], workdir,
                                     plan_applied=True)
     except Exception:  # each cell alone: the failing task fails by itself
-        with open(log, "a", encoding="utf-8") as out:
+        with open(store.log_path(lead.fingerprint), "a", encoding="utf-8") as out:
             out.write(f"[harness] the row's joint evaluation failed, so its cells run one by "
                       f"one:\n{traceback.format_exc()}")
         return {}
@@ -223,20 +234,23 @@ def _run_together(host: PluginHost, store: Store, cells: list[Cell], capture_log
     weights = [_request_size(part) for part in parts]
     shares = cost.apportioned(meter.phase_cost("inference"), weights)
     if capture_logs:  # lm-eval's log of the joint evaluation, in each cell's own log
-        _share_log(store, log, joined)
+        _share_log(store, joined)
     outcomes: dict[int, CellOutcome] = {}
     finished: list[_Finished] = []
     whole = sum(weights)
     for tasks, part, weight, share in zip(joined, parts, weights, shares):
         # as cost.apportioned splits the work: by size, evenly when no request has any
         evaluate_s = seconds * (weight / whole if whole else 1 / len(weights))
-        result = _record(store, tasks.cell, part, share, evaluate_s, len(joined), row.built,
-                         capture_logs, resumed)
-        if isinstance(result, CellOutcome):
-            host.hook.harness_cell_finished(cell=tasks.cell, outcome=result)
-            outcomes[id(tasks.cell)] = result
+        shared = SharedEvaluation(part, share, evaluate_s, len(joined), resumed)
+        try:
+            record, samples, _ = _evaluated(store, tasks.cell, capture_logs, row.built,
+                                            shared=shared)
+        except Exception as exc:  # its failure is its own
+            outcome = _failed(store, tasks.cell, exc)[0]
+            host.hook.harness_cell_finished(cell=tasks.cell, outcome=outcome)
+            outcomes[id(tasks.cell)] = outcome
         else:
-            finished.append((tasks.cell, *result))
+            finished.append((tasks.cell, record, samples))
     if not finished:
         return outcomes
     return outcomes | _commit(host, store, finished, capture_logs, _save_records(store, finished))
@@ -293,7 +307,7 @@ def _commit_saved(host: PluginHost, store: Store, cells: list[Cell], capture_log
     return outcomes
 
 
-def _build_unbilled(cell: Cell, workdir: Any) -> BuiltLM:
+def _build_unbilled(cell: Cell, workdir: Path) -> BuiltLM:
     """The row's LM, built before any cell records it: the first cell to use it is charged
     the build's work and time."""
     timings: dict[str, float] = {}
@@ -310,7 +324,9 @@ def _request_size(output: dict[str, Any]) -> int:
                for samples in output["samples"].values() for sample in samples)
 
 
-def _share_log(store: Store, log: Any, joined: list[_CellTasks]) -> None:
+def _share_log(store: Store, joined: list[_CellTasks]) -> None:
+    """The log of the joint evaluation (the first cell's), added to every other cell's."""
+    log = store.log_path(joined[0].cell.fingerprint)
     text = log.read_text(encoding="utf-8", errors="replace") if log.exists() else ""
     names = ", ".join(t.cell.task for t in joined)
     for tasks in joined[1:]:
@@ -318,25 +334,3 @@ def _share_log(store: Store, log: Any, joined: list[_CellTasks]) -> None:
             out.write(f"[harness] one lm-eval evaluation of the row's tasks {names}; its log:\n"
                       f"{text}")
 
-
-def _record(store: Store, cell: Cell, output: dict[str, Any], inference: Any, evaluate_s: float,
-            together: int, built: BuiltLM, capture_logs: bool, resumed: bool
-            ) -> tuple[CellRecord, list[dict[str, Any]]] | CellOutcome:
-    """One cell of a joint evaluation scored and recorded (or its failure recorded)."""
-    workdir, log = store.workdir(cell.fingerprint), store.log_path(cell.fingerprint)
-    context, timings = build_context(cell, workdir), dict[str, float]()
-    meter = cost.CostMeter()
-    try:
-        with progress.captured_output(log if capture_logs else None), cost.metering(meter):
-            acquire_lm(cell, context, built, timings)
-            timings.update(evaluate_s=round(evaluate_s, 3), evaluated_with=float(together))
-            record, samples = finish_cell(cell, workdir, store, built.lm, output, context,
-                                          timings)
-            phases = {"build": meter.phase_cost("build"), "inference": inference,
-                      "scoring": meter.phase_cost("scoring")}
-            record.cost = cost.cell_cost(None, phases, record.n_samples or 0, record.timings,
-                                         record.method_report, cell.settings.torch_device,
-                                         expect_model_calls=not resumed)
-    except Exception as exc:
-        return _failed(store, cell, exc, log)[0]
-    return record, samples
