@@ -50,7 +50,7 @@ from harness.run import progress
 from harness.run.cell import (BuildError, BuiltLM, SharedEvaluation, acquire_lm, build_context,
                               commit_evaluated, evaluate_cell, record_failure)
 from harness.run.lm_eval_adapter import (answers_saved, evaluate_tasks, output_for,
-                                         resolve_task_specs, task_manager)
+                                         plan_task_manager, resolve_task_specs)
 
 
 SAVED_RECORDS = "row-records.json"  # a joint evaluation's records, until all are committed
@@ -159,7 +159,7 @@ def _load_tasks(cell: Cell) -> _CellTasks | None:
     its generations)."""
     plan = cell.lm_eval_plan
     assert plan is not None
-    manager = task_manager(tuple(str(p) for p in plan.include_path), plan.uses_stock_tasks)
+    manager = plan_task_manager(plan)
     loaded = manager.load(resolve_task_specs(manager, plan.tasks))
     for task in loaded["tasks"].values():
         # as simple_evaluate applies them, which the joint evaluation is then not given
