@@ -269,10 +269,10 @@ def _save_records(store: Store, finished: list[_Finished]) -> Path:
 
 def _commit(host: PluginHost, store: Store, finished: list[_Finished], capture_logs: bool,
             saved: Path) -> dict[int, CellOutcome]:
-    """Commit the finished cells in order, then remove the file that saved them: it goes
-    with the last cell's scratch folder when that cell is committed, but stays with it when
-    the cell is recorded failed, where the cell's next run would commit it again instead of
-    evaluating. Their outcomes keyed by id."""
+    """Commit the finished cells in order, then remove the file that saved them
+    (`_save_records`): the last cell's commit takes it with its scratch folder, but a last
+    cell recorded failed keeps that folder, and its next run would commit the saved failure
+    again instead of evaluating. Their outcomes keyed by id."""
     outcomes: dict[int, CellOutcome] = {}
     for cell, record, samples in finished:
         log = store.log_path(cell.fingerprint)
