@@ -121,6 +121,10 @@ class Store:
             path.mkdir(parents=True, exist_ok=True)
         return path
 
+    def log_path(self, fp: str) -> Path:
+        """A cell's log of what the libraries print, in its scratch folder until committed."""
+        return self.workdir(fp) / LOG_FILE
+
     def failure_path(self, method: str, task: str, fp: str) -> Path:
         return self.root / "failed" / f"{method}--{task}--{fp[:16]}.json"
 

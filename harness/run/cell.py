@@ -20,7 +20,7 @@ from harness.results.records import CellRecord, RowInfo, Score, TaskInfo
 from harness.results.store import Store
 from harness.run import progress
 from harness.run.identity import git_commit, hardware
-from harness.run.lm_eval_adapter import RESPONSES, collect_samples, run_lm_eval
+from harness.run.lm_eval_adapter import answers_saved, collect_samples, run_lm_eval
 from harness.run.plan import task_context
 from harness.stats import mean_and_stderr
 
@@ -67,32 +67,57 @@ class BuildError(HarnessError):
     reason instead of building again."""
 
 
+@dataclass
+class SharedEvaluation:
+    """A cell's part of one lm-eval evaluation of several cells' tasks (harness.run.row)."""
+
+    output: dict[str, Any]  # what lm-eval returned about the cell's own tasks
+    inference: Any  # the cell's share of the evaluation's work (a PhaseCost)
+    evaluate_s: float  # and of its wall time
+    together: int  # how many cells shared the evaluation
+    resumed: bool  # whether answers came back from a killed try's response cache
+
+
 def evaluate_cell(cell: Cell, workdir: Path, store: Store | None = None,
-                  built: BuiltLM | None = None, keep: bool = False
+                  built: BuiltLM | None = None, keep: bool = False,
+                  shared: SharedEvaluation | None = None
                   ) -> tuple[CellRecord, list[dict[str, Any]], BuiltLM | None]:
-    """Build the method's LM (or reuse `built`), evaluate it with lm-eval, collect
-    samples, score, record. Returns the record, the samples and, with `keep`, the LM for
-    the job's next cell."""
+    """Build the method's LM (or reuse `built`), evaluate it with lm-eval (or take its part
+    of an evaluation `shared` with other cells), collect samples, score, record. Returns the
+    record, the samples and, with `keep`, the LM for the job's next cell."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     # answers a killed try saved come back with their work (harness.run.response_cache), unless
     # an older harness stored them
-    resumed = any(workdir.glob(f"{RESPONSES}*"))
+    resumed = shared.resumed if shared is not None else answers_saved(workdir)
     with cost.metering(cost.CostMeter()) as meter:
-        record, samples, built = _evaluate_metered(cell, workdir, store, built)
+        record, samples, built = _evaluate_metered(cell, workdir, store, built, shared)
         record.cost = cost.cell_cost(meter, None, record.n_samples or 0, record.timings,
                                      record.method_report, cell.settings.torch_device,
                                      expect_model_calls=not resumed)
     return record, samples, built if keep else None
 
 
-def _evaluate_metered(cell: Cell, workdir: Path, store: Store | None, built: BuiltLM | None
+def _evaluate_metered(cell: Cell, workdir: Path, store: Store | None, built: BuiltLM | None,
+                      shared: SharedEvaluation | None
                       ) -> tuple[CellRecord, list[dict[str, Any]], BuiltLM]:
     timings: dict[str, float] = {}
     context = build_context(cell, workdir)
     built = acquire_lm(cell, context, built, timings)
-    with _timed(timings, "evaluate_s"), cost.phase("inference"):
-        output = run_lm_eval(cell, built.lm, workdir)
-    record, samples = finish_cell(cell, workdir, store, built.lm, output, context, timings)
+    if shared is None:
+        with _timed(timings, "evaluate_s"), cost.phase("inference"):
+            output = run_lm_eval(cell, built.lm, workdir)
+    else:  # evaluated and metered with other cells: this cell's share is its own
+        output = shared.output
+        timings.update(evaluate_s=round(shared.evaluate_s, 3),
+                       evaluated_with=float(shared.together))
+        with cost.phase("inference"):
+            cost.restore(shared.inference)
+    samples = collect_samples(output, built.lm)
+    task_ctx = task_context(cell, workdir, store)
+    with _timed(timings, "score_s"), cost.phase("scoring"):
+        progress.current().phase("score")
+        metrics = score_samples(cell, samples, task_ctx)
+    record = make_record(cell, metrics, samples, output, context, task_ctx, timings, built.lm)
     return record, samples, built
 
 
@@ -119,19 +144,6 @@ def acquire_lm(cell: Cell, context: BuildContext, built: BuiltLM | None,
     if isinstance(built.lm, HarnessLM):  # the LM's per-cell state (records, report) starts afresh
         built.lm.begin_cell(context)
     return built
-
-
-def finish_cell(cell: Cell, workdir: Path, store: Store | None, lm: Any, output: dict[str, Any],
-                context: BuildContext, timings: dict[str, float]
-                ) -> tuple[CellRecord, list[dict[str, Any]]]:
-    """Steps 3 to 5 on lm-eval's output for this cell: samples, score, record."""
-    samples = collect_samples(output, lm)
-    task_ctx = task_context(cell, workdir, store)
-    with _timed(timings, "score_s"), cost.phase("scoring"):
-        progress.current().phase("score")
-        metrics = score_samples(cell, samples, task_ctx)
-    record = make_record(cell, metrics, samples, output, context, task_ctx, timings, lm)
-    return record, samples
 
 
 class _timed:
@@ -267,7 +279,7 @@ def commit_evaluated(store: Store, cell: Cell, record: CellRecord, samples: list
         reason = (record.score_details.headline_unavailable
                   or f"no {record.task.headline_key} could be computed (NaN)")
         record.status, record.reason = "failed", f"no score: {reason}"
-        store.record_failure(record, store.workdir(cell.fingerprint) / "log.txt", samples)
+        store.record_failure(record, store.log_path(cell.fingerprint), samples)
         return CellOutcome(cell, "failed", error=record.reason)
     path = store.commit_cell(record, samples, log)
     headline = record.headline.value if record.headline else None

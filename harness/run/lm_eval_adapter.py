@@ -10,7 +10,7 @@ import logging
 from pathlib import Path
 from typing import Any, Iterator
 
-from harness.contract import Cell, HarnessLM
+from harness.contract import Cell, HarnessLM, LmEvalPlan
 from harness.errors import HarnessError
 from harness.run import progress
 from harness.run.response_cache import metered_response_cache
@@ -35,12 +35,17 @@ _LM_EVAL_TASK_LOG.addFilter(_WithoutCustomDatasetAdvice())
 RESPONSES = "responses"  # lm-eval's response cache in a cell's workdir (a file name prefix)
 
 
+def answers_saved(workdir: Path) -> bool:
+    """Whether an earlier try saved answers in lm-eval's response cache in `workdir`."""
+    return any(workdir.glob(f"{RESPONSES}*"))
+
+
 def run_lm_eval(cell: Cell, lm: Any, workdir: Path) -> dict[str, Any]:
     """Step 2: lm-eval's evaluation of the task's plan on the LM, logging every sample."""
     plan = cell.lm_eval_plan
     assert plan is not None
-    manager = task_manager(tuple(str(p) for p in plan.include_path), plan.uses_stock_tasks)
-    return evaluate_tasks(cell, lm, resolve_task_specs(manager, plan.tasks), workdir)
+    return evaluate_tasks(cell, lm, resolve_task_specs(plan_task_manager(plan), plan.tasks),
+                          workdir)
 
 
 def evaluate_tasks(cell: Cell, lm: Any, tasks: list[Any], workdir: Path,
@@ -52,7 +57,7 @@ def evaluate_tasks(cell: Cell, lm: Any, tasks: list[Any], workdir: Path,
 
     settings, plan = cell.settings, cell.lm_eval_plan
     assert plan is not None
-    manager = task_manager(tuple(str(p) for p in plan.include_path), plan.uses_stock_tasks)
+    manager = plan_task_manager(plan)
     with progress.lm_eval_progress(), _without_environment_probe(), metered_response_cache():
         output: dict[str, Any] = lm_eval.simple_evaluate(
             model=lm, tasks=tasks, num_fewshot=None if plan_applied else plan.num_fewshot,
@@ -121,6 +126,12 @@ def task_manager(include_path: tuple[str, ...], include_defaults: bool = True) -
     from harness.run.lm_eval_index import cached_task_manager
 
     return cached_task_manager(list(include_path), include_defaults)
+
+
+def plan_task_manager(plan: LmEvalPlan) -> Any:
+    """lm-eval's task manager for the plan's task folders (and lm-eval's own tasks where it
+    uses them)."""
+    return task_manager(tuple(str(p) for p in plan.include_path), plan.uses_stock_tasks)
 
 
 def resolve_task_specs(manager: Any, specs: list[str | dict[str, Any]]) -> list[Any]:

@@ -24,10 +24,11 @@ over its cells in proportion to the size of their requests (characters of lm-eva
 request arguments), so a row's totals are what was spent; each such cell's timings say
 how many cells shared the evaluation (`evaluated_with`). The build's work and time go to
 the first cell recorded, as when cells run one by one. The records are saved together
-before any is committed, so a run killed between two commits resumes to exactly the
-records the uninterrupted run commits (tests/host/run/test_kill_points.py); one killed
-during the evaluation evaluates the same cells together again, its answers (and their
-counted work) coming back from lm-eval's response cache in the first cell's scratch folder.
+before any is committed (and the file removed once all are), so a run killed between two
+commits resumes to exactly the records the uninterrupted run commits
+(tests/host/run/test_kill_points.py); one killed during the evaluation evaluates the same
+cells together again, its answers (and their counted work) coming back from lm-eval's
+response cache in the first cell's scratch folder.
 """
 
 from __future__ import annotations
@@ -36,22 +37,26 @@ import json
 import time
 import traceback
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import Any, ContextManager
 
 from harness.contract import Cell, CellOutcome, HarnessLM, PluginHost
 from harness.errors import HarnessError, first_line
-from harness.files import atomic_write_text, jsonl_text
+from harness.files import atomic_write_text, jsonl_text, remove_path
 from harness.models import cost
 from harness.results.records import CellRecord
 from harness.results.store import Store, record_json
 from harness.run import progress
-from harness.run.cell import (BuildError, BuiltLM, acquire_lm, build_context, commit_evaluated,
-                              evaluate_cell, finish_cell, record_failure)
-from harness.run.lm_eval_adapter import (RESPONSES, evaluate_tasks, output_for, resolve_task_specs,
-                                         task_manager)
+from harness.run.cell import (BuildError, BuiltLM, SharedEvaluation, acquire_lm, build_context,
+                              commit_evaluated, evaluate_cell, record_failure)
+from harness.run.lm_eval_adapter import (answers_saved, evaluate_tasks, output_for,
+                                         plan_task_manager, resolve_task_specs)
 
 
 SAVED_RECORDS = "row-records.json"  # a joint evaluation's records, until all are committed
+
+
+_Finished = tuple[Cell, CellRecord, list[dict[str, Any]]]  # a cell evaluated, to commit
 
 
 @dataclass
@@ -92,19 +97,30 @@ def _run_cell(store: Store, cell: Cell, capture_logs: bool, built: BuiltLM | Non
              ) -> tuple[CellOutcome, BuiltLM | None, tuple[str, str] | None]:
     """Evaluate and record one claimed cell. Returns its outcome, the LM to reuse for the
     job's next cells (with `keep`), and the build's error when the LM could not be built."""
-    workdir = store.workdir(cell.fingerprint)
-    log = workdir / "log.txt"
     try:
-        with progress.captured_output(log if capture_logs else None):
-            record, samples, built = evaluate_cell(cell, workdir, store, built, keep)
+        record, samples, built = _evaluated(store, cell, capture_logs, built, keep)
     except Exception as exc:  # a plugin bug must not take the matrix down
-        outcome, build_error = _failed(store, cell, exc, log)
+        outcome, build_error = _failed(store, cell, exc)
         return outcome, None, build_error
+    log = store.log_path(cell.fingerprint)
     outcome = commit_evaluated(store, cell, record, samples, log if capture_logs else None)
     return outcome, built, None
 
 
-def _failed(store: Store, cell: Cell, exc: Exception, log: Any
+def _evaluated(store: Store, cell: Cell, capture_logs: bool, built: BuiltLM | None,
+               keep: bool = False, shared: SharedEvaluation | None = None
+               ) -> tuple[CellRecord, list[dict[str, Any]], BuiltLM | None]:
+    """`evaluate_cell` in the cell's scratch folder, what it prints in the cell's log."""
+    with _captured(store, cell, capture_logs):
+        return evaluate_cell(cell, store.workdir(cell.fingerprint), store, built, keep, shared)
+
+
+def _captured(store: Store, cell: Cell, capture_logs: bool) -> ContextManager[None]:
+    """With `capture_logs`, what the libraries print goes into the cell's log."""
+    return progress.captured_output(store.log_path(cell.fingerprint) if capture_logs else None)
+
+
+def _failed(store: Store, cell: Cell, exc: Exception
             ) -> tuple[CellOutcome, tuple[str, str] | None]:
     """The cell's failure recorded, and the build's error when it was the build that failed."""
     cause = exc.__cause__ if isinstance(exc, BuildError) and exc.__cause__ else exc
@@ -112,7 +128,8 @@ def _failed(store: Store, cell: Cell, exc: Exception, log: Any
                else f"{type(cause).__name__}: {first_line(cause)}")
     trace = traceback.format_exc()
     build_error = (message, trace) if isinstance(exc, BuildError) else None
-    return record_failure(store, cell, message, trace, log), build_error
+    outcome = record_failure(store, cell, message, trace, store.log_path(cell.fingerprint))
+    return outcome, build_error
 
 
 def _batches(cells: list[Cell]) -> list[list[Cell]]:
@@ -142,7 +159,7 @@ def _load_tasks(cell: Cell) -> _CellTasks | None:
     its generations)."""
     plan = cell.lm_eval_plan
     assert plan is not None
-    manager = task_manager(tuple(str(p) for p in plan.include_path), plan.uses_stock_tasks)
+    manager = plan_task_manager(plan)
     loaded = manager.load(resolve_task_specs(manager, plan.tasks))
     for task in loaded["tasks"].values():
         # as simple_evaluate applies them, which the joint evaluation is then not given
@@ -180,21 +197,19 @@ def _run_together(host: PluginHost, store: Store, cells: list[Cell], capture_log
     """Outcomes of the cells evaluated and recorded together (keyed by id); the caller runs
     the others one by one."""
     first = cells[0]
-    workdir = store.workdir(first.fingerprint)
-    log = workdir / "log.txt"
     if row.built is None:
         try:
-            with progress.captured_output(log if capture_logs else None):
-                row.built = _build_unbilled(first, workdir)
+            with _captured(store, first, capture_logs):
+                row.built = _build_unbilled(first, store.workdir(first.fingerprint))
         except BuildError as exc:
             host.hook.harness_cell_started(cell=first)
-            outcome, row.build_error = _failed(store, first, exc, log)
+            outcome, row.build_error = _failed(store, first, exc)
             host.hook.harness_cell_finished(cell=first, outcome=outcome)
             return {id(first): outcome}
     lm = row.built.lm
     if isinstance(lm, HarnessLM):
         return {}
-    with progress.captured_output(log if capture_logs else None):
+    with _captured(store, first, capture_logs):
         joined = _joinable(cells)
     if len(joined) < 2:
         return {}
@@ -202,17 +217,15 @@ def _run_together(host: PluginHost, store: Store, cells: list[Cell], capture_log
         host.hook.harness_cell_started(cell=tasks.cell)
     lead = joined[0].cell
     workdir = store.workdir(lead.fingerprint)
-    log = workdir / "log.txt"
-    resumed = any(workdir.glob(f"{RESPONSES}*"))
+    resumed = answers_saved(workdir)
     meter = cost.CostMeter()
     started = time.perf_counter()
     try:
-        with (progress.captured_output(log if capture_logs else None), cost.metering(meter),
-              cost.phase("inference")):
+        with _captured(store, lead, capture_logs), cost.metering(meter), cost.phase("inference"):
             output = evaluate_tasks(lead, lm, [i for t in joined for i in t.items], workdir,
                                     plan_applied=True)
     except Exception:  # each cell alone: the failing task fails by itself
-        with open(log, "a", encoding="utf-8") as out:
+        with open(store.log_path(lead.fingerprint), "a", encoding="utf-8") as out:
             out.write(f"[harness] the row's joint evaluation failed, so its cells run one by "
                       f"one:\n{traceback.format_exc()}")
         return {}
@@ -221,63 +234,80 @@ def _run_together(host: PluginHost, store: Store, cells: list[Cell], capture_log
     weights = [_request_size(part) for part in parts]
     shares = cost.apportioned(meter.phase_cost("inference"), weights)
     if capture_logs:  # lm-eval's log of the joint evaluation, in each cell's own log
-        _share_log(store, log, joined)
-    outcomes, finished = {}, []
+        _share_log(store, joined)
+    outcomes: dict[int, CellOutcome] = {}
+    finished: list[_Finished] = []
     whole = sum(weights)
     for tasks, part, weight, share in zip(joined, parts, weights, shares):
         # as cost.apportioned splits the work: by size, evenly when no request has any
         evaluate_s = seconds * (weight / whole if whole else 1 / len(weights))
-        result = _record(store, tasks.cell, part, share, evaluate_s, len(joined), row.built,
-                         capture_logs, resumed)
-        if isinstance(result, CellOutcome):
-            host.hook.harness_cell_finished(cell=tasks.cell, outcome=result)
-            outcomes[id(tasks.cell)] = result
+        shared = SharedEvaluation(part, share, evaluate_s, len(joined), resumed)
+        try:
+            record, samples, _ = _evaluated(store, tasks.cell, capture_logs, row.built,
+                                            shared=shared)
+        except Exception as exc:  # its failure is its own
+            outcome = _failed(store, tasks.cell, exc)[0]
+            host.hook.harness_cell_finished(cell=tasks.cell, outcome=outcome)
+            outcomes[id(tasks.cell)] = outcome
         else:
-            finished.append((tasks.cell, *result))
-    if finished:
-        _save_records(store, finished)
-    return outcomes | _commit_saved(host, store, [cell for cell, _, _ in finished], capture_logs,
-                                    holders=[cell for cell, _, _ in finished[-1:]])
+            finished.append((tasks.cell, record, samples))
+    if not finished:
+        return outcomes
+    return outcomes | _commit(host, store, finished, capture_logs, _save_records(store, finished))
 
 
-def _save_records(store: Store, finished: list[tuple[Cell, CellRecord, list[dict[str, Any]]]]
-                  ) -> None:
+def _save_records(store: Store, finished: list[_Finished]) -> Path:
     """Every finished cell's record and samples in one file, in the scratch folder of the
-    cell committed last: a run killed while committing them commits the rest from it
-    (`_commit_saved`), so every cell's record is the uninterrupted run's."""
-    holder = finished[-1][0]
-    atomic_write_text(store.workdir(holder.fingerprint) / SAVED_RECORDS, json.dumps(
+    cell committed last (its path returned): a run killed while committing them commits the
+    rest from it (`_commit_saved`), so every cell's record is the uninterrupted run's."""
+    path = store.workdir(finished[-1][0].fingerprint) / SAVED_RECORDS
+    atomic_write_text(path, json.dumps(
         {cell.fingerprint: {"record": record_json(record), "samples": jsonl_text(samples)}
          for cell, record, samples in finished}))
+    return path
 
 
-def _commit_saved(host: PluginHost, store: Store, cells: list[Cell], capture_logs: bool,
-                  holders: list[Cell] | None = None) -> dict[int, CellOutcome]:
-    """Commit the cells whose records a joint evaluation saved (`_save_records`) in the
-    scratch folder of one of `holders` (by default any of `cells`), the cell holding the
-    file last; their outcomes keyed by id."""
-    by_fingerprint = {cell.fingerprint: cell for cell in cells}
+def _commit(host: PluginHost, store: Store, finished: list[_Finished], capture_logs: bool,
+            saved: Path) -> dict[int, CellOutcome]:
+    """Commit the finished cells in order, then remove the file that saved them
+    (`_save_records`): the last cell's commit takes it with its scratch folder, but a last
+    cell recorded failed keeps that folder, and its next run would commit the saved failure
+    again instead of evaluating. Their outcomes keyed by id."""
     outcomes: dict[int, CellOutcome] = {}
-    for holder in cells if holders is None else holders:
-        path = store.workdir(holder.fingerprint) / SAVED_RECORDS
-        if id(holder) in outcomes or not path.is_file():
-            continue
-        saved = json.loads(path.read_text(encoding="utf-8"))
-        order = sorted(saved, key=lambda fingerprint: fingerprint == holder.fingerprint)
-        for fingerprint in order:
-            cell = by_fingerprint.get(fingerprint)
-            if cell is None or id(cell) in outcomes:
-                continue
-            record = CellRecord.from_dict(json.loads(saved[fingerprint]["record"]))
-            samples = [json.loads(line) for line in saved[fingerprint]["samples"].splitlines()]
-            log = store.workdir(fingerprint) / "log.txt"
-            outcome = commit_evaluated(store, cell, record, samples, log if capture_logs else None)
-            host.hook.harness_cell_finished(cell=cell, outcome=outcome)
-            outcomes[id(cell)] = outcome
+    for cell, record, samples in finished:
+        log = store.log_path(cell.fingerprint)
+        outcome = commit_evaluated(store, cell, record, samples, log if capture_logs else None)
+        host.hook.harness_cell_finished(cell=cell, outcome=outcome)
+        outcomes[id(cell)] = outcome
+    remove_path(saved)
     return outcomes
 
 
-def _build_unbilled(cell: Cell, workdir: Any) -> BuiltLM:
+def _commit_saved(host: PluginHost, store: Store, cells: list[Cell], capture_logs: bool
+                  ) -> dict[int, CellOutcome]:
+    """Commit the cells whose records a killed run's joint evaluation saved (`_save_records`)
+    in the scratch folder of one of `cells`, the cell holding the file last; their outcomes
+    keyed by id."""
+    by_fingerprint = {cell.fingerprint: cell for cell in cells}
+    outcomes: dict[int, CellOutcome] = {}
+    for holder in cells:
+        if id(holder) in outcomes:
+            continue
+        path = store.workdir(holder.fingerprint) / SAVED_RECORDS
+        if not path.is_file():
+            continue
+        saved = json.loads(path.read_text(encoding="utf-8"))
+        order = sorted(saved, key=lambda fingerprint: fingerprint == holder.fingerprint)
+        finished = [(by_fingerprint[fingerprint],
+                     CellRecord.from_dict(json.loads(saved[fingerprint]["record"])),
+                     [json.loads(line) for line in saved[fingerprint]["samples"].splitlines()])
+                    for fingerprint in order if fingerprint in by_fingerprint
+                    and id(by_fingerprint[fingerprint]) not in outcomes]
+        outcomes.update(_commit(host, store, finished, capture_logs, path))
+    return outcomes
+
+
+def _build_unbilled(cell: Cell, workdir: Path) -> BuiltLM:
     """The row's LM, built before any cell records it: the first cell to use it is charged
     the build's work and time."""
     timings: dict[str, float] = {}
@@ -294,35 +324,13 @@ def _request_size(output: dict[str, Any]) -> int:
                for samples in output["samples"].values() for sample in samples)
 
 
-def _share_log(store: Store, log: Any, joined: list[_CellTasks]) -> None:
+def _share_log(store: Store, joined: list[_CellTasks]) -> None:
+    """The log of the joint evaluation (the first cell's), added to every other cell's."""
+    log = store.log_path(joined[0].cell.fingerprint)
     text = log.read_text(encoding="utf-8", errors="replace") if log.exists() else ""
     names = ", ".join(t.cell.task for t in joined)
     for tasks in joined[1:]:
-        path = store.workdir(tasks.cell.fingerprint) / "log.txt"
-        with open(path, "a", encoding="utf-8") as out:
+        with open(store.log_path(tasks.cell.fingerprint), "a", encoding="utf-8") as out:
             out.write(f"[harness] one lm-eval evaluation of the row's tasks {names}; its log:\n"
                       f"{text}")
 
-
-def _record(store: Store, cell: Cell, output: dict[str, Any], inference: Any, evaluate_s: float,
-            together: int, built: BuiltLM, capture_logs: bool, resumed: bool
-            ) -> tuple[CellRecord, list[dict[str, Any]]] | CellOutcome:
-    """One cell of a joint evaluation scored and recorded (or its failure recorded)."""
-    workdir = store.workdir(cell.fingerprint)
-    log = workdir / "log.txt"
-    context, timings = build_context(cell, workdir), dict[str, float]()
-    meter = cost.CostMeter()
-    try:
-        with progress.captured_output(log if capture_logs else None), cost.metering(meter):
-            acquire_lm(cell, context, built, timings)
-            timings.update(evaluate_s=round(evaluate_s, 3), evaluated_with=float(together))
-            record, samples = finish_cell(cell, workdir, store, built.lm, output, context,
-                                          timings)
-            phases = {"build": meter.phase_cost("build"), "inference": inference,
-                      "scoring": meter.phase_cost("scoring")}
-            record.cost = cost.cell_cost(None, phases, record.n_samples or 0, record.timings,
-                                         record.method_report, cell.settings.torch_device,
-                                         expect_model_calls=not resumed)
-    except Exception as exc:
-        return _failed(store, cell, exc, log)[0]
-    return record, samples

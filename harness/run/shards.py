@@ -155,7 +155,7 @@ def _merge(plan: Plan, cell: Cell, paths: list[Path], capture_logs: bool) -> Cel
     shards = [json.loads(p.read_text(encoding="utf-8")) for p in paths]
     samples = merged_samples([s["samples"] for s in shards])
     workdir = plan.store.workdir(cell.fingerprint)
-    log = workdir / "log.txt"
+    log = plan.store.log_path(cell.fingerprint)
     log.write_text("".join(p.with_suffix(".log").read_text(encoding="utf-8", errors="replace")
                            for p in paths if p.with_suffix(".log").exists()), encoding="utf-8")
     context = build_context(cell, workdir)

@@ -54,7 +54,7 @@ def test_status_clears_the_lock_and_scratch_of_a_cell_killed_after_its_commit(tm
     lock = store.lock_path(record.fingerprint)
     lock.parent.mkdir(parents=True)
     lock.write_text(json.dumps({"host": socket.gethostname(), "pid": _dead_pid(), "started": 0}))
-    (store.workdir(record.fingerprint) / "log.txt").write_text("partial")
+    store.log_path(record.fingerprint).write_text("partial")
     host = socket.gethostname()
     leftovers = [tmp_path / "locks" / f".draft.{host}-{_dead_pid()}.abcd1234",
                  tmp_path / f".plan.json.{host}-{_dead_pid()}.efgh5678",

@@ -14,6 +14,7 @@ from harness.host import load_host
 from harness.models import cost
 from harness.results.records import ModelCost, PhaseCost
 from harness.results.store import Store
+from harness.run import cell as cell_module
 from harness.run import row
 from harness.run.jobs import run_plan
 from harness.run.plan import plan_cells
@@ -60,6 +61,24 @@ def test_a_row_resumes_with_only_its_unfinished_tasks_evaluated_together(host: A
     assert first["mmlu"][1].metrics == alone["mmlu"][1].metrics
     assert gsm8k.lm_eval["tasks"] == ["gsm8k"]
     assert all(name.startswith("mmlu") for name in nan.lm_eval["tasks"])
+
+
+def test_a_jointly_evaluated_cell_that_failed_is_evaluated_again(
+        host: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """nan_task, the last cell of the joint evaluation, fails for want of a score: its
+    scratch folder stays, but the records the row saved there for its commits do not, so
+    the next run evaluates it again instead of committing the saved failure."""
+    first = _run(host, tmp_path, "gsm8k", "nan_task")
+    assert first["nan_task"][0] == "failed" and first["nan_task"][1].timings["evaluated_with"] == 2
+    assert not list((tmp_path / "work").glob(f"*/{row.SAVED_RECORDS}"))
+    evaluated: list[str] = []
+    evaluate = cell_module.run_lm_eval
+    monkeypatch.setattr(cell_module, "run_lm_eval",
+                        lambda cell, *args: evaluated.append(cell.task) or evaluate(cell, *args))
+    again = _run(host, tmp_path, "gsm8k", "nan_task")
+    assert {t: s for t, (s, _) in again.items()} == {"gsm8k": "skipped", "nan_task": "failed"}
+    assert evaluated == ["nan_task"]
+    assert "evaluated_with" not in again["nan_task"][1].timings
 
 
 def test_the_joint_work_is_split_over_the_cells_whole(host: Any, tmp_path: Path) -> None:
