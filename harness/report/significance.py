@@ -194,11 +194,11 @@ def bootstrap_summary(observed: float, differences: Sequence[float]) -> tuple[fl
 def holm(p_values: Sequence[float]) -> list[float]:
     """Holm-corrected p-values (statsmodels' `multipletests(method="holm")`); NaN stays NaN
     and does not count as a comparison."""
-    from statsmodels.stats.multitest import multipletests
-
     finite = [i for i, p in enumerate(p_values) if not math.isnan(p)]
     corrected = [math.nan] * len(p_values)
-    if finite:
+    if finite:  # statsmodels takes seconds to import: a board without comparisons skips it
+        from statsmodels.stats.multitest import multipletests
+
         adjusted = multipletests([p_values[i] for i in finite], method="holm")[1]
         for i, p in zip(finite, adjusted):
             corrected[i] = float(p)

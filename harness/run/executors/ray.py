@@ -47,13 +47,17 @@ def run_ray(ctx: ExecutionContext) -> list[CellOutcome]:
         import ray
     except ImportError:
         raise UsageError("the ray executor needs Ray: pip install 'harness[ray]'") from None
-    environment = {k: v for k, v in os.environ.items() if k.startswith(FORWARDED_PREFIXES)}
     started_here = not ray.is_initialized()
     if started_here:
         address = os.environ.get("RAY_ADDRESS") or None
         cpus = None if address else max(os.cpu_count() or 1, ctx.slots)
+        # a local instance's workers inherit this process's environment; a cluster's are
+        # given the variables that matter (a runtime environment makes Ray start each worker
+        # through a setup process, seconds of start-up that a local instance need not pay)
+        environment = ({"env_vars": {k: v for k, v in os.environ.items()
+                                     if k.startswith(FORWARDED_PREFIXES)}} if address else None)
         ray.init(address=address, num_cpus=cpus, include_dashboard=False, log_to_driver=False,
-                 runtime_env={"env_vars": environment}, ignore_reinit_error=True)
+                 runtime_env=environment, ignore_reinit_error=True)
     resources = ray.cluster_resources()
     gpus = 1 if resources.get("GPU", 0) > 0 else 0
     capacity = int(resources.get("GPU" if gpus else "CPU", 1))
