@@ -137,6 +137,9 @@ class WorkerProcess:
 
     def stop(self) -> None:
         _kill(self.process)
+        for pipe in (self.requests, self.replies):
+            with contextlib.suppress(OSError, ValueError):  # a broken pipe's last flush
+                pipe.close()
 
 
 def close_all(workers: list[WorkerProcess], grace_s: float = 10.0) -> None:
