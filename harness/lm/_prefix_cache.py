@@ -27,7 +27,7 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -294,13 +294,12 @@ class PrefixCachedHFLM(HFLM):
         suffixes = list(by_input)
         rows = self.batch_size if isinstance(self.batch_size, int) else AUTO_BATCH_START
         longest = max(len(s) for s in suffixes)
-        pending = list(range(len(suffixes)))
-        while pending:
-            chunk = [pending[i] for i in tree_chunks([suffixes[i] for i in pending],
-                                                     chunk_budget(rows, longest, len(prefix)))[0]]
-            tree = TokenTree.of([suffixes[i] for i in chunk])
+        chunks = deque(tree_chunks(suffixes, chunk_budget(rows, longest, len(prefix))))
+        while chunks:
+            chunk = [suffixes[i] for i in chunks[0]]
+            tree = TokenTree.of(chunk)
             scored = {}  # request -> the nodes predicting its continuation
-            for path, suffix in zip(tree.paths, (suffixes[i] for i in chunk)):
+            for path, suffix in zip(tree.paths, chunk):
                 for i in by_input[suffix]:
                     scored[i] = path[-len(requests[i][2]):]
             nodes = sorted({node for path in scored.values() for node in path})
@@ -310,14 +309,16 @@ class PrefixCachedHFLM(HFLM):
             except torch.OutOfMemoryError:
                 if isinstance(self.batch_size, int) or rows == 1:
                     raise
-                rows //= 2
+                rows //= 2  # the chunks left, cut again smaller
+                left = [i for waiting in chunks for i in waiting]
+                chunks = deque([left[i] for i in smaller] for smaller in tree_chunks(
+                    [suffixes[i] for i in left], chunk_budget(rows, longest, len(prefix))))
                 continue
             scores = torch.log_softmax(logits, dim=-1, dtype=self.softmax_dtype)
             row_of = {node: row for row, node in enumerate(nodes)}
             for i, path in scored.items():
                 results[i] = self._answer(requests[i], scores[[row_of[n] for n in path]])
-            done = set(chunk)
-            pending = [i for i in pending if i not in done]
+            chunks.popleft()
 
     def _answer(self, request: Any, scores: torch.Tensor) -> tuple[float, bool]:
         """(log-likelihood, greedy) of a request's continuation, scored by `scores` (one
