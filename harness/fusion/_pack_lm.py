@@ -160,6 +160,7 @@ class Pack:
         cache: ([K, len(prefix), V] of the prefix, [K, nodes, V] of the tree)."""
         prefix_ids = torch.tensor(prefix, device=self.device)
         tree_ids = torch.tensor(tree.ids, device=self.device)
+        visible = tree.visible(len(prefix), self.device)  # the same for every member
         prefixes, nodes = [], []
         for k, cache in enumerate(self.prefix_caches):
             own_prefix = self.translate(family, k, prefix_ids).tolist()
@@ -168,7 +169,8 @@ class Pack:
             prefixes.append(self.align(family, k, logits[0]))
             own_tree = TokenTree(tuple(self.translate(family, k, tree_ids).tolist()),
                                  tree.parents, tree.depths, tree.paths)
-            nodes.append(self.align(family, k, cache.tree_logits(own_prefix, own_tree)))
+            nodes.append(self.align(family, k, cache.tree_logits(own_prefix, own_tree,
+                                                                 visible=visible)))
         return torch.stack(prefixes), torch.stack(nodes)
 
 

@@ -177,11 +177,14 @@ class PrefixCache:
 
     @torch.no_grad()
     def tree_logits(self, prefix: Sequence[int], tree: TokenTree,
-                    nodes: Sequence[int] | None = None) -> torch.Tensor:
+                    nodes: Sequence[int] | None = None, visible: torch.Tensor | None = None
+                    ) -> torch.Tensor:
         """Logits of `tree`'s nodes continuing `prefix` from its cache: [nodes, V], or of
-        only the `nodes` listed (the model computes no others where it can)."""
+        only the `nodes` listed (the model computes no others where it can). `visible` is
+        the tree's mask after `prefix` where the caller has it already (`TokenTree.visible`)."""
         cache, _ = self.prefix(prefix)
-        visible = tree.visible(len(prefix), self.device)
+        visible = (tree.visible(len(prefix), self.device) if visible is None
+                   else visible.to(self.device))
         if getattr(self.model.config, "_attn_implementation", None) == "eager":
             blocked = torch.finfo(self.model.dtype).min  # eager attention adds its mask
             visible = torch.zeros(visible.shape, dtype=self.model.dtype,
