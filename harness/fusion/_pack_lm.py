@@ -35,8 +35,9 @@ from harness.fusion._options import PackOptions
 from harness.fusion._weights import Weighting, fuse
 from harness.lm import batch_backoff, initial_batch_size
 from harness.lm._prefix_cache import (MIN_SHARED_TOKENS, PrefixCache, expanded_cache,
-                                      generation_prefix, shared_prefix_groups, shared_prompts)
-from harness.lm._token_tree import TokenTree, chunk_budget, tree_chunks
+                                      generation_prefix, shared_prefix_groups, shared_prompts,
+                                      tree_runs)
+from harness.lm._token_tree import TokenTree
 from harness.run import progress
 
 DEFAULT_MAX_LENGTH = 2048
@@ -153,23 +154,32 @@ class Pack:
         return all(cache.usable(self.translate(family, k, ids).tolist(), shared)
                    for k, cache in enumerate(self.prefix_caches))
 
+    @property
+    def tree_width(self) -> int:
+        """What caps a tree of whole rows (`chunk_budget`): the narrowest member's width."""
+        return min(cache.width for cache in self.prefix_caches)
+
     @torch.no_grad()
     def tree_logits(self, family: int, prefix: list[int], tree: TokenTree
-                    ) -> tuple[torch.Tensor, torch.Tensor]:
+                    ) -> tuple[torch.Tensor | None, torch.Tensor]:
         """Aligned logits of every member for `tree`'s nodes continuing `prefix` from its
-        cache: ([K, len(prefix), V] of the prefix, [K, nodes, V] of the tree)."""
-        prefix_ids = torch.tensor(prefix, device=self.device)
+        cache: ([K, len(prefix), V] of the prefix, or None when it is empty and the tree
+        holds whole rows; [K, nodes, V] of the tree)."""
+        prefix_ids = torch.tensor(prefix, dtype=torch.long, device=self.device)
         tree_ids = torch.tensor(tree.ids, device=self.device)
+        visible = tree.visible(len(prefix), self.device)  # the same for every member
         prefixes, nodes = [], []
         for k, cache in enumerate(self.prefix_caches):
             own_prefix = self.translate(family, k, prefix_ids).tolist()
-            _, logits = cache.prefix(own_prefix)
-            assert logits is not None  # kept: the pack's caches keep their logits
-            prefixes.append(self.align(family, k, logits[0]))
+            if own_prefix:
+                _, logits = cache.prefix(own_prefix)
+                assert logits is not None  # kept: the pack's caches keep their logits
+                prefixes.append(self.align(family, k, logits[0]))
             own_tree = TokenTree(tuple(self.translate(family, k, tree_ids).tolist()),
                                  tree.parents, tree.depths, tree.paths)
-            nodes.append(self.align(family, k, cache.tree_logits(own_prefix, own_tree)))
-        return torch.stack(prefixes), torch.stack(nodes)
+            nodes.append(self.align(family, k, cache.tree_logits(own_prefix, own_tree,
+                                                                 visible=visible)))
+        return (torch.stack(prefixes) if prefixes else None), torch.stack(nodes)
 
 
 class _RowLogits:
@@ -329,47 +339,40 @@ class PackLM(LM):
         sequences = [(ctx + cont)[-(self.max_length + 1):] for ctx, cont in items]
         firsts = [max(0, len(s) - 1 - len(cont)) for s, (_, cont) in zip(sequences, items)]
         results: list[Any] = [None] * len(items)
-        for shared, rows in self._batches(family, sequences, firsts):
-            if shared:
-                tree = TokenTree.of([sequences[i][shared:-1] for i in rows])
-                prefix_logits, nodes = self.pack.tree_logits(family, sequences[rows[0]][:shared],
-                                                             tree)
-                logits = [nodes[:, list(path)] for path in tree.paths]
-            else:
-                width = max(len(sequences[i]) - 1 for i in rows)
-                ids = torch.zeros((len(rows), width), dtype=torch.long, device=self.device)
-                attention = torch.zeros_like(ids)
-                for row, index in enumerate(rows):
-                    ids[row, :len(sequences[index]) - 1] = torch.tensor(sequences[index][:-1])
-                    attention[row, :len(sequences[index]) - 1] = 1
-                prefix_logits, batch = None, self.pack.logits(family, ids, attention)
-                logits = list(batch.unbind(1))
+        for rows, prefix_logits, logits in self._forwards(family, sequences, firsts):
             for index, own in zip(rows, logits):
                 results[index] = self._score_row(family, sequences[index], firsts[index],
                                                  _RowLogits(prefix_logits, own), weights_on, mean)
         yield from results
 
-    def _batches(self, family: int, sequences: list[list[int]], firsts: list[int]
-                 ) -> list[tuple[int, list[int]]]:
-        """(shared prefix length, item indices) per forward: the items of each group sharing
-        a context prefix as token trees (`chunk_budget` tokens at most), then the rest in
-        their order, `batch_size` rows at a time."""
+    def _forwards(self, family: int, sequences: list[list[int]], firsts: list[int]
+                  ) -> Iterator[tuple[Sequence[int], torch.Tensor | None, list[torch.Tensor]]]:
+        """Per forward: the items it scores, the aligned logits of the prefix they continue
+        from the members' caches (None: none), and each item's own [K, positions, V]. The
+        items of groups sharing a context prefix run as token trees (`tree_runs`), then the
+        rest in their order, `batch_size` rows at a time."""
         groups = shared_prefix_groups([s[:f] for s, f in zip(sequences, firsts)]) \
             if self.pack.prefix_cache else []
         if groups and not self.pack.prefix_cache_usable(family, sequences[groups[0].members[0]][:-1],
                                                        groups[0].length):
             groups = []
-        batches = []
-        for group in groups:
-            own = [sequences[i][group.length:-1] for i in group.members]
-            budget = chunk_budget(self.batch_size, max(len(row) for row in own), group.length)
-            batches += [(group.length, [group.members[i] for i in chunk])
-                        for chunk in tree_chunks(own, budget)]
+        inputs = [sequence[:-1] for sequence in sequences]
+        for run in tree_runs(inputs, groups, self.batch_size, self.pack.tree_width):
+            tree = TokenTree.of([inputs[i][run.shared:] for i in run.rows])
+            prefix_logits, nodes = self.pack.tree_logits(family, inputs[run.rows[0]][:run.shared],
+                                                         tree)
+            yield run.rows, prefix_logits, [nodes[:, list(path)] for path in tree.paths]
         grouped = {i for group in groups for i in group.members}
         rest = [i for i in range(len(sequences)) if i not in grouped]
-        batches += [(0, rest[start:start + self.batch_size])
-                    for start in range(0, len(rest), self.batch_size)]
-        return batches
+        for start in range(0, len(rest), self.batch_size):
+            rows = rest[start:start + self.batch_size]
+            width = max(len(inputs[i]) for i in rows)
+            ids = torch.zeros((len(rows), width), dtype=torch.long, device=self.device)
+            attention = torch.zeros_like(ids)
+            for row, index in enumerate(rows):
+                ids[row, :len(inputs[index])] = torch.tensor(inputs[index])
+                attention[row, :len(inputs[index])] = 1
+            yield rows, None, list(self.pack.logits(family, ids, attention).unbind(1))
 
     def _score_row(self, family: int, sequence: list[int], first: int, logits: "_RowLogits",
                    weights_on: str | None, mean: bool) -> tuple[float, bool, torch.Tensor]:

@@ -5,7 +5,7 @@ transformers model; `hf_lm` gives them lm-eval's own HFLM around that object, so
 request reordering, the response-cache hooks and generation all come from lm-eval, with one
 addition: requests that share a prompt prefix (a few-shot prompt) compute its KV cache once
 (`_prefix_cache`, which the fusion toolkit's packs use too; `_token_tree` runs the rows
-continuing one prefix as a single tree-masked sequence). `_batching`: where "auto" batch
+continuing one prefix, or several short prompts whole, as a single tree-masked sequence). `_batching`: where "auto" batch
 sizes start and their halving on out-of-memory.
 """
 

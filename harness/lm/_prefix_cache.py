@@ -14,10 +14,15 @@ batches continue it on a fresh `DynamicCache` whose tensors are views of the pre
 expanded over the batch, the rows' own tokens laid out after padding. Updates concatenate,
 so no row can change the prefix or another row's cache.
 
+A cache pays when its prefix would otherwise run more than once. A group whose rows fit
+in one tree (a zero-shot question and its few short options) gains nothing from it but
+costs a forward of its own: such groups run whole, several to a tree with no cache
+(`tree_runs`), so short prompts take fewer forwards than HFLM's padded batches, not more.
+
 A model whose outputs a cached prefix would change (a wrapper that reads the whole input
 or drops a custom attention mask, prompt tuning's virtual tokens, no cache support) is
 detected once per model by a probe that compares one request's log-likelihoods with and
-without the cache, both ways; it then runs uncached. `--prefix-cache false` turns sharing
+without sharing, every way; it then runs uncached. `--prefix-cache false` turns sharing
 off altogether (to compare, or to rule it out while debugging); results agree within float
 tolerance either way, so it is not part of a cell's fingerprint (as the batch size is not).
 """
@@ -27,7 +32,7 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -35,7 +40,8 @@ import torch
 from lm_eval.models.huggingface import HFLM
 
 from harness.lm._batching import AUTO_BATCH_START
-from harness.lm._token_tree import TokenTree, chunk_budget, common_length, tree_chunks
+from harness.lm._token_tree import (TokenTree, chunk_budget, common_length, tree_chunks,
+                                    tree_size)
 from harness.models.cost import PROMPT_PREFIX
 
 log = logging.getLogger(__name__)
@@ -91,6 +97,41 @@ def _best_grouping(order: list[int], neighbours: list[int], lo: int, hi: int, mi
     return saved, groups
 
 
+@dataclass(frozen=True)
+class TreeRun:
+    """Rows (by index) that one forward scores as a token tree: continuing the `shared`
+    ids they start with from that prefix's cache, or (`shared` 0) whole."""
+
+    shared: int
+    rows: tuple[int, ...]
+
+
+def tree_runs(inputs: Sequence[Sequence[int]], groups: Sequence[PrefixGroup], batch: int,
+              width: int) -> list[TreeRun]:
+    """The forwards scoring `groups`' rows (`inputs`: the ids each row runs) for a batch
+    size of `batch` rows and a model `width` wide. A group's prefix is cached when its
+    rows fill more than one tree of whole rows (`chunk_budget`, capped by the width): the
+    prefix then runs once instead of once per tree. A smaller group (a zero-shot question
+    and its options) runs whole, in trees shared with other such groups: its prefix runs
+    once either way, and continuing a cache would cost a forward of its own."""
+    runs: list[TreeRun] = []
+    whole: list[int] = []
+    for group in groups:
+        rows = [inputs[i] for i in group.members]
+        if tree_size(rows) <= chunk_budget(batch, max(len(row) for row in rows), width):
+            whole += group.members
+            continue
+        own = [row[group.length:] for row in rows]
+        budget = chunk_budget(batch, max(len(row) for row in own), group.length)
+        runs += [TreeRun(group.length, tuple(group.members[i] for i in chunk))
+                 for chunk in tree_chunks(own, budget)]
+    if whole:
+        rows = [inputs[i] for i in whole]
+        budget = chunk_budget(batch, max(len(row) for row in rows), width)
+        runs += [TreeRun(0, tuple(whole[i] for i in chunk)) for chunk in tree_chunks(rows, budget)]
+    return runs
+
+
 def expanded_cache(cache: Any, rows: int, config: Any) -> Any:
     """A fresh `DynamicCache` holding `cache`'s tensors as views expanded over `rows`."""
     from transformers import DynamicCache
@@ -123,6 +164,12 @@ class PrefixCache:
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
+    @property
+    def width(self) -> int:
+        """The model's hidden size (0 where its config names none): what caps a tree of
+        whole rows (`chunk_budget`)."""
+        return int(getattr(self.model.config, "hidden_size", 0) or 0)
+
     def usable(self, sample: Sequence[int], shared: int) -> bool:
         """Whether this model may continue from cached prefixes; the first call checks it
         on `sample` split after `shared` tokens."""
@@ -134,9 +181,10 @@ class PrefixCache:
     @torch.no_grad()
     def _agrees(self, sample: list[int], shared: int) -> bool:
         """Whether `sample`'s own tokens after its first `shared` get the log-likelihoods of
-        the whole sample run uncached, both ways a cached prefix is continued: as a token
-        tree (scoring; with a sibling branch placed first, so a model ignoring the tree's
-        mask sees it) and as an expanded batch of two (generation)."""
+        the whole sample run uncached, every way a prefix is shared: as a token tree
+        continuing its cache and as a tree of whole rows holding it (scoring; each with a
+        sibling branch placed first, so a model ignoring the tree's mask sees it), and as an
+        expanded batch of two continuing its cache (generation)."""
         own = sample[shared:]
         sibling = own[:-1] + [own[-1] - 1 if own[-1] > 0 else own[-1] + 1]
         ids = torch.tensor([sample], device=self.device)
@@ -144,6 +192,8 @@ class PrefixCache:
             reference = self.model(input_ids=ids).logits[0, shared:].float().log_softmax(-1)
             tree = TokenTree.of([sibling, own])
             in_tree = self.tree_logits(sample[:shared], tree)[list(tree.paths[1])]
+            whole = TokenTree.of([sample[:shared] + sibling, sample])
+            in_whole = self.tree_logits([], whole)[list(whole.paths[1][shared:])]
             cache, _ = self.prefix(sample[:shared])
             batched = self.model(input_ids=ids[:, shared:].expand(2, -1), use_cache=True,
                                  cache=expanded_cache(cache, 2, self.model.config)).logits
@@ -153,7 +203,7 @@ class PrefixCache:
             log.warning("prefix cache off for %s: %s", type(self.model).__name__, exc)
             return False
         tolerance = PROBE_TOLERANCE.get(self.model.dtype, HALF_PROBE_TOLERANCE)
-        for cached in (in_tree[None], batched):
+        for cached in (in_tree[None], in_whole[None], batched):
             cached = cached.float().log_softmax(-1)
             if cached.shape[1:] != reference.shape or (cached - reference).abs().max() > tolerance:
                 log.warning("prefix cache off for %s: a cached prefix changes its "
@@ -177,11 +227,15 @@ class PrefixCache:
 
     @torch.no_grad()
     def tree_logits(self, prefix: Sequence[int], tree: TokenTree,
-                    nodes: Sequence[int] | None = None) -> torch.Tensor:
-        """Logits of `tree`'s nodes continuing `prefix` from its cache: [nodes, V], or of
-        only the `nodes` listed (the model computes no others where it can)."""
-        cache, _ = self.prefix(prefix)
-        visible = tree.visible(len(prefix), self.device)
+                    nodes: Sequence[int] | None = None, visible: torch.Tensor | None = None
+                    ) -> torch.Tensor:
+        """Logits of `tree`'s nodes continuing `prefix` from its cache (an empty prefix: no
+        cache): [nodes, V], or of only the `nodes` listed (the model computes no others
+        where it can). `visible` is the tree's mask after `prefix` where the caller has it
+        already (`TokenTree.visible`)."""
+        cache = expanded_cache(self.prefix(prefix)[0], 1, self.model.config) if prefix else None
+        visible = (tree.visible(len(prefix), self.device) if visible is None
+                   else visible.to(self.device))
         if getattr(self.model.config, "_attn_implementation", None) == "eager":
             blocked = torch.finfo(self.model.dtype).min  # eager attention adds its mask
             visible = torch.zeros(visible.shape, dtype=self.model.dtype,
@@ -192,8 +246,7 @@ class PrefixCache:
         logits = self.model(input_ids=torch.tensor([tree.ids], device=self.device),
                             attention_mask=visible, position_ids=tree.positions(len(prefix),
                                                                                 self.device),
-                            use_cache=True, cache=expanded_cache(cache, 1, self.model.config),
-                            **keep).logits[0]
+                            use_cache=cache is not None, cache=cache, **keep).logits[0]
         return logits if nodes is None or keep else logits[list(nodes)]
 
     def generation_inputs(self, rows: Sequence[Sequence[int]], width: int, pad: int, shared: int
@@ -268,8 +321,8 @@ class PrefixCachedHFLM(HFLM):
                 if not self.prefixes.usable(inputs[first], groups[0].length):
                     groups = []
         results: list[Any] = [None] * len(requests)
-        for group in groups:
-            self._score_group(group, requests, inputs, results)
+        if groups:
+            self._score_trees(groups, requests, inputs, results)
         rest = [i for i, result in enumerate(results) if result is None]
         if rest:
             answers = super()._loglikelihood_tokens([requests[i] for i in rest], disable_tqdm,
@@ -282,42 +335,38 @@ class PrefixCachedHFLM(HFLM):
         return torch.autocast(device_type=self.device.type, dtype=self.mixed_precision_dtype,
                               enabled=self.mixed_precision_dtype is not None)
 
-    def _score_group(self, group: PrefixGroup, requests: list[Any], inputs: list[list[int]],
-                     results: list[Any]) -> None:
-        """Every request of `group`, its rows' own tokens run as token trees continuing
-        the group's prefix (`_token_tree`, `chunk_budget` tokens at most), computing only
-        the continuations' logits."""
-        prefix = inputs[group.members[0]][:group.length]
-        by_input: dict[tuple[int, ...], list[int]] = {}
-        for i in group.members:
-            by_input.setdefault(tuple(inputs[i][group.length:]), []).append(i)
-        suffixes = list(by_input)
+    def _score_trees(self, groups: list[PrefixGroup], requests: list[Any],
+                     inputs: list[list[int]], results: list[Any]) -> None:
+        """Every request of `groups`, as token trees (`tree_runs`); an out-of-memory error
+        under an "auto" batch size halves it for the runs left."""
         rows = self.batch_size if isinstance(self.batch_size, int) else AUTO_BATCH_START
-        longest = max(len(s) for s in suffixes)
-        pending = list(range(len(suffixes)))
-        while pending:
-            chunk = [pending[i] for i in tree_chunks([suffixes[i] for i in pending],
-                                                     chunk_budget(rows, longest, len(prefix)))[0]]
-            tree = TokenTree.of([suffixes[i] for i in chunk])
-            scored = {}  # request -> the nodes predicting its continuation
-            for path, suffix in zip(tree.paths, (suffixes[i] for i in chunk)):
-                for i in by_input[suffix]:
-                    scored[i] = path[-len(requests[i][2]):]
-            nodes = sorted({node for path in scored.values() for node in path})
+        runs = deque(tree_runs(inputs, groups, rows, self.prefixes.width))
+        while runs:
             try:
-                with self._autocast():
-                    logits = self.prefixes.tree_logits(prefix, tree, nodes)
+                self._score_run(runs[0], requests, inputs, results)
             except torch.OutOfMemoryError:
                 if isinstance(self.batch_size, int) or rows == 1:
                     raise
                 rows //= 2
+                left = [PrefixGroup(group.length, members) for group in groups
+                        if (members := tuple(i for i in group.members if results[i] is None))]
+                runs = deque(tree_runs(inputs, left, rows, self.prefixes.width))
                 continue
-            scores = torch.log_softmax(logits, dim=-1, dtype=self.softmax_dtype)
-            row_of = {node: row for row, node in enumerate(nodes)}
-            for i, path in scored.items():
-                results[i] = self._answer(requests[i], scores[[row_of[n] for n in path]])
-            done = set(chunk)
-            pending = [i for i in pending if i not in done]
+            runs.popleft()
+
+    def _score_run(self, run: TreeRun, requests: list[Any], inputs: list[list[int]],
+                   results: list[Any]) -> None:
+        """The requests of `run`, as one token tree computing only the logits that predict
+        their continuations."""
+        tree = TokenTree.of([inputs[i][run.shared:] for i in run.rows])
+        scored = {i: path[-len(requests[i][2]):] for i, path in zip(run.rows, tree.paths)}
+        nodes = sorted({node for path in scored.values() for node in path})
+        with self._autocast():
+            logits = self.prefixes.tree_logits(inputs[run.rows[0]][:run.shared], tree, nodes)
+        scores = torch.log_softmax(logits, dim=-1, dtype=self.softmax_dtype)
+        row_of = {node: row for row, node in enumerate(nodes)}
+        for i, path in scored.items():
+            results[i] = self._answer(requests[i], scores[[row_of[n] for n in path]])
 
     def _answer(self, request: Any, scores: torch.Tensor) -> tuple[float, bool]:
         """(log-likelihood, greedy) of a request's continuation, scored by `scores` (one

@@ -8,6 +8,8 @@ once: a tree of tokens, each node attending to the cached prefix and to its own 
 only, at position (prefix length + depth). A causal model's output at a node depends on
 nothing else, so every row's logits are its path's, as if it ran alone; no padding is
 computed, no prefix cache is copied over a batch, and shared question tokens run once.
+With no cached prefix (an empty one), a tree holds whole rows: several short prompts,
+each with its options, in one sequence.
 """
 
 from __future__ import annotations
@@ -78,12 +80,23 @@ def common_length(a: Sequence[int], b: Sequence[int]) -> int:
     return n
 
 
-def chunk_budget(rows: int, longest: int, prefix: int) -> int:
-    """How many nodes a tree continuing a `prefix`-token prefix may hold, for a batch size
-    of `rows` rows of at most `longest` tokens: no more than those rows would, and no more
-    than the prefix (the attention to the tree itself is dense, so its masked part is never
-    more than half of it), though always a whole row."""
-    return max(longest, min(rows * longest, prefix))
+def chunk_budget(rows: int, longest: int, cap: int) -> int:
+    """How many nodes a tree may hold, for a batch size of `rows` rows of at most `longest`
+    tokens: no more than those rows would, though always a whole row, and no more than
+    `cap`. The attention among a tree's nodes is dense (each node against every node), so
+    the cap bounds what it computes in vain: for a tree continuing a cached prefix, the
+    prefix's length (the masked part is then never more than half of its attention); for a
+    tree of whole rows, the model's width (a node attending to n nodes costs about
+    2 x n x width multiply-adds per layer, its linear layers about 12 x width^2 or more, so
+    the attention stays under a sixth of them)."""
+    return max(longest, min(rows * longest, cap))
+
+
+def tree_size(rows: Sequence[Sequence[int]]) -> int:
+    """How many nodes `TokenTree.of(rows)` holds."""
+    ordered = sorted(tuple(row) for row in rows)
+    return sum(len(row) - common_length(row, previous)
+               for previous, row in zip([()] + ordered, ordered))
 
 
 def tree_chunks(rows: Sequence[Sequence[int]], budget: int) -> list[list[int]]:

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 import torch
+from fusion.fusion_support import Request
 from lm_eval.api.model import LM
 
 from harness.contract import Capability, MethodRow, ModelRef, TaskColumn
@@ -122,6 +123,35 @@ def test_cached_prefixes_change_no_answer(task, kind, models, tmp_path, monkeypa
     assert comparing.compared
     if task in FEW_SHOT:
         assert prefixes and min(prefixes) >= prefix_cache.MIN_SHARED_TOKENS
+
+
+QUESTIONS = ["Which colour is the sky on a clear day?", "Which animal barks at the postman?",
+             "What do bees make in their hives?", "Where does the sun rise in the morning?"]
+OPTIONS = [" blue", " a dark red", " honey", " in the east"]
+
+
+@pytest.mark.parametrize("kind", ["single", "pack"])
+def test_short_questions_run_together_as_trees_of_whole_rows(kind, models, monkeypatch) -> None:
+    """Zero-shot questions with short options: each question's rows fit in one tree of whole
+    rows, so the questions share a few forwards, none continuing a cached prefix (only the
+    probe builds one), with the uncached log-likelihoods and greedy flags."""
+    requests = [Request((question + "\nAnswer:", option)) for question in QUESTIONS
+                for option in OPTIONS]
+    build = _single if kind == "single" else _pack
+    want = build(models, False).loglikelihood(requests)
+    monkeypatch.setattr(prefix_cache.PrefixCache, "width", property(lambda self: 256))
+    forwards: list[tuple[int, int]] = []  # (model, cached prefix length) per tree
+    original = prefix_cache.PrefixCache.tree_logits
+    monkeypatch.setattr(prefix_cache.PrefixCache, "tree_logits", lambda self, prefix, *a, **k: (
+        forwards.append((id(self.model), len(prefix))) or original(self, prefix, *a, **k)))
+    got = build(models, True).loglikelihood(requests)
+    for (value, greedy), (expected, expected_greedy) in zip(got, want):
+        assert abs(value - expected) <= TOLERANCE and greedy == expected_greedy
+    for model in {model for model, _ in forwards}:
+        prefixes = [length for m, length in forwards if m == model]
+        # the probe's two trees (one continuing its cache, one of whole rows), then the questions'
+        assert prefixes[0] and not any(prefixes[1:])
+        assert 1 <= len(prefixes) - 2 < len(QUESTIONS)
 
 
 def test_groups_keep_the_longest_shared_prefixes() -> None:

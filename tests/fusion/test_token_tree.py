@@ -10,8 +10,8 @@ import pytest
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
 
-from harness.lm._prefix_cache import PrefixCache
-from harness.lm._token_tree import TokenTree, tree_chunks
+from harness.lm._prefix_cache import PrefixCache, PrefixGroup, TreeRun, tree_runs
+from harness.lm._token_tree import TokenTree, tree_chunks, tree_size
 
 PREFIX = [3, 17, 8, 22, 5, 9, 30, 11, 4, 26, 13, 7, 19, 2, 28, 6, 21, 15, 10, 24]
 # a row that is another's prefix, rows branching after a shared question, a lone row
@@ -38,6 +38,24 @@ def test_chunks_count_shared_tokens_once() -> None:
     assert tree_chunks(rows, 4) == [[3, 1, 2], [4], [0]]
     assert tree_chunks(rows, 100) == [[3, 1, 2, 4, 0]]
     assert tree_chunks(rows, 1) == [[3], [1], [2], [4], [0]]  # a longer row runs alone
+    assert tree_size(rows) == len(TokenTree.of(rows)) == 16
+
+
+def test_small_groups_run_whole_together_and_large_ones_continue_a_cache() -> None:
+    question_a, question_b, shots = list(range(100, 120)), list(range(200, 220)), list(range(300, 340))
+    inputs = [question_a + [1, 2], question_a + [3], question_b + [4], question_b + [5, 6],
+              *(shots + [k] * 5 for k in range(8))]
+    groups = [PrefixGroup(20, (0, 1)), PrefixGroup(20, (2, 3)), PrefixGroup(40, tuple(range(4, 12)))]
+    # each question's tree (23 nodes) fits in a tree of whole rows (at most 64, the width) and
+    # both fit in one; the shots' tree (80) does not, so its rows continue the cached shots
+    # in trees of at most 4 rows x 5 tokens
+    assert tree_runs(inputs, groups, batch=4, width=64) == [
+        TreeRun(40, (4, 5, 6, 7)), TreeRun(40, (8, 9, 10, 11)), TreeRun(0, (0, 1, 2, 3))]
+    assert tree_runs(inputs, groups, batch=4, width=30)[2:] == [TreeRun(0, (0, 1)),
+                                                                 TreeRun(0, (2, 3))]
+    # a batch of one row holds a group only where its rows all lie on one path
+    assert tree_runs(inputs, groups[:2], batch=1, width=64) == [
+        TreeRun(20, (0,)), TreeRun(20, (1,)), TreeRun(20, (2,)), TreeRun(20, (3,))]
 
 
 def _llama(attention: str) -> Any:
@@ -54,18 +72,19 @@ def _gpt2() -> Any:
                                       n_positions=128)).eval()
 
 
+@pytest.mark.parametrize("prefix", [PREFIX, []], ids=["cached-prefix", "whole-rows"])
 @pytest.mark.parametrize("build", [lambda: _llama("sdpa"), lambda: _llama("eager"), _gpt2],
                          ids=["llama-sdpa", "llama-eager", "gpt2"])
 @torch.no_grad()
-def test_tree_logits_are_each_rows_own(build) -> None:
+def test_tree_logits_are_each_rows_own(build, prefix) -> None:
     model = build()
     cache = PrefixCache(model)
     assert cache.usable(PREFIX + ROWS[2], len(PREFIX))
     tree = TokenTree.of(ROWS)
-    logits = cache.tree_logits(PREFIX, tree)
+    logits = cache.tree_logits(prefix, tree)
     assert logits.shape == (len(tree), 50)
     for row, path in zip(ROWS, tree.paths):
-        alone = model(input_ids=torch.tensor([PREFIX + row])).logits[0, len(PREFIX):]
+        alone = model(input_ids=torch.tensor([prefix + row])).logits[0, len(prefix):]
         assert torch.allclose(logits[list(path)], alone, atol=1e-5)
     some = [1, 4, 9]
-    assert torch.allclose(cache.tree_logits(PREFIX, tree, some), logits[some], atol=1e-5)
+    assert torch.allclose(cache.tree_logits(prefix, tree, some), logits[some], atol=1e-5)
