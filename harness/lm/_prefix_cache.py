@@ -218,7 +218,11 @@ class PrefixCache:
         if key in self._kept:
             self._kept.move_to_end(key)
             return self._kept[key]
-        out = self.model(input_ids=torch.tensor([key], device=self.device), use_cache=True)
+        # without `keep_logits` no prefix position is scored: one logit row instead of the
+        # output layer over the whole prefix (most of a small model's work on a long prefix)
+        keep = {} if self.keep_logits or not self._keeps_logits else {"logits_to_keep": 1}
+        out = self.model(input_ids=torch.tensor([key], device=self.device), use_cache=True,
+                         **keep)
         entry = (out.cache, out.logits if self.keep_logits else None)
         self._kept[key] = entry
         while len(self._kept) > KEPT_PREFIXES:
