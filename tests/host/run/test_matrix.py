@@ -75,7 +75,11 @@ def test_resume_after_sigkill_mid_matrix(tmp_path: Path) -> None:
 
     resumed = run_cli(*MATRIX, "--results", str(tmp_path))
     assert resumed.returncode == 0, resumed.stderr
-    assert f"{4 - len(finished)} computed, {len(finished)} already done" in resumed.stdout
+    summary = f"{4 - len(finished)} computed, {len(finished)} already done"
+    # the whole story when it fails: which cells the kill left, what the resumed run said
+    # of each, and what is in place now
+    assert summary in resumed.stdout, (sorted(finished), resumed.stdout[-3000:],
+                                       sorted(_result_files(tmp_path)))
     after = _result_files(tmp_path)
     assert len(after) == 4
     assert all(after[path] == mtime for path, mtime in finished.items())
