@@ -41,14 +41,14 @@ def lm_eval_child(model: str, data_dir: str, docs: int, batch: int, out: str) ->
     from harness.contract import DataSource, TaskContext
     from harness.host import load_host
     from harness.options import build_options
-    from harness.run.lm_eval_adapter import resolve_task_specs, task_manager
+    from harness.run.lm_eval_adapter import plan_task_manager, resolve_task_specs
 
     spec = load_host().task("mmlu")
     options = build_options(spec.options, {"subjects": list(SUBJECTS), "num_fewshot": SHOTS},
                             "mmlu")
     plan = spec.lm_eval(TaskContext(options=options, data=DataSource("local", Path(data_dir)),
                                     workdir=Path(out), limit=docs, seed=1234))
-    manager = task_manager(tuple(str(p) for p in plan.include_path), plan.uses_stock_tasks)
+    manager = plan_task_manager(plan)
     output = lm_eval.simple_evaluate(
         model=HFLM(pretrained=model, batch_size=batch, device="cpu"),
         tasks=resolve_task_specs(manager, plan.tasks), num_fewshot=plan.num_fewshot,

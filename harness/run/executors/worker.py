@@ -202,8 +202,7 @@ def _job_state() -> Iterator[None]:
 
     environment, cwd = dict(os.environ), os.getcwd()
     threads, dtype, grad = torch.get_num_threads(), torch.get_default_dtype(), torch.is_grad_enabled()
-    deterministic = (torch.are_deterministic_algorithms_enabled(),
-                     torch.is_deterministic_algorithms_warn_only_enabled())
+    deterministic = _determinism(torch)
     cudnn = (torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic)
     root = logging.getLogger()
     level, handlers = root.level, list(root.handlers)
@@ -218,8 +217,7 @@ def _job_state() -> Iterator[None]:
         torch.set_num_threads(threads)
         torch.set_default_dtype(dtype)
         torch.set_grad_enabled(grad)
-        if deterministic != (torch.are_deterministic_algorithms_enabled(),
-                             torch.is_deterministic_algorithms_warn_only_enabled()):
+        if _determinism(torch) != deterministic:
             # only when the job changed it: setting it imports torch's inductor (seconds)
             torch.use_deterministic_algorithms(deterministic[0], warn_only=deterministic[1])
         torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = cudnn
@@ -228,6 +226,12 @@ def _job_state() -> Iterator[None]:
         gc.collect()
         if torch.cuda.is_initialized():
             torch.cuda.empty_cache()
+
+
+def _determinism(torch: Any) -> tuple[bool, bool]:
+    """torch's deterministic-algorithms flag and its warn-only mode."""
+    return (torch.are_deterministic_algorithms_enabled(),
+            torch.is_deterministic_algorithms_warn_only_enabled())
 
 
 # ----------------------------------------------------------------------------- the process
